@@ -1,0 +1,1 @@
+//! XDP loader and kernel maps (being written).

@@ -1,0 +1,284 @@
+//! Types shared by the XDP flow executor (kernel) and vnetd (userspace).
+//!
+//! Every type here is `#[repr(C)]` with explicit padding fields, so the
+//! layout is the same on both sides and no byte of a map key is left
+//! uninitialised (an uninitialised padding byte in a hash key makes two equal
+//! keys hash differently). `tests` below pins the sizes and offsets.
+#![no_std]
+
+/// Map names, shared so the loader cannot misspell them.
+pub mod maps {
+    pub const FLOWS: &str = "FLOWS";
+    pub const FRAGS: &str = "FRAGS";
+    pub const IFACES: &str = "IFACES";
+    pub const XSKS: &str = "XSKS";
+    pub const STATS: &str = "STATS";
+}
+
+/// Name of the XDP program in the object file.
+pub const XDP_PROGRAM: &str = "vnet_xdp";
+
+/// Default capacity of the flow table (see PERFORMANCE.md: 1 000 000 flows).
+pub const DEFAULT_MAX_FLOWS: u32 = 1 << 20;
+/// Capacity of the fragment map (first fragment's ports by IP id).
+pub const MAX_FRAGS: u32 = 16 * 1024;
+/// Capacity of the interface table and of the XSKMAP.
+pub const MAX_IFACES: u32 = 256;
+
+/// `FlowKey::frag`: the packet is not an IPv4 fragment.
+pub const FRAG_NONE: u8 = 0;
+/// `FlowKey::frag`: the packet is an IPv4 fragment (first or later). A later
+/// fragment carries the first fragment's ports when the kernel saw the first
+/// one (through the FRAGS map), so all fragments of a datagram share one flow.
+pub const FRAG_FRAGMENT: u8 = 1;
+
+/// Exact-match flow key.
+///
+/// The one rule: the key holds every field the parser extracts from the
+/// packet and nothing is wildcarded; a field that the packet does not have
+/// (ports of an ICMP packet, IP addresses of a non-IP frame) is zero. For ARP,
+/// `src`/`dst` are the sender/target protocol addresses and `proto` is the
+/// low byte of the opcode. For ICMP, `l4_src` is the echo identifier (echo
+/// request/reply only, else 0) and `l4_dst` is `type << 8 | code`.
+/// Multi-byte integers are in host order; addresses are in wire order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub ifindex: u32,
+    pub eth_src: [u8; 6],
+    pub eth_dst: [u8; 6],
+    /// VID of the 802.1Q tag, 0 when untagged.
+    pub vlan: u16,
+    /// EtherType after the VLAN tag.
+    pub ethertype: u16,
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    pub proto: u8,
+    pub frag: u8,
+    pub l4_src: u16,
+    pub l4_dst: u16,
+    pub _pad: u16,
+}
+
+/// Flow action bits. The actions of one flow are a set applied in this fixed
+/// order (the order of the constants), which is every order a decision of the
+/// simulation needs: rewrites commute, VLAN pop comes before and push after
+/// them, and the verdict (output or drop) comes last. A fixed order keeps the
+/// kernel program a straight line, which the verifier likes.
+pub mod act {
+    pub const POP_VLAN: u32 = 1 << 0;
+    pub const SET_ETH_SRC: u32 = 1 << 1;
+    pub const SET_ETH_DST: u32 = 1 << 2;
+    pub const SET_IP_SRC: u32 = 1 << 3;
+    pub const SET_IP_DST: u32 = 1 << 4;
+    /// TCP/UDP source port; for ICMP echo, the identifier.
+    pub const SET_L4_SRC: u32 = 1 << 5;
+    pub const SET_L4_DST: u32 = 1 << 6;
+    pub const DEC_TTL: u32 = 1 << 7;
+    pub const PUSH_VLAN: u32 = 1 << 8;
+    pub const OUTPUT: u32 = 1 << 9;
+    pub const DROP: u32 = 1 << 10;
+    pub const ALL: u32 = (1 << 11) - 1;
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowActions {
+    pub flags: u32,
+    pub out_ifindex: u32,
+    pub eth_src: [u8; 6],
+    pub eth_dst: [u8; 6],
+    pub ip_src: [u8; 4],
+    pub ip_dst: [u8; 4],
+    pub l4_src: u16,
+    pub l4_dst: u16,
+    /// VID pushed by `PUSH_VLAN` (priority 0).
+    pub vlan: u16,
+    pub _pad: u16,
+}
+
+/// Value of the flow table: the actions, written by userspace, and the
+/// counters, updated by the kernel on every hit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowValue {
+    pub actions: FlowActions,
+    pub _pad: u32,
+    pub packets: u64,
+    pub bytes: u64,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last hit.
+    pub last_used_ns: u64,
+}
+
+/// Key of the fragment map: identifies the datagram a fragment belongs to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    pub id: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Value of the fragment map: the first fragment's L4 key fields.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragPorts {
+    pub l4_src: u16,
+    pub l4_dst: u16,
+}
+
+/// Per-interface configuration, keyed by ifindex.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IfaceConfig {
+    /// Index of this interface's AF_XDP socket in the XSKMAP.
+    pub xsk_slot: u32,
+    pub _pad: u32,
+}
+
+/// Why a packet went where it went. One list for the kernel program, the
+/// userspace dataplane, the counters, the API and the trace. The kernel
+/// counts the first group in the per-CPU STATS array, indexed by the value.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    // --- counted by the XDP program ---
+    /// A frame entered the XDP program.
+    XdpRx = 0,
+    /// Flow hit, actions applied, frame redirected.
+    XdpHitRedirect,
+    /// Flow hit with a drop action.
+    XdpHitDrop,
+    /// No flow: sent to userspace.
+    XdpMiss,
+    /// Not parsable by the kernel program (too short, QinQ, ...): sent to
+    /// userspace, which decides.
+    XdpUnparsed,
+    /// The interface has no AF_XDP socket: dropped (never passed to the host
+    /// stack, which must not see tenant traffic).
+    XdpNoSocket,
+    /// A flow hit whose action could not be applied (bad length after a VLAN
+    /// change, TTL already 0): sent to userspace.
+    XdpActionFailed,
+    /// A later fragment whose first fragment was not seen: sent to userspace.
+    XdpFragUnknown,
+    // --- counted by userspace ---
+    /// A frame too short or malformed for the simulation.
+    Malformed,
+    /// The ingress interface is bound to no port.
+    UnknownInterface,
+    /// The ingress or egress port is administratively down.
+    PortDown,
+    /// A frame whose VLAN tag does not match the port's.
+    VlanMismatch,
+    /// The destination MAC is on the ingress port itself.
+    SameSegment,
+    /// A flood found no other port that is up.
+    NoEgress,
+    /// The flow table is full: the packet was forwarded but no flow installed.
+    FlowTableFull,
+    /// A frame with a reserved (IEEE 802.1D link-local) destination.
+    LinkLocalDrop,
+    /// A transmit ring was full.
+    TxRingFull,
+}
+
+impl Reason {
+    /// Number of reasons the kernel counts (the size of the STATS array).
+    pub const XDP_COUNT: u32 = Reason::XdpFragUnknown as u32 + 1;
+    pub const ALL: [Reason; 17] = [
+        Reason::XdpRx,
+        Reason::XdpHitRedirect,
+        Reason::XdpHitDrop,
+        Reason::XdpMiss,
+        Reason::XdpUnparsed,
+        Reason::XdpNoSocket,
+        Reason::XdpActionFailed,
+        Reason::XdpFragUnknown,
+        Reason::Malformed,
+        Reason::UnknownInterface,
+        Reason::PortDown,
+        Reason::VlanMismatch,
+        Reason::SameSegment,
+        Reason::NoEgress,
+        Reason::FlowTableFull,
+        Reason::LinkLocalDrop,
+        Reason::TxRingFull,
+    ];
+
+    /// Stable snake_case name, used in logs, counters and the API.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Reason::XdpRx => "xdp_rx",
+            Reason::XdpHitRedirect => "xdp_hit_redirect",
+            Reason::XdpHitDrop => "xdp_hit_drop",
+            Reason::XdpMiss => "xdp_miss",
+            Reason::XdpUnparsed => "xdp_unparsed",
+            Reason::XdpNoSocket => "xdp_no_socket",
+            Reason::XdpActionFailed => "xdp_action_failed",
+            Reason::XdpFragUnknown => "xdp_frag_unknown",
+            Reason::Malformed => "malformed",
+            Reason::UnknownInterface => "unknown_interface",
+            Reason::PortDown => "port_down",
+            Reason::VlanMismatch => "vlan_mismatch",
+            Reason::SameSegment => "same_segment",
+            Reason::NoEgress => "no_egress",
+            Reason::FlowTableFull => "flow_table_full",
+            Reason::LinkLocalDrop => "link_local_drop",
+            Reason::TxRingFull => "tx_ring_full",
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all these types are repr(C), made only of integers and byte
+    // arrays, with every padding byte an explicit field: any bit pattern is
+    // valid and no byte is uninitialised.
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowValue {}
+    unsafe impl aya::Pod for super::FragKey {}
+    unsafe impl aya::Pod for super::FragPorts {}
+    unsafe impl aya::Pod for super::IfaceConfig {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{offset_of, size_of};
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<FlowKey>(), 36);
+        assert_eq!(offset_of!(FlowKey, eth_src), 4);
+        assert_eq!(offset_of!(FlowKey, vlan), 16);
+        assert_eq!(offset_of!(FlowKey, src), 20);
+        assert_eq!(offset_of!(FlowKey, proto), 28);
+        assert_eq!(offset_of!(FlowKey, l4_src), 30);
+        assert_eq!(offset_of!(FlowKey, _pad), 34);
+        assert_eq!(size_of::<FlowActions>(), 36);
+        assert_eq!(offset_of!(FlowActions, vlan), 32);
+        assert_eq!(size_of::<FlowValue>(), 64);
+        assert_eq!(offset_of!(FlowValue, packets), 40);
+        assert_eq!(size_of::<FragKey>(), 12);
+        assert_eq!(size_of::<FragPorts>(), 4);
+        assert_eq!(size_of::<IfaceConfig>(), 8);
+    }
+
+    #[test]
+    fn reasons_are_dense_and_named_once() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+        for a in Reason::ALL {
+            for b in Reason::ALL {
+                if a != b {
+                    assert_ne!(a.name(), b.name());
+                }
+            }
+        }
+        assert_eq!(Reason::XDP_COUNT, 8);
+    }
+}
