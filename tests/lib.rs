@@ -1,1 +1,307 @@
+//! End-to-end test harness: real `vnetd`, network namespaces, real tools.
+//!
+//! Every test builds a private world: a "host" namespace where `vnetd` runs
+//! with the host ends of the guests' veth pairs (so the examples' interface
+//! names `vm1-h`, ... can be used unchanged and tests can run side by side),
+//! and one namespace per guest. Everything is deleted on drop, vnetd first.
+//!
+//! The tests need root (namespaces, XDP). Without it they print why they
+//! skip and pass; CI runs as root.
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
+/// True when the tests can run; prints the reason when they cannot.
+pub fn have_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("skipped {test}: needs root (network namespaces, XDP, AF_XDP); CI runs it as root");
+    }
+    root
+}
+
+/// Runs a command, failing with its output when it fails.
+pub fn run(args: &[&str]) -> Result<Output> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .with_context(|| format!("running {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed ({}): {}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out)
+}
+
+/// The repository root (for examples/).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// The vnetd binary: $VNETD, or the one cargo built next to this test.
+pub fn vnetd_path() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("VNETD") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test> → target/<profile>/vnetd
+    let dir = exe.parent().and_then(Path::parent).context("test binary has no target dir")?;
+    let p = dir.join("vnetd");
+    if !p.exists() {
+        bail!("{} not found: build it first (cargo build -p vnet-dataplane) or set VNETD", p.display());
+    }
+    Ok(p)
+}
+
+static WORLDS: AtomicU32 = AtomicU32::new(0);
+
+/// A guest: a namespace with one interface `eth0` whose peer `host_if`
+/// lives in the world's host namespace.
+#[derive(Debug, Clone)]
+pub struct Guest {
+    pub name: String,
+    pub netns: String,
+    pub mac: String,
+    pub ip: String,
+}
+
+pub struct World {
+    pub prefix: String,
+    pub host: String,
+    pub guests: Vec<Guest>,
+    vnetd: Option<Child>,
+    pub log: PathBuf,
+    dir: PathBuf,
+}
+
+impl World {
+    /// A new world named after the test.
+    pub fn new(test: &str) -> Result<World> {
+        let n = WORLDS.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("vt{}{}", std::process::id() % 100_000, n);
+        let host = format!("{prefix}-host");
+        run(&["ip", "netns", "add", &host])?;
+        run(&["ip", "-n", &host, "link", "set", "lo", "up"])?;
+        let dir = std::env::temp_dir().join(format!("vnet-e2e-{prefix}"));
+        std::fs::create_dir_all(&dir)?;
+        let log = dir.join(format!("vnetd-{test}.log"));
+        Ok(World { prefix, host, guests: Vec::new(), vnetd: None, log, dir })
+    }
+
+    /// Adds a guest with a veth pair: `host_if` in the host namespace,
+    /// `eth0` (with `mac` and `ip`/24) in the guest's.
+    pub fn guest(&mut self, name: &str, host_if: &str, mac: &str, ip: &str) -> Result<Guest> {
+        let netns = format!("{}-{name}", self.prefix);
+        run(&["ip", "netns", "add", &netns])?;
+        run(&["ip", "-n", &self.host, "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", &netns])?;
+        run(&["ip", "-n", &netns, "link", "set", "eth0", "address", mac])?;
+        run(&["ip", "-n", &netns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+        run(&["ip", "-n", &netns, "link", "set", "eth0", "up"])?;
+        run(&["ip", "-n", &netns, "link", "set", "lo", "up"])?;
+        run(&["ip", "-n", &self.host, "link", "set", host_if, "up"])?;
+        let g = Guest { name: name.into(), netns, mac: mac.into(), ip: ip.into() };
+        self.guests.push(g.clone());
+        Ok(g)
+    }
+
+    /// Writes `yaml` to a file in the world's directory.
+    pub fn topology_file(&self, yaml: &str) -> Result<PathBuf> {
+        let p = self.dir.join("topology.yaml");
+        std::fs::write(&p, yaml)?;
+        Ok(p)
+    }
+
+    /// Starts vnetd in the host namespace on `topology` and waits until it
+    /// has bound its interfaces.
+    pub fn start_vnetd(&mut self, topology: &Path) -> Result<()> {
+        let vnetd = vnetd_path()?;
+        let log = std::fs::File::create(&self.log)?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.host])
+            .arg(&vnetd)
+            .arg("--topology")
+            .arg(topology)
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .arg("--socket")
+            .arg(self.dir.join("vnetd.sock"))
+            .env("VNET_LOG", "info")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting vnetd")?;
+        self.vnetd = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if text.contains("vnetd running") {
+                return Ok(());
+            }
+            if let Some(status) = self.vnetd.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                bail!("vnetd exited ({status}) before binding; its log:\n{text}");
+            }
+            if Instant::now() > deadline {
+                bail!("vnetd did not start within 20 s; its log:\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The pid of vnetd (the `ip netns exec` process execs it).
+    pub fn vnetd_pid(&self) -> Option<u32> {
+        self.vnetd.as_ref().map(Child::id)
+    }
+
+    /// Stops vnetd with SIGTERM; returns its exit status and log.
+    pub fn stop_vnetd(&mut self) -> Result<(std::process::ExitStatus, String)> {
+        let mut child = self.vnetd.take().context("vnetd is not running")?;
+        run(&["kill", "-TERM", &child.id().to_string()])?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(s) = child.try_wait()? {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("vnetd did not stop within 10 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Ok((status, std::fs::read_to_string(&self.log)?))
+    }
+
+    /// Runs a command inside a guest.
+    pub fn exec(&self, guest: &Guest, args: &[&str]) -> Result<Output> {
+        let mut full = vec!["ip", "netns", "exec", guest.netns.as_str()];
+        full.extend_from_slice(args);
+        let out = Command::new(full[0]).args(&full[1..]).output()?;
+        Ok(out)
+    }
+
+    /// Pings `to` from `from`; returns how many replies came back.
+    pub fn ping(&self, from: &Guest, to: &str, count: u32) -> Result<u32> {
+        let out = self.exec(from, &["ping", "-c", &count.to_string(), "-i", "0.05", "-W", "1", to])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let received = text
+            .lines()
+            .find(|l| l.contains("received"))
+            .and_then(|l| l.split(", ").nth(1))
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        Ok(received)
+    }
+
+    /// Starts tcpdump in a guest, writing what it captures to a file;
+    /// returns a handle that stops it and reads the capture.
+    pub fn capture(&self, guest: &Guest, filter: &str) -> Result<Capture> {
+        let path = self.dir.join(format!("{}-{}.txt", guest.name, WORLDS.fetch_add(1, Ordering::Relaxed)));
+        let file = std::fs::File::create(&path)?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &guest.netns, "tcpdump", "-l", "-n", "-e", "-i", "eth0", filter])
+            .stdout(file)
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut cap = Capture { child, path };
+        cap.wait_listening()?;
+        Ok(cap)
+    }
+
+    /// Packets counted by the kernel's flow entries of this world's vnetd
+    /// (packets that never left the kernel), read with bpftool.
+    pub fn kernel_flow_packets(&self) -> Result<u64> {
+        let pid = self.vnetd_pid().context("vnetd is not running")?;
+        let maps: serde_json::Value = serde_json::from_slice(&run(&["bpftool", "-j", "map", "show"])?.stdout)?;
+        let mut total = 0;
+        for m in maps.as_array().into_iter().flatten() {
+            let ours = m.get("name").and_then(|n| n.as_str()) == Some("FLOWS")
+                && m.get("pids").and_then(|p| p.as_array()).is_some_and(|ps| {
+                    ps.iter().any(|p| p.get("pid").and_then(|v| v.as_u64()) == Some(pid as u64))
+                });
+            if !ours {
+                continue;
+            }
+            let id = m.get("id").and_then(|v| v.as_u64()).context("map without id")?.to_string();
+            let dump: serde_json::Value =
+                serde_json::from_slice(&run(&["bpftool", "-j", "map", "dump", "id", &id])?.stdout)?;
+            for entry in dump.as_array().into_iter().flatten() {
+                total += flow_packets(entry).unwrap_or(0);
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// The packet counter of one dumped FLOWS entry: bytes 40..48 of the value
+/// (`FlowValue::packets`, little endian). bpftool prints BTF-formatted
+/// values when it can, raw hex bytes otherwise.
+fn flow_packets(entry: &serde_json::Value) -> Option<u64> {
+    let value = entry.get("value")?;
+    if let Some(p) = value.get("packets").and_then(|p| p.as_u64()) {
+        return Some(p);
+    }
+    let bytes: Vec<u8> = value
+        .as_array()?
+        .iter()
+        .filter_map(|b| u8::from_str_radix(b.as_str()?.trim_start_matches("0x"), 16).ok())
+        .collect();
+    let b = bytes.get(40..48)?;
+    Some(u64::from_le_bytes(b.try_into().ok()?))
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.vnetd.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && c.try_wait().ok().flatten().is_none() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for g in &self.guests {
+            let _ = Command::new("ip").args(["netns", "del", &g.netns]).status();
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.host]).status();
+    }
+}
+
+pub struct Capture {
+    child: Child,
+    path: PathBuf,
+}
+
+impl Capture {
+    fn wait_listening(&mut self) -> Result<()> {
+        // tcpdump prints "listening on ..." to stderr once the socket is open.
+        use std::io::{BufRead, BufReader};
+        let stderr = self.child.stderr.take().context("tcpdump stderr")?;
+        let mut reader = BufReader::new(stderr);
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        if !line.contains("listening") {
+            bail!("tcpdump did not start: {line}");
+        }
+        // Keep draining stderr so tcpdump never blocks on it.
+        std::thread::spawn(move || for _ in reader.lines() {});
+        Ok(())
+    }
+
+    /// Stops tcpdump and returns the captured lines.
+    pub fn finish(mut self) -> Result<Vec<String>> {
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+        let text = std::fs::read_to_string(&self.path)?;
+        Ok(text.lines().map(str::to_string).collect())
+    }
+}

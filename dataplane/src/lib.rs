@@ -1,9 +1,20 @@
 //! The vnet dataplane: everything `vnetd` runs.
 //!
-//! - [`packet`]: zero-copy views over frames, builders, checksums, flow keys.
-//! - [`sim`]: the simulation of the virtual topology (pure: packet in,
+//! - [`packet`]: frame parsing (mirroring the XDP parser), flow keys,
+//!   builders, checksums.
+//! - [`sim`]: the simulation of the virtual topology (pure: frame in,
 //!   [`sim::Decision`] out), with its state tables.
 //! - [`flows`]: the userspace side of the flow table: tag index and expiry.
 //! - [`kernel`]: the XDP loader and the kernel maps.
-//! - [`afxdp`]: AF_XDP sockets and the worker loop.
+//! - [`afxdp`]: AF_XDP sockets.
+//! - [`runtime`]: the worker loop joining them.
+//! - [`veth`]: preparing veth peers for native XDP redirects.
+//! - [`daemon`]: `vnetd`.
+pub mod afxdp;
+pub mod daemon;
+pub mod flows;
 pub mod kernel;
+pub mod packet;
+pub mod runtime;
+pub mod sim;
+pub mod veth;

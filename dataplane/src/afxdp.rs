@@ -1,0 +1,230 @@
+//! One AF_XDP socket per bound interface (queue 0), in copy mode: the only
+//! mode veth supports. Built on `xdpilone`, which is pure Rust and needs no C
+//! toolchain or libxdp/libbpf at build or run time (`xsk-rs` needs both).
+//!
+//! Each socket has its own UMEM: half of its frames feed the kernel's fill
+//! ring (received frames), half are transmit buffers. Frames never move
+//! between sockets: forwarding copies the bytes into the egress socket's
+//! buffer, which on the slow path costs less than sharing a UMEM would
+//! complicate (a shared UMEM needs one fill/completion owner per queue and
+//! different bind flags per socket).
+use std::ffi::CString;
+use std::num::NonZeroU32;
+use std::ptr::NonNull;
+use xdpilone::xdp::XdpDesc;
+use xdpilone::{DeviceQueue, IfInfo, RingRx, RingTx, Socket, SocketConfig, Umem, UmemConfig};
+
+const FRAME_SIZE: u32 = 2048;
+const FRAMES: u32 = 4096;
+const RX_FRAMES: u32 = FRAMES / 2;
+const RING_SIZE: u32 = 2048;
+/// Frames handled per ring per wake-up.
+pub const BATCH: u32 = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum XskError {
+    #[error("interface {0}: {1}: {2} (is the interface up and XDP attached?)")]
+    Setup(String, &'static str, String),
+    #[error("allocating {0} bytes of UMEM for {1}: {2}")]
+    Memory(usize, String, std::io::Error),
+}
+
+/// An mmap'ed, page-aligned UMEM area, unmapped on drop.
+struct Area {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl Area {
+    fn new(len: usize, ifname: &str) -> Result<Area, XskError> {
+        // SAFETY: an anonymous private mapping; the result is checked.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(XskError::Memory(len, ifname.to_string(), std::io::Error::last_os_error()));
+        }
+        let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| {
+            XskError::Memory(len, ifname.to_string(), std::io::Error::other("mmap returned NULL"))
+        })?;
+        Ok(Area { ptr, len })
+    }
+}
+
+impl Drop for Area {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`; the sockets using it are dropped
+        // first (field order of `Xsk`).
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// A bound AF_XDP socket with its rings and frame bookkeeping.
+pub struct Xsk {
+    pub ifname: String,
+    rx: RingRx,
+    tx: RingTx,
+    device: DeviceQueue,
+    /// Transmit buffers not in flight.
+    tx_free: Vec<u64>,
+    /// Received buffers to hand back to the fill ring (kept here when the
+    /// ring reports no room yet).
+    fill_spare: Vec<u64>,
+    /// Owns the UMEM registration; kept alive with the socket.
+    _umem: Umem,
+    // Declared last: dropped after the socket and the UMEM registration.
+    area: Area,
+}
+
+fn setup_err(ifname: &str, what: &'static str, e: impl std::fmt::Debug) -> XskError {
+    XskError::Setup(ifname.to_string(), what, format!("{e:?}"))
+}
+
+impl Xsk {
+    /// Creates and binds a socket on queue 0 of `ifname`.
+    pub fn bind(ifname: &str) -> Result<Xsk, XskError> {
+        let len = (FRAME_SIZE * FRAMES) as usize;
+        let area = Area::new(len, ifname)?;
+        let slice = NonNull::slice_from_raw_parts(area.ptr, len);
+        let config = UmemConfig {
+            fill_size: RING_SIZE,
+            complete_size: RING_SIZE,
+            frame_size: FRAME_SIZE,
+            headroom: 0,
+            flags: 0,
+        };
+        // SAFETY: the area is page aligned (mmap), of the given length, and
+        // lives as long as the UMEM (both are fields of the returned Xsk).
+        let umem = unsafe { Umem::new(config, slice) }.map_err(|e| setup_err(ifname, "registering UMEM", e))?;
+        let mut info = IfInfo::invalid();
+        let cname = CString::new(ifname).map_err(|e| setup_err(ifname, "interface name", e))?;
+        info.from_name(&cname).map_err(|e| setup_err(ifname, "looking up interface", e))?;
+        info.set_queue(0);
+        let sock = Socket::with_shared(&info, &umem).map_err(|e| setup_err(ifname, "creating AF_XDP socket", e))?;
+        let device = umem.fq_cq(&sock).map_err(|e| setup_err(ifname, "mapping fill/completion rings", e))?;
+        let user = umem
+            .rx_tx(
+                &sock,
+                &SocketConfig {
+                    rx_size: NonZeroU32::new(RING_SIZE),
+                    tx_size: NonZeroU32::new(RING_SIZE),
+                    bind_flags: SocketConfig::XDP_BIND_COPY | SocketConfig::XDP_BIND_NEED_WAKEUP,
+                },
+            )
+            .map_err(|e| setup_err(ifname, "creating rx/tx rings", e))?;
+        let rx = user.map_rx().map_err(|e| setup_err(ifname, "mapping rx ring", e))?;
+        let tx = user.map_tx().map_err(|e| setup_err(ifname, "mapping tx ring", e))?;
+        umem.bind(&user).map_err(|e| setup_err(ifname, "binding AF_XDP socket", e))?;
+
+        let fill_spare: Vec<u64> = (0..RX_FRAMES).map(|i| (i * FRAME_SIZE) as u64).collect();
+        let tx_free = (RX_FRAMES..FRAMES).map(|i| (i * FRAME_SIZE) as u64).collect();
+        let mut xsk = Xsk { ifname: ifname.to_string(), rx, tx, device, tx_free, fill_spare, _umem: umem, area };
+        xsk.refill();
+        Ok(xsk)
+    }
+
+    /// The socket's fd, for the XSKMAP and poll().
+    pub fn fd(&self) -> i32 {
+        self.rx.as_raw_fd()
+    }
+
+    fn frame_bytes(&self, addr: u64, len: u32) -> Option<&[u8]> {
+        let end = addr.checked_add(len as u64)?;
+        if end > self.area.len as u64 || len > FRAME_SIZE {
+            return None;
+        }
+        // SAFETY: in bounds of the area (checked above); the kernel wrote the
+        // frame before publishing its descriptor and does not touch it until
+        // we return it to the fill ring.
+        Some(unsafe { std::slice::from_raw_parts(self.area.ptr.as_ptr().add(addr as usize), len as usize) })
+    }
+
+    /// Receives up to `BATCH` frames, calls `handle` on each, returns the
+    /// frames to the fill ring. Returns how many were received.
+    pub fn receive(&mut self, mut handle: impl FnMut(&[u8])) -> u32 {
+        let mut descs = [XdpDesc::default(); BATCH as usize];
+        let mut n = 0;
+        {
+            let mut reader = self.rx.receive(BATCH);
+            while let Some(d) = reader.read() {
+                descs[n] = d;
+                n += 1;
+            }
+            reader.release();
+        }
+        for d in &descs[..n] {
+            // In aligned mode the kernel may hand back an address inside the
+            // chunk (headroom); the chunk is what the fill ring wants back.
+            let chunk = d.addr - d.addr % FRAME_SIZE as u64;
+            if let Some(bytes) = self.frame_bytes(d.addr, d.len) {
+                handle(bytes);
+            }
+            self.fill_spare.push(chunk);
+        }
+        self.refill();
+        n as u32
+    }
+
+    fn refill(&mut self) {
+        if self.fill_spare.is_empty() {
+            return;
+        }
+        let done = {
+            let mut writer = self.device.fill(self.fill_spare.len() as u32);
+            let done = writer.insert(self.fill_spare.iter().copied());
+            writer.commit();
+            done as usize
+        };
+        self.fill_spare.drain(..done);
+        if self.device.needs_wakeup() {
+            self.device.wake();
+        }
+    }
+
+    /// Queues `frame` for transmission. Returns false when no buffer or ring
+    /// slot is free (the caller counts it).
+    pub fn send(&mut self, frame: &[u8]) -> bool {
+        self.reap_completions();
+        if frame.len() > FRAME_SIZE as usize {
+            return false;
+        }
+        let Some(addr) = self.tx_free.pop() else { return false };
+        // SAFETY: `addr` is a transmit chunk we own (not in flight), in bounds.
+        unsafe {
+            let dst = self.area.ptr.as_ptr().add(addr as usize);
+            std::ptr::copy_nonoverlapping(frame.as_ptr(), dst, frame.len());
+        }
+        let desc = XdpDesc { addr, len: frame.len() as u32, options: 0 };
+        let mut writer = self.tx.transmit(1);
+        let sent = writer.insert_once(desc);
+        writer.commit();
+        if !sent {
+            self.tx_free.push(addr);
+            return false;
+        }
+        true
+    }
+
+    /// Kicks the kernel to transmit what `send` queued.
+    pub fn flush(&mut self) {
+        if self.tx.needs_wakeup() || self.tx.pending() > 0 {
+            self.tx.wake();
+        }
+        self.reap_completions();
+    }
+
+    fn reap_completions(&mut self) {
+        let mut reader = self.device.complete(RING_SIZE);
+        while let Some(addr) = reader.read() {
+            self.tx_free.push(addr - addr % FRAME_SIZE as u64);
+        }
+        reader.release();
+    }
+}

@@ -1,0 +1,168 @@
+//! `vnetd`: loads the topology, attaches the XDP program to every bound
+//! interface, opens their AF_XDP sockets and runs the worker until SIGINT or
+//! SIGTERM, then detaches everything it attached.
+use crate::afxdp::Xsk;
+use crate::kernel::{AttachMode, Kernel};
+use crate::runtime::{BoundPort, Runtime};
+use crate::sim::Snapshot;
+use crate::veth::{self, PeerOutcome};
+use anyhow::{bail, Context};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use vnet_common::IfaceConfig;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdpMode {
+    /// Native (driver) mode, preparing veth peers; SKB mode if a peer cannot
+    /// be prepared.
+    Auto,
+    Native,
+    Skb,
+}
+
+#[derive(Debug, clap::Parser)]
+#[command(name = "vnetd", about = "vnet dataplane agent: virtual bridges on XDP and AF_XDP")]
+pub struct Options {
+    /// Topology file (YAML or JSON) to run.
+    #[arg(long, value_name = "FILE", required_unless_present = "check")]
+    pub topology: Option<PathBuf>,
+    /// Validate FILE, print its errors, and exit 0 (valid) or 1 (invalid).
+    #[arg(long, value_name = "FILE", conflicts_with = "topology")]
+    pub check: Option<PathBuf>,
+    /// Directory for vnetd's persistent state.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/vnet")]
+    pub state_dir: PathBuf,
+    /// Unix socket of the API (served once the gRPC API lands).
+    #[arg(long, value_name = "PATH", default_value = "/run/vnet/vnetd.sock")]
+    pub socket: PathBuf,
+    /// XDP attach mode.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub xdp_mode: XdpMode,
+    /// Capacity of the kernel flow table.
+    #[arg(long, default_value_t = vnet_common::DEFAULT_MAX_FLOWS)]
+    pub max_flows: u32,
+}
+
+/// `vnetd --check FILE`: prints the verdict; returns whether it is valid.
+pub fn check(path: &std::path::Path) -> bool {
+    match vnet_control::load_file(path) {
+        Ok(t) => {
+            println!(
+                "{}: valid ({} bridges, {} routers, {} chains)",
+                path.display(),
+                t.bridges.len(),
+                t.routers.len(),
+                t.chains.len()
+            );
+            true
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            false
+        }
+    }
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+fn install_signal_handlers() -> anyhow::Result<()> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::empty(), SigSet::empty());
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is signal-safe.
+        unsafe { sigaction(sig, &action) }.with_context(|| format!("installing the {sig} handler"))?;
+    }
+    Ok(())
+}
+
+/// Chooses the attach mode and prepares veth peers for native mode.
+fn choose_mode(requested: XdpMode, interfaces: &[String]) -> AttachMode {
+    if requested == XdpMode::Skb {
+        tracing::info!("XDP in SKB mode, as asked");
+        return AttachMode::Skb;
+    }
+    let mut unprepared = Vec::new();
+    for ifname in interfaces {
+        match veth::prepare_peer(ifname) {
+            PeerOutcome::NotVeth => {}
+            PeerOutcome::Prepared(p) => tracing::info!(
+                interface = %ifname,
+                peer = %p.peer,
+                netns = p.netns.as_deref().unwrap_or("(vnetd's own)"),
+                "veth peer: enabled GRO (native XDP redirects into {ifname} need it) and turned tx checksum offload off"
+            ),
+            PeerOutcome::Unprepared(why) => {
+                tracing::warn!(interface = %ifname, "veth peer not prepared: {why}");
+                unprepared.push(ifname.clone());
+            }
+        }
+    }
+    match (requested, unprepared.is_empty()) {
+        (XdpMode::Native, _) | (_, true) => AttachMode::Native,
+        _ => {
+            tracing::warn!(
+                interfaces = ?unprepared,
+                "falling back to SKB-mode XDP on all interfaces: native redirects into these veths would be lost"
+            );
+            AttachMode::Skb
+        }
+    }
+}
+
+pub fn run(opts: &Options) -> anyhow::Result<()> {
+    let Some(path) = &opts.topology else { bail!("--topology FILE is required") };
+    if !nix::unistd::geteuid().is_root() {
+        bail!("vnetd must run as root: it loads XDP programs and opens AF_XDP sockets (try sudo)");
+    }
+    let topology = vnet_control::load_file(path)?;
+    let snap = Arc::new(Snapshot::compile(&topology, 1));
+    std::fs::create_dir_all(&opts.state_dir)
+        .with_context(|| format!("creating the state directory {}", opts.state_dir.display()))?;
+
+    let interfaces: Vec<(usize, String)> = snap.interfaces().map(|(p, i)| (p, i.to_string())).collect();
+    for (port, ifname) in &interfaces {
+        if nix::net::if_::if_nametoindex(ifname.as_str()).is_err() {
+            bail!(
+                "interface {ifname} (port {}) does not exist: create it, or bind the port to another interface",
+                snap.ports[*port].name
+            );
+        }
+    }
+    let names: Vec<String> = interfaces.iter().map(|(_, i)| i.clone()).collect();
+    let mode = choose_mode(opts.xdp_mode, &names);
+
+    let mut kernel = Kernel::load(opts.max_flows)?;
+    install_signal_handlers()?;
+    let mut bound = Vec::new();
+    for (slot, (port, ifname)) in interfaces.iter().enumerate() {
+        let ifindex = kernel.attach(ifname, mode)?;
+        let xsk = Xsk::bind(ifname)?;
+        kernel.set_xsk(slot as u32, xsk.fd())?;
+        kernel.set_iface(ifindex, IfaceConfig { xsk_slot: slot as u32, _pad: 0 })?;
+        tracing::info!(interface = %ifname, ifindex, port = %snap.ports[*port].name, ?mode, "bound");
+        bound.push(BoundPort { port: *port, ifindex, xsk });
+    }
+    tracing::info!(
+        topology = %path.display(),
+        bridges = snap.bridges.len(),
+        ports = bound.len(),
+        "vnetd running; SIGINT or SIGTERM stops it"
+    );
+
+    let mut runtime = Runtime::new(snap, kernel, bound);
+    runtime.run(&STOP);
+    runtime.log_stats();
+    for b in &runtime.ports {
+        let ifname = b.xsk.ifname.clone();
+        if let Err(e) = runtime.kernel.detach(&ifname) {
+            tracing::warn!(interface = %ifname, error = %e, "detaching XDP");
+        }
+    }
+    tracing::info!("stopped; XDP detached from every interface");
+    Ok(())
+}

@@ -1,0 +1,219 @@
+//! The worker: polls the AF_XDP sockets, runs the simulation on every frame
+//! the kernel missed, transmits what it emits and installs its flow. It also
+//! runs the timers (flow expiry, MAC ageing) and counts reasons.
+//!
+//! One worker thread owns the sockets and the state tables, so the state
+//! needs no locks. (Several workers, one per queue, arrive with multi-queue
+//! interfaces; veth has one queue.)
+use crate::afxdp::Xsk;
+use crate::flows::{FlowBackend, FlowTable, InstallError};
+use crate::kernel::{Kernel, KernelError};
+use crate::packet;
+use crate::sim::{self, mac_table, PortId, Snapshot, State, Verdict};
+use std::collections::HashMap;
+use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use vnet_common::{FlowActions, FlowKey, Reason};
+
+impl FlowBackend for Kernel {
+    fn insert(&mut self, key: &FlowKey, actions: &FlowActions) -> Result<(), InstallError> {
+        self.insert_flow(key, actions).map_err(|e| match e {
+            KernelError::FlowTableFull { .. } => InstallError::Full,
+            other => InstallError::Other(other.to_string()),
+        })
+    }
+    fn remove(&mut self, key: &FlowKey) {
+        if let Err(e) = self.remove_flow(key) {
+            tracing::warn!(error = %e, "removing a flow");
+        }
+    }
+    fn last_used_ns(&self, key: &FlowKey) -> Option<u64> {
+        self.flow(key).ok().flatten().map(|v| v.last_used_ns)
+    }
+}
+
+/// Monotonic clock in ns, the clock of `bpf_ktime_get_ns`.
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer to a timespec; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// An exterior port bound to an interface with its socket.
+pub struct BoundPort {
+    pub port: PortId,
+    pub ifindex: u32,
+    pub xsk: Xsk,
+}
+
+/// Userspace counters by reason (the kernel counts its own).
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    pub by_reason: HashMap<Reason, u64>,
+    pub received: u64,
+    pub forwarded: u64,
+    pub flooded: u64,
+    pub answered: u64,
+}
+
+impl Counters {
+    fn count(&mut self, reason: Reason) {
+        *self.by_reason.entry(reason).or_default() += 1;
+    }
+}
+
+pub struct Runtime {
+    pub snap: Arc<Snapshot>,
+    pub state: State,
+    pub flows: FlowTable,
+    pub kernel: Kernel,
+    pub ports: Vec<BoundPort>,
+    /// Snapshot port → index in `ports`.
+    bound: HashMap<PortId, usize>,
+    pub counters: Counters,
+    frames: Vec<Vec<u8>>,
+}
+
+const TIMER_NS: u64 = 1_000_000_000;
+const STATS_LOG_NS: u64 = 10 * TIMER_NS;
+
+impl Runtime {
+    pub fn new(snap: Arc<Snapshot>, kernel: Kernel, ports: Vec<BoundPort>) -> Runtime {
+        let bound = ports.iter().enumerate().map(|(i, b)| (b.port, i)).collect();
+        Runtime {
+            snap,
+            state: State::default(),
+            flows: FlowTable::default(),
+            kernel,
+            ports,
+            bound,
+            counters: Counters::default(),
+            frames: Vec::new(),
+        }
+    }
+
+    /// Runs until `stop` is set.
+    pub fn run(&mut self, stop: &AtomicBool) {
+        let mut next_timer = now_ns() + TIMER_NS;
+        let mut next_stats = now_ns() + STATS_LOG_NS;
+        let mut last_logged = (u64::MAX, 0usize);
+        while !stop.load(Ordering::Relaxed) {
+            self.wait(100);
+            for i in 0..self.ports.len() {
+                self.service(i);
+            }
+            let now = now_ns();
+            if now >= next_timer {
+                self.timers(now);
+                next_timer = now + TIMER_NS;
+            }
+            if now >= next_stats {
+                let summary = (self.counters.received, self.flows.len());
+                if summary != last_logged {
+                    self.log_stats();
+                    last_logged = summary;
+                }
+                next_stats = now + STATS_LOG_NS;
+            }
+        }
+    }
+
+    /// Blocks until a socket has frames or `timeout_ms` passes.
+    fn wait(&self, timeout_ms: u16) {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let mut fds: Vec<PollFd> = self
+            .ports
+            .iter()
+            // SAFETY: the sockets outlive this call (owned by self.ports).
+            .map(|p| PollFd::new(unsafe { BorrowedFd::borrow_raw(p.xsk.fd()) }, PollFlags::POLLIN))
+            .collect();
+        // EINTR (a signal) just ends the wait early.
+        let _ = poll(&mut fds, PollTimeout::from(timeout_ms));
+    }
+
+    /// Handles what port `i` received.
+    fn service(&mut self, i: usize) {
+        let mut frames = std::mem::take(&mut self.frames);
+        frames.clear();
+        self.ports[i].xsk.receive(|f| frames.push(f.to_vec()));
+        for frame in &frames {
+            self.handle(i, frame);
+        }
+        self.frames = frames;
+        for p in &mut self.ports {
+            p.xsk.flush();
+        }
+    }
+
+    fn handle(&mut self, i: usize, frame: &[u8]) {
+        self.counters.received += 1;
+        let now = now_ns();
+        let (in_port, ifindex) = (self.ports[i].port, self.ports[i].ifindex);
+        let decision = sim::simulate(&self.snap, &mut self.state, in_port, frame, now, false);
+        for tag in &decision.invalidate {
+            let n = self.flows.invalidate(&mut self.kernel, *tag);
+            tracing::debug!(tag = tag.0, flows = n, "invalidated flows");
+        }
+        for emit in &decision.emit {
+            let sent = match self.bound.get(&emit.port) {
+                Some(&b) => self.ports[b].xsk.send(&emit.frame),
+                None => false,
+            };
+            if !sent {
+                self.counters.count(Reason::TxRingFull);
+            }
+        }
+        match decision.verdict {
+            Verdict::Forwarded => self.counters.forwarded += 1,
+            Verdict::Flooded => self.counters.flooded += 1,
+            Verdict::Answered => self.counters.answered += 1,
+            Verdict::Dropped(r) => self.counters.count(r),
+        }
+        let Some(flow) = decision.install else { return };
+        let Some(key) = packet::parse(frame).ok().and_then(|h| h.flow_key(ifindex)) else { return };
+        let mut actions = flow.actions;
+        if let Some(out) = flow.output {
+            match self.bound.get(&out) {
+                Some(&b) => actions.out_ifindex = self.ports[b].ifindex,
+                None => return,
+            }
+        }
+        match self.flows.install(&mut self.kernel, key, &actions, &flow, now) {
+            Ok(()) => {}
+            Err(InstallError::Full) => self.counters.count(Reason::FlowTableFull),
+            Err(e) => tracing::warn!(error = %e, "installing a flow"),
+        }
+    }
+
+    fn timers(&mut self, now: u64) {
+        let expired = self.flows.expire(&mut self.kernel, now);
+        if expired > 0 {
+            tracing::debug!(expired, "expired idle flows");
+        }
+        let flows = &self.flows;
+        let aged = self.state.macs.expire(now, mac_table::DEFAULT_MAX_AGE_NS, |t| flows.uses(t));
+        for tag in aged {
+            self.flows.invalidate(&mut self.kernel, tag);
+        }
+    }
+
+    pub fn log_stats(&self) {
+        let kernel = self.kernel.stats().ok();
+        let k = |r: Reason| kernel.as_ref().map(|s| s[r as usize]).unwrap_or(0);
+        tracing::info!(
+            kernel_rx = k(Reason::XdpRx),
+            kernel_hits = k(Reason::XdpHitRedirect) + k(Reason::XdpHitDrop),
+            kernel_misses = k(Reason::XdpMiss) + k(Reason::XdpUnparsed),
+            userspace_rx = self.counters.received,
+            forwarded = self.counters.forwarded,
+            flooded = self.counters.flooded,
+            answered = self.counters.answered,
+            flows = self.flows.len(),
+            macs = self.state.macs.len(),
+            drops = ?self.counters.by_reason,
+            "stats"
+        );
+    }
+}
