@@ -1,1 +1,522 @@
-//! XDP loader and kernel maps (being written).
+//! The XDP loader and the kernel maps.
+//!
+//! [`Kernel`] owns the loaded XDP flow executor (`ebpf/xdp`, embedded at
+//! build time by `build.rs`) and its maps, and is the only place that talks
+//! to the kernel's BPF side: attach/detach on interfaces, the interface and
+//! AF_XDP socket tables, the flow table, the counters, and
+//! `BPF_PROG_TEST_RUN` for packet tests and benchmarks. Every call returns a
+//! [`KernelError`] naming the call and the object.
+//!
+//! What the program does with these maps is documented in
+//! `ebpf/xdp/src/main.rs`; the types are `vnet_common`'s.
+
+mod error;
+
+use std::{collections::BTreeMap, ffi::CString, fmt, os::fd::AsRawFd};
+
+use aya::{
+    maps::{HashMap, MapData, MapError, PerCpuArray, XskMap},
+    programs::{xdp::XdpLinkId, Xdp, XdpMode},
+    Ebpf, EbpfLoader, TestRun as _, TestRunOptions,
+};
+use vnet_common::{maps, FlowActions, FlowKey, FlowValue, IfaceConfig, Reason, XDP_PROGRAM};
+
+pub use error::KernelError;
+
+/// The XDP object built by `build.rs` (empty when built with
+/// `AYA_BUILD_SKIP=1`).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vnet-xdp"));
+
+/// Number of counters the XDP program keeps (the `Reason::Xdp*` group).
+pub const XDP_STATS: usize = Reason::XDP_COUNT as usize;
+
+/// Largest frame [`Kernel::test_run`] takes: a page minus the XDP headroom
+/// (256) and `skb_shared_info` (320), as the kernel's test run computes it
+/// for a program without multi-buffer support.
+pub const MAX_TEST_FRAME: usize = 4096 - 256 - 320;
+
+/// Smallest frame `BPF_PROG_TEST_RUN` accepts: an Ethernet header.
+pub const MIN_TEST_FRAME: usize = 14;
+
+/// How XDP is attached to an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AttachMode {
+    /// In the driver (`XDP_FLAGS_DRV_MODE`). On veth, frames redirected
+    /// into a veth are only delivered if its peer runs XDP or has GRO on.
+    Native,
+    /// Generic XDP on the skb (`XDP_FLAGS_SKB_MODE`): works everywhere,
+    /// slower.
+    Skb,
+}
+
+impl AttachMode {
+    fn xdp_mode(self) -> XdpMode {
+        match self {
+            AttachMode::Native => XdpMode::Driver,
+            AttachMode::Skb => XdpMode::Skb,
+        }
+    }
+}
+
+impl fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AttachMode::Native => "native",
+            AttachMode::Skb => "skb",
+        })
+    }
+}
+
+/// Result of one [`Kernel::test_run`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestRun {
+    /// The XDP verdict (`XDP_DROP` = 1, `XDP_REDIRECT` = 4, ...).
+    pub action: u32,
+    /// The frame as the program left it (after rewrites, VLAN push/pop).
+    pub data: Vec<u8>,
+    /// Average time of one run, as the kernel measured it over `repeat`.
+    pub duration_ns: u64,
+}
+
+/// XDP verdicts, for callers of [`Kernel::test_run`].
+pub mod xdp_action {
+    pub const XDP_ABORTED: u32 = 0;
+    pub const XDP_DROP: u32 = 1;
+    pub const XDP_PASS: u32 = 2;
+    pub const XDP_TX: u32 = 3;
+    pub const XDP_REDIRECT: u32 = 4;
+}
+
+#[derive(Debug)]
+struct Attachment {
+    ifindex: u32,
+    link: XdpLinkId,
+}
+
+/// The loaded XDP flow executor and its maps. Dropping it detaches the
+/// program from every interface it attached it to (the kernel also does so
+/// when the process exits, as the links are not pinned).
+pub struct Kernel {
+    ebpf: Ebpf,
+    flows: HashMap<MapData, FlowKey, FlowValue>,
+    ifaces: HashMap<MapData, u32, IfaceConfig>,
+    xsks: XskMap<MapData>,
+    stats: PerCpuArray<MapData, u64>,
+    max_flows: u32,
+    attached: BTreeMap<String, Attachment>,
+}
+
+impl fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Kernel")
+            .field("max_flows", &self.max_flows)
+            .field("attached", &self.attached)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Kernel {
+    /// Loads the XDP program and creates its maps, with room for
+    /// `max_flows` flows (the flow table is not preallocated: memory grows
+    /// with the flows actually installed). Needs root (CAP_BPF, CAP_NET_ADMIN).
+    pub fn load(max_flows: u32) -> Result<Kernel, KernelError> {
+        if OBJECT.is_empty() {
+            return Err(KernelError::NotBuilt);
+        }
+        if max_flows == 0 {
+            return Err(KernelError::InvalidMaxFlows);
+        }
+        raise_memlock_rlimit();
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(maps::FLOWS, max_flows)
+            .load(OBJECT)
+            .map_err(|error| {
+                if error::is_permission(&error) {
+                    KernelError::NotPermitted {
+                        call: "loading the XDP object (creating its maps)".into(),
+                        error: Box::new(error),
+                    }
+                } else {
+                    KernelError::Load { max_flows, error }
+                }
+            })?;
+
+        let program: &mut Xdp = ebpf
+            .program_mut(XDP_PROGRAM)
+            .ok_or(KernelError::Missing {
+                what: "program",
+                name: XDP_PROGRAM,
+            })?
+            .try_into()
+            .map_err(|error| KernelError::ProgramLoad {
+                program: XDP_PROGRAM,
+                error,
+            })?;
+        program.load().map_err(|error| {
+            if error::is_permission(&error) {
+                KernelError::NotPermitted {
+                    call: format!("loading program {XDP_PROGRAM}"),
+                    error: Box::new(error),
+                }
+            } else {
+                KernelError::ProgramLoad {
+                    program: XDP_PROGRAM,
+                    error,
+                }
+            }
+        })?;
+
+        // The typed maps own their file descriptors; the program keeps its
+        // own references, so taking them out of `Ebpf` changes nothing for it.
+        let flows = take_map(&mut ebpf, maps::FLOWS, HashMap::try_from)?;
+        let ifaces = take_map(&mut ebpf, maps::IFACES, HashMap::try_from)?;
+        let xsks = take_map(&mut ebpf, maps::XSKS, XskMap::try_from)?;
+        let stats = take_map(&mut ebpf, maps::STATS, PerCpuArray::try_from)?;
+        Ok(Kernel {
+            ebpf,
+            flows,
+            ifaces,
+            xsks,
+            stats,
+            max_flows,
+            attached: BTreeMap::new(),
+        })
+    }
+
+    /// Capacity of the flow table, as given to [`Kernel::load`].
+    pub fn max_flows(&self) -> u32 {
+        self.max_flows
+    }
+
+    fn program(&mut self) -> Result<&mut Xdp, KernelError> {
+        self.ebpf
+            .program_mut(XDP_PROGRAM)
+            .ok_or(KernelError::Missing {
+                what: "program",
+                name: XDP_PROGRAM,
+            })?
+            .try_into()
+            .map_err(|error| KernelError::ProgramLoad {
+                program: XDP_PROGRAM,
+                error,
+            })
+    }
+
+    fn program_ref(&self) -> Result<&Xdp, KernelError> {
+        self.ebpf
+            .program(XDP_PROGRAM)
+            .ok_or(KernelError::Missing {
+                what: "program",
+                name: XDP_PROGRAM,
+            })?
+            .try_into()
+            .map_err(|error| KernelError::ProgramLoad {
+                program: XDP_PROGRAM,
+                error,
+            })
+    }
+
+    /// Attaches the program to `ifname` and returns its ifindex. Attaching
+    /// again to an interface this `Kernel` already attached to replaces that
+    /// attachment (so a mode change is one call).
+    pub fn attach(&mut self, ifname: &str, mode: AttachMode) -> Result<u32, KernelError> {
+        let ifindex = ifindex(ifname).ok_or_else(|| KernelError::UnknownInterface {
+            ifname: ifname.to_string(),
+        })?;
+        if self.attached.contains_key(ifname) {
+            self.detach(ifname)?;
+        }
+        let link = self
+            .program()?
+            .attach_to_if_index(ifindex, mode.xdp_mode())
+            .map_err(|error| {
+                if error::is_permission(&error) {
+                    KernelError::NotPermitted {
+                        call: format!("attaching XDP to interface {ifname} ({mode} mode)"),
+                        error: Box::new(error),
+                    }
+                } else {
+                    KernelError::Attach {
+                        ifname: ifname.to_string(),
+                        mode,
+                        error,
+                    }
+                }
+            })?;
+        tracing::info!(ifname, ifindex, %mode, "attached XDP program {XDP_PROGRAM}");
+        self.attached
+            .insert(ifname.to_string(), Attachment { ifindex, link });
+        Ok(ifindex)
+    }
+
+    /// Detaches the program from `ifname` (attached by this `Kernel`).
+    pub fn detach(&mut self, ifname: &str) -> Result<(), KernelError> {
+        let attachment = self
+            .attached
+            .remove(ifname)
+            .ok_or_else(|| KernelError::NotAttached {
+                ifname: ifname.to_string(),
+            })?;
+        self.program()?
+            .detach(attachment.link)
+            .map_err(|error| KernelError::Detach {
+                ifname: ifname.to_string(),
+                error,
+            })?;
+        tracing::info!(ifname, ifindex = attachment.ifindex, "detached XDP program");
+        Ok(())
+    }
+
+    /// Interfaces this `Kernel` attached to, with their ifindex.
+    pub fn attached(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.attached
+            .iter()
+            .map(|(name, a)| (name.as_str(), a.ifindex))
+    }
+
+    /// Declares the AF_XDP socket slot of interface `ifindex`: misses on it
+    /// go to `XSKS[cfg.xsk_slot]`. Without an entry they are dropped.
+    pub fn set_iface(&mut self, ifindex: u32, cfg: IfaceConfig) -> Result<(), KernelError> {
+        self.ifaces
+            .insert(ifindex, cfg, 0)
+            .map_err(|error| KernelError::Map {
+                op: format!("setting ifindex {ifindex} (xsk slot {})", cfg.xsk_slot),
+                map: maps::IFACES,
+                error,
+            })
+    }
+
+    /// Removes the entry of `ifindex`; absent is not an error.
+    pub fn remove_iface(&mut self, ifindex: u32) -> Result<(), KernelError> {
+        match self.ifaces.remove(&ifindex) {
+            Ok(()) => Ok(()),
+            Err(e) if is_enoent(&e) => Ok(()),
+            Err(error) => Err(KernelError::Map {
+                op: format!("removing ifindex {ifindex}"),
+                map: maps::IFACES,
+                error,
+            }),
+        }
+    }
+
+    /// Puts AF_XDP socket `fd` in XSKMAP slot `slot` (`0..MAX_IFACES`).
+    /// The map holds its own reference to the socket.
+    pub fn set_xsk(&mut self, slot: u32, fd: impl AsRawFd) -> Result<(), KernelError> {
+        self.xsks
+            .set(slot, fd.as_raw_fd(), 0)
+            .map_err(|error| KernelError::Map {
+                op: format!("setting slot {slot}"),
+                map: maps::XSKS,
+                error,
+            })
+    }
+
+    /// Empties XSKMAP slot `slot`; an empty slot is not an error.
+    pub fn clear_xsk(&mut self, slot: u32) -> Result<(), KernelError> {
+        match self.xsks.unset(slot) {
+            Ok(()) => Ok(()),
+            Err(e) if is_enoent(&e) => Ok(()),
+            Err(error) => Err(KernelError::Map {
+                op: format!("clearing slot {slot}"),
+                map: maps::XSKS,
+                error,
+            }),
+        }
+    }
+
+    /// Installs (or replaces) the flow `key` with `actions`; its counters
+    /// start at zero. A full table gives [`KernelError::FlowTableFull`] and
+    /// leaves every other flow as it was.
+    pub fn insert_flow(&mut self, key: &FlowKey, actions: &FlowActions) -> Result<(), KernelError> {
+        let value = FlowValue {
+            actions: *actions,
+            ..FlowValue::default()
+        };
+        self.flows
+            .insert(key, value, 0)
+            .map_err(|error| match os_error(&error) {
+                // A non-preallocated hash map refuses a new key at
+                // max_entries with E2BIG (replacing a key still works).
+                Some(libc::E2BIG) => KernelError::FlowTableFull {
+                    max_flows: self.max_flows,
+                },
+                _ => KernelError::Map {
+                    op: format!("inserting flow {key:?}"),
+                    map: maps::FLOWS,
+                    error,
+                },
+            })
+    }
+
+    /// Removes the flow `key`; `false` if there was none.
+    pub fn remove_flow(&mut self, key: &FlowKey) -> Result<bool, KernelError> {
+        match self.flows.remove(key) {
+            Ok(()) => Ok(true),
+            Err(e) if is_enoent(&e) => Ok(false),
+            Err(error) => Err(KernelError::Map {
+                op: format!("removing flow {key:?}"),
+                map: maps::FLOWS,
+                error,
+            }),
+        }
+    }
+
+    /// The flow `key` with its counters, if installed.
+    pub fn flow(&self, key: &FlowKey) -> Result<Option<FlowValue>, KernelError> {
+        match self.flows.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(error) => Err(KernelError::Map {
+                op: format!("looking up flow {key:?}"),
+                map: maps::FLOWS,
+                error,
+            }),
+        }
+    }
+
+    /// Keys of all installed flows. Walking a hash map that changes
+    /// meanwhile (the kernel never adds flows, but userspace may remove some)
+    /// can repeat keys or miss ones: callers reconcile, e.g. in a set.
+    pub fn flow_keys(&self) -> Result<Vec<FlowKey>, KernelError> {
+        self.flows
+            .keys()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| KernelError::Map {
+                op: "listing flows".into(),
+                map: maps::FLOWS,
+                error,
+            })
+    }
+
+    /// The program's counters summed over CPUs, indexed by `Reason as usize`.
+    pub fn stats(&self) -> Result<[u64; XDP_STATS], KernelError> {
+        let mut out = [0u64; XDP_STATS];
+        for (i, slot) in out.iter_mut().enumerate() {
+            let per_cpu = self
+                .stats
+                .get(&(i as u32), 0)
+                .map_err(|error| KernelError::Map {
+                    op: format!("reading counter {i} ({})", Reason::ALL[i].name()),
+                    map: maps::STATS,
+                    error,
+                })?;
+            *slot = per_cpu.iter().sum();
+        }
+        Ok(out)
+    }
+
+    /// Runs the program on `frame` with `BPF_PROG_TEST_RUN`, as if received
+    /// on `ifindex`, `repeat` times (0 counts as 1), and returns the verdict
+    /// and output frame of the last run and the average time of one run.
+    ///
+    /// - The run uses the real maps: flows are looked up and their counters
+    ///   updated, STATS counted, FRAGS filled.
+    /// - `ifindex` must be an existing interface in this network namespace
+    ///   (the kernel resolves it, ENODEV otherwise); `1` (lo) always is, and
+    ///   flow keys then carry ifindex 1. `0` is accepted too.
+    /// - Verdicts are returned, not carried out: XDP_REDIRECT sends nothing.
+    /// - With `repeat > 1` every run sees the frame as the previous run left
+    ///   it (the kernel does not reset it), so benchmark flows that rewrite
+    ///   nothing, or whose rewrites leave the key unchanged.
+    /// - `frame` must be `MIN_TEST_FRAME..=MAX_TEST_FRAME` bytes.
+    pub fn test_run(
+        &self,
+        frame: &[u8],
+        ifindex: u32,
+        repeat: u32,
+    ) -> Result<TestRun, KernelError> {
+        if !(MIN_TEST_FRAME..=MAX_TEST_FRAME).contains(&frame.len()) {
+            return Err(KernelError::TestFrameSize {
+                program: XDP_PROGRAM,
+                len: frame.len(),
+                max: MAX_TEST_FRAME,
+            });
+        }
+        // struct xdp_md { data, data_end, data_meta, ingress_ifindex,
+        // rx_queue_index, egress_ifindex }: the kernel wants data = 0 (no
+        // metadata), data_end = the frame length, egress 0.
+        let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
+        let ctx: Vec<u8> = md.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        // Room for a pushed VLAN tag and then some.
+        let mut out = vec![0u8; frame.len() + 64];
+        let result = self
+            .program_ref()?
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx),
+                repeat: repeat.max(1),
+                ..TestRunOptions::default()
+            })
+            .map_err(|error| KernelError::TestRun {
+                program: XDP_PROGRAM,
+                len: frame.len(),
+                ifindex,
+                error,
+            })?;
+        out.truncate(result.data_size_out as usize);
+        Ok(TestRun {
+            action: result.return_value,
+            data: out,
+            duration_ns: result.duration.as_nanos() as u64,
+        })
+    }
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        let names: Vec<String> = self.attached.keys().cloned().collect();
+        for ifname in names {
+            if let Err(e) = self.detach(&ifname) {
+                tracing::warn!("{e}");
+            }
+        }
+    }
+}
+
+/// Takes map `name` out of `ebpf` as the typed map `convert` makes of it.
+fn take_map<M>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    convert: impl FnOnce(aya::maps::Map) -> Result<M, MapError>,
+) -> Result<M, KernelError> {
+    let map = ebpf
+        .take_map(name)
+        .ok_or(KernelError::Missing { what: "map", name })?;
+    convert(map).map_err(|error| KernelError::MapType { map: name, error })
+}
+
+fn ifindex(ifname: &str) -> Option<u32> {
+    // A name with a NUL byte cannot exist (and would make CString fail).
+    let c = CString::new(ifname).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated string for the call's duration.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (i != 0).then_some(i)
+}
+
+fn os_error(e: &MapError) -> Option<i32> {
+    error::io_error(e).and_then(std::io::Error::raw_os_error)
+}
+
+fn is_enoent(e: &MapError) -> bool {
+    matches!(e, MapError::KeyNotFound | MapError::ElementNotFound)
+        || os_error(e) == Some(libc::ENOENT)
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones (this
+/// project's 6.x) use memory cgroups. Raising the limit costs nothing and
+/// keeps older kernels working; failure (no CAP_SYS_RESOURCE) is not fatal,
+/// the map creation then reports the real error.
+fn raise_memlock_rlimit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain syscall on a valid struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        tracing::debug!(
+            "setrlimit(RLIMIT_MEMLOCK, unlimited) failed: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
