@@ -216,22 +216,23 @@ impl World {
     }
 
     /// Packets counted by the kernel's flow entries of this world's vnetd
-    /// (packets that never left the kernel), read with bpftool.
-    pub fn kernel_flow_packets(&self) -> Result<u64> {
-        let pid = self.vnetd_pid().context("vnetd is not running")?;
-        let maps: serde_json::Value = serde_json::from_slice(&run(&["bpftool", "-j", "map", "show"])?.stdout)?;
+    /// (packets that never left the kernel), read with bpftool from the
+    /// FLOWS map of the program attached to `ifname`.
+    pub fn kernel_flow_packets(&self, ifname: &str) -> Result<u64> {
+        let links: serde_json::Value =
+            serde_json::from_slice(&run(&["ip", "-n", &self.host, "-j", "link", "show", ifname])?.stdout)?;
+        let prog = links[0]["xdp"]["prog"]["id"].as_u64().context("no XDP program attached")?;
+        let info: serde_json::Value =
+            serde_json::from_slice(&run(&["bpftool", "-j", "prog", "show", "id", &prog.to_string()])?.stdout)?;
         let mut total = 0;
-        for m in maps.as_array().into_iter().flatten() {
-            let ours = m.get("name").and_then(|n| n.as_str()) == Some("FLOWS")
-                && m.get("pids").and_then(|p| p.as_array()).is_some_and(|ps| {
-                    ps.iter().any(|p| p.get("pid").and_then(|v| v.as_u64()) == Some(pid as u64))
-                });
-            if !ours {
+        for id in info["map_ids"].as_array().into_iter().flatten().filter_map(|v| v.as_u64()) {
+            let map: serde_json::Value =
+                serde_json::from_slice(&run(&["bpftool", "-j", "map", "show", "id", &id.to_string()])?.stdout)?;
+            if map["name"].as_str() != Some("FLOWS") {
                 continue;
             }
-            let id = m.get("id").and_then(|v| v.as_u64()).context("map without id")?.to_string();
             let dump: serde_json::Value =
-                serde_json::from_slice(&run(&["bpftool", "-j", "map", "dump", "id", &id])?.stdout)?;
+                serde_json::from_slice(&run(&["bpftool", "-j", "map", "dump", "id", &id.to_string()])?.stdout)?;
             for entry in dump.as_array().into_iter().flatten() {
                 total += flow_packets(entry).unwrap_or(0);
             }
@@ -286,10 +287,11 @@ impl Capture {
         use std::io::{BufRead, BufReader};
         let stderr = self.child.stderr.take().context("tcpdump stderr")?;
         let mut reader = BufReader::new(stderr);
-        let mut line = String::new();
-        reader.read_line(&mut line)?;
-        if !line.contains("listening") {
-            bail!("tcpdump did not start: {line}");
+        let mut said = String::new();
+        while !said.contains("listening on") {
+            if reader.read_line(&mut said)? == 0 {
+                bail!("tcpdump did not start: {said}");
+            }
         }
         // Keep draining stderr so tcpdump never blocks on it.
         std::thread::spawn(move || for _ in reader.lines() {});
@@ -302,6 +304,6 @@ impl Capture {
         let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
         let _ = self.child.wait();
         let text = std::fs::read_to_string(&self.path)?;
-        Ok(text.lines().map(str::to_string).collect())
+        Ok(text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect())
     }
 }

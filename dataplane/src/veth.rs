@@ -11,7 +11,6 @@
 //! guest's TCP/UDP packets reach XDP with a partial checksum (the kernel
 //! would complete it later on the normal path), and a frame redirected
 //! as-is would arrive at the other guest with a wrong checksum.
-use std::path::Path;
 use std::process::Command;
 
 /// Where a veth's peer lives and what was changed on it.
@@ -31,39 +30,32 @@ pub enum PeerOutcome {
     Unprepared(String),
 }
 
-fn read_u32(path: &str) -> Option<u32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-fn is_veth(ifname: &str) -> bool {
-    // veth has no sysfs driver link or DEVTYPE; ethtool names the driver.
-    Command::new("ethtool")
-        .args(["-i", ifname])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == "driver: veth"))
-        .unwrap_or(false)
-}
-
-/// Finds the interface with `ifindex` whose link is `link_index`, in the
-/// namespace `netns` (None: our own).
-fn find_in_netns(netns: Option<&str>, ifindex: u32, link_index: u32) -> Option<String> {
+/// `ip -j [-n NS] ARGS...` parsed as JSON.
+fn ip_json(netns: Option<&str>, args: &[&str]) -> Option<serde_json::Value> {
     let mut cmd = Command::new("ip");
     if let Some(ns) = netns {
         cmd.args(["-n", ns]);
     }
-    let out = cmd.args(["-j", "link", "show"]).output().ok()?;
+    let out = cmd.arg("-j").args(args).output().ok()?;
     if !out.status.success() {
         return None;
     }
-    let links: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// Name of the interface with `ifindex` in namespace `netns`.
+fn name_of(netns: Option<&str>, ifindex: u64) -> Option<String> {
+    let links = ip_json(netns, &["link", "show"])?;
     links.as_array()?.iter().find_map(|l| {
-        let idx = l.get("ifindex")?.as_u64()?;
-        let link = l.get("link_index").and_then(|v| v.as_u64());
-        if idx == ifindex as u64 && link.is_none_or(|li| li == link_index as u64) {
-            l.get("ifname")?.as_str().map(str::to_string)
-        } else {
-            None
-        }
+        (l.get("ifindex")?.as_u64()? == ifindex).then(|| l.get("ifname")?.as_str().map(str::to_string))?
+    })
+}
+
+/// Name of the namespace that vnetd's namespace knows as `netnsid`.
+fn netns_name(netnsid: u64) -> Option<String> {
+    let list = ip_json(None, &["netns", "list"])?;
+    list.as_array()?.iter().find_map(|n| {
+        (n.get("id")?.as_u64()? == netnsid).then(|| n.get("name")?.as_str().map(str::to_string))?
     })
 }
 
@@ -90,34 +82,40 @@ fn run_in(netns: Option<&str>, args: &[&str]) -> Result<(), String> {
 }
 
 /// Prepares the peer of `ifname` for native XDP redirects.
+///
+/// The peer is found exactly: the link's `link_netnsid` names the peer's
+/// namespace (resolved through `ip netns list`) and `link_index` its
+/// ifindex there. (Searching namespaces for the ifindex alone is wrong:
+/// ifindexes are per namespace.)
 pub fn prepare_peer(ifname: &str) -> PeerOutcome {
-    let base = format!("/sys/class/net/{ifname}");
-    let (Some(ifindex), Some(iflink)) = (read_u32(&format!("{base}/ifindex")), read_u32(&format!("{base}/iflink")))
-    else {
-        return PeerOutcome::Unprepared(format!("interface {ifname} not found in /sys/class/net"));
+    let Some(info) = ip_json(None, &["-d", "link", "show", "dev", ifname]) else {
+        return PeerOutcome::Unprepared(format!("interface {ifname} not found"));
     };
-    if ifindex == iflink || !is_veth(ifname) {
+    let link = &info[0];
+    if link["linkinfo"]["info_kind"].as_str() != Some("veth") {
         return PeerOutcome::NotVeth;
     }
-    let mut namespaces: Vec<Option<String>> = vec![None];
-    if let Ok(dir) = std::fs::read_dir(Path::new("/run/netns")) {
-        let mut named: Vec<String> = dir.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
-        named.sort();
-        namespaces.extend(named.into_iter().map(Some));
+    let Some(peer_index) = link["link_index"].as_u64() else {
+        return PeerOutcome::Unprepared(format!("veth {ifname} reports no peer ifindex"));
+    };
+    let netns = match link["link_netnsid"].as_u64() {
+        None => None,
+        Some(id) => match netns_name(id) {
+            Some(name) => Some(name),
+            None => {
+                return PeerOutcome::Unprepared(format!(
+                    "the peer of veth {ifname} is in a namespace with no name under /run/netns (netnsid {id})"
+                ))
+            }
+        },
+    };
+    let Some(peer) = name_of(netns.as_deref(), peer_index) else {
+        return PeerOutcome::Unprepared(format!("the peer of veth {ifname} (ifindex {peer_index}) was not found"));
+    };
+    let result = run_in(netns.as_deref(), &["ethtool", "-K", &peer, "gro", "on"])
+        .and_then(|_| run_in(netns.as_deref(), &["ethtool", "-K", &peer, "tx", "off"]));
+    match result {
+        Ok(()) => PeerOutcome::Prepared(PreparedPeer { netns, peer }),
+        Err(e) => PeerOutcome::Unprepared(e),
     }
-    for ns in namespaces {
-        let Some(peer) = find_in_netns(ns.as_deref(), iflink, ifindex) else { continue };
-        if ns.is_none() && peer == ifname {
-            continue;
-        }
-        let result = run_in(ns.as_deref(), &["ethtool", "-K", &peer, "gro", "on"])
-            .and_then(|_| run_in(ns.as_deref(), &["ethtool", "-K", &peer, "tx", "off"]));
-        return match result {
-            Ok(()) => PeerOutcome::Prepared(PreparedPeer { netns: ns, peer }),
-            Err(e) => PeerOutcome::Unprepared(e),
-        };
-    }
-    PeerOutcome::Unprepared(format!(
-        "the peer of veth {ifname} (ifindex {iflink}) is in no namespace vnetd can see (its own or /run/netns/*)"
-    ))
 }
