@@ -52,10 +52,9 @@ echo "[demo] 200 pings vm1 -> vm2 at 5 ms: after the first packet, the kernel fo
 ip netns exec vnet-demo-vm1 ping -q -c 200 -i 0.005 10.0.0.12 | sed 's/^/  /'
 
 echo "[demo] installed flows (bpftool; packets counted in the kernel, never seen by userspace):"
-for id in $(bpftool -j map show | python3 -c "
-import json,sys
-for m in json.load(sys.stdin):
-    if m.get('name')=='FLOWS' and any(p.get('pid')==$VNETD_PID for p in m.get('pids',[])): print(m['id'])"); do
+PROG=$(ip -n "$HOST" -j link show vm1-h | python3 -c "import json,sys; print(json.load(sys.stdin)[0]['xdp']['prog']['id'])")
+for id in $(bpftool -j prog show id "$PROG" | python3 -c "import json,sys; print(' '.join(map(str, json.load(sys.stdin)['map_ids'])))"); do
+  bpftool -j map show id "$id" | grep -q '"name":"FLOWS"' || continue
   bpftool -j map dump id "$id" | python3 -c "
 import json,sys
 def mac(b): return ':'.join(b)

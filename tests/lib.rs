@@ -18,7 +18,9 @@ pub fn have_root(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if !root {
-        eprintln!("skipped {test}: needs root (network namespaces, XDP, AF_XDP); CI runs it as root");
+        eprintln!(
+            "skipped {test}: needs root (network namespaces, XDP, AF_XDP); CI runs it as root"
+        );
     }
     root
 }
@@ -43,7 +45,10 @@ pub fn run(args: &[&str]) -> Result<Output> {
 
 /// The repository root (for examples/).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// The vnetd binary: $VNETD, or the one cargo built next to this test.
@@ -53,10 +58,16 @@ pub fn vnetd_path() -> Result<PathBuf> {
     }
     let exe = std::env::current_exe()?;
     // target/<profile>/deps/<test> → target/<profile>/vnetd
-    let dir = exe.parent().and_then(Path::parent).context("test binary has no target dir")?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test binary has no target dir")?;
     let p = dir.join("vnetd");
     if !p.exists() {
-        bail!("{} not found: build it first (cargo build -p vnet-dataplane) or set VNETD", p.display());
+        bail!(
+            "{} not found: build it first (cargo build -p vnet-dataplane) or set VNETD",
+            p.display()
+        );
     }
     Ok(p)
 }
@@ -93,7 +104,14 @@ impl World {
         let dir = std::env::temp_dir().join(format!("vnet-e2e-{prefix}"));
         std::fs::create_dir_all(&dir)?;
         let log = dir.join(format!("vnetd-{test}.log"));
-        Ok(World { prefix, host, guests: Vec::new(), vnetd: None, log, dir })
+        Ok(World {
+            prefix,
+            host,
+            guests: Vec::new(),
+            vnetd: None,
+            log,
+            dir,
+        })
     }
 
     /// Adds a guest with a veth pair: `host_if` in the host namespace,
@@ -101,13 +119,30 @@ impl World {
     pub fn guest(&mut self, name: &str, host_if: &str, mac: &str, ip: &str) -> Result<Guest> {
         let netns = format!("{}-{name}", self.prefix);
         run(&["ip", "netns", "add", &netns])?;
-        run(&["ip", "-n", &self.host, "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", &netns])?;
+        run(&[
+            "ip", "-n", &self.host, "link", "add", host_if, "type", "veth", "peer", "name", "eth0",
+            "netns", &netns,
+        ])?;
         run(&["ip", "-n", &netns, "link", "set", "eth0", "address", mac])?;
-        run(&["ip", "-n", &netns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+        run(&[
+            "ip",
+            "-n",
+            &netns,
+            "addr",
+            "add",
+            &format!("{ip}/24"),
+            "dev",
+            "eth0",
+        ])?;
         run(&["ip", "-n", &netns, "link", "set", "eth0", "up"])?;
         run(&["ip", "-n", &netns, "link", "set", "lo", "up"])?;
         run(&["ip", "-n", &self.host, "link", "set", host_if, "up"])?;
-        let g = Guest { name: name.into(), netns, mac: mac.into(), ip: ip.into() };
+        let g = Guest {
+            name: name.into(),
+            netns,
+            mac: mac.into(),
+            ip: ip.into(),
+        };
         self.guests.push(g.clone());
         Ok(g)
     }
@@ -145,7 +180,11 @@ impl World {
             if text.contains("vnetd running") {
                 return Ok(());
             }
-            if let Some(status) = self.vnetd.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .vnetd
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 bail!("vnetd exited ({status}) before binding; its log:\n{text}");
             }
             if Instant::now() > deadline {
@@ -188,7 +227,19 @@ impl World {
 
     /// Pings `to` from `from`; returns how many replies came back.
     pub fn ping(&self, from: &Guest, to: &str, count: u32) -> Result<u32> {
-        let out = self.exec(from, &["ping", "-c", &count.to_string(), "-i", "0.05", "-W", "1", to])?;
+        let out = self.exec(
+            from,
+            &[
+                "ping",
+                "-c",
+                &count.to_string(),
+                "-i",
+                "0.05",
+                "-W",
+                "1",
+                to,
+            ],
+        )?;
         let text = String::from_utf8_lossy(&out.stdout);
         let received = text
             .lines()
@@ -203,10 +254,25 @@ impl World {
     /// Starts tcpdump in a guest, writing what it captures to a file;
     /// returns a handle that stops it and reads the capture.
     pub fn capture(&self, guest: &Guest, filter: &str) -> Result<Capture> {
-        let path = self.dir.join(format!("{}-{}.txt", guest.name, WORLDS.fetch_add(1, Ordering::Relaxed)));
+        let path = self.dir.join(format!(
+            "{}-{}.txt",
+            guest.name,
+            WORLDS.fetch_add(1, Ordering::Relaxed)
+        ));
         let file = std::fs::File::create(&path)?;
         let child = Command::new("ip")
-            .args(["netns", "exec", &guest.netns, "tcpdump", "-l", "-n", "-e", "-i", "eth0", filter])
+            .args([
+                "netns",
+                "exec",
+                &guest.netns,
+                "tcpdump",
+                "-l",
+                "-n",
+                "-e",
+                "-i",
+                "eth0",
+                filter,
+            ])
             .stdout(file)
             .stderr(Stdio::piped())
             .spawn()?;
@@ -219,20 +285,31 @@ impl World {
     /// (packets that never left the kernel), read with bpftool from the
     /// FLOWS map of the program attached to `ifname`.
     pub fn kernel_flow_packets(&self, ifname: &str) -> Result<u64> {
-        let links: serde_json::Value =
-            serde_json::from_slice(&run(&["ip", "-n", &self.host, "-j", "link", "show", ifname])?.stdout)?;
-        let prog = links[0]["xdp"]["prog"]["id"].as_u64().context("no XDP program attached")?;
-        let info: serde_json::Value =
-            serde_json::from_slice(&run(&["bpftool", "-j", "prog", "show", "id", &prog.to_string()])?.stdout)?;
+        let links: serde_json::Value = serde_json::from_slice(
+            &run(&["ip", "-n", &self.host, "-j", "link", "show", ifname])?.stdout,
+        )?;
+        let prog = links[0]["xdp"]["prog"]["id"]
+            .as_u64()
+            .context("no XDP program attached")?;
+        let info: serde_json::Value = serde_json::from_slice(
+            &run(&["bpftool", "-j", "prog", "show", "id", &prog.to_string()])?.stdout,
+        )?;
         let mut total = 0;
-        for id in info["map_ids"].as_array().into_iter().flatten().filter_map(|v| v.as_u64()) {
-            let map: serde_json::Value =
-                serde_json::from_slice(&run(&["bpftool", "-j", "map", "show", "id", &id.to_string()])?.stdout)?;
+        for id in info["map_ids"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_u64())
+        {
+            let map: serde_json::Value = serde_json::from_slice(
+                &run(&["bpftool", "-j", "map", "show", "id", &id.to_string()])?.stdout,
+            )?;
             if map["name"].as_str() != Some("FLOWS") {
                 continue;
             }
-            let dump: serde_json::Value =
-                serde_json::from_slice(&run(&["bpftool", "-j", "map", "dump", "id", &id.to_string()])?.stdout)?;
+            let dump: serde_json::Value = serde_json::from_slice(
+                &run(&["bpftool", "-j", "map", "dump", "id", &id.to_string()])?.stdout,
+            )?;
             for entry in dump.as_array().into_iter().flatten() {
                 total += flow_packets(entry).unwrap_or(0);
             }
@@ -261,7 +338,9 @@ fn flow_packets(entry: &serde_json::Value) -> Option<u64> {
 impl Drop for World {
     fn drop(&mut self) {
         if let Some(mut c) = self.vnetd.take() {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline && c.try_wait().ok().flatten().is_none() {
                 std::thread::sleep(Duration::from_millis(20));
@@ -272,7 +351,9 @@ impl Drop for World {
         for g in &self.guests {
             let _ = Command::new("ip").args(["netns", "del", &g.netns]).status();
         }
-        let _ = Command::new("ip").args(["netns", "del", &self.host]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.host])
+            .status();
     }
 }
 
@@ -301,9 +382,15 @@ impl Capture {
     /// Stops tcpdump and returns the captured lines.
     pub fn finish(mut self) -> Result<Vec<String>> {
         std::thread::sleep(Duration::from_millis(300));
-        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
         let _ = self.child.wait();
         let text = std::fs::read_to_string(&self.path)?;
-        Ok(text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect())
+        Ok(text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_string)
+            .collect())
     }
 }

@@ -49,10 +49,18 @@ impl Area {
             )
         };
         if p == libc::MAP_FAILED {
-            return Err(XskError::Memory(len, ifname.to_string(), std::io::Error::last_os_error()));
+            return Err(XskError::Memory(
+                len,
+                ifname.to_string(),
+                std::io::Error::last_os_error(),
+            ));
         }
         let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| {
-            XskError::Memory(len, ifname.to_string(), std::io::Error::other("mmap returned NULL"))
+            XskError::Memory(
+                len,
+                ifname.to_string(),
+                std::io::Error::other("mmap returned NULL"),
+            )
         })?;
         Ok(Area { ptr, len })
     }
@@ -102,13 +110,18 @@ impl Xsk {
         };
         // SAFETY: the area is page aligned (mmap), of the given length, and
         // lives as long as the UMEM (both are fields of the returned Xsk).
-        let umem = unsafe { Umem::new(config, slice) }.map_err(|e| setup_err(ifname, "registering UMEM", e))?;
+        let umem = unsafe { Umem::new(config, slice) }
+            .map_err(|e| setup_err(ifname, "registering UMEM", e))?;
         let mut info = IfInfo::invalid();
         let cname = CString::new(ifname).map_err(|e| setup_err(ifname, "interface name", e))?;
-        info.from_name(&cname).map_err(|e| setup_err(ifname, "looking up interface", e))?;
+        info.from_name(&cname)
+            .map_err(|e| setup_err(ifname, "looking up interface", e))?;
         info.set_queue(0);
-        let sock = Socket::with_shared(&info, &umem).map_err(|e| setup_err(ifname, "creating AF_XDP socket", e))?;
-        let device = umem.fq_cq(&sock).map_err(|e| setup_err(ifname, "mapping fill/completion rings", e))?;
+        let sock = Socket::with_shared(&info, &umem)
+            .map_err(|e| setup_err(ifname, "creating AF_XDP socket", e))?;
+        let device = umem
+            .fq_cq(&sock)
+            .map_err(|e| setup_err(ifname, "mapping fill/completion rings", e))?;
         let user = umem
             .rx_tx(
                 &sock,
@@ -119,13 +132,29 @@ impl Xsk {
                 },
             )
             .map_err(|e| setup_err(ifname, "creating rx/tx rings", e))?;
-        let rx = user.map_rx().map_err(|e| setup_err(ifname, "mapping rx ring", e))?;
-        let tx = user.map_tx().map_err(|e| setup_err(ifname, "mapping tx ring", e))?;
-        umem.bind(&user).map_err(|e| setup_err(ifname, "binding AF_XDP socket", e))?;
+        let rx = user
+            .map_rx()
+            .map_err(|e| setup_err(ifname, "mapping rx ring", e))?;
+        let tx = user
+            .map_tx()
+            .map_err(|e| setup_err(ifname, "mapping tx ring", e))?;
+        umem.bind(&user)
+            .map_err(|e| setup_err(ifname, "binding AF_XDP socket", e))?;
 
         let fill_spare: Vec<u64> = (0..RX_FRAMES).map(|i| (i * FRAME_SIZE) as u64).collect();
-        let tx_free = (RX_FRAMES..FRAMES).map(|i| (i * FRAME_SIZE) as u64).collect();
-        let mut xsk = Xsk { ifname: ifname.to_string(), rx, tx, device, tx_free, fill_spare, _umem: umem, area };
+        let tx_free = (RX_FRAMES..FRAMES)
+            .map(|i| (i * FRAME_SIZE) as u64)
+            .collect();
+        let mut xsk = Xsk {
+            ifname: ifname.to_string(),
+            rx,
+            tx,
+            device,
+            tx_free,
+            fill_spare,
+            _umem: umem,
+            area,
+        };
         xsk.refill();
         Ok(xsk)
     }
@@ -143,7 +172,9 @@ impl Xsk {
         // SAFETY: in bounds of the area (checked above); the kernel wrote the
         // frame before publishing its descriptor and does not touch it until
         // we return it to the fill ring.
-        Some(unsafe { std::slice::from_raw_parts(self.area.ptr.as_ptr().add(addr as usize), len as usize) })
+        Some(unsafe {
+            std::slice::from_raw_parts(self.area.ptr.as_ptr().add(addr as usize), len as usize)
+        })
     }
 
     /// Receives up to `BATCH` frames, calls `handle` on each, returns the
@@ -195,13 +226,19 @@ impl Xsk {
         if frame.len() > FRAME_SIZE as usize {
             return false;
         }
-        let Some(addr) = self.tx_free.pop() else { return false };
+        let Some(addr) = self.tx_free.pop() else {
+            return false;
+        };
         // SAFETY: `addr` is a transmit chunk we own (not in flight), in bounds.
         unsafe {
             let dst = self.area.ptr.as_ptr().add(addr as usize);
             std::ptr::copy_nonoverlapping(frame.as_ptr(), dst, frame.len());
         }
-        let desc = XdpDesc { addr, len: frame.len() as u32, options: 0 };
+        let desc = XdpDesc {
+            addr,
+            len: frame.len() as u32,
+            options: 0,
+        };
         let mut writer = self.tx.transmit(1);
         let sent = writer.insert_once(desc);
         writer.commit();

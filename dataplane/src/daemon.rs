@@ -22,7 +22,10 @@ pub enum XdpMode {
 }
 
 #[derive(Debug, clap::Parser)]
-#[command(name = "vnetd", about = "vnet dataplane agent: virtual bridges on XDP and AF_XDP")]
+#[command(
+    name = "vnetd",
+    about = "vnet dataplane agent: virtual bridges on XDP and AF_XDP"
+)]
 pub struct Options {
     /// Topology file (YAML or JSON) to run.
     #[arg(long, value_name = "FILE", required_unless_present = "check")]
@@ -72,10 +75,15 @@ extern "C" fn on_signal(_: libc::c_int) {
 
 fn install_signal_handlers() -> anyhow::Result<()> {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::empty(), SigSet::empty());
+    let action = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
     for sig in [Signal::SIGINT, Signal::SIGTERM] {
         // SAFETY: the handler only stores to an atomic, which is signal-safe.
-        unsafe { sigaction(sig, &action) }.with_context(|| format!("installing the {sig} handler"))?;
+        unsafe { sigaction(sig, &action) }
+            .with_context(|| format!("installing the {sig} handler"))?;
     }
     Ok(())
 }
@@ -115,7 +123,9 @@ fn choose_mode(requested: XdpMode, interfaces: &[String]) -> AttachMode {
 }
 
 pub fn run(opts: &Options) -> anyhow::Result<()> {
-    let Some(path) = &opts.topology else { bail!("--topology FILE is required") };
+    let Some(path) = &opts.topology else {
+        bail!("--topology FILE is required")
+    };
     if !nix::unistd::geteuid().is_root() {
         bail!("vnetd must run as root: it loads XDP programs and opens AF_XDP sockets (try sudo)");
     }
@@ -124,7 +134,8 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     std::fs::create_dir_all(&opts.state_dir)
         .with_context(|| format!("creating the state directory {}", opts.state_dir.display()))?;
 
-    let interfaces: Vec<(usize, String)> = snap.interfaces().map(|(p, i)| (p, i.to_string())).collect();
+    let interfaces: Vec<(usize, String)> =
+        snap.interfaces().map(|(p, i)| (p, i.to_string())).collect();
     for (port, ifname) in &interfaces {
         if nix::net::if_::if_nametoindex(ifname.as_str()).is_err() {
             bail!(
@@ -143,9 +154,19 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         let ifindex = kernel.attach(ifname, mode)?;
         let xsk = Xsk::bind(ifname)?;
         kernel.set_xsk(slot as u32, xsk.fd())?;
-        kernel.set_iface(ifindex, IfaceConfig { xsk_slot: slot as u32, _pad: 0 })?;
+        kernel.set_iface(
+            ifindex,
+            IfaceConfig {
+                xsk_slot: slot as u32,
+                _pad: 0,
+            },
+        )?;
         tracing::info!(interface = %ifname, ifindex, port = %snap.ports[*port].name, ?mode, "bound");
-        bound.push(BoundPort { port: *port, ifindex, xsk });
+        bound.push(BoundPort {
+            port: *port,
+            ifindex,
+            xsk,
+        });
     }
     tracing::info!(
         topology = %path.display(),

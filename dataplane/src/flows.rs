@@ -92,7 +92,11 @@ impl FlowTable {
         }
         self.records.insert(
             key,
-            Record { tags: flow.tags.clone(), idle_timeout_ns: flow.idle_timeout_ns, installed_ns: now_ns },
+            Record {
+                tags: flow.tags.clone(),
+                idle_timeout_ns: flow.idle_timeout_ns,
+                installed_ns: now_ns,
+            },
         );
         self.counters.installed += 1;
         Ok(())
@@ -100,7 +104,9 @@ impl FlowTable {
 
     /// Removes every flow tagged with `tag`; returns how many.
     pub fn invalidate(&mut self, backend: &mut impl FlowBackend, tag: Tag) -> usize {
-        let Some(keys) = self.by_tag.remove(&tag) else { return 0 };
+        let Some(keys) = self.by_tag.remove(&tag) else {
+            return 0;
+        };
         for key in &keys {
             backend.remove(key);
             self.forget(key);
@@ -184,12 +190,18 @@ mod tests {
     use vnet_common::act;
 
     fn key(n: u32) -> FlowKey {
-        FlowKey { ifindex: n, ..FlowKey::default() }
+        FlowKey {
+            ifindex: n,
+            ..FlowKey::default()
+        }
     }
 
     fn flow(tags: &[u64], idle: u64) -> Flow {
         Flow {
-            actions: FlowActions { flags: act::OUTPUT, ..Default::default() },
+            actions: FlowActions {
+                flags: act::OUTPUT,
+                ..Default::default()
+            },
             output: None,
             tags: tags.iter().map(|t| Tag(*t)).collect(),
             idle_timeout_ns: idle,
@@ -200,8 +212,10 @@ mod tests {
     fn invalidation_removes_exactly_the_tagged_flows() {
         let (mut t, mut k) = (FlowTable::default(), MemoryBackend::default());
         let a = FlowActions::default();
-        t.install(&mut k, key(1), &a, &flow(&[1, 2], 100), 0).unwrap();
-        t.install(&mut k, key(2), &a, &flow(&[2, 3], 100), 0).unwrap();
+        t.install(&mut k, key(1), &a, &flow(&[1, 2], 100), 0)
+            .unwrap();
+        t.install(&mut k, key(2), &a, &flow(&[2, 3], 100), 0)
+            .unwrap();
         t.install(&mut k, key(3), &a, &flow(&[3], 100), 0).unwrap();
         assert_eq!(t.invalidate(&mut k, Tag(2)), 2);
         assert!(!k.flows.contains_key(&key(1)) && !k.flows.contains_key(&key(2)));
@@ -236,11 +250,17 @@ mod tests {
 
     #[test]
     fn full_backend_is_counted_and_leaves_old_flows() {
-        let mut k = MemoryBackend { capacity: Some(1), ..Default::default() };
+        let mut k = MemoryBackend {
+            capacity: Some(1),
+            ..Default::default()
+        };
         let mut t = FlowTable::default();
         let a = FlowActions::default();
         t.install(&mut k, key(1), &a, &flow(&[1], 10), 0).unwrap();
-        assert_eq!(t.install(&mut k, key(2), &a, &flow(&[1], 10), 0), Err(InstallError::Full));
+        assert_eq!(
+            t.install(&mut k, key(2), &a, &flow(&[1], 10), 0),
+            Err(InstallError::Full)
+        );
         assert_eq!(t.counters.table_full, 1);
         assert!(t.contains(&key(1)) && !t.contains(&key(2)));
     }

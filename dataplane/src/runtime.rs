@@ -35,7 +35,10 @@ impl FlowBackend for Kernel {
 
 /// Monotonic clock in ns, the clock of `bpf_ktime_get_ns`.
 pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid pointer to a timespec; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -127,7 +130,12 @@ impl Runtime {
             .ports
             .iter()
             // SAFETY: the sockets outlive this call (owned by self.ports).
-            .map(|p| PollFd::new(unsafe { BorrowedFd::borrow_raw(p.xsk.fd()) }, PollFlags::POLLIN))
+            .map(|p| {
+                PollFd::new(
+                    unsafe { BorrowedFd::borrow_raw(p.xsk.fd()) },
+                    PollFlags::POLLIN,
+                )
+            })
             .collect();
         // EINTR (a signal) just ends the wait early.
         let _ = poll(&mut fds, PollTimeout::from(timeout_ms));
@@ -172,7 +180,9 @@ impl Runtime {
             Verdict::Dropped(r) => self.counters.count(r),
         }
         let Some(flow) = decision.install else { return };
-        let Some(key) = packet::parse(frame).ok().and_then(|h| h.flow_key(ifindex)) else { return };
+        let Some(key) = packet::parse(frame).ok().and_then(|h| h.flow_key(ifindex)) else {
+            return;
+        };
         let mut actions = flow.actions;
         if let Some(out) = flow.output {
             match self.bound.get(&out) {
@@ -180,7 +190,10 @@ impl Runtime {
                 None => return,
             }
         }
-        match self.flows.install(&mut self.kernel, key, &actions, &flow, now) {
+        match self
+            .flows
+            .install(&mut self.kernel, key, &actions, &flow, now)
+        {
             Ok(()) => {}
             Err(InstallError::Full) => self.counters.count(Reason::FlowTableFull),
             Err(e) => tracing::warn!(error = %e, "installing a flow"),
@@ -193,7 +206,10 @@ impl Runtime {
             tracing::debug!(expired, "expired idle flows");
         }
         let flows = &self.flows;
-        let aged = self.state.macs.expire(now, mac_table::DEFAULT_MAX_AGE_NS, |t| flows.uses(t));
+        let aged = self
+            .state
+            .macs
+            .expire(now, mac_table::DEFAULT_MAX_AGE_NS, |t| flows.uses(t));
         for tag in aged {
             self.flows.invalidate(&mut self.kernel, tag);
         }

@@ -47,7 +47,8 @@ fn ip_json(netns: Option<&str>, args: &[&str]) -> Option<serde_json::Value> {
 fn name_of(netns: Option<&str>, ifindex: u64) -> Option<String> {
     let links = ip_json(netns, &["link", "show"])?;
     links.as_array()?.iter().find_map(|l| {
-        (l.get("ifindex")?.as_u64()? == ifindex).then(|| l.get("ifname")?.as_str().map(str::to_string))?
+        (l.get("ifindex")?.as_u64()? == ifindex)
+            .then(|| l.get("ifname")?.as_str().map(str::to_string))?
     })
 }
 
@@ -73,11 +74,17 @@ fn run_in(netns: Option<&str>, args: &[&str]) -> Result<(), String> {
             c
         }
     };
-    let out = cmd.output().map_err(|e| format!("running {}: {e}", args.join(" ")))?;
+    let out = cmd
+        .output()
+        .map_err(|e| format!("running {}: {e}", args.join(" ")))?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("{} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+        Err(format!(
+            "{} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
@@ -110,7 +117,9 @@ pub fn prepare_peer(ifname: &str) -> PeerOutcome {
         },
     };
     let Some(peer) = name_of(netns.as_deref(), peer_index) else {
-        return PeerOutcome::Unprepared(format!("the peer of veth {ifname} (ifindex {peer_index}) was not found"));
+        return PeerOutcome::Unprepared(format!(
+            "the peer of veth {ifname} (ifindex {peer_index}) was not found"
+        ));
     };
     let result = run_in(netns.as_deref(), &["ethtool", "-K", &peer, "gro", "on"])
         .and_then(|_| run_in(netns.as_deref(), &["ethtool", "-K", &peer, "tx", "off"]));

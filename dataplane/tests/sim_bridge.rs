@@ -37,7 +37,11 @@ struct Bench {
 impl Bench {
     fn new() -> Bench {
         let topo = vnet_control::parse_str(TOPOLOGY).expect("test topology is valid");
-        Bench { snap: Snapshot::compile(&topo, 1), state: State::default(), now: 1 }
+        Bench {
+            snap: Snapshot::compile(&topo, 1),
+            state: State::default(),
+            now: 1,
+        }
     }
     fn port(&self, name: &str) -> PortId {
         self.snap.port_by_name(name).expect("port exists")
@@ -48,7 +52,11 @@ impl Bench {
         simulate(&self.snap, &mut self.state, p, frame, self.now, true)
     }
     fn emitted_to(&self, d: &Decision) -> Vec<String> {
-        let mut v: Vec<String> = d.emit.iter().map(|e| self.snap.ports[e.port].name.clone()).collect();
+        let mut v: Vec<String> = d
+            .emit
+            .iter()
+            .map(|e| self.snap.ports[e.port].name.clone())
+            .collect();
         v.sort();
         v
     }
@@ -64,20 +72,41 @@ fn unknown_unicast_floods_to_every_other_port_that_is_up() {
     let f = udp(M1, M2);
     let d = b.send("tenant/vm1", &f);
     assert_eq!(d.verdict, Verdict::Flooded);
-    assert_eq!(b.emitted_to(&d), ["tenant/tagged", "tenant/vm2", "tenant/vm3"]);
+    assert_eq!(
+        b.emitted_to(&d),
+        ["tenant/tagged", "tenant/vm2", "tenant/vm3"]
+    );
     assert!(d.install.is_none(), "floods are never installed");
-    let untagged = d.emit.iter().find(|e| b.snap.ports[e.port].name == "tenant/vm2").unwrap();
+    let untagged = d
+        .emit
+        .iter()
+        .find(|e| b.snap.ports[e.port].name == "tenant/vm2")
+        .unwrap();
     assert_eq!(untagged.frame, f, "the frame is forwarded unchanged");
-    let tagged = d.emit.iter().find(|e| b.snap.ports[e.port].name == "tenant/tagged").unwrap();
-    assert_eq!(tagged.frame, with_vlan(&f, 10), "the access port's VLAN tag is pushed");
+    let tagged = d
+        .emit
+        .iter()
+        .find(|e| b.snap.ports[e.port].name == "tenant/tagged")
+        .unwrap();
+    assert_eq!(
+        tagged.frame,
+        with_vlan(&f, 10),
+        "the access port's VLAN tag is pushed"
+    );
 }
 
 #[test]
 fn broadcast_floods_and_learns_the_source() {
     let mut b = Bench::new();
-    let d = b.send("tenant/vm1", &arp_frame(ARP_REQUEST, M1, IP1, [0; 6], IP2, BROADCAST));
+    let d = b.send(
+        "tenant/vm1",
+        &arp_frame(ARP_REQUEST, M1, IP1, [0; 6], IP2, BROADCAST),
+    );
     assert_eq!(d.verdict, Verdict::Flooded);
-    assert!(d.trace.contains(&Step::MacLearned { mac: M1, port: b.port("tenant/vm1") }));
+    assert!(d.trace.contains(&Step::MacLearned {
+        mac: M1,
+        port: b.port("tenant/vm1")
+    }));
     assert_eq!(b.state.macs.len(), 1);
 }
 
@@ -94,7 +123,13 @@ fn learned_destination_goes_to_one_port_and_installs_a_flow() {
     assert_eq!(flow.actions.flags, act::OUTPUT);
     assert_eq!(flow.output, Some(b.port("tenant/vm1")));
     let bridge = Tag::device("tenant");
-    for tag in [Tag::port("tenant/vm1"), Tag::port("tenant/vm2"), bridge, Tag::mac(bridge, &M1), Tag::mac(bridge, &M2)] {
+    for tag in [
+        Tag::port("tenant/vm1"),
+        Tag::port("tenant/vm2"),
+        bridge,
+        Tag::mac(bridge, &M1),
+        Tag::mac(bridge, &M2),
+    ] {
         assert!(flow.tags.contains(&tag), "flow is tagged with {tag:?}");
     }
 }
@@ -112,7 +147,11 @@ fn a_mac_moving_to_another_port_invalidates_its_flows() {
         to: b.port("tenant/vm3")
     }));
     let d = b.send("tenant/vm2", &udp(M2, M1));
-    assert_eq!(b.emitted_to(&d), ["tenant/vm3"], "frames follow the MAC at once");
+    assert_eq!(
+        b.emitted_to(&d),
+        ["tenant/vm3"],
+        "frames follow the MAC at once"
+    );
 }
 
 #[test]
@@ -132,14 +171,23 @@ fn static_mac_entries_forward_and_are_not_relearned() {
 fn arp_requests_for_the_arp_table_are_answered_not_flooded() {
     let mut b = Bench::new();
     let target = [10, 0, 0, 50];
-    let d = b.send("tenant/vm1", &arp_frame(ARP_REQUEST, M1, IP1, [0; 6], target, BROADCAST));
+    let d = b.send(
+        "tenant/vm1",
+        &arp_frame(ARP_REQUEST, M1, IP1, [0; 6], target, BROADCAST),
+    );
     assert_eq!(d.verdict, Verdict::Answered);
     assert_eq!(b.emitted_to(&d), ["tenant/vm1"]);
     let table_mac = [2, 0, 0, 0, 0, 0x50];
-    assert_eq!(d.emit[0].frame, arp_frame(ARP_REPLY, table_mac, target, M1, IP1, M1));
+    assert_eq!(
+        d.emit[0].frame,
+        arp_frame(ARP_REPLY, table_mac, target, M1, IP1, M1)
+    );
     assert!(d.install.is_none());
     // Other addresses are flooded as usual.
-    let d = b.send("tenant/vm1", &arp_frame(ARP_REQUEST, M1, IP1, [0; 6], IP2, BROADCAST));
+    let d = b.send(
+        "tenant/vm1",
+        &arp_frame(ARP_REQUEST, M1, IP1, [0; 6], IP2, BROADCAST),
+    );
     assert_eq!(d.verdict, Verdict::Flooded);
 }
 
@@ -162,7 +210,10 @@ fn vlan_access_port_pops_and_pushes_its_tag() {
     let inner = udp(M2, M1);
     let d = b.send("tenant/tagged", &with_vlan(&inner, 10));
     assert_eq!(b.emitted_to(&d), ["tenant/vm1"]);
-    assert_eq!(d.emit[0].frame, inner, "the tag is removed towards an untagged port");
+    assert_eq!(
+        d.emit[0].frame, inner,
+        "the tag is removed towards an untagged port"
+    );
     let flow = d.install.unwrap();
     assert_eq!(flow.actions.flags, act::POP_VLAN | act::OUTPUT);
 
@@ -178,11 +229,23 @@ fn vlan_access_port_pops_and_pushes_its_tag() {
 fn frames_with_the_wrong_vlan_are_dropped() {
     let mut b = Bench::new();
     let d = b.send("tenant/tagged", &udp(M2, M1));
-    assert_eq!(d.verdict, Verdict::Dropped(Reason::VlanMismatch), "untagged on an access port");
+    assert_eq!(
+        d.verdict,
+        Verdict::Dropped(Reason::VlanMismatch),
+        "untagged on an access port"
+    );
     let d = b.send("tenant/tagged", &with_vlan(&udp(M2, M1), 11));
-    assert_eq!(d.verdict, Verdict::Dropped(Reason::VlanMismatch), "another VID");
+    assert_eq!(
+        d.verdict,
+        Verdict::Dropped(Reason::VlanMismatch),
+        "another VID"
+    );
     let d = b.send("tenant/vm1", &with_vlan(&udp(M1, M2), 10));
-    assert_eq!(d.verdict, Verdict::Dropped(Reason::VlanMismatch), "tagged on an untagged port");
+    assert_eq!(
+        d.verdict,
+        Verdict::Dropped(Reason::VlanMismatch),
+        "tagged on an untagged port"
+    );
 }
 
 #[test]
@@ -190,7 +253,11 @@ fn bridges_are_isolated_even_with_the_same_macs() {
     let mut b = Bench::new();
     b.send("tenant/vm1", &udp(M1, BROADCAST));
     let d = b.send("other/b", &udp(M2, M1));
-    assert_eq!(d.verdict, Verdict::Flooded, "M1 is unknown on the other bridge");
+    assert_eq!(
+        d.verdict,
+        Verdict::Flooded,
+        "M1 is unknown on the other bridge"
+    );
     assert_eq!(b.emitted_to(&d), ["other/a"]);
 }
 
@@ -227,7 +294,11 @@ fn malformed_frames_are_dropped_and_counted() {
     let f = udp(M1, M2);
     for len in [0, 5, 13, 20, 33] {
         let d = b.send("tenant/vm1", &f[..len]);
-        assert_eq!(d.verdict, Verdict::Dropped(Reason::Malformed), "{len}-byte frame");
+        assert_eq!(
+            d.verdict,
+            Verdict::Dropped(Reason::Malformed),
+            "{len}-byte frame"
+        );
         assert!(d.emit.is_empty() && d.install.is_none());
     }
 }
@@ -239,6 +310,10 @@ fn trace_names_every_step() {
     let d = b.send("tenant/vm2", &udp(M2, M1));
     let vm1 = b.port("tenant/vm1");
     assert!(matches!(d.trace[0], Step::Ingress { .. }));
-    assert!(d.trace.contains(&Step::MacLookup { mac: M1, port: Some(vm1), is_static: false }));
+    assert!(d.trace.contains(&Step::MacLookup {
+        mac: M1,
+        port: Some(vm1),
+        is_static: false
+    }));
     assert_eq!(d.trace.last(), Some(&Step::Egress { port: vm1 }));
 }

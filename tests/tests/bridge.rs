@@ -23,7 +23,14 @@ fn guests_on_the_example_bridge_reach_each_other_through_the_kernel() -> Result<
         return Ok(());
     }
     let (w, vm1, vm2, vm3) = example_bridge("ping")?;
-    for (a, b) in [(&vm1, &vm2), (&vm1, &vm3), (&vm2, &vm3), (&vm2, &vm1), (&vm3, &vm1), (&vm3, &vm2)] {
+    for (a, b) in [
+        (&vm1, &vm2),
+        (&vm1, &vm3),
+        (&vm2, &vm3),
+        (&vm2, &vm1),
+        (&vm3, &vm1),
+        (&vm3, &vm2),
+    ] {
         let got = w.ping(a, &b.ip, 3)?;
         assert_eq!(got, 3, "ping {} -> {}: {got}/3 replies", a.name, b.name);
     }
@@ -32,7 +39,10 @@ fn guests_on_the_example_bridge_reach_each_other_through_the_kernel() -> Result<
     let in_kernel = w.kernel_flow_packets("vm1-h")? - before;
     // 50 requests and 50 replies; at most the first of each direction may
     // miss (flows of the earlier pings may have expired meanwhile).
-    assert!(in_kernel >= 96, "only {in_kernel} of 100 packets were forwarded by kernel flows");
+    assert!(
+        in_kernel >= 96,
+        "only {in_kernel} of 100 packets were forwarded by kernel flows"
+    );
     Ok(())
 }
 
@@ -50,12 +60,22 @@ fn tcp_crosses_the_bridge_with_checksum_offload_on_the_guests() -> Result<()> {
     // 2 MB through nc: every segment must arrive with a valid checksum.
     let out = w.exec(
         &vm1,
-        &["sh", "-c", "head -c 2000000 /dev/urandom | timeout 20 nc -q 1 -w 5 10.0.0.12 7000 && echo sent"],
+        &[
+            "sh",
+            "-c",
+            "head -c 2000000 /dev/urandom | timeout 20 nc -q 1 -w 5 10.0.0.12 7000 && echo sent",
+        ],
     )?;
     let sent = String::from_utf8_lossy(&out.stdout).contains("sent");
     let server_out = server.wait_with_output()?;
-    assert!(sent, "nc client failed: {}", String::from_utf8_lossy(&out.stderr));
-    let received = String::from_utf8_lossy(&server_out.stdout).trim().to_string();
+    assert!(
+        sent,
+        "nc client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let received = String::from_utf8_lossy(&server_out.stdout)
+        .trim()
+        .to_string();
     assert_eq!(received, "2000000", "bytes received by vm2");
     Ok(())
 }
@@ -67,20 +87,48 @@ fn unknown_unicast_is_flooded_and_learned_unicast_is_not() -> Result<()> {
     }
     let (w, vm1, vm2, vm3) = example_bridge("flood")?;
     // A destination MAC nobody has: vm1 believes 10.0.0.99 is there.
-    w.exec(&vm1, &["ip", "neigh", "add", "10.0.0.99", "lladdr", "02:00:00:00:00:99", "dev", "eth0"])?;
+    w.exec(
+        &vm1,
+        &[
+            "ip",
+            "neigh",
+            "add",
+            "10.0.0.99",
+            "lladdr",
+            "02:00:00:00:00:99",
+            "dev",
+            "eth0",
+        ],
+    )?;
     let cap2 = w.capture(&vm2, "udp port 5555")?;
     let cap3 = w.capture(&vm3, "udp port 5555")?;
-    w.exec(&vm1, &["sh", "-c", "echo flood | nc -u -w 1 10.0.0.99 5555"])?;
-    assert!(!cap2.finish()?.is_empty(), "vm2 got the unknown-unicast frame");
-    assert!(!cap3.finish()?.is_empty(), "vm3 got the unknown-unicast frame");
+    w.exec(
+        &vm1,
+        &["sh", "-c", "echo flood | nc -u -w 1 10.0.0.99 5555"],
+    )?;
+    assert!(
+        !cap2.finish()?.is_empty(),
+        "vm2 got the unknown-unicast frame"
+    );
+    assert!(
+        !cap3.finish()?.is_empty(),
+        "vm3 got the unknown-unicast frame"
+    );
 
     // Once vm2 has spoken, frames to its MAC go to vm2 only.
     assert_eq!(w.ping(&vm2, &vm1.ip, 1)?, 1);
     let cap2 = w.capture(&vm2, "udp port 5556")?;
     let cap3 = w.capture(&vm3, "udp port 5556")?;
-    w.exec(&vm1, &["sh", "-c", "echo hello | nc -u -w 1 10.0.0.12 5556"])?;
+    w.exec(
+        &vm1,
+        &["sh", "-c", "echo hello | nc -u -w 1 10.0.0.12 5556"],
+    )?;
     assert!(!cap2.finish()?.is_empty(), "vm2 got its frame");
-    assert_eq!(cap3.finish()?, Vec::<String>::new(), "vm3 must not see vm2's unicast");
+    assert_eq!(
+        cap3.finish()?,
+        Vec::<String>::new(),
+        "vm3 must not see vm2's unicast"
+    );
     Ok(())
 }
 
@@ -96,7 +144,10 @@ fn a_mac_moving_to_another_port_is_followed_at_once() -> Result<()> {
     w.exec(&vm3, &["ip", "link", "set", "eth0", "address", VM2_MAC])?;
     w.exec(&vm3, &["ip", "addr", "add", "10.0.0.12/24", "dev", "eth0"])?;
     // A gratuitous ARP from the new location, as hypervisors send.
-    w.exec(&vm3, &["arping", "-U", "-c", "1", "-I", "eth0", "10.0.0.12"])?;
+    w.exec(
+        &vm3,
+        &["arping", "-U", "-c", "1", "-I", "eth0", "10.0.0.12"],
+    )?;
     let got = w.ping(&vm1, "10.0.0.12", 5)?;
     assert_eq!(got, 5, "after the move, vm2's MAC answers from vm3's port");
     Ok(())
@@ -151,13 +202,19 @@ fn sigterm_detaches_xdp_from_every_interface() -> Result<()> {
     let (mut w, vm1, vm2, _vm3) = example_bridge("shutdown")?;
     assert_eq!(w.ping(&vm1, &vm2.ip, 2)?, 2);
     let attached = run(&["ip", "-n", &w.host, "link", "show", "vm1-h"])?;
-    assert!(String::from_utf8_lossy(&attached.stdout).contains("xdp"), "XDP attached while running");
+    assert!(
+        String::from_utf8_lossy(&attached.stdout).contains("xdp"),
+        "XDP attached while running"
+    );
     let (status, log) = w.stop_vnetd()?;
     assert!(status.success(), "vnetd exit status {status}; log:\n{log}");
     for ifname in ["vm1-h", "vm2-h", "vm3-h"] {
         let out = run(&["ip", "-n", &w.host, "link", "show", ifname])?;
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(!text.contains("xdp"), "{ifname} still has XDP after shutdown: {text}");
+        assert!(
+            !text.contains("xdp"),
+            "{ifname} still has XDP after shutdown: {text}"
+        );
     }
     Ok(())
 }

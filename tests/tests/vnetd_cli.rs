@@ -12,7 +12,11 @@ fn check_accepts_every_example() -> Result<()> {
     for name in ["bridge.yaml", "router.yaml", "tenant-nat.yaml"] {
         let path = repo_root().join("examples").join(name);
         let out = vnetd(&["--check", path.to_str().unwrap()])?;
-        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(String::from_utf8_lossy(&out.stdout).contains("valid"));
     }
     Ok(())
@@ -30,8 +34,14 @@ fn check_rejects_a_bad_file_naming_object_and_field() -> Result<()> {
     let out = vnetd(&["--check", bad.to_str().unwrap()])?;
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bridges.tenant.ports.vm1.peer"), "names the peer field: {err}");
-    assert!(err.contains("bridges.tenant.ports.vm2.vlan"), "names the vlan field: {err}");
+    assert!(
+        err.contains("bridges.tenant.ports.vm1.peer"),
+        "names the peer field: {err}"
+    );
+    assert!(
+        err.contains("bridges.tenant.ports.vm2.vlan"),
+        "names the vlan field: {err}"
+    );
     Ok(())
 }
 
@@ -41,9 +51,17 @@ fn a_missing_interface_is_a_clear_error() -> Result<()> {
         return Ok(());
     }
     let mut w = World::new("missing-if")?;
-    let topo = w.topology_file("version: 1\nbridges:\n  b:\n    ports:\n      p: {interface: nosuch-h}\n")?;
-    let err = w.start_vnetd(&topo).expect_err("vnetd must refuse to start").to_string();
-    assert!(err.contains("interface nosuch-h (port b/p) does not exist"), "{err}");
+    let topo = w.topology_file(
+        "version: 1\nbridges:\n  b:\n    ports:\n      p: {interface: nosuch-h}\n",
+    )?;
+    let err = w
+        .start_vnetd(&topo)
+        .expect_err("vnetd must refuse to start")
+        .to_string();
+    assert!(
+        err.contains("interface nosuch-h (port b/p) does not exist"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
     Ok(())
 }
@@ -57,7 +75,12 @@ fn running_without_root_is_a_clear_error() -> Result<()> {
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(vnetd_path()?)
-        .args(["--topology", topo.to_str().unwrap(), "--state-dir", "/tmp/vnet-nobody"])
+        .args([
+            "--topology",
+            topo.to_str().unwrap(),
+            "--state-dir",
+            "/tmp/vnet-nobody",
+        ])
         .output()?;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

@@ -26,7 +26,14 @@ pub fn arp_frame(op: u16, sha: Mac, spa: [u8; 4], tha: Mac, tpa: [u8; 4], dst: M
 }
 
 /// Appends an IPv4 header (with options) and `payload`; returns the frame.
-fn ipv4(mut f: Vec<u8>, src: [u8; 4], dst: [u8; 4], proto: u8, options: &[u8], payload: &[u8]) -> Vec<u8> {
+fn ipv4(
+    mut f: Vec<u8>,
+    src: [u8; 4],
+    dst: [u8; 4],
+    proto: u8,
+    options: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
     debug_assert!(options.len() % 4 == 0 && options.len() <= 40);
     let header_len = 20 + options.len();
     let total = (header_len + payload.len()) as u16;
@@ -78,7 +85,14 @@ pub fn udp_frame(
     payload: &[u8],
 ) -> Vec<u8> {
     let seg = udp_segment(src, dst, sport, dport, payload);
-    ipv4(ethernet(dst_mac, src_mac, ETHERTYPE_IPV4, 28 + payload.len()), src, dst, IPPROTO_UDP, &[], &seg)
+    ipv4(
+        ethernet(dst_mac, src_mac, ETHERTYPE_IPV4, 28 + payload.len()),
+        src,
+        dst,
+        IPPROTO_UDP,
+        &[],
+        &seg,
+    )
 }
 
 /// A UDP frame whose IPv4 header carries `options` (a multiple of 4 bytes).
@@ -92,7 +106,14 @@ pub fn udp_frame_with_options(
     options: &[u8],
 ) -> Vec<u8> {
     let seg = udp_segment(src, dst, sport, dport, b"");
-    ipv4(ethernet(dst_mac, src_mac, ETHERTYPE_IPV4, 68), src, dst, IPPROTO_UDP, options, &seg)
+    ipv4(
+        ethernet(dst_mac, src_mac, ETHERTYPE_IPV4, 68),
+        src,
+        dst,
+        IPPROTO_UDP,
+        options,
+        &seg,
+    )
 }
 
 /// A TCP segment with the given flags (e.g. 0x02 SYN), no options.
@@ -111,7 +132,14 @@ pub fn tcp_frame(
     s.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
     let c = l4_checksum(src, dst, IPPROTO_TCP, &s);
     s[16..18].copy_from_slice(&c.to_be_bytes());
-    ipv4(ethernet(dst_mac, src_mac, ETHERTYPE_IPV4, 40), src, dst, IPPROTO_TCP, &[], &s)
+    ipv4(
+        ethernet(dst_mac, src_mac, ETHERTYPE_IPV4, 40),
+        src,
+        dst,
+        IPPROTO_TCP,
+        &[],
+        &s,
+    )
 }
 
 /// An ICMP echo request (`request`) or reply.
@@ -133,7 +161,14 @@ pub fn icmp_echo_frame(
     m.extend_from_slice(payload);
     let c = checksum::finish(checksum::sum(&m, 0));
     m[2..4].copy_from_slice(&c.to_be_bytes());
-    ipv4(ethernet(dst_mac, src_mac, ETHERTYPE_IPV4, 28 + payload.len()), src, dst, IPPROTO_ICMP, &[], &m)
+    ipv4(
+        ethernet(dst_mac, src_mac, ETHERTYPE_IPV4, 28 + payload.len()),
+        src,
+        dst,
+        IPPROTO_ICMP,
+        &[],
+        &m,
+    )
 }
 
 /// The frame with an 802.1Q tag `vid` inserted after the MACs.

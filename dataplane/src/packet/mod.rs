@@ -83,7 +83,11 @@ impl Ipv4 {
 pub enum L4 {
     /// TCP or UDP.
     Ports { src: u16, dst: u16 },
-    Icmp { kind: u8, code: u8, echo_id: Option<u16> },
+    Icmp {
+        kind: u8,
+        code: u8,
+        echo_id: Option<u16>,
+    },
     /// Another protocol, or a later fragment.
     None,
 }
@@ -160,7 +164,14 @@ pub fn parse(frame: &[u8]) -> Result<Headers, ParseError> {
         ETHERTYPE_IPV4 => parse_ipv4(frame, l3_offset)?,
         _ => L3::Other,
     };
-    Ok(Headers { dst, src, vlan, ethertype, l3_offset, l3 })
+    Ok(Headers {
+        dst,
+        src,
+        vlan,
+        ethertype,
+        l3_offset,
+        l3,
+    })
 }
 
 fn parse_arp(b: &[u8]) -> Result<Arp, ParseError> {
@@ -211,7 +222,10 @@ fn parse_ipv4(frame: &[u8], offset: usize) -> Result<L3, ParseError> {
                 if t.len() < 4 {
                     return Err(ParseError::ShortL4);
                 }
-                L4::Ports { src: be16(t, 0), dst: be16(t, 2) }
+                L4::Ports {
+                    src: be16(t, 0),
+                    dst: be16(t, 2),
+                }
             }
             IPPROTO_ICMP => {
                 if t.len() < 8 {
@@ -219,7 +233,11 @@ fn parse_ipv4(frame: &[u8], offset: usize) -> Result<L3, ParseError> {
                 }
                 let (kind, code) = (t[0], t[1]);
                 let echo_id = matches!(kind, 0 | 8).then(|| be16(t, 4));
-                L4::Icmp { kind, code, echo_id }
+                L4::Icmp {
+                    kind,
+                    code,
+                    echo_id,
+                }
             }
             _ => L4::None,
         }
@@ -253,13 +271,21 @@ impl Headers {
                 key.src = ip.src;
                 key.dst = ip.dst;
                 key.proto = ip.proto;
-                key.frag = if ip.is_fragment() { FRAG_FRAGMENT } else { FRAG_NONE };
+                key.frag = if ip.is_fragment() {
+                    FRAG_FRAGMENT
+                } else {
+                    FRAG_NONE
+                };
                 match l4 {
                     L4::Ports { src, dst } => {
                         key.l4_src = src;
                         key.l4_dst = dst;
                     }
-                    L4::Icmp { kind, code, echo_id } => {
+                    L4::Icmp {
+                        kind,
+                        code,
+                        echo_id,
+                    } => {
                         key.l4_src = echo_id.unwrap_or(0);
                         key.l4_dst = (kind as u16) << 8 | code as u16;
                     }
@@ -288,7 +314,10 @@ mod tests {
         assert_eq!((k.eth_src, k.eth_dst), (A, B));
         assert_eq!((k.ethertype, k.proto), (ETHERTYPE_IPV4, IPPROTO_UDP));
         assert_eq!((k.src, k.dst), ([10, 0, 0, 1], [10, 0, 0, 2]));
-        assert_eq!((k.l4_src, k.l4_dst, k.frag, k.vlan), (1234, 53, FRAG_NONE, 0));
+        assert_eq!(
+            (k.l4_src, k.l4_dst, k.frag, k.vlan),
+            (1234, 53, FRAG_NONE, 0)
+        );
     }
 
     #[test]
@@ -300,7 +329,14 @@ mod tests {
 
     #[test]
     fn arp_key_uses_protocol_addresses_and_opcode() {
-        let f = arp_frame(ARP_REQUEST, A, [10, 0, 0, 1], [0; 6], [10, 0, 0, 2], BROADCAST);
+        let f = arp_frame(
+            ARP_REQUEST,
+            A,
+            [10, 0, 0, 1],
+            [0; 6],
+            [10, 0, 0, 2],
+            BROADCAST,
+        );
         let k = parse(&f).unwrap().flow_key(1).unwrap();
         assert_eq!((k.src, k.dst, k.proto), ([10, 0, 0, 1], [10, 0, 0, 2], 1));
         assert_eq!(k.ethertype, ETHERTYPE_ARP);
@@ -310,7 +346,10 @@ mod tests {
     fn vlan_tag_is_read_and_skipped() {
         let f = with_vlan(&udp_frame(A, B, [1, 1, 1, 1], [2, 2, 2, 2], 1, 2, b""), 42);
         let h = parse(&f).unwrap();
-        assert_eq!((h.vlan, h.ethertype, h.l3_offset), (Some(42), ETHERTYPE_IPV4, 18));
+        assert_eq!(
+            (h.vlan, h.ethertype, h.l3_offset),
+            (Some(42), ETHERTYPE_IPV4, 18)
+        );
         assert_eq!(h.flow_key(1).unwrap().vlan, 42);
     }
 
@@ -344,7 +383,9 @@ mod tests {
     fn ipv4_options_move_the_transport_header() {
         let f = udp_frame_with_options(A, B, [1, 1, 1, 1], [2, 2, 2, 2], 7, 9, &[1, 1, 1, 0]);
         let h = parse(&f).unwrap();
-        let L3::Ipv4(ip, l4) = h.l3 else { panic!("not ipv4") };
+        let L3::Ipv4(ip, l4) = h.l3 else {
+            panic!("not ipv4")
+        };
         assert_eq!(ip.header_len, 24);
         assert_eq!(l4, L4::Ports { src: 7, dst: 9 });
     }

@@ -1,14 +1,24 @@
 //! The virtual bridge (MidoNet "Network"): MAC learning, static MACs, ARP
 //! suppression, known unicast, flooding.
-use super::{forward_actions, Binding, Flow, PortId, Step, Tag, Verdict, Walk, FLOW_IDLE_TIMEOUT_NS};
-use crate::packet::{self, build, Headers, L3, ARP_REPLY, ARP_REQUEST};
+use super::{
+    forward_actions, Binding, Flow, PortId, Step, Tag, Verdict, Walk, FLOW_IDLE_TIMEOUT_NS,
+};
+use crate::packet::{self, build, Headers, ARP_REPLY, ARP_REQUEST, L3};
 use crate::sim::mac_table::Learned;
 use vnet_common::Reason;
 
-pub(super) fn process(walk: &mut Walk, bridge_id: usize, in_port: PortId, frame: &[u8], h: &Headers) {
+pub(super) fn process(
+    walk: &mut Walk,
+    bridge_id: usize,
+    in_port: PortId,
+    frame: &[u8],
+    h: &Headers,
+) {
     let snap = walk.snap;
     let bridge = &snap.bridges[bridge_id];
-    walk.step(|| Step::Device { device: super::DeviceRef::Bridge(bridge_id) });
+    walk.step(|| Step::Device {
+        device: super::DeviceRef::Bridge(bridge_id),
+    });
 
     if packet::is_link_local(&h.dst) {
         walk.drop(Reason::LinkLocalDrop, None);
@@ -44,7 +54,11 @@ pub(super) fn process(walk: &mut Walk, bridge_id: usize, in_port: PortId, frame:
             (learned.and_then(|t| snap.port_by_tag(t)), false)
         }
     };
-    walk.step(|| Step::MacLookup { mac: h.dst, port: out_port, is_static });
+    walk.step(|| Step::MacLookup {
+        mac: h.dst,
+        port: out_port,
+        is_static,
+    });
     let Some(out_port) = out_port else {
         flood(walk, bridge_id, in_port, frame);
         return;
@@ -91,12 +105,23 @@ fn learn(walk: &mut Walk, bridge_id: usize, in_port: PortId, h: &Headers) {
         return;
     }
     let port_tag = snap.ports[in_port].tag;
-    match walk.state.macs.learn(bridge.tag, h.src, port_tag, walk.now_ns) {
+    match walk
+        .state
+        .macs
+        .learn(bridge.tag, h.src, port_tag, walk.now_ns)
+    {
         Learned::Refreshed => {}
-        Learned::New => walk.step(|| Step::MacLearned { mac: h.src, port: in_port }),
+        Learned::New => walk.step(|| Step::MacLearned {
+            mac: h.src,
+            port: in_port,
+        }),
         Learned::Moved { from } => {
             let from = snap.port_by_tag(from);
-            walk.step(|| Step::MacMoved { mac: h.src, from, to: in_port });
+            walk.step(|| Step::MacMoved {
+                mac: h.src,
+                from,
+                to: in_port,
+            });
             walk.decision.invalidate.push(Tag::mac(bridge.tag, &h.src));
         }
         Learned::TableFull => walk.step(|| Step::MacTableFull { mac: h.src }),
@@ -112,14 +137,20 @@ fn flood(walk: &mut Walk, bridge_id: usize, in_port: PortId, frame: &[u8]) {
         .ports
         .iter()
         .copied()
-        .filter(|&p| p != in_port && snap.ports[p].up && matches!(snap.ports[p].binding, Binding::Interface(_)))
+        .filter(|&p| {
+            p != in_port
+                && snap.ports[p].up
+                && matches!(snap.ports[p].binding, Binding::Interface(_))
+        })
         .collect();
     if ports.is_empty() {
         walk.drop(Reason::NoEgress, None);
         return;
     }
     if walk.tracing {
-        walk.decision.trace.push(Step::Flood { ports: ports.clone() });
+        walk.decision.trace.push(Step::Flood {
+            ports: ports.clone(),
+        });
     }
     for p in ports {
         walk.emit(p, frame.to_vec());

@@ -25,7 +25,9 @@ pub enum Learned {
     New,
     Refreshed,
     /// The MAC was on another port: flows using the old location must go.
-    Moved { from: Tag },
+    Moved {
+        from: Tag,
+    },
     /// The table is full: the MAC was not learned.
     TableFull,
 }
@@ -53,7 +55,11 @@ impl Default for MacTable {
 
 impl MacTable {
     pub fn with_capacity(capacity: usize) -> MacTable {
-        MacTable { entries: HashMap::new(), capacity, counters: MacCounters::default() }
+        MacTable {
+            entries: HashMap::new(),
+            capacity,
+            counters: MacCounters::default(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -83,7 +89,13 @@ impl MacTable {
             self.counters.full += 1;
             return Learned::TableFull;
         }
-        self.entries.insert((bridge, mac), Entry { port, last_seen_ns: now_ns });
+        self.entries.insert(
+            (bridge, mac),
+            Entry {
+                port,
+                last_seen_ns: now_ns,
+            },
+        );
         self.counters.learned += 1;
         Learned::New
     }
@@ -91,7 +103,12 @@ impl MacTable {
     /// Removes entries idle for longer than `max_age_ns` unless `in_use`
     /// says a flow still depends on them (given the entry's MAC tag); those
     /// are refreshed. Returns the MAC tags of the removed entries.
-    pub fn expire(&mut self, now_ns: u64, max_age_ns: u64, in_use: impl Fn(Tag) -> bool) -> Vec<Tag> {
+    pub fn expire(
+        &mut self,
+        now_ns: u64,
+        max_age_ns: u64,
+        in_use: impl Fn(Tag) -> bool,
+    ) -> Vec<Tag> {
         let mut removed = Vec::new();
         self.entries.retain(|(bridge, mac), e| {
             if now_ns.saturating_sub(e.last_seen_ns) <= max_age_ns {
@@ -148,6 +165,9 @@ mod tests {
         let removed = t.expire(100, 10, |tag| tag == busy);
         assert_eq!(removed, vec![Tag::mac(BR, &other)]);
         assert_eq!(t.lookup(BR, &M), Some(P1));
-        assert!(t.expire(105, 10, |_| false).is_empty(), "in-use entry was refreshed at 100");
+        assert!(
+            t.expire(105, 10, |_| false).is_empty(),
+            "in-use entry was refreshed at 100"
+        );
     }
 }

@@ -55,19 +55,49 @@ pub enum Verdict {
 /// the snapshot the decision was made on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    Ingress { port: PortId },
-    VlanPopped { vid: u16 },
-    Device { device: DeviceRef },
-    MacLearned { mac: Mac, port: PortId },
-    MacMoved { mac: Mac, from: Option<PortId>, to: PortId },
-    MacTableFull { mac: Mac },
-    ArpSuppressed { ip: [u8; 4], mac: Mac },
+    Ingress {
+        port: PortId,
+    },
+    VlanPopped {
+        vid: u16,
+    },
+    Device {
+        device: DeviceRef,
+    },
+    MacLearned {
+        mac: Mac,
+        port: PortId,
+    },
+    MacMoved {
+        mac: Mac,
+        from: Option<PortId>,
+        to: PortId,
+    },
+    MacTableFull {
+        mac: Mac,
+    },
+    ArpSuppressed {
+        ip: [u8; 4],
+        mac: Mac,
+    },
     /// L2 lookup: `None` is an unknown destination.
-    MacLookup { mac: Mac, port: Option<PortId>, is_static: bool },
-    Flood { ports: Vec<PortId> },
-    Egress { port: PortId },
-    VlanPushed { vid: u16 },
-    Drop { reason: Reason },
+    MacLookup {
+        mac: Mac,
+        port: Option<PortId>,
+        is_static: bool,
+    },
+    Flood {
+        ports: Vec<PortId>,
+    },
+    Egress {
+        port: PortId,
+    },
+    VlanPushed {
+        vid: u16,
+    },
+    Drop {
+        reason: Reason,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,9 +140,16 @@ impl Walk<'_> {
         self.step(|| Step::Drop { reason });
         self.decision.verdict = Verdict::Dropped(reason);
         if let Some(tags) = install {
-            let actions = FlowActions { flags: act::DROP, ..FlowActions::default() };
-            self.decision.install =
-                Some(Flow { actions, output: None, tags, idle_timeout_ns: FLOW_IDLE_TIMEOUT_NS });
+            let actions = FlowActions {
+                flags: act::DROP,
+                ..FlowActions::default()
+            };
+            self.decision.install = Some(Flow {
+                actions,
+                output: None,
+                tags,
+                idle_timeout_ns: FLOW_IDLE_TIMEOUT_NS,
+            });
         }
     }
 
@@ -148,7 +185,13 @@ pub fn simulate(
         invalidate: Vec::new(),
         trace: Vec::new(),
     };
-    let mut walk = Walk { snap, state, now_ns, tracing, decision };
+    let mut walk = Walk {
+        snap,
+        state,
+        now_ns,
+        tracing,
+        decision,
+    };
     ingress(&mut walk, in_port, frame);
     walk.decision
 }
@@ -201,7 +244,10 @@ fn ingress(walk: &mut Walk, in_port: PortId, frame: &[u8]) {
 /// Actions that carry a frame from `in_port` to `out_port` unchanged inside
 /// the virtual network: the VLAN of each end, then output.
 pub(crate) fn forward_actions(snap: &Snapshot, in_port: PortId, out_port: PortId) -> FlowActions {
-    let mut a = FlowActions { flags: act::OUTPUT, ..FlowActions::default() };
+    let mut a = FlowActions {
+        flags: act::OUTPUT,
+        ..FlowActions::default()
+    };
     let (vin, vout) = (snap.ports[in_port].vlan, snap.ports[out_port].vlan);
     if vin != vout {
         if vin.is_some() {

@@ -69,7 +69,10 @@ impl Snapshot {
     /// validation; one that still does not resolve leaves the port unbound
     /// rather than panicking.
     pub fn compile(topology: &Topology, revision: u64) -> Snapshot {
-        let mut snap = Snapshot { revision, ..Snapshot::default() };
+        let mut snap = Snapshot {
+            revision,
+            ..Snapshot::default()
+        };
         let mut peers: Vec<(PortId, String)> = Vec::new();
 
         for (bname, b) in &topology.bridges {
@@ -94,8 +97,18 @@ impl Snapshot {
                     Some((m.mac.0, *id))
                 })
                 .collect();
-            let arp_table = b.arp_table.iter().map(|a| (a.ip.octets(), a.mac.0)).collect();
-            snap.bridges.push(Bridge { name: bname.clone(), tag: Tag::device(bname), ports, static_macs, arp_table });
+            let arp_table = b
+                .arp_table
+                .iter()
+                .map(|a| (a.ip.octets(), a.mac.0))
+                .collect();
+            snap.bridges.push(Bridge {
+                name: bname.clone(),
+                tag: Tag::device(bname),
+                ports,
+                static_macs,
+                arp_table,
+            });
         }
 
         for (rname, r) in &topology.routers {
@@ -111,7 +124,11 @@ impl Snapshot {
                 }
                 ports.push(id);
             }
-            snap.routers.push(Router { name: rname.clone(), tag: Tag::device(rname), ports });
+            snap.routers.push(Router {
+                name: rname.clone(),
+                tag: Tag::device(rname),
+                ports,
+            });
         }
 
         for (id, peer_name) in peers {
@@ -127,7 +144,14 @@ impl Snapshot {
         let tag = Tag::port(&name);
         self.by_name.insert(name.clone(), id);
         self.by_tag.insert(tag, id);
-        self.ports.push(Port { name, tag, device, binding: Binding::Unbound, vlan, up });
+        self.ports.push(Port {
+            name,
+            tag,
+            device,
+            binding: Binding::Unbound,
+            vlan,
+            up,
+        });
         id
     }
 
@@ -141,9 +165,12 @@ impl Snapshot {
 
     /// Exterior ports with their interface names.
     pub fn interfaces(&self) -> impl Iterator<Item = (PortId, &str)> {
-        self.ports.iter().enumerate().filter_map(|(id, p)| match &p.binding {
-            Binding::Interface(name) => Some((id, name.as_str())),
-            _ => None,
-        })
+        self.ports
+            .iter()
+            .enumerate()
+            .filter_map(|(id, p)| match &p.binding {
+                Binding::Interface(name) => Some((id, name.as_str())),
+                _ => None,
+            })
     }
 }

@@ -54,6 +54,9 @@ mod tests {
         assert_ne!(Tag::port("ab/c"), Tag::port("a/bc"));
         let b = Tag::device("tenant");
         assert_ne!(Tag::mac(b, &[1; 6]), Tag::mac(b, &[2; 6]));
-        assert_ne!(Tag::mac(b, &[1; 6]), Tag::mac(Tag::device("other"), &[1; 6]));
+        assert_ne!(
+            Tag::mac(b, &[1; 6]),
+            Tag::mac(Tag::device("other"), &[1; 6])
+        );
     }
 }
