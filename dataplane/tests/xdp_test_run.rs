@@ -577,6 +577,73 @@ fn cases() -> Vec<Case> {
         .flow(vm1_web_key(), routed(0))
         .expect(XDP_DROP, None, ACTION_FAILED),
     );
+    let mut web_ttl2 = web.clone();
+    web_ttl2.ttl -= 2;
+    cases.push(
+        Case::new("ttl_dec 2: a flow through two routers", web_frame.clone())
+            .flow(
+                vm1_web_key(),
+                FlowActions {
+                    ttl_dec: 2,
+                    ..routed(0)
+                },
+            )
+            .expect(
+                XDP_REDIRECT,
+                Some(tcp_frame(
+                    UPLINK_MAC, EXT_GW_MAC, None, &web_ttl2, 40000, 80,
+                )),
+                HIT_REDIRECT,
+            ),
+    );
+    let ttl2 = Ip {
+        ttl: 2,
+        ..vm1_web()
+    };
+    cases.push(
+        Case::new(
+            "ttl_dec 2 with TTL 2: to userspace (the second router answers time exceeded)",
+            tcp_frame(VM1_MAC, RTR_MAC, None, &ttl2, 40000, 80),
+        )
+        .flow(
+            vm1_web_key(),
+            FlowActions {
+                ttl_dec: 2,
+                ..routed(0)
+            },
+        )
+        .expect(XDP_DROP, None, ACTION_FAILED),
+    );
+    let web_len = (web_frame.len() - 14) as u16;
+    cases.push(
+        Case::new("mtu equal to the packet: forwarded", web_frame.clone())
+            .flow(
+                vm1_web_key(),
+                FlowActions {
+                    mtu: web_len,
+                    ..routed(0)
+                },
+            )
+            .expect(
+                XDP_REDIRECT,
+                Some(tcp_frame(UPLINK_MAC, EXT_GW_MAC, None, &web_ttl, 40000, 80)),
+                HIT_REDIRECT,
+            ),
+    );
+    cases.push(
+        Case::new(
+            "packet longer than the flow's mtu: to userspace untouched",
+            web_frame.clone(),
+        )
+        .flow(
+            vm1_web_key(),
+            FlowActions {
+                mtu: web_len - 1,
+                ..routed(0)
+            },
+        )
+        .expect(XDP_DROP, None, ACTION_FAILED),
+    );
 
     // --- NAT ----------------------------------------------------------------------
     let snat = Ip {

@@ -94,7 +94,15 @@ pub struct FlowActions {
     pub l4_dst: u16,
     /// VID pushed by `PUSH_VLAN` (priority 0).
     pub vlan: u16,
-    pub _pad: u16,
+    /// When not 0, an IPv4 packet longer than this (total length) is not
+    /// forwarded by the flow but sent to userspace, which fragments it or
+    /// answers ICMP "fragmentation needed" (the egress router port's MTU).
+    pub mtu: u16,
+    /// How much `DEC_TTL` subtracts (one per router on the path; 0 counts
+    /// as 1). A packet whose TTL would drop below 1 goes to userspace,
+    /// which sends the ICMP time exceeded.
+    pub ttl_dec: u8,
+    pub _pad: [u8; 3],
 }
 
 /// Value of the flow table: the actions, written by userspace, and the
@@ -103,7 +111,6 @@ pub struct FlowActions {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowValue {
     pub actions: FlowActions,
-    pub _pad: u32,
     pub packets: u64,
     pub bytes: u64,
     /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last hit.
@@ -258,8 +265,10 @@ mod tests {
         assert_eq!(offset_of!(FlowKey, proto), 28);
         assert_eq!(offset_of!(FlowKey, l4_src), 30);
         assert_eq!(offset_of!(FlowKey, _pad), 34);
-        assert_eq!(size_of::<FlowActions>(), 36);
+        assert_eq!(size_of::<FlowActions>(), 40);
         assert_eq!(offset_of!(FlowActions, vlan), 32);
+        assert_eq!(offset_of!(FlowActions, mtu), 34);
+        assert_eq!(offset_of!(FlowActions, ttl_dec), 36);
         assert_eq!(size_of::<FlowValue>(), 64);
         assert_eq!(offset_of!(FlowValue, packets), 40);
         assert_eq!(size_of::<FragKey>(), 12);

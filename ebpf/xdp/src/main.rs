@@ -480,7 +480,12 @@ fn apply(ctx: &XdpContext, p: &Parsed, a: &FlowActions) -> Result<(), ()> {
             let ip = f.at(in_l2, 20)?;
             // A router must not forward what would leave with TTL 0
             // (RFC 1812 §5.3.1): userspace sends the ICMP time exceeded.
-            if flags & act::DEC_TTL != 0 && u8_at(ip + IP_TTL) <= 1 {
+            if flags & act::DEC_TTL != 0 && u8_at(ip + IP_TTL) <= ttl_dec(a) {
+                return Err(());
+            }
+            // Too big for the egress MTU: userspace fragments it or sends
+            // ICMP fragmentation needed.
+            if a.mtu != 0 && be16(ip + 2) > a.mtu {
                 return Err(());
             }
         }
@@ -612,14 +617,24 @@ fn apply(ctx: &XdpContext, p: &Parsed, a: &FlowActions) -> Result<(), ()> {
     }
     if flags & act::DEC_TTL != 0 {
         // The checksum covers TTL as half of the 16-bit word (TTL, protocol).
-        // TTL > 1 was checked above.
+        // TTL > ttl_dec was checked above.
         let old = raw16(ip + IP_TTL);
         let ttl = u8_at(ip + IP_TTL);
-        unsafe { *((ip + IP_TTL) as *mut u8) = ttl.wrapping_sub(1) };
+        unsafe { *((ip + IP_TTL) as *mut u8) = ttl.wrapping_sub(ttl_dec(a)) };
         ip_csum = csum_replace2(ip_csum, old, raw16(ip + IP_TTL));
     }
     set_raw16(ip + IP_CSUM, ip_csum);
     Ok(())
+}
+
+/// TTL decrement of a flow: one per router on its path (0 means 1).
+#[inline(always)]
+fn ttl_dec(a: &FlowActions) -> u8 {
+    if a.ttl_dec == 0 {
+        1
+    } else {
+        a.ttl_dec
+    }
 }
 
 /// `x & MASK`, done in assembly so that LLVM, which can prove the mask
