@@ -190,12 +190,32 @@ pub enum Reason {
     LinkLocalDrop,
     /// A transmit ring was full.
     TxRingFull,
+    /// A router got a frame addressed to another MAC.
+    NotForRouter,
+    /// No route to the destination (ICMP net unreachable sent).
+    NoRoute,
+    /// A blackhole route: dropped silently.
+    Blackhole,
+    /// A reject route (ICMP administratively prohibited sent).
+    RejectRoute,
+    /// TTL ran out at a router (ICMP time exceeded sent).
+    TtlExpired,
+    /// Bigger than the egress MTU with DF set (ICMP fragmentation needed).
+    FragmentationNeeded,
+    /// The next hop's ARP queue was full.
+    ArpQueueFull,
+    /// The next hop never answered ARP (ICMP host unreachable sent).
+    ArpUnresolved,
+    /// Broadcast, multicast or otherwise unroutable destination at a router.
+    NotRoutable,
+    /// The walk crossed more devices than any sane topology needs (a loop).
+    HopLimit,
 }
 
 impl Reason {
     /// Number of reasons the kernel counts (the size of the STATS array).
     pub const XDP_COUNT: u32 = Reason::XdpFragUnknown as u32 + 1;
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 27] = [
         Reason::XdpRx,
         Reason::XdpHitRedirect,
         Reason::XdpHitDrop,
@@ -213,6 +233,16 @@ impl Reason {
         Reason::FlowTableFull,
         Reason::LinkLocalDrop,
         Reason::TxRingFull,
+        Reason::NotForRouter,
+        Reason::NoRoute,
+        Reason::Blackhole,
+        Reason::RejectRoute,
+        Reason::TtlExpired,
+        Reason::FragmentationNeeded,
+        Reason::ArpQueueFull,
+        Reason::ArpUnresolved,
+        Reason::NotRoutable,
+        Reason::HopLimit,
     ];
 
     /// Stable snake_case name, used in logs, counters and the API.
@@ -235,6 +265,16 @@ impl Reason {
             Reason::FlowTableFull => "flow_table_full",
             Reason::LinkLocalDrop => "link_local_drop",
             Reason::TxRingFull => "tx_ring_full",
+            Reason::NotForRouter => "not_for_router",
+            Reason::NoRoute => "no_route",
+            Reason::Blackhole => "blackhole",
+            Reason::RejectRoute => "reject_route",
+            Reason::TtlExpired => "ttl_expired",
+            Reason::FragmentationNeeded => "fragmentation_needed",
+            Reason::ArpQueueFull => "arp_queue_full",
+            Reason::ArpUnresolved => "arp_unresolved",
+            Reason::NotRoutable => "not_routable",
+            Reason::HopLimit => "hop_limit",
         }
     }
 }
