@@ -1,5 +1,5 @@
 //! vnet control plane: the topology model, the topology file format and its
-//! validation.
+//! validation, the topology store, the gRPC API and `vnetctl`.
 //!
 //! ```no_run
 //! let topo = vnet_control::load_file(std::path::Path::new("examples/router.yaml"))?;
@@ -9,8 +9,13 @@
 
 use std::path::Path;
 
+pub mod api;
+pub mod dataplane;
+pub mod diff;
 mod error;
 pub mod model;
+pub mod objects;
+pub mod store;
 mod validate;
 
 pub use error::{TopologyError, ValidationError};

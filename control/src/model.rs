@@ -608,18 +608,18 @@ impl NatTarget {
 /// The flat form of a rule in the file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RuleRepr {
-    action: ActionKind,
+pub(crate) struct RuleRepr {
+    pub(crate) action: ActionKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    reject_with: Option<RejectWith>,
+    pub(crate) reject_with: Option<RejectWith>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    chain: Option<String>,
+    pub(crate) chain: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    to: Option<NatTarget>,
+    pub(crate) to: Option<NatTarget>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    then: Option<FlowAction>,
+    pub(crate) then: Option<FlowAction>,
     #[serde(rename = "match", default, skip_serializing_if = "Option::is_none")]
-    condition: Option<Condition>,
+    pub(crate) condition: Option<Condition>,
 }
 
 impl TryFrom<RuleRepr> for Rule {

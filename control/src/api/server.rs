@@ -1,0 +1,379 @@
+//! The `vnet.v1.Vnet` service: requests are converted into model types,
+//! checked, and carried out on the store; dataplane views are asked of the
+//! [`Dataplane`], if there is one.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::convert::{kind_from_pb, kind_to_pb, FieldError};
+use super::pb;
+use super::views::change_to_pb;
+use crate::dataplane::{Dataplane, TraceRequest};
+use crate::diff::diff;
+use crate::model::Topology;
+use crate::objects::{Object, ObjectKind};
+use crate::store::{Applied, Store, StoreError};
+
+/// How long Apply waits for the dataplane to run a new revision.
+pub const APPLY_WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub struct VnetService {
+    store: Arc<dyn Store>,
+    dataplane: Option<Arc<dyn Dataplane>>,
+    apply_wait: Duration,
+}
+
+impl VnetService {
+    pub fn new(store: Arc<dyn Store>, dataplane: Option<Arc<dyn Dataplane>>) -> Self {
+        VnetService {
+            store,
+            dataplane,
+            apply_wait: APPLY_WAIT,
+        }
+    }
+
+    fn dataplane(&self) -> Result<Arc<dyn Dataplane>, Status> {
+        self.dataplane
+            .clone()
+            .ok_or_else(|| Status::unavailable("this server runs no dataplane"))
+    }
+
+    /// Runs a store call off the async threads (it writes and fsyncs).
+    async fn store_call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .map_err(|e| Status::internal(format!("store task failed: {e}")))?
+            .map_err(store_status)
+    }
+
+    /// Answers a change once the dataplane runs it (or the wait is over).
+    async fn applied(&self, applied: Applied, dry_run: bool) -> pb::ApplyResponse {
+        let mut running = false;
+        let mut warnings = Vec::new();
+        if let (Some(dp), false) = (&self.dataplane, dry_run) {
+            let deadline = Instant::now() + self.apply_wait;
+            loop {
+                if dp.running_revision() >= applied.revision {
+                    running = true;
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    warnings.push(format!(
+                        "the dataplane did not run revision {} within {} s; it runs revision {}",
+                        applied.revision,
+                        self.apply_wait.as_secs(),
+                        dp.running_revision()
+                    ));
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let dp = dp.clone();
+            if let Ok(Ok(h)) = tokio::task::spawn_blocking(move || dp.health()).await {
+                warnings.extend(h.problems);
+            }
+        }
+        pb::ApplyResponse {
+            revision: applied.revision,
+            changes: applied.changes.iter().map(change_to_pb).collect(),
+            dry_run,
+            running,
+            warnings,
+        }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Dataplane) -> Result<T, String> + Send + 'static,
+    ) -> Result<T, Status> {
+        let dp = self.dataplane()?;
+        tokio::task::spawn_blocking(move || f(dp.as_ref()))
+            .await
+            .map_err(|e| Status::internal(format!("dataplane task failed: {e}")))?
+            .map_err(Status::unavailable)
+    }
+}
+
+pub(crate) fn store_status(e: StoreError) -> Status {
+    let msg = e.to_string();
+    match e {
+        StoreError::Invalid(_) => Status::invalid_argument(msg),
+        StoreError::NotFound { .. } => Status::not_found(msg),
+        StoreError::AlreadyExists { .. } => Status::already_exists(msg),
+        StoreError::Conflict { .. } => Status::failed_precondition(msg),
+        StoreError::Compacted { .. } | StoreError::FutureRevision { .. } => {
+            Status::out_of_range(msg)
+        }
+        StoreError::Locked { .. } => Status::unavailable(msg),
+        StoreError::Corrupt { .. } | StoreError::Io { .. } => Status::internal(msg),
+    }
+}
+
+fn field_status(e: FieldError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+fn topology(p: Option<pb::Topology>) -> Result<Topology, Status> {
+    let p = p.ok_or_else(|| Status::invalid_argument("topology: is required"))?;
+    Topology::try_from(p).map_err(field_status)
+}
+
+fn object(p: pb::ObjectRequest) -> Result<(String, Object), Status> {
+    use pb::object::Object as O;
+    if p.name.is_empty() {
+        return Err(Status::invalid_argument("name: is required"));
+    }
+    let o = p
+        .object
+        .ok_or_else(|| Status::invalid_argument("object: is required"))?;
+    let kind = match &o.object {
+        Some(O::Bridge(_)) => ObjectKind::Bridge,
+        Some(O::Router(_)) => ObjectKind::Router,
+        Some(O::Chain(_)) => ObjectKind::Chain,
+        Some(O::IpGroup(_)) => ObjectKind::IpGroup,
+        Some(O::PortGroup(_)) => ObjectKind::PortGroup,
+        None => return Err(Status::invalid_argument("object: is required")),
+    };
+    // Errors name the object as the file and validation do.
+    let object = Object::try_from(o).map_err(|e| field_status(e.within(kind.path(&p.name))))?;
+    Ok((p.name, object))
+}
+
+fn kind(kind: i32) -> Result<Option<ObjectKind>, Status> {
+    kind_from_pb(kind).map_err(field_status)
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::vnet_server::Vnet for VnetService {
+    async fn apply(
+        &self,
+        request: Request<pb::ApplyRequest>,
+    ) -> Result<Response<pb::ApplyResponse>, Status> {
+        let r = request.into_inner();
+        let t = topology(r.topology)?;
+        let expected = r.expected_revision;
+        if r.dry_run {
+            let planned = self.store_call(move |s| s.plan(&t)).await?;
+            return Ok(Response::new(self.applied(planned, true).await));
+        }
+        let applied = self.store_call(move |s| s.apply(t, expected)).await?;
+        Ok(Response::new(self.applied(applied, false).await))
+    }
+
+    async fn create(
+        &self,
+        request: Request<pb::ObjectRequest>,
+    ) -> Result<Response<pb::ApplyResponse>, Status> {
+        let (name, o) = object(request.into_inner())?;
+        let applied = self.store_call(move |s| s.create(&name, o)).await?;
+        Ok(Response::new(self.applied(applied, false).await))
+    }
+
+    async fn update(
+        &self,
+        request: Request<pb::ObjectRequest>,
+    ) -> Result<Response<pb::ApplyResponse>, Status> {
+        let (name, o) = object(request.into_inner())?;
+        let applied = self.store_call(move |s| s.update(&name, o)).await?;
+        Ok(Response::new(self.applied(applied, false).await))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::ApplyResponse>, Status> {
+        let r = request.into_inner();
+        let k = kind(r.kind)?.ok_or_else(|| Status::invalid_argument("kind: is required"))?;
+        let applied = self.store_call(move |s| s.delete(k, &r.name)).await?;
+        Ok(Response::new(self.applied(applied, false).await))
+    }
+
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
+        let r = request.into_inner();
+        let k = kind(r.kind)?.ok_or_else(|| Status::invalid_argument("kind: is required"))?;
+        let current = self.store.current().map_err(store_status)?;
+        let path = k.path(&r.name);
+        let object = current
+            .topology
+            .object(k, &r.name)
+            .ok_or_else(|| Status::not_found(format!("{path} does not exist")))?;
+        let ids = self.store.object_ids().map_err(store_status)?;
+        Ok(Response::new(pb::GetResponse {
+            revision: current.revision,
+            info: Some(pb::ObjectInfo {
+                kind: kind_to_pb(Some(k)).into(),
+                name: r.name,
+                id: ids.get(&path).copied().unwrap_or(0),
+            }),
+            object: Some((&object).into()),
+        }))
+    }
+
+    async fn list(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        let k = kind(request.into_inner().kind)?;
+        let current = self.store.current().map_err(store_status)?;
+        let ids = self.store.object_ids().map_err(store_status)?;
+        let topology = match k {
+            Some(k) => current.topology.only(k),
+            None => current.topology,
+        };
+        let mut objects = Vec::new();
+        for kind in ObjectKind::ALL {
+            for name in topology.names(kind) {
+                objects.push(pb::ObjectInfo {
+                    kind: kind_to_pb(Some(kind)).into(),
+                    name: name.to_string(),
+                    id: ids.get(&kind.path(name)).copied().unwrap_or(0),
+                });
+            }
+        }
+        Ok(Response::new(pb::ListResponse {
+            revision: current.revision,
+            topology: Some((&topology).into()),
+            objects,
+        }))
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let from = request.into_inner().from_revision;
+        let store = self.store.clone();
+        // Subscribe before reading, so that no change falls in between.
+        let mut changed = store.subscribe();
+        changed.borrow_and_update();
+        let mut last = from;
+        let mut first = Vec::new();
+        if from == 0 {
+            let cur = store.current().map_err(store_status)?;
+            first.push(pb::WatchEvent {
+                revision: cur.revision,
+                changes: diff(&Topology::default(), &cur.topology)
+                    .iter()
+                    .map(change_to_pb)
+                    .collect(),
+                topology: Some((&cur.topology).into()),
+            });
+            last = cur.revision;
+        } else {
+            // Refuse a revision the store cannot serve now, not mid-stream.
+            store.events_since(from).map_err(store_status)?;
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            for e in first {
+                if tx.send(Ok(e)).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                match store.events_since(last) {
+                    Ok(events) => {
+                        for e in events {
+                            last = e.revision;
+                            let event = pb::WatchEvent {
+                                revision: e.revision,
+                                changes: e.changes.iter().map(change_to_pb).collect(),
+                                topology: Some((&e.topology).into()),
+                            };
+                            if tx.send(Ok(event)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(store_status(e))).await;
+                        return;
+                    }
+                }
+                tokio::select! {
+                    r = changed.changed() => if r.is_err() { return },
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn trace(
+        &self,
+        request: Request<pb::TraceRequest>,
+    ) -> Result<Response<pb::TraceResponse>, Status> {
+        let req = TraceRequest::try_from(request.into_inner()).map_err(field_status)?;
+        let report = self.blocking(move |dp| dp.trace(req)).await.map_err(|s| {
+            // A trace that cannot run is the request's fault (unknown port).
+            Status::invalid_argument(s.message())
+        })?;
+        Ok(Response::new(report.into()))
+    }
+
+    async fn list_flows(
+        &self,
+        _: Request<pb::ListFlowsRequest>,
+    ) -> Result<Response<pb::ListFlowsResponse>, Status> {
+        let dp = self.dataplane()?;
+        let revision = dp.running_revision();
+        let flows = self.blocking(|dp| dp.flows()).await?;
+        Ok(Response::new(pb::ListFlowsResponse {
+            revision,
+            flows: flows.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn counters(
+        &self,
+        _: Request<pb::CountersRequest>,
+    ) -> Result<Response<pb::CountersResponse>, Status> {
+        let report = self.blocking(|dp| dp.counters()).await?;
+        Ok(Response::new(report.into()))
+    }
+
+    async fn health(
+        &self,
+        _: Request<pb::HealthRequest>,
+    ) -> Result<Response<pb::HealthResponse>, Status> {
+        let stored = self.store.current().map_err(store_status)?.revision;
+        let mut out = pb::HealthResponse {
+            stored_revision: stored,
+            ..Default::default()
+        };
+        if self.dataplane.is_some() {
+            let h = self.blocking(|dp| dp.health()).await?;
+            out.dataplane = true;
+            out.running_revision = h.running_revision;
+            out.interfaces = h
+                .interfaces
+                .into_iter()
+                .map(|(port, interface, ifindex)| pb::BoundInterface {
+                    port,
+                    interface,
+                    ifindex,
+                })
+                .collect();
+            out.problems = h.problems;
+        }
+        Ok(Response::new(out))
+    }
+}

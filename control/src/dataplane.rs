@@ -1,0 +1,88 @@
+//! What the API needs from a running dataplane (vnetd) for its views:
+//! trace, flows, counters, health. Plain model-side types: the control
+//! plane knows nothing of XDP, and vnetd implements [`Dataplane`].
+
+use std::net::Ipv4Addr;
+
+use crate::model::{MacAddr, PortRef, Protocol};
+
+/// A packet to simulate: entering `port`, with these headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceRequest {
+    pub port: PortRef,
+    /// tcp, udp or icmp (an echo request).
+    pub protocol: Protocol,
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub src_port: Option<u16>,
+    pub dst_port: Option<u16>,
+    pub src_mac: Option<MacAddr>,
+    pub dst_mac: Option<MacAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceStep {
+    pub kind: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceReport {
+    pub revision: u64,
+    pub packet: String,
+    pub steps: Vec<TraceStep>,
+    pub verdict: String,
+    pub emitted: Vec<String>,
+    pub flow: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowInfo {
+    pub in_port: String,
+    pub matches: String,
+    pub actions: String,
+    pub packets: u64,
+    pub bytes: u64,
+    pub age_ms: u64,
+    pub idle_ms: u64,
+    pub tags: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrafficCounters {
+    pub userspace_rx: u64,
+    pub kernel_packets: u64,
+    pub kernel_bytes: u64,
+    pub flows: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CounterReport {
+    pub revision: u64,
+    /// By reason name (`port_down`, `xdp_hit_redirect`, ...).
+    pub reasons: Vec<(String, u64)>,
+    pub totals: Vec<(String, u64)>,
+    /// (port, interface, counters)
+    pub ports: Vec<(String, String, TrafficCounters)>,
+    pub devices: Vec<(String, TrafficCounters)>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DataplaneHealth {
+    pub running_revision: u64,
+    /// (port, interface, ifindex)
+    pub interfaces: Vec<(String, String, u32)>,
+    /// Things the dataplane could not do (an interface that does not exist).
+    pub problems: Vec<String>,
+}
+
+/// A running dataplane. Calls may block briefly (they ask the worker); the
+/// API calls them off its async threads.
+pub trait Dataplane: Send + Sync {
+    /// The store revision the workers run.
+    fn running_revision(&self) -> u64;
+    fn trace(&self, request: TraceRequest) -> Result<TraceReport, String>;
+    fn flows(&self) -> Result<Vec<FlowInfo>, String>;
+    fn counters(&self) -> Result<CounterReport, String>;
+    fn health(&self) -> Result<DataplaneHealth, String>;
+}

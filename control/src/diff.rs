@@ -1,0 +1,164 @@
+//! What changed between two topologies, object by object, named by the
+//! objects' paths in the file (`bridges.tenant.ports.vm2`, `nat[1]`).
+//!
+//! Used for `apply --dry-run`, for the changes of every stored revision (the
+//! watch stream) and, in vnetd, to find the flows a change touched.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::model::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ChangeOp {
+    Added,
+    Removed,
+    Changed,
+}
+
+/// One changed object.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Change {
+    pub op: ChangeOp,
+    pub path: String,
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let sign = match self.op {
+            ChangeOp::Added => '+',
+            ChangeOp::Removed => '-',
+            ChangeOp::Changed => '~',
+        };
+        write!(f, "{sign} {}", self.path)
+    }
+}
+
+/// The changes that turn `old` into `new`. A device that is added or removed
+/// is one change (its ports are not listed); a device that stays is
+/// `Changed` when its own fields differ, and each of its ports is compared
+/// on its own. NAT and firewall entries have no names: an entry is
+/// `Removed` / `Added` when no equal entry is on the other side.
+pub fn diff(old: &Topology, new: &Topology) -> Vec<Change> {
+    let mut out = Vec::new();
+    if old.version != new.version {
+        out.push(change(ChangeOp::Changed, "version".into()));
+    }
+    devices(&mut out, "bridges", &old.bridges, &new.bridges, |b| {
+        (
+            Bridge {
+                ports: Default::default(),
+                ..b.clone()
+            },
+            &b.ports,
+        )
+    });
+    devices(&mut out, "routers", &old.routers, &new.routers, |r| {
+        (
+            Router {
+                ports: Default::default(),
+                ..r.clone()
+            },
+            &r.ports,
+        )
+    });
+    named(&mut out, "chains", &old.chains, &new.chains);
+    named(&mut out, "ip_groups", &old.ip_groups, &new.ip_groups);
+    named(&mut out, "port_groups", &old.port_groups, &new.port_groups);
+    unnamed(&mut out, "nat", &old.nat, &new.nat);
+    unnamed(&mut out, "firewall", &old.firewall, &new.firewall);
+    out
+}
+
+fn change(op: ChangeOp, path: String) -> Change {
+    Change { op, path }
+}
+
+fn named<V: PartialEq>(
+    out: &mut Vec<Change>,
+    kind: &str,
+    old: &BTreeMap<String, V>,
+    new: &BTreeMap<String, V>,
+) {
+    for (name, v) in old {
+        match new.get(name) {
+            None => out.push(change(ChangeOp::Removed, format!("{kind}.{name}"))),
+            Some(n) if n != v => out.push(change(ChangeOp::Changed, format!("{kind}.{name}"))),
+            Some(_) => {}
+        }
+    }
+    for name in new.keys().filter(|n| !old.contains_key(*n)) {
+        out.push(change(ChangeOp::Added, format!("{kind}.{name}")));
+    }
+}
+
+/// Devices: the device's own fields (`split` returns them without ports)
+/// and then each port.
+fn devices<D, P: PartialEq, O: PartialEq>(
+    out: &mut Vec<Change>,
+    kind: &str,
+    old: &BTreeMap<String, D>,
+    new: &BTreeMap<String, D>,
+    split: impl Fn(&D) -> (O, &BTreeMap<String, P>),
+) {
+    for (name, o) in old {
+        let Some(n) = new.get(name) else {
+            out.push(change(ChangeOp::Removed, format!("{kind}.{name}")));
+            continue;
+        };
+        let ((o_own, o_ports), (n_own, n_ports)) = (split(o), split(n));
+        if o_own != n_own {
+            out.push(change(ChangeOp::Changed, format!("{kind}.{name}")));
+        }
+        named(out, &format!("{kind}.{name}.ports"), o_ports, n_ports);
+    }
+    for name in new.keys().filter(|n| !old.contains_key(*n)) {
+        out.push(change(ChangeOp::Added, format!("{kind}.{name}")));
+    }
+}
+
+fn unnamed<V: PartialEq>(out: &mut Vec<Change>, kind: &str, old: &[V], new: &[V]) {
+    for (i, v) in old.iter().enumerate() {
+        if !new.contains(v) {
+            out.push(change(ChangeOp::Removed, format!("{kind}[{i}]")));
+        }
+    }
+    for (i, v) in new.iter().enumerate() {
+        if !old.contains(v) {
+            out.push(change(ChangeOp::Added, format!("{kind}[{i}]")));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topo(yaml: &str) -> Topology {
+        crate::parse_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn names_devices_ports_and_unnamed_entries() {
+        let old = topo(
+            "version: 1\nbridges:\n  b:\n    ports:\n      p1: {interface: a}\n      p2: {interface: b}\n  gone: {}\nchains:\n  c: [{action: accept}]\n",
+        );
+        let new = topo(
+            "version: 1\nbridges:\n  b:\n    arp_table: [{ip: 10.0.0.1, mac: '02:00:00:00:00:01'}]\n    ports:\n      p1: {interface: a, up: false}\n      p3: {interface: c}\n  new: {}\nchains:\n  c: [{action: drop}]\n",
+        );
+        let text: Vec<String> = diff(&old, &new).iter().map(|c| c.to_string()).collect();
+        assert_eq!(
+            text,
+            [
+                "~ bridges.b",
+                "~ bridges.b.ports.p1",
+                "- bridges.b.ports.p2",
+                "+ bridges.b.ports.p3",
+                "- bridges.gone",
+                "+ bridges.new",
+                "~ chains.c",
+            ]
+        );
+        assert!(diff(&new, &new).is_empty());
+    }
+}
