@@ -176,7 +176,9 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     );
 
     let mut runtime = Runtime::new(snap, kernel, bound);
+    runtime.keep_leases_in(&opts.state_dir);
     runtime.run(&STOP);
+    runtime.save_leases();
     runtime.log_stats();
     for b in &runtime.ports {
         let ifname = b.xsk.ifname.clone();

@@ -6,6 +6,7 @@
 //!   [`sim::Decision`] out), with its state tables.
 //! - [`flows`]: the userspace side of the flow table: tag index and expiry.
 //! - [`kernel`]: the XDP loader and the kernel maps.
+//! - [`lease_file`]: the DHCP leases in the state directory.
 //! - [`afxdp`]: AF_XDP sockets.
 //! - [`runtime`]: the worker loop joining them.
 //! - [`veth`]: preparing veth peers for native XDP redirects.
@@ -14,6 +15,7 @@ pub mod afxdp;
 pub mod daemon;
 pub mod flows;
 pub mod kernel;
+pub mod lease_file;
 pub mod packet;
 pub mod runtime;
 pub mod sim;

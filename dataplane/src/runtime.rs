@@ -8,10 +8,12 @@
 use crate::afxdp::Xsk;
 use crate::flows::{FlowBackend, FlowTable, InstallError};
 use crate::kernel::{Kernel, KernelError};
+use crate::lease_file::{self, LeaseFile};
 use crate::packet;
 use crate::sim::{self, mac_table, PortId, Snapshot, State, Verdict};
 use std::collections::HashMap;
 use std::os::fd::BorrowedFd;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use vnet_common::{FlowActions, FlowKey, Reason};
@@ -59,6 +61,7 @@ pub struct Counters {
     pub forwarded: u64,
     pub flooded: u64,
     pub answered: u64,
+    pub consumed: u64,
 }
 
 impl Counters {
@@ -77,9 +80,12 @@ pub struct Runtime {
     bound: HashMap<PortId, usize>,
     pub counters: Counters,
     frames: Vec<Vec<u8>>,
+    /// Where the DHCP leases are kept, once `keep_leases_in` was called.
+    lease_file: Option<LeaseFile>,
 }
 
 const TIMER_NS: u64 = 1_000_000_000;
+const SIM_TIMER_NS: u64 = 50_000_000;
 const STATS_LOG_NS: u64 = 10 * TIMER_NS;
 
 impl Runtime {
@@ -94,12 +100,43 @@ impl Runtime {
             bound,
             counters: Counters::default(),
             frames: Vec::new(),
+            lease_file: None,
+        }
+    }
+
+    /// Keeps the DHCP leases in `state_dir`: loads them now and writes them
+    /// whenever they change. A file that cannot be read is moved aside
+    /// (`.bad`), so that it is not overwritten, and vnetd starts without it.
+    pub fn keep_leases_in(&mut self, state_dir: &Path) {
+        let mut file = LeaseFile::new(state_dir);
+        match file.load(&mut self.state.dhcp.leases, now_ns(), lease_file::unix_now()) {
+            Ok(n) => tracing::info!(leases = n, file = %file.path().display(), "DHCP leases loaded"),
+            Err(e) => {
+                let aside = file.path().with_extension("json.bad");
+                let moved = std::fs::rename(file.path(), &aside);
+                tracing::warn!(error = %e, moved_to = %aside.display(), ?moved, "starting without the DHCP leases");
+            }
+        }
+        self.lease_file = Some(file);
+    }
+
+    /// Writes the DHCP leases if they changed since the last write. The
+    /// timer calls it every second rather than after each ACK: a client
+    /// whose lease was lost to a crash gets its address back when it
+    /// renews (the server grants a free address to whoever asks for it),
+    /// and a guest sending requests in a loop cannot make the worker fsync
+    /// in a loop.
+    pub fn save_leases(&mut self) {
+        let Some(file) = &mut self.lease_file else { return };
+        if let Err(e) = file.save_if_changed(&self.state.dhcp.leases, now_ns(), lease_file::unix_now()) {
+            tracing::warn!(error = %e, "DHCP leases not saved");
         }
     }
 
     /// Runs until `stop` is set.
     pub fn run(&mut self, stop: &AtomicBool) {
         let mut next_timer = now_ns() + TIMER_NS;
+        let mut next_sim_timer = now_ns();
         let mut next_stats = now_ns() + STATS_LOG_NS;
         let mut last_logged = (u64::MAX, 0usize);
         while !stop.load(Ordering::Relaxed) {
@@ -108,6 +145,10 @@ impl Runtime {
                 self.service(i);
             }
             let now = now_ns();
+            if now >= next_sim_timer {
+                self.sim_timers(now);
+                next_sim_timer = now + SIM_TIMER_NS;
+            }
             if now >= next_timer {
                 self.timers(now);
                 next_timer = now + TIMER_NS;
@@ -158,8 +199,15 @@ impl Runtime {
     fn handle(&mut self, i: usize, frame: &[u8]) {
         self.counters.received += 1;
         let now = now_ns();
-        let (in_port, ifindex) = (self.ports[i].port, self.ports[i].ifindex);
+        let in_port = self.ports[i].port;
         let decision = sim::simulate(&self.snap, &mut self.state, in_port, frame, now, false);
+        self.apply(decision, Some((i, frame)), now);
+    }
+
+    /// Carries out a decision: invalidations, transmissions, counters, the
+    /// flow (keyed on `ingress`: bound port index and frame), and packets
+    /// released by ARP, which are simulated again from their origin.
+    fn apply(&mut self, decision: sim::Decision, ingress: Option<(usize, &[u8])>, now: u64) {
         for tag in &decision.invalidate {
             let n = self.flows.invalidate(&mut self.kernel, *tag);
             tracing::debug!(tag = tag.0, flows = n, "invalidated flows");
@@ -173,13 +221,22 @@ impl Runtime {
                 self.counters.count(Reason::TxRingFull);
             }
         }
-        match decision.verdict {
-            Verdict::Forwarded => self.counters.forwarded += 1,
-            Verdict::Flooded => self.counters.flooded += 1,
-            Verdict::Answered => self.counters.answered += 1,
-            Verdict::Dropped(r) => self.counters.count(r),
+        if ingress.is_some() {
+            match decision.verdict {
+                Verdict::Forwarded => self.counters.forwarded += 1,
+                Verdict::Flooded => self.counters.flooded += 1,
+                Verdict::Answered => self.counters.answered += 1,
+                Verdict::Consumed => self.counters.consumed += 1,
+                Verdict::Dropped(r) => self.counters.count(r),
+            }
         }
-        let Some(flow) = decision.install else { return };
+        for (port, frame) in &decision.released {
+            if let Some(&b) = self.bound.get(port) {
+                self.handle(b, frame);
+            }
+        }
+        let (Some(flow), Some((i, frame))) = (decision.install, ingress) else { return };
+        let ifindex = self.ports[i].ifindex;
         let Some(key) = packet::parse(frame).ok().and_then(|h| h.flow_key(ifindex)) else {
             return;
         };
@@ -190,13 +247,20 @@ impl Runtime {
                 None => return,
             }
         }
-        match self
-            .flows
-            .install(&mut self.kernel, key, &actions, &flow, now)
-        {
+        match self.flows.install(&mut self.kernel, key, &actions, &flow, now) {
             Ok(()) => {}
             Err(InstallError::Full) => self.counters.count(Reason::FlowTableFull),
             Err(e) => tracing::warn!(error = %e, "installing a flow"),
+        }
+    }
+
+    /// The simulation's own timers (ARP retries and expiry), run often: a
+    /// retry is due half a second after the first request.
+    fn sim_timers(&mut self, now: u64) {
+        let decision = sim::tick(&self.snap, &mut self.state, now);
+        self.apply(decision, None, now);
+        for p in &mut self.ports {
+            p.xsk.flush();
         }
     }
 
@@ -213,6 +277,8 @@ impl Runtime {
         for tag in aged {
             self.flows.invalidate(&mut self.kernel, tag);
         }
+        self.state.dhcp.leases.expire(now);
+        self.save_leases();
     }
 
     pub fn log_stats(&self) {

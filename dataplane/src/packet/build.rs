@@ -188,3 +188,104 @@ pub fn without_vlan(frame: &[u8]) -> Vec<u8> {
     f.extend_from_slice(frame.get(16..).unwrap_or(&[]));
     f
 }
+
+/// `ip_packet` (an IPv4 packet) in an Ethernet frame.
+pub fn ethernet_ipv4(dst: Mac, src: Mac, ip_packet: &[u8]) -> Vec<u8> {
+    let mut f = ethernet(dst, src, ETHERTYPE_IPV4, ip_packet.len());
+    f.extend_from_slice(ip_packet);
+    f
+}
+
+/// An IPv4 packet without options, TTL 64, DF clear.
+pub fn ipv4_packet(src: [u8; 4], dst: [u8; 4], proto: u8, id: u16, payload: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(20 + payload.len());
+    p.extend_from_slice(&[0x45, 0]);
+    p.extend_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+    p.extend_from_slice(&id.to_be_bytes());
+    p.extend_from_slice(&[0, 0, 64, proto, 0, 0]);
+    p.extend_from_slice(&src);
+    p.extend_from_slice(&dst);
+    let c = checksum::ipv4_header(&p[..20]);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    p.extend_from_slice(payload);
+    p
+}
+
+/// How much of the offending packet an ICMP error quotes: as much as fits
+/// in a 576-byte datagram (RFC 1812 §4.3.2.3).
+pub const ICMP_QUOTE_MAX: usize = 576 - 20 - 8;
+
+/// An ICMP error (`kind`/`code`) about `original` (the offending IPv4
+/// packet), from `src` to the original sender. `rest` is the second header
+/// word (the next-hop MTU for fragmentation needed, else 0).
+pub fn icmp_error(src: [u8; 4], kind: u8, code: u8, rest: u32, original: &[u8]) -> Vec<u8> {
+    let quote = &original[..original.len().min(ICMP_QUOTE_MAX)];
+    let mut m = Vec::with_capacity(8 + quote.len());
+    m.extend_from_slice(&[kind, code, 0, 0]);
+    m.extend_from_slice(&rest.to_be_bytes());
+    m.extend_from_slice(quote);
+    let c = checksum::finish(checksum::sum(&m, 0));
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    let dst = [original[12], original[13], original[14], original[15]];
+    ipv4_packet(src, dst, IPPROTO_ICMP, 0, &m)
+}
+
+/// The echo reply to `request` (an IPv4 ICMP echo request packet), from
+/// `src`; `None` if `request` is not one.
+pub fn icmp_echo_reply(src: [u8; 4], request: &[u8]) -> Option<Vec<u8>> {
+    let header_len = ((*request.first()? & 0x0f) as usize) * 4;
+    let icmp = request.get(header_len..)?;
+    if icmp.len() < 8 || icmp[0] != 8 {
+        return None;
+    }
+    let mut m = icmp.to_vec();
+    m[0] = 0;
+    m[2] = 0;
+    m[3] = 0;
+    let c = checksum::finish(checksum::sum(&m, 0));
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    let dst = [request[12], request[13], request[14], request[15]];
+    let id = u16::from_be_bytes([request[4], request[5]]);
+    Some(ipv4_packet(src, dst, IPPROTO_ICMP, id, &m))
+}
+
+/// Splits an IPv4 packet into fragments of at most `mtu` bytes (RFC 791).
+/// Options are kept in the first fragment only. `None` if `mtu` leaves no
+/// room for 8 bytes of data or the packet is malformed.
+pub fn fragment_ipv4(packet: &[u8], mtu: usize) -> Option<Vec<Vec<u8>>> {
+    let header_len = ((*packet.first()? & 0x0f) as usize) * 4;
+    let total = u16::from_be_bytes([*packet.get(2)?, *packet.get(3)?]) as usize;
+    if header_len < 20 || total < header_len || packet.len() < total {
+        return None;
+    }
+    let flags = u16::from_be_bytes([packet[6], packet[7]]);
+    let base_offset = (flags & 0x1fff) as usize * 8;
+    let more_after = flags & 0x2000 != 0;
+    let data = &packet[header_len..total];
+    let mut fragments = Vec::new();
+    let mut at = 0;
+    while at < data.len() {
+        let hlen = if at == 0 { header_len } else { 20 };
+        let room = mtu.checked_sub(hlen)? / 8 * 8;
+        if room == 0 {
+            return None;
+        }
+        let chunk = &data[at..(at + room).min(data.len())];
+        let last = at + chunk.len() == data.len();
+        let mut f = Vec::with_capacity(hlen + chunk.len());
+        f.extend_from_slice(&packet[..hlen]);
+        f[0] = 0x40 | (hlen / 4) as u8;
+        f[2..4].copy_from_slice(&((hlen + chunk.len()) as u16).to_be_bytes());
+        let mf = if last && !more_after { 0 } else { 0x2000 };
+        let off = ((base_offset + at) / 8) as u16 | mf;
+        f[6..8].copy_from_slice(&off.to_be_bytes());
+        f[10] = 0;
+        f[11] = 0;
+        let c = checksum::ipv4_header(&f[..hlen]);
+        f[10..12].copy_from_slice(&c.to_be_bytes());
+        f.extend_from_slice(chunk);
+        fragments.push(f);
+        at += chunk.len();
+    }
+    Some(fragments)
+}

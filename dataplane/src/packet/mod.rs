@@ -390,3 +390,22 @@ mod tests {
         assert_eq!(l4, L4::Ports { src: 7, dst: 9 });
     }
 }
+
+/// Sets the MACs of a frame in place.
+pub fn set_macs(frame: &mut [u8], src: Mac, dst: Mac) {
+    if frame.len() >= ETH_HLEN {
+        frame[0..6].copy_from_slice(&dst);
+        frame[6..12].copy_from_slice(&src);
+    }
+}
+
+/// Decrements the TTL of the IPv4 header at `l3_offset` by one, updating
+/// its checksum incrementally, as the kernel's DEC_TTL does.
+pub fn decrement_ttl(frame: &mut [u8], l3_offset: usize) {
+    let Some(h) = frame.get_mut(l3_offset..l3_offset + 20) else { return };
+    let old = u16::from_be_bytes([h[8], h[9]]);
+    h[8] = h[8].saturating_sub(1);
+    let new = u16::from_be_bytes([h[8], h[9]]);
+    let c = checksum::update16(u16::from_be_bytes([h[10], h[11]]), old, new);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+}

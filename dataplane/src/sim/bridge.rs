@@ -1,19 +1,11 @@
 //! The virtual bridge (MidoNet "Network"): MAC learning, static MACs, ARP
 //! suppression, known unicast, flooding.
-use super::{
-    forward_actions, Binding, Flow, PortId, Step, Tag, Verdict, Walk, FLOW_IDLE_TIMEOUT_NS,
-};
+use super::{Binding, PortId, Step, Tag, Verdict, Walk};
 use crate::packet::{self, build, Headers, ARP_REPLY, ARP_REQUEST, L3};
 use crate::sim::mac_table::Learned;
 use vnet_common::Reason;
 
-pub(super) fn process(
-    walk: &mut Walk,
-    bridge_id: usize,
-    in_port: PortId,
-    frame: &[u8],
-    h: &Headers,
-) {
+pub(super) fn process(walk: &mut Walk, bridge_id: usize, in_port: PortId, frame: Vec<u8>, h: &Headers) {
     let snap = walk.snap;
     let bridge = &snap.bridges[bridge_id];
     walk.step(|| Step::Device {
@@ -21,7 +13,7 @@ pub(super) fn process(
     });
 
     if packet::is_link_local(&h.dst) {
-        walk.drop(Reason::LinkLocalDrop, None);
+        walk.drop(Reason::LinkLocalDrop, false);
         return;
     }
 
@@ -35,15 +27,20 @@ pub(super) fn process(
                 let mac = *mac;
                 walk.step(|| Step::ArpSuppressed { ip: arp.tpa, mac });
                 let reply = build::arp_frame(ARP_REPLY, mac, arp.tpa, arp.sha, arp.spa, arp.sha);
-                walk.emit(in_port, reply);
-                walk.decision.verdict = Verdict::Answered;
+                walk.inject(in_port, reply);
+                walk.answered();
                 return;
             }
         }
     }
 
+    // DHCP: requests to the bridge's servers are answered here.
+    if super::dhcp::process(walk, bridge_id, in_port, &frame, h) {
+        return;
+    }
+
     if packet::is_multicast(&h.dst) {
-        flood(walk, bridge_id, in_port, frame);
+        flood(walk, bridge_id, in_port, &frame);
         return;
     }
 
@@ -60,40 +57,16 @@ pub(super) fn process(
         is_static,
     });
     let Some(out_port) = out_port else {
-        flood(walk, bridge_id, in_port, frame);
+        flood(walk, bridge_id, in_port, &frame);
         return;
     };
 
-    let out = &snap.ports[out_port];
-    let tags = vec![
-        snap.ports[in_port].tag,
-        out.tag,
-        bridge.tag,
-        Tag::mac(bridge.tag, &h.src),
-        Tag::mac(bridge.tag, &h.dst),
-    ];
+    walk.tags.extend([bridge.tag, Tag::mac(bridge.tag, &h.src), Tag::mac(bridge.tag, &h.dst)]);
     if out_port == in_port {
-        walk.drop(Reason::SameSegment, Some(tags));
+        walk.drop(Reason::SameSegment, true);
         return;
     }
-    if !out.up {
-        walk.drop(Reason::PortDown, Some(tags));
-        return;
-    }
-    match &out.binding {
-        Binding::Interface(_) => {
-            walk.emit(out_port, frame.to_vec());
-            walk.decision.verdict = Verdict::Forwarded;
-            walk.decision.install = Some(Flow {
-                actions: forward_actions(snap, in_port, out_port),
-                output: Some(out_port),
-                tags,
-                idle_timeout_ns: FLOW_IDLE_TIMEOUT_NS,
-            });
-        }
-        // Interior ports lead to routers, which arrive with the router issue.
-        Binding::Peer(_) | Binding::Unbound => walk.drop(Reason::NoEgress, None),
-    }
+    walk.deliver(out_port, frame);
 }
 
 /// Learns the source MAC on the ingress port (unless it is static there or
@@ -128,32 +101,29 @@ fn learn(walk: &mut Walk, bridge_id: usize, in_port: PortId, h: &Headers) {
     }
 }
 
-/// Sends the frame to every other port of the bridge that is up. Flooded
-/// frames are never installed as flows: the set of ports changes as MACs are
-/// learned, and the next frame to a learned MAC must take the unicast path.
+/// Sends the frame to every other port of the bridge that is up, exterior
+/// or interior. Flooded frames are never installed as flows: the set of
+/// ports changes as MACs are learned, and the next frame to a learned MAC
+/// must take the unicast path.
 fn flood(walk: &mut Walk, bridge_id: usize, in_port: PortId, frame: &[u8]) {
     let snap = walk.snap;
     let ports: Vec<PortId> = snap.bridges[bridge_id]
         .ports
         .iter()
         .copied()
-        .filter(|&p| {
-            p != in_port
-                && snap.ports[p].up
-                && matches!(snap.ports[p].binding, Binding::Interface(_))
-        })
+        .filter(|&p| p != in_port && snap.ports[p].up && snap.ports[p].binding != Binding::Unbound)
         .collect();
     if ports.is_empty() {
-        walk.drop(Reason::NoEgress, None);
+        walk.drop(Reason::NoEgress, false);
         return;
     }
     if walk.tracing {
-        walk.decision.trace.push(Step::Flood {
-            ports: ports.clone(),
-        });
+        walk.decision.trace.push(Step::Flood { ports: ports.clone() });
     }
     for p in ports {
-        walk.emit(p, frame.to_vec());
+        walk.deliver_copy(p, frame.to_vec());
     }
-    walk.decision.verdict = Verdict::Flooded;
+    if walk.origin.is_some() {
+        walk.decision.verdict = Verdict::Flooded;
+    }
 }

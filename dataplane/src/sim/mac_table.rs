@@ -40,7 +40,7 @@ pub struct MacCounters {
     pub full: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct MacTable {
     entries: HashMap<(Tag, Mac), Entry>,
     capacity: usize,

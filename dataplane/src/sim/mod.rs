@@ -3,14 +3,23 @@
 //! [`simulate`] is a function from (frame, ingress port, snapshot, state,
 //! time) to a [`Decision`]; it performs no I/O. The AF_XDP worker, the unit
 //! tests, the benchmarks and `vnetctl trace` all call it. It walks the
-//! pipeline of SEMANTICS.md: exterior port ingress → device → egress port.
+//! pipeline of SEMANTICS.md: exterior port ingress → device → port → peer
+//! device → … → exterior port egress. Along the way each device adds its
+//! rewrites to the walk's flow actions and its dependencies to the walk's
+//! tags, so a frame that crosses bridge → router → bridge leaves with one
+//! flow doing all three hops.
+mod arp_cache;
 mod bridge;
+pub mod dhcp;
 pub mod mac_table;
+mod router;
+pub mod route_table;
 pub mod snapshot;
 pub mod tag;
 
+pub use arp_cache::ArpCache;
 pub use mac_table::MacTable;
-pub use snapshot::{Binding, DeviceRef, PortId, Snapshot};
+pub use snapshot::{Binding, DeviceRef, PortId, RouterIf, Snapshot};
 pub use tag::Tag;
 
 use crate::packet::{self, build, Mac};
@@ -20,6 +29,9 @@ use vnet_common::{act, FlowActions, Reason};
 /// dead flows empties quickly, long enough that a ping every second or a
 /// keep-alive stays in the kernel.
 pub const FLOW_IDLE_TIMEOUT_NS: u64 = 30 * 1_000_000_000;
+
+/// More devices than any sane path crosses: a loop in the topology.
+const MAX_HOPS: u32 = 32;
 
 /// A frame to transmit on an exterior port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,8 +58,11 @@ pub enum Verdict {
     Forwarded,
     /// Sent to every other port that is up (not installed as a flow).
     Flooded,
-    /// The dataplane answered the frame itself (ARP suppression, ...).
+    /// The dataplane answered the frame itself (ARP, ICMP echo, ...).
     Answered,
+    /// The dataplane took the frame for itself (an ARP reply it learned
+    /// from, a packet queued until its next hop resolves).
+    Consumed,
     Dropped(Reason),
 }
 
@@ -55,49 +70,43 @@ pub enum Verdict {
 /// the snapshot the decision was made on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    Ingress {
-        port: PortId,
-    },
-    VlanPopped {
-        vid: u16,
-    },
-    Device {
-        device: DeviceRef,
-    },
-    MacLearned {
-        mac: Mac,
-        port: PortId,
-    },
-    MacMoved {
-        mac: Mac,
-        from: Option<PortId>,
-        to: PortId,
-    },
-    MacTableFull {
-        mac: Mac,
-    },
-    ArpSuppressed {
-        ip: [u8; 4],
-        mac: Mac,
-    },
+    Ingress { port: PortId },
+    VlanPopped { vid: u16 },
+    Device { device: DeviceRef },
+    MacLearned { mac: Mac, port: PortId },
+    MacMoved { mac: Mac, from: Option<PortId>, to: PortId },
+    MacTableFull { mac: Mac },
+    ArpSuppressed { ip: [u8; 4], mac: Mac },
     /// L2 lookup: `None` is an unknown destination.
-    MacLookup {
-        mac: Mac,
-        port: Option<PortId>,
-        is_static: bool,
-    },
-    Flood {
-        ports: Vec<PortId>,
-    },
-    Egress {
-        port: PortId,
-    },
-    VlanPushed {
-        vid: u16,
-    },
-    Drop {
-        reason: Reason,
-    },
+    MacLookup { mac: Mac, port: Option<PortId>, is_static: bool },
+    Flood { ports: Vec<PortId> },
+    /// Crossing an interior link.
+    Link { from: PortId, to: PortId },
+    /// A router's ARP cache learned or confirmed `ip` → `mac`.
+    ArpLearned { ip: [u8; 4], mac: Mac },
+    /// An ARP packet from outside the receiving port's subnet: ignored.
+    ArpIgnored { ip: [u8; 4] },
+    /// Route lookup: the index of the route in the router's list, if any.
+    Route { dst: [u8; 4], route: Option<usize> },
+    TtlDecremented,
+    ArpResolved { ip: [u8; 4], mac: Mac },
+    /// The next hop is unknown: the packet waits for ARP.
+    ArpQueued { ip: [u8; 4] },
+    /// The dataplane generated an ICMP message.
+    Icmp { kind: u8, code: u8 },
+    Fragmented { count: usize },
+    /// A DHCP request to the bridge's server.
+    DhcpRequest { kind: dhcp::MessageType, mac: Mac, xid: u32 },
+    /// A DHCP request the server refused as malformed.
+    DhcpInvalid { error: dhcp::message::Error },
+    /// The server's reply: `kind` giving address `ip` (0.0.0.0 in a NAK or
+    /// an answer to INFORM), sent to `to`.
+    DhcpReply { kind: dhcp::MessageType, ip: [u8; 4], to: [u8; 4] },
+    /// The server sent no reply.
+    DhcpNoReply { why: dhcp::NoReply },
+    Egress { port: PortId },
+    VlanPushed { vid: u16 },
+    Drop { reason: Reason },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,25 +115,54 @@ pub struct Decision {
     pub emit: Vec<Emit>,
     pub install: Option<Flow>,
     /// Tags whose flows must go because this decision changed state (a MAC
-    /// that moved).
+    /// that moved, an ARP entry that changed).
     pub invalidate: Vec<Tag>,
+    /// Frames to simulate again from their exterior port, as if they had
+    /// just arrived (packets that waited for ARP).
+    pub released: Vec<(PortId, Vec<u8>)>,
     /// Filled only when tracing was asked for.
     pub trace: Vec<Step>,
 }
 
-/// The state tables the simulation reads and writes.
-#[derive(Debug, Default)]
-pub struct State {
-    pub macs: MacTable,
+impl Decision {
+    fn new(verdict: Verdict) -> Decision {
+        Decision {
+            verdict,
+            emit: Vec::new(),
+            install: None,
+            invalidate: Vec::new(),
+            released: Vec::new(),
+            trace: Vec::new(),
+        }
+    }
 }
 
-/// Inputs of one walk that stay the same along it.
+/// The state tables the simulation reads and writes.
+#[derive(Debug, Default, Clone)]
+pub struct State {
+    pub macs: MacTable,
+    pub arp: ArpCache,
+    pub dhcp: dhcp::DhcpState,
+}
+
+/// One walk through the topology.
 pub(crate) struct Walk<'a> {
     pub snap: &'a Snapshot,
     pub state: &'a mut State,
     pub now_ns: u64,
     pub tracing: bool,
     pub decision: Decision,
+    /// The exterior port and the frame as received there: the origin of the
+    /// flow. `None` while delivering a frame the dataplane generated.
+    pub origin: Option<(PortId, &'a [u8])>,
+    /// Whether the outcome may be installed as a flow (not for floods,
+    /// generated frames, or decisions that depend on more than the key).
+    pub installable: bool,
+    /// Rewrites accumulated by the devices crossed so far.
+    pub actions: FlowActions,
+    /// Objects and state entries the decision depended on.
+    pub tags: Vec<Tag>,
+    hops: u32,
 }
 
 impl Walk<'_> {
@@ -134,28 +172,61 @@ impl Walk<'_> {
         }
     }
 
-    /// Ends the walk with a drop. With `install`, later packets with the same
-    /// key are dropped in the kernel until one of `tags` changes.
-    pub fn drop(&mut self, reason: Reason, install: Option<Vec<Tag>>) {
-        self.step(|| Step::Drop { reason });
-        self.decision.verdict = Verdict::Dropped(reason);
-        if let Some(tags) = install {
-            let actions = FlowActions {
-                flags: act::DROP,
-                ..FlowActions::default()
-            };
-            self.decision.install = Some(Flow {
-                actions,
-                output: None,
-                tags,
-                idle_timeout_ns: FLOW_IDLE_TIMEOUT_NS,
-            });
+    fn set_verdict(&mut self, verdict: Verdict) {
+        if self.origin.is_some() {
+            self.decision.verdict = verdict;
         }
     }
 
-    /// Emits `frame` (untagged, as inside the virtual network) on exterior
-    /// port `port`, adding the port's VLAN tag.
-    pub fn emit(&mut self, port: PortId, frame: Vec<u8>) {
+    /// Ends the walk with a drop. With `install`, later packets with the
+    /// same key are dropped in the kernel until one of the walk's tags
+    /// changes (use it only for outcomes that depend on nothing else).
+    pub fn drop(&mut self, reason: Reason, install: bool) {
+        self.step(|| Step::Drop { reason });
+        self.set_verdict(Verdict::Dropped(reason));
+        if install && self.installable && self.origin.is_some() {
+            let actions = FlowActions { flags: act::DROP, ..FlowActions::default() };
+            self.decision.install =
+                Some(Flow { actions, output: None, tags: self.tags.clone(), idle_timeout_ns: FLOW_IDLE_TIMEOUT_NS });
+        }
+    }
+
+    pub fn answered(&mut self) {
+        self.set_verdict(Verdict::Answered);
+    }
+
+    pub fn consumed(&mut self) {
+        self.set_verdict(Verdict::Consumed);
+    }
+
+    /// Sends `frame` (untagged, as inside the virtual network) out of
+    /// `port`: on its interface if exterior, into the peer device if
+    /// interior. A unicast delivery to an exterior port ends the walk and,
+    /// when installable, installs the flow built along the way.
+    pub fn deliver(&mut self, port: PortId, frame: Vec<u8>) {
+        self.hops += 1;
+        if self.hops > MAX_HOPS {
+            self.drop(Reason::HopLimit, false);
+            return;
+        }
+        let p = &self.snap.ports[port];
+        self.tags.push(p.tag);
+        if !p.up {
+            self.drop(Reason::PortDown, true);
+            return;
+        }
+        match p.binding {
+            Binding::Interface(_) => self.emit(port, frame),
+            Binding::Peer(peer) => {
+                self.step(|| Step::Link { from: port, to: peer });
+                device_ingress(self, peer, frame);
+            }
+            Binding::Unbound => self.drop(Reason::NoEgress, true),
+        }
+    }
+
+    /// Emits `frame` on exterior port `port`, adding the port's VLAN tag.
+    fn emit(&mut self, port: PortId, frame: Vec<u8>) {
         let vlan = self.snap.ports[port].vlan;
         let frame = match vlan {
             Some(vid) => {
@@ -166,10 +237,52 @@ impl Walk<'_> {
         };
         self.step(|| Step::Egress { port });
         self.decision.emit.push(Emit { port, frame });
+        self.set_verdict(Verdict::Forwarded);
+        if let (true, Some((origin, _))) = (self.installable, self.origin) {
+            let mut actions = self.actions;
+            actions.flags |= act::OUTPUT;
+            let (vin, vout) = (self.snap.ports[origin].vlan, vlan);
+            if vin != vout {
+                if vin.is_some() {
+                    actions.flags |= act::POP_VLAN;
+                }
+                if let Some(vid) = vout {
+                    actions.flags |= act::PUSH_VLAN;
+                    actions.vlan = vid;
+                }
+            }
+            self.decision.install = Some(Flow {
+                actions,
+                output: Some(port),
+                tags: self.tags.clone(),
+                idle_timeout_ns: FLOW_IDLE_TIMEOUT_NS,
+            });
+        }
+    }
+
+    /// Delivers a frame the dataplane generated (an ARP or ICMP reply, a
+    /// request) from `port`. It never becomes a flow and does not change the
+    /// verdict of the frame being simulated.
+    pub fn inject(&mut self, port: PortId, frame: Vec<u8>) {
+        let saved = (self.origin.take(), self.installable, self.actions, std::mem::take(&mut self.tags));
+        self.installable = false;
+        self.actions = FlowActions::default();
+        self.deliver(port, frame);
+        (self.origin, self.installable, self.actions, self.tags) = saved;
+    }
+
+    /// Delivers one copy of a flooded frame: never installed.
+    pub fn deliver_copy(&mut self, port: PortId, frame: Vec<u8>) {
+        let saved = (self.installable, self.actions, self.tags.len());
+        self.installable = false;
+        self.deliver(port, frame);
+        self.installable = saved.0;
+        self.actions = saved.1;
+        self.tags.truncate(saved.2);
     }
 }
 
-/// Simulates `frame` arriving on port `in_port`.
+/// Simulates `frame` arriving on exterior port `in_port`.
 pub fn simulate(
     snap: &Snapshot,
     state: &mut State,
@@ -178,21 +291,39 @@ pub fn simulate(
     now_ns: u64,
     tracing: bool,
 ) -> Decision {
-    let decision = Decision {
-        verdict: Verdict::Dropped(Reason::Malformed),
-        emit: Vec::new(),
-        install: None,
-        invalidate: Vec::new(),
-        trace: Vec::new(),
-    };
     let mut walk = Walk {
         snap,
         state,
         now_ns,
         tracing,
-        decision,
+        decision: Decision::new(Verdict::Dropped(Reason::Malformed)),
+        origin: Some((in_port, frame)),
+        installable: true,
+        actions: FlowActions::default(),
+        tags: Vec::new(),
+        hops: 0,
     };
     ingress(&mut walk, in_port, frame);
+    walk.decision
+}
+
+/// Runs the simulation's timers: ARP retries (and ICMP host unreachable
+/// for packets whose next hop never answered), refreshes of stale ARP
+/// entries and their expiry. The runtime calls it a few times a second.
+pub fn tick(snap: &Snapshot, state: &mut State, now_ns: u64) -> Decision {
+    let mut walk = Walk {
+        snap,
+        state,
+        now_ns,
+        tracing: false,
+        decision: Decision::new(Verdict::Consumed),
+        origin: None,
+        installable: false,
+        actions: FlowActions::default(),
+        tags: Vec::new(),
+        hops: 0,
+    };
+    router::timers(&mut walk);
     walk.decision
 }
 
@@ -200,63 +331,48 @@ pub fn simulate(
 fn ingress(walk: &mut Walk, in_port: PortId, frame: &[u8]) {
     walk.step(|| Step::Ingress { port: in_port });
     let Some(port) = walk.snap.ports.get(in_port) else {
-        walk.drop(Reason::UnknownInterface, None);
+        walk.drop(Reason::UnknownInterface, false);
         return;
     };
     let headers = match packet::parse(frame) {
         Ok(h) => h,
         Err(_) => {
-            walk.drop(Reason::Malformed, None);
+            walk.drop(Reason::Malformed, false);
             return;
         }
     };
+    walk.tags.push(port.tag);
     if !port.up {
-        walk.drop(Reason::PortDown, Some(vec![port.tag]));
+        walk.drop(Reason::PortDown, true);
         return;
     }
     // An access port for VLAN v carries frames tagged v on the wire; inside
     // the virtual network frames are untagged. Any other tagging is dropped.
-    let untagged;
-    let (frame, headers) = match (port.vlan, headers.vlan) {
-        (None, None) => (frame, headers),
+    let frame = match (port.vlan, headers.vlan) {
+        (None, None) => frame.to_vec(),
         (Some(vid), Some(tag)) if vid == tag => {
             walk.step(|| Step::VlanPopped { vid });
-            untagged = build::without_vlan(frame);
-            match packet::parse(&untagged) {
-                Ok(h) => (untagged.as_slice(), h),
-                Err(_) => {
-                    walk.drop(Reason::Malformed, None);
-                    return;
-                }
-            }
+            build::without_vlan(frame)
         }
         _ => {
-            walk.drop(Reason::VlanMismatch, Some(vec![port.tag]));
+            walk.drop(Reason::VlanMismatch, true);
             return;
         }
     };
-    match port.device {
-        DeviceRef::Bridge(b) => bridge::process(walk, b, in_port, frame, &headers),
-        DeviceRef::Router(_) => walk.drop(Reason::NoEgress, None),
-    }
+    device_ingress(walk, in_port, frame);
 }
 
-/// Actions that carry a frame from `in_port` to `out_port` unchanged inside
-/// the virtual network: the VLAN of each end, then output.
-pub(crate) fn forward_actions(snap: &Snapshot, in_port: PortId, out_port: PortId) -> FlowActions {
-    let mut a = FlowActions {
-        flags: act::OUTPUT,
-        ..FlowActions::default()
+/// A frame entering the device of `port` through that port.
+fn device_ingress(walk: &mut Walk, port: PortId, frame: Vec<u8>) {
+    let headers = match packet::parse(&frame) {
+        Ok(h) => h,
+        Err(_) => {
+            walk.drop(Reason::Malformed, false);
+            return;
+        }
     };
-    let (vin, vout) = (snap.ports[in_port].vlan, snap.ports[out_port].vlan);
-    if vin != vout {
-        if vin.is_some() {
-            a.flags |= act::POP_VLAN;
-        }
-        if let Some(vid) = vout {
-            a.flags |= act::PUSH_VLAN;
-            a.vlan = vid;
-        }
+    match walk.snap.ports[port].device {
+        DeviceRef::Bridge(b) => bridge::process(walk, b, port, frame, &headers),
+        DeviceRef::Router(r) => router::process(walk, r, port, frame, &headers),
     }
-    a
 }

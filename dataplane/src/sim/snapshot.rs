@@ -1,10 +1,11 @@
 //! The read-optimised, immutable form of a topology that the simulation
 //! walks. Compiled once per topology revision from the control model; the
 //! workers share it behind an `Arc` and never lock it.
+use super::route_table::{NextHop, Route, RouteTable};
 use super::Tag;
 use crate::packet::Mac;
 use std::collections::HashMap;
-use vnet_control::Topology;
+use vnet_control::{RouteType, Topology};
 
 /// Index of a port in `Snapshot::ports`; valid within one snapshot only
 /// (tags are the ids that survive snapshots).
@@ -35,6 +36,28 @@ pub struct Port {
     /// 802.1Q VID carried on the wire of an exterior port.
     pub vlan: Option<u16>,
     pub up: bool,
+    /// The L3 interface of a router port.
+    pub l3: Option<RouterIf>,
+}
+
+/// Address, MAC and MTU of a router port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouterIf {
+    pub addr: [u8; 4],
+    pub prefix_len: u8,
+    pub mac: Mac,
+    pub mtu: u16,
+}
+
+impl RouterIf {
+    pub fn contains(&self, ip: [u8; 4]) -> bool {
+        super::route_table::in_prefix(ip, self.addr, self.prefix_len)
+    }
+    /// The subnet's directed broadcast address (none for /31 and /32).
+    pub fn broadcast(&self) -> Option<[u8; 4]> {
+        (self.prefix_len < 31)
+            .then(|| (u32::from_be_bytes(self.addr) | !super::route_table::mask(self.prefix_len)).to_be_bytes())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -45,6 +68,8 @@ pub struct Bridge {
     pub static_macs: HashMap<Mac, PortId>,
     /// IP → MAC entries the bridge answers ARP requests for.
     pub arp_table: HashMap<[u8; 4], Mac>,
+    /// The DHCP subnets the bridge serves.
+    pub dhcp: super::dhcp::Config,
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +77,14 @@ pub struct Router {
     pub name: String,
     pub tag: Tag,
     pub ports: Vec<PortId>,
+    pub routes: RouteTable,
+}
+
+impl Router {
+    /// The router port that owns `ip` as its address.
+    pub fn port_with_addr(&self, snap: &Snapshot, ip: [u8; 4]) -> Option<PortId> {
+        self.ports.iter().copied().find(|&p| snap.ports[p].l3.is_some_and(|l3| l3.addr == ip))
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -108,6 +141,7 @@ impl Snapshot {
                 ports,
                 static_macs,
                 arp_table,
+                dhcp: super::dhcp::Config::compile(bname, &b.dhcp),
             });
         }
 
@@ -116,6 +150,12 @@ impl Snapshot {
             let mut ports = Vec::new();
             for (pname, p) in &r.ports {
                 let id = snap.add_port(format!("{rname}/{pname}"), device, None, p.up);
+                snap.ports[id].l3 = Some(RouterIf {
+                    addr: p.address.addr().octets(),
+                    prefix_len: p.address.prefix_len(),
+                    mac: p.effective_mac(rname, pname).0,
+                    mtu: p.effective_mtu(),
+                });
                 if let Some(ifname) = &p.interface {
                     snap.ports[id].binding = Binding::Interface(ifname.clone());
                 }
@@ -124,11 +164,28 @@ impl Snapshot {
                 }
                 ports.push(id);
             }
-            snap.routers.push(Router {
-                name: rname.clone(),
-                tag: Tag::device(rname),
-                ports,
+            let routes = r.routes.iter().enumerate().filter_map(|(index, route)| {
+                let next_hop = match route.kind {
+                    RouteType::Blackhole => NextHop::Blackhole,
+                    RouteType::Reject => NextHop::Reject,
+                    RouteType::Normal => {
+                        let port = r.route_port(route)?;
+                        let port = *snap.by_name.get(&format!("{rname}/{port}"))?;
+                        NextHop::Port { port, gateway: route.via.map(|v| v.octets()) }
+                    }
+                };
+                Some(Route {
+                    dst: route.dst.network().octets(),
+                    dst_len: route.dst.prefix_len(),
+                    src: route.src.map(|s| (s.network().octets(), s.prefix_len())),
+                    next_hop,
+                    weight: route.weight.unwrap_or(0),
+                    index,
+                })
             });
+            let routes = RouteTable::new(routes.collect::<Vec<_>>());
+            let tag = Tag::device(rname);
+            snap.routers.push(Router { name: rname.clone(), tag, ports, routes });
         }
 
         for (id, peer_name) in peers {
@@ -136,7 +193,38 @@ impl Snapshot {
                 snap.ports[id].binding = Binding::Peer(peer);
             }
         }
+        snap.seed_router_peers();
+        snap.seed_dhcp_servers();
         snap
+    }
+
+    /// A bridge knows the router ports linked to it, as MidoNet's did: their
+    /// MAC is static on the interior port (frames to the router go there
+    /// without flooding) and their address is in the ARP table (guests'
+    /// requests for their gateway are answered by the bridge).
+    fn seed_router_peers(&mut self) {
+        for b in 0..self.bridges.len() {
+            for i in 0..self.bridges[b].ports.len() {
+                let port = self.bridges[b].ports[i];
+                let Binding::Peer(peer) = self.ports[port].binding else { continue };
+                let Some(l3) = self.ports[peer].l3 else { continue };
+                let bridge = &mut self.bridges[b];
+                bridge.static_macs.entry(l3.mac).or_insert(port);
+                bridge.arp_table.entry(l3.addr).or_insert(l3.mac);
+            }
+        }
+    }
+
+    /// A bridge answers ARP for its DHCP server addresses, so that unicast
+    /// renewals reach the server. Entries already there win: a server
+    /// address that is also a router port's keeps the router's MAC (the
+    /// DHCP stage takes requests sent to that MAC too).
+    fn seed_dhcp_servers(&mut self) {
+        for bridge in &mut self.bridges {
+            for s in &bridge.dhcp.subnets {
+                bridge.arp_table.entry(s.server).or_insert(bridge.dhcp.server_mac);
+            }
+        }
     }
 
     fn add_port(&mut self, name: String, device: DeviceRef, vlan: Option<u16>, up: bool) -> PortId {
@@ -151,6 +239,7 @@ impl Snapshot {
             binding: Binding::Unbound,
             vlan,
             up,
+            l3: None,
         });
         id
     }

@@ -41,6 +41,10 @@ impl Tag {
     pub fn mac(bridge: Tag, mac: &Mac) -> Tag {
         Tag::of(3, &[&bridge.0.to_be_bytes(), mac])
     }
+    /// A router's ARP cache entry for `ip`.
+    pub fn arp(router: Tag, ip: [u8; 4]) -> Tag {
+        Tag::of(4, &[&router.0.to_be_bytes(), &ip])
+    }
 }
 
 #[cfg(test)]

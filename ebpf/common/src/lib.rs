@@ -210,12 +210,30 @@ pub enum Reason {
     NotRoutable,
     /// The walk crossed more devices than any sane topology needs (a loop).
     HopLimit,
+    /// A DHCP request whose IPv4 or UDP lengths do not match the frame (or
+    /// a fragment of one).
+    DhcpBadLength,
+    /// A DHCP message cut short: under the fixed header, or options without
+    /// their END.
+    DhcpTruncated,
+    /// A request without the DHCP magic cookie (plain BOOTP).
+    DhcpNoCookie,
+    /// A DHCP option whose length runs past the message or does not suit
+    /// its code, or a request without a message type.
+    DhcpBadOption,
+    /// A DHCP request with option overload (52): options in sname/file.
+    DhcpOverload,
+    /// Not a BOOTREQUEST from an Ethernet client (op, htype, hlen).
+    DhcpBadHeader,
+    /// A frame to a bridge's DHCP server that it does not answer: the server
+    /// answers DHCP (and ARP) only, and nothing else owns its MAC.
+    DhcpUnanswered,
 }
 
 impl Reason {
     /// Number of reasons the kernel counts (the size of the STATS array).
     pub const XDP_COUNT: u32 = Reason::XdpFragUnknown as u32 + 1;
-    pub const ALL: [Reason; 27] = [
+    pub const ALL: [Reason; 34] = [
         Reason::XdpRx,
         Reason::XdpHitRedirect,
         Reason::XdpHitDrop,
@@ -243,6 +261,13 @@ impl Reason {
         Reason::ArpUnresolved,
         Reason::NotRoutable,
         Reason::HopLimit,
+        Reason::DhcpBadLength,
+        Reason::DhcpTruncated,
+        Reason::DhcpNoCookie,
+        Reason::DhcpBadOption,
+        Reason::DhcpOverload,
+        Reason::DhcpBadHeader,
+        Reason::DhcpUnanswered,
     ];
 
     /// Stable snake_case name, used in logs, counters and the API.
@@ -275,6 +300,13 @@ impl Reason {
             Reason::ArpUnresolved => "arp_unresolved",
             Reason::NotRoutable => "not_routable",
             Reason::HopLimit => "hop_limit",
+            Reason::DhcpBadLength => "dhcp_bad_length",
+            Reason::DhcpTruncated => "dhcp_truncated",
+            Reason::DhcpNoCookie => "dhcp_no_cookie",
+            Reason::DhcpBadOption => "dhcp_bad_option",
+            Reason::DhcpOverload => "dhcp_overload",
+            Reason::DhcpBadHeader => "dhcp_bad_header",
+            Reason::DhcpUnanswered => "dhcp_unanswered",
         }
     }
 }
