@@ -36,6 +36,14 @@ fn guests_of_the_example_router_reach_each_other_through_the_kernel() -> Result<
     assert!(in_kernel >= 48, "only {in_kernel} of 50 requests were routed by kernel flows");
     let ttl = stdout(w.exec(&vm1, &["ping", "-c", "1", &vm2.ip])?);
     assert!(ttl.contains("ttl=63"), "one router decrements TTL once: {ttl}");
+
+    // 3000-byte pings travel as three fragments; after the first datagram
+    // the later fragments hit the flow in the kernel too (FRAGS map).
+    let before = w.kernel_flow_packets("vm1-h")?;
+    let big = stdout(w.exec(&vm1, &["ping", "-c", "10", "-i", "0.1", "-s", "3000", &vm2.ip])?);
+    assert!(big.contains("10 received"), "ping -s 3000: {big}");
+    let in_kernel = w.kernel_flow_packets("vm1-h")? - before;
+    assert!(in_kernel >= 24, "only {in_kernel} of 30 request fragments were routed by kernel flows");
     Ok(())
 }
 
