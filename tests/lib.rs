@@ -147,6 +147,40 @@ impl World {
         Ok(g)
     }
 
+    /// Adds a guest like [`World::guest`] whose `eth0` has no address, for
+    /// a DHCP client to configure.
+    pub fn guest_without_address(&mut self, name: &str, host_if: &str, mac: &str) -> Result<Guest> {
+        let netns = format!("{}-{name}", self.prefix);
+        run(&["ip", "netns", "add", &netns])?;
+        run(&[
+            "ip", "-n", &self.host, "link", "add", host_if, "type", "veth", "peer", "name", "eth0",
+            "netns", &netns,
+        ])?;
+        run(&["ip", "-n", &netns, "link", "set", "eth0", "address", mac])?;
+        run(&["ip", "-n", &netns, "link", "set", "eth0", "up"])?;
+        run(&["ip", "-n", &netns, "link", "set", "lo", "up"])?;
+        run(&["ip", "-n", &self.host, "link", "set", host_if, "up"])?;
+        let g = Guest {
+            name: name.into(),
+            netns,
+            mac: mac.into(),
+            ip: String::new(),
+        };
+        self.guests.push(g.clone());
+        Ok(g)
+    }
+
+    /// The world's private directory: topology files, logs, vnetd's state
+    /// directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// vnetd's state directory.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
     /// Writes `yaml` to a file in the world's directory.
     pub fn topology_file(&self, yaml: &str) -> Result<PathBuf> {
         let p = self.dir.join("topology.yaml");

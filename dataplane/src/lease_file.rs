@@ -158,8 +158,8 @@ impl LeaseFile {
             path: self.path.clone(),
             source,
         };
-        let mut text = serde_json::to_vec_pretty(&file)
-            .map_err(|e| write_error(std::io::Error::other(e)))?;
+        let mut text =
+            serde_json::to_vec_pretty(&file).map_err(|e| write_error(std::io::Error::other(e)))?;
         text.push(b'\n');
         write_atomically(&self.path, &text).map_err(write_error)?;
         self.saved_revision = Some(leases.revision());
@@ -198,7 +198,13 @@ mod tests {
         let dir = temp_dir("roundtrip");
         let mut leases = Leases::default();
         leases
-            .bind("tenant", [2, 0, 0, 0, 0, 9], [10, 0, 0, 150], 100 * S, 5 * S)
+            .bind(
+                "tenant",
+                [2, 0, 0, 0, 0, 9],
+                [10, 0, 0, 150],
+                100 * S,
+                5 * S,
+            )
             .unwrap();
         let mut file = LeaseFile::new(&dir);
         assert!(file.save_if_changed(&leases, 5 * S, 1_000).unwrap());
@@ -217,7 +223,10 @@ mod tests {
         let mut file = LeaseFile::new(&dir);
         assert_eq!(file.load(&mut after, 7 * S, 1_040).unwrap(), 1);
         let l = after.lease("tenant", &[2, 0, 0, 0, 0, 9], 7 * S).unwrap();
-        assert_eq!((l.ip, l.bound, l.expires_ns), ([10, 0, 0, 150], true, 67 * S));
+        assert_eq!(
+            (l.ip, l.bound, l.expires_ns),
+            ([10, 0, 0, 150], true, 67 * S)
+        );
         assert!(!file.save_if_changed(&after, 8 * S, 1_041).unwrap());
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -246,12 +255,19 @@ mod tests {
             .load(&mut Leases::default(), 0, 0)
             .unwrap_err();
         assert!(matches!(err, LeaseFileError::Parse { .. }));
-        assert!(err.to_string().contains("dhcp-leases.json is not a lease file"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("dhcp-leases.json is not a lease file"),
+            "{err}"
+        );
         std::fs::write(dir.join(FILE_NAME), "{\"version\": 7, \"leases\": []}").unwrap();
         let err = LeaseFile::new(&dir)
             .load(&mut Leases::default(), 0, 0)
             .unwrap_err();
-        assert!(matches!(err, LeaseFileError::Version { found: 7, .. }), "{err}");
+        assert!(
+            matches!(err, LeaseFileError::Version { found: 7, .. }),
+            "{err}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

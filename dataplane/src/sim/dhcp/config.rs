@@ -217,11 +217,7 @@ impl Subnet {
     /// around, without the reserved ones.
     pub fn pool_from(&self, start: u64) -> impl Iterator<Item = [u8; 4]> + '_ {
         let (lo, hi) = self.pool.unwrap_or((1, 0));
-        let len = if lo <= hi {
-            u64::from(hi - lo) + 1
-        } else {
-            0
-        };
+        let len = if lo <= hi { u64::from(hi - lo) + 1 } else { 0 };
         (0..len)
             .map(move |i| (lo as u64 + (start + i) % len) as u32)
             .filter(|a| !self.reserved.contains(a))
@@ -270,7 +266,14 @@ bridges:
         let s = &c.subnets[0];
         let codes: Vec<u8> = s.options.iter().map(|(c, _)| *c).collect();
         assert_eq!(codes, [1, 28, 3, 6, 15, 26, 121]);
-        let get = |code| s.options.iter().find(|(c, _)| *c == code).unwrap().1.clone();
+        let get = |code| {
+            s.options
+                .iter()
+                .find(|(c, _)| *c == code)
+                .unwrap()
+                .1
+                .clone()
+        };
         assert_eq!(get(1), [255, 255, 255, 0]);
         assert_eq!(get(28), [10, 0, 0, 255]);
         assert_eq!(get(3), [10, 0, 0, 1]);

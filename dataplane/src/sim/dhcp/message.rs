@@ -132,7 +132,9 @@ pub enum Error {
         len: usize,
         want: &'static str,
     },
-    #[error("option 52 (overload) puts options in the sname/file fields, which vnet does not read")]
+    #[error(
+        "option 52 (overload) puts options in the sname/file fields, which vnet does not read"
+    )]
     Overload,
     #[error("op {op}, htype {htype}, hlen {hlen}: not a BOOTREQUEST from an Ethernet client")]
     BadHeader { op: u8, htype: u8, hlen: u8 },
@@ -586,13 +588,19 @@ mod tests {
             .filter(|o| matches!(o, Ok((121, _))))
             .count();
         assert_eq!(pieces, 3, "600 bytes go out as 255 + 255 + 90");
-        assert_eq!(option_wire_len(600), bytes.len() - 240 - 1 - option_bytes(&request()));
+        assert_eq!(
+            option_wire_len(600),
+            bytes.len() - 240 - 1 - option_bytes(&request())
+        );
         let back = Message::parse_bytes(&bytes).unwrap();
         assert_eq!(back.option(opt::CLASSLESS_ROUTES), Some(&long[..]));
     }
 
     fn option_bytes(m: &Message) -> usize {
-        m.options.iter().map(|(_, v)| option_wire_len(v.len())).sum()
+        m.options
+            .iter()
+            .map(|(_, v)| option_wire_len(v.len()))
+            .sum()
     }
 
     #[test]
@@ -632,7 +640,10 @@ mod tests {
             Message::parse_bytes(&bytes[..100]),
             Err(Error::Truncated { len: 100 })
         );
-        assert_eq!(Message::parse_bytes(&bytes[..HEADER_LEN]), Err(Error::NoEnd));
+        assert_eq!(
+            Message::parse_bytes(&bytes[..HEADER_LEN]),
+            Err(Error::NoEnd)
+        );
         assert_eq!(
             Message::parse_bytes(&bytes[..HEADER_LEN + 2]),
             Err(Error::OptionOverrun { code: 53, len: 1 })
@@ -694,10 +705,16 @@ mod tests {
     fn requests_must_be_bootrequests_from_ethernet_with_a_type() {
         let mut m = request();
         m.op = OP_REPLY;
-        assert!(matches!(m.check_request(), Err(Error::BadHeader { op: 2, .. })));
+        assert!(matches!(
+            m.check_request(),
+            Err(Error::BadHeader { op: 2, .. })
+        ));
         let mut m = request();
         m.hlen = 16;
-        assert_eq!(m.check_request().unwrap_err().reason(), Reason::DhcpBadHeader);
+        assert_eq!(
+            m.check_request().unwrap_err().reason(),
+            Reason::DhcpBadHeader
+        );
         let mut m = request();
         m.options.remove(0);
         assert_eq!(m.check_request(), Err(Error::NoMessageType));

@@ -179,8 +179,7 @@ fn request_payload<'f>(bridge: &Bridge, frame: &'f [u8], h: &Headers) -> Payload
     let for_server_l2 = h.dst == BROADCAST
         || h.dst == config.server_mac
         || bridge.arp_table.get(&ip.dst) == Some(&h.dst);
-    let for_server_l3 =
-        ip.dst == LIMITED_BROADCAST || config.subnet_of_server(ip.dst).is_some();
+    let for_server_l3 = ip.dst == LIMITED_BROADCAST || config.subnet_of_server(ip.dst).is_some();
     let ports = matches!(
         l4,
         L4::Ports {
@@ -203,7 +202,9 @@ fn request_payload<'f>(bridge: &Bridge, frame: &'f [u8], h: &Headers) -> Payload
     else {
         return Payload::BadLength;
     };
-    let Some(udp_len) = udp.get(4..6).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+    let Some(udp_len) = udp
+        .get(4..6)
+        .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
     else {
         return Payload::BadLength;
     };

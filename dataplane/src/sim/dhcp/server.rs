@@ -119,9 +119,9 @@ impl<'a> Server<'a> {
         }
         let start = mac_hash(mac);
         for (i, s) in self.config.subnets.iter().enumerate() {
-            let free = s.pool_from(start).find(|&ip| {
-                self.leases.holder(self.bridge, ip, self.now_ns) == Holder::Free
-            });
+            let free = s
+                .pool_from(start)
+                .find(|&ip| self.leases.holder(self.bridge, ip, self.now_ns) == Holder::Free);
             if let Some(ip) = free {
                 return Ok((i, ip));
             }
@@ -138,7 +138,12 @@ impl<'a> Server<'a> {
                 Err(why) => return Outcome::Pass(why),
             },
         };
-        if host.is_none() && self.leases.offer(self.bridge, mac, ip, self.now_ns).is_err() {
+        if host.is_none()
+            && self
+                .leases
+                .offer(self.bridge, mac, ip, self.now_ns)
+                .is_err()
+        {
             return Outcome::Pass(NoReply::LeaseTableFull);
         }
         Outcome::Reply(self.reply(req, MessageType::Offer, subnet, ip, host))
@@ -263,8 +268,9 @@ impl<'a> Server<'a> {
         Outcome::Reply(reply)
     }
 
-    /// An OFFER or ACK giving `ip` (0.0.0.0 answers an INFORM: no address,
-    /// so no lease time and no mask).
+    /// An OFFER or ACK giving `ip`. 0.0.0.0 answers an INFORM: the client
+    /// configured its address itself, so no lease times (RFC 2131 §4.3.5)
+    /// and none of the address's own options (mask, broadcast).
     fn reply(
         &self,
         req: &Message,
@@ -306,7 +312,11 @@ impl<'a> Server<'a> {
             .filter(|(c, _)| !host_sets(*c) && (gives_address || !address_only(*c)))
             .collect();
         rest.extend(host_options.iter().filter(|(c, _)| {
-            gives_address || !matches!(*c, opt::LEASE_TIME | opt::RENEWAL_TIME | opt::REBINDING_TIME)
+            gives_address
+                || !matches!(
+                    *c,
+                    opt::LEASE_TIME | opt::RENEWAL_TIME | opt::REBINDING_TIME
+                )
         }));
         if gives_address {
             // The mask goes with the address, whatever the room.
