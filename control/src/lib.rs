@@ -13,6 +13,7 @@ pub mod api;
 pub mod dataplane;
 pub mod diff;
 mod error;
+pub mod intents;
 pub mod model;
 pub mod objects;
 pub mod store;

@@ -269,12 +269,13 @@ impl Runtime {
         if expired > 0 {
             tracing::debug!(expired, "expired idle flows");
         }
+        // State entries that installed flows still use are kept (the
+        // kernel forwards their traffic, so userspace does not see it).
         let flows = &self.flows;
-        let aged = self
-            .state
-            .macs
-            .expire(now, mac_table::DEFAULT_MAX_AGE_NS, |t| flows.uses(t));
-        for tag in aged {
+        let mut gone = self.state.macs.expire(now, mac_table::DEFAULT_MAX_AGE_NS, |t| flows.uses(t));
+        gone.extend(self.state.conntrack.expire(now, |t| flows.uses(t)));
+        gone.extend(self.state.nat.expire(now, |t| flows.uses(t)));
+        for tag in gone {
             self.flows.invalidate(&mut self.kernel, tag);
         }
         self.state.dhcp.leases.expire(now);

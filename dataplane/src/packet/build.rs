@@ -289,3 +289,38 @@ pub fn fragment_ipv4(packet: &[u8], mtu: usize) -> Option<Vec<Vec<u8>>> {
     }
     Some(fragments)
 }
+
+/// The TCP RST answering `original` (an IPv4 TCP segment), per RFC 793's
+/// reset generation; `None` for a segment that is itself a RST or too short.
+pub fn tcp_reset_for(original: &[u8]) -> Option<Vec<u8>> {
+    let header_len = ((*original.first()? & 0x0f) as usize) * 4;
+    let tcp = original.get(header_len..header_len + 20)?;
+    let flags = tcp[13];
+    if flags & 0x04 != 0 {
+        return None;
+    }
+    let src: [u8; 4] = original.get(16..20)?.try_into().ok()?;
+    let dst: [u8; 4] = original.get(12..16)?.try_into().ok()?;
+    let data_offset = ((tcp[12] >> 4) as usize) * 4;
+    let total = u16::from_be_bytes([original[2], original[3]]) as usize;
+    let payload = total.saturating_sub(header_len + data_offset) as u32;
+    let seq_in = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+    let ack_in = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
+    // With ACK: RST with seq = their ack. Without: RST+ACK acknowledging
+    // everything they sent (SYN and FIN count one).
+    let (seq, ack, out_flags) = if flags & 0x10 != 0 {
+        (ack_in, 0, 0x04)
+    } else {
+        let syn_fin = (flags & 0x02 != 0) as u32 + (flags & 0x01 != 0) as u32;
+        (0, seq_in.wrapping_add(payload + syn_fin), 0x14)
+    };
+    let mut s = Vec::with_capacity(20);
+    s.extend_from_slice(&tcp[2..4]);
+    s.extend_from_slice(&tcp[0..2]);
+    s.extend_from_slice(&seq.to_be_bytes());
+    s.extend_from_slice(&ack.to_be_bytes());
+    s.extend_from_slice(&[0x50, out_flags, 0, 0, 0, 0, 0, 0]);
+    let c = l4_checksum(src, dst, IPPROTO_TCP, &s);
+    s[16..18].copy_from_slice(&c.to_be_bytes());
+    Some(ipv4_packet(src, dst, IPPROTO_TCP, 0, &s))
+}

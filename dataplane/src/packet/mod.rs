@@ -409,3 +409,119 @@ pub fn decrement_ttl(frame: &mut [u8], l3_offset: usize) {
     let c = checksum::update16(u16::from_be_bytes([h[10], h[11]]), old, new);
     h[10..12].copy_from_slice(&c.to_be_bytes());
 }
+
+/// The transport fields of the packet an ICMP error quotes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quote {
+    /// Offset of the quoted IPv4 header in the frame.
+    pub offset: usize,
+    pub header_len: usize,
+    pub proto: u8,
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    /// TCP/UDP ports; for a quoted ICMP echo, (id, 0).
+    pub sport: u16,
+    pub dport: u16,
+}
+
+/// Parses the packet quoted by the ICMP error in `frame` (whose outer IPv4
+/// header is `ip`). `None` if it is too short to name a connection.
+pub fn icmp_quote(frame: &[u8], ip: &Ipv4) -> Option<Quote> {
+    let offset = ip.l4_offset() + 8;
+    let q = frame.get(offset..)?;
+    if q.len() < 20 || q[0] >> 4 != 4 {
+        return None;
+    }
+    let header_len = ((q[0] & 0x0f) as usize) * 4;
+    let l4 = q.get(header_len..header_len + 8).or_else(|| q.get(header_len..header_len + 4))?;
+    let proto = q[9];
+    let (sport, dport) = match proto {
+        IPPROTO_TCP | IPPROTO_UDP => (be16(l4, 0), be16(l4, 2)),
+        IPPROTO_ICMP if l4.len() >= 8 && matches!(l4[0], 0 | 8) => (be16(l4, 4), 0),
+        _ => return None,
+    };
+    Some(Quote { offset, header_len, proto, src: ip_at(q, 12), dst: ip_at(q, 16), sport, dport })
+}
+
+/// A NAT rewrite of an IPv4 packet: the fields to set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rewrite {
+    pub src: Option<[u8; 4]>,
+    pub dst: Option<[u8; 4]>,
+    /// TCP/UDP source port; for ICMP echo, the identifier.
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+}
+
+fn get16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+fn put16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
+}
+
+/// Applies `rw` to the IPv4 packet at `ip_offset` of `frame`, updating the
+/// IPv4, TCP, UDP and ICMP checksums incrementally as the XDP executor
+/// does: a UDP checksum of 0 (none) stays 0 and a computed 0 is sent as
+/// 0xFFFF; a later fragment has no transport header to touch. `limit` is
+/// the end of the packet in the frame (a quoted packet may be truncated:
+/// transport fields beyond it are left alone). Returns false if the header
+/// is not there.
+pub fn rewrite_ipv4(frame: &mut [u8], ip_offset: usize, limit: usize, rw: &Rewrite) -> bool {
+    let limit = limit.min(frame.len());
+    if ip_offset + 20 > limit {
+        return false;
+    }
+    let header_len = ((frame[ip_offset] & 0x0f) as usize) * 4;
+    if header_len < 20 || ip_offset + header_len > limit {
+        return false;
+    }
+    let proto = frame[ip_offset + 9];
+    let later_fragment = get16(frame, ip_offset + 6) & 0x1fff != 0;
+    let l4 = ip_offset + header_len;
+    let csum_at = match proto {
+        IPPROTO_TCP => Some(l4 + 16),
+        IPPROTO_UDP => Some(l4 + 6),
+        IPPROTO_ICMP => Some(l4 + 2),
+        _ => None,
+    }
+    .filter(|at| !later_fragment && at + 2 <= limit);
+    let pseudo = matches!(proto, IPPROTO_TCP | IPPROTO_UDP);
+    let udp_none = proto == IPPROTO_UDP && csum_at.is_some_and(|at| get16(frame, at) == 0);
+    let mut ip_csum = get16(frame, ip_offset + 10);
+    let mut l4_csum = csum_at.map(|at| get16(frame, at));
+    for (field, new) in [(ip_offset + 12, rw.src), (ip_offset + 16, rw.dst)] {
+        let Some(new) = new else { continue };
+        let old = ip_at(frame, field);
+        ip_csum = checksum::update32(ip_csum, old, new);
+        if pseudo {
+            l4_csum = l4_csum.map(|c| checksum::update32(c, old, new));
+        }
+        frame[field..field + 4].copy_from_slice(&new);
+    }
+    put16(frame, ip_offset + 10, ip_csum);
+    let echo = proto == IPPROTO_ICMP && l4 + 8 <= limit && matches!(frame[l4], 0 | 8);
+    let ports = [(0usize, rw.sport), (2, rw.dport)];
+    for (off, new) in ports {
+        let Some(new) = new else { continue };
+        let at = match proto {
+            IPPROTO_TCP | IPPROTO_UDP if !later_fragment && l4 + off + 2 <= limit => l4 + off,
+            // The echo identifier is the ICMP "source port".
+            IPPROTO_ICMP if echo && off == 0 => l4 + 4,
+            _ => continue,
+        };
+        let old = get16(frame, at);
+        l4_csum = l4_csum.map(|c| checksum::update16(c, old, new));
+        put16(frame, at, new);
+    }
+    if let (Some(at), Some(mut c)) = (csum_at, l4_csum) {
+        if udp_none {
+            c = 0;
+        } else if proto == IPPROTO_UDP && c == 0 {
+            c = 0xffff;
+        }
+        put16(frame, at, c);
+    }
+    true
+}

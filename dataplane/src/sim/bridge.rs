@@ -1,11 +1,11 @@
 //! The virtual bridge (MidoNet "Network"): MAC learning, static MACs, ARP
 //! suppression, known unicast, flooding.
-use super::{Binding, PortId, Step, Tag, Verdict, Walk};
+use super::{filter, Binding, PortId, Step, Tag, Verdict, Walk};
 use crate::packet::{self, build, Headers, ARP_REPLY, ARP_REQUEST, L3};
 use crate::sim::mac_table::Learned;
 use vnet_common::Reason;
 
-pub(super) fn process(walk: &mut Walk, bridge_id: usize, in_port: PortId, frame: Vec<u8>, h: &Headers) {
+pub(super) fn process(walk: &mut Walk, bridge_id: usize, in_port: PortId, mut frame: Vec<u8>, h: &Headers) {
     let snap = walk.snap;
     let bridge = &snap.bridges[bridge_id];
     walk.step(|| Step::Device {
@@ -15,6 +15,21 @@ pub(super) fn process(walk: &mut Walk, bridge_id: usize, in_port: PortId, frame:
     if packet::is_link_local(&h.dst) {
         walk.drop(Reason::LinkLocalDrop, false);
         return;
+    }
+
+    let parsed;
+    let mut h = h;
+    if walk.origin.is_some() && !bridge.filters.inbound.is_empty() {
+        let at = filter::Point { in_port: Some(in_port), out_port: None, zone: bridge.tag, reply_via: None };
+        if !filter::run(walk, &bridge.filters.inbound, &mut frame, at) {
+            return;
+        }
+        // A NAT rule may have rewritten the frame.
+        parsed = match packet::parse(&frame) {
+            Ok(p) => p,
+            Err(_) => return walk.drop(Reason::Malformed, false),
+        };
+        h = &parsed;
     }
 
     learn(walk, bridge_id, in_port, h);
@@ -66,6 +81,9 @@ pub(super) fn process(walk: &mut Walk, bridge_id: usize, in_port: PortId, frame:
         walk.drop(Reason::SameSegment, true);
         return;
     }
+    if !outbound_filter(walk, bridge_id, in_port, Some(out_port), &mut frame) {
+        return;
+    }
     walk.deliver(out_port, frame);
 }
 
@@ -106,6 +124,11 @@ fn learn(walk: &mut Walk, bridge_id: usize, in_port: PortId, h: &Headers) {
 /// ports changes as MACs are learned, and the next frame to a learned MAC
 /// must take the unicast path.
 fn flood(walk: &mut Walk, bridge_id: usize, in_port: PortId, frame: &[u8]) {
+    let mut frame = frame.to_vec();
+    if !outbound_filter(walk, bridge_id, in_port, None, &mut frame) {
+        return;
+    }
+    let frame = frame.as_slice();
     let snap = walk.snap;
     let ports: Vec<PortId> = snap.bridges[bridge_id]
         .ports
@@ -126,4 +149,15 @@ fn flood(walk: &mut Walk, bridge_id: usize, in_port: PortId, frame: &[u8]) {
     if walk.origin.is_some() {
         walk.decision.verdict = Verdict::Flooded;
     }
+}
+
+/// The bridge's outbound filter, before delivery (`out_port` is `None` for
+/// a flood: the filter runs once for all copies).
+fn outbound_filter(walk: &mut Walk, bridge_id: usize, in_port: PortId, out_port: Option<PortId>, frame: &mut Vec<u8>) -> bool {
+    let bridge = &walk.snap.bridges[bridge_id];
+    if walk.origin.is_none() || bridge.filters.outbound.is_empty() {
+        return true;
+    }
+    let at = filter::Point { in_port: Some(in_port), out_port, zone: bridge.tag, reply_via: None };
+    filter::run(walk, &bridge.filters.outbound, frame, at)
 }

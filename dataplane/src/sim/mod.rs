@@ -10,6 +10,10 @@
 //! flow doing all three hops.
 mod arp_cache;
 mod bridge;
+pub mod chain;
+pub mod conntrack;
+mod filter;
+pub mod nat;
 pub mod dhcp;
 pub mod mac_table;
 mod router;
@@ -18,6 +22,7 @@ pub mod snapshot;
 pub mod tag;
 
 pub use arp_cache::ArpCache;
+pub use conntrack::Conntrack;
 pub use mac_table::MacTable;
 pub use snapshot::{Binding, DeviceRef, PortId, RouterIf, Snapshot};
 pub use tag::Tag;
@@ -104,6 +109,13 @@ pub enum Step {
     DhcpReply { kind: dhcp::MessageType, ip: [u8; 4], to: [u8; 4] },
     /// The server sent no reply.
     DhcpNoReply { why: dhcp::NoReply },
+    /// A filter chain ran and decided.
+    Filter { chain: chain::ChainId, verdict: chain::Verdict },
+    /// Connection-tracking state of the packet in a zone.
+    Conntrack { zone: Tag, state: conntrack::Direction },
+    Rejected { with: vnet_control::RejectWith },
+    /// A NAT rule rewrote the packet.
+    Nat { src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16 },
     Egress { port: PortId },
     VlanPushed { vid: u16 },
     Drop { reason: Reason },
@@ -142,6 +154,8 @@ impl Decision {
 pub struct State {
     pub macs: MacTable,
     pub arp: ArpCache,
+    pub conntrack: Conntrack,
+    pub nat: nat::NatTable,
     pub dhcp: dhcp::DhcpState,
 }
 
@@ -162,6 +176,14 @@ pub(crate) struct Walk<'a> {
     pub actions: FlowActions,
     /// Objects and state entries the decision depended on.
     pub tags: Vec<Tag>,
+    /// Forward-direction connections to record if the packet is forwarded.
+    pub pending_conns: Vec<(Tag, conntrack::Tuple)>,
+    /// A DNAT rule rewrote the destination.
+    pub dnat_rewritten: bool,
+    /// The port the frame entered the current device by.
+    pub device_in: Option<PortId>,
+    /// On a router: its ingress port and the sender, where REJECT answers.
+    pub router_in: Option<(PortId, RouterIf, Mac)>,
     hops: u32,
 }
 
@@ -203,7 +225,7 @@ impl Walk<'_> {
     /// `port`: on its interface if exterior, into the peer device if
     /// interior. A unicast delivery to an exterior port ends the walk and,
     /// when installable, installs the flow built along the way.
-    pub fn deliver(&mut self, port: PortId, frame: Vec<u8>) {
+    pub fn deliver(&mut self, port: PortId, mut frame: Vec<u8>) {
         self.hops += 1;
         if self.hops > MAX_HOPS {
             self.drop(Reason::HopLimit, false);
@@ -214,6 +236,17 @@ impl Walk<'_> {
         if !p.up {
             self.drop(Reason::PortDown, true);
             return;
+        }
+        if self.origin.is_some() && !p.filters.outbound.is_empty() {
+            let at = filter::Point {
+                in_port: self.device_in,
+                out_port: Some(port),
+                zone: p.zone,
+                reply_via: self.router_in,
+            };
+            if !filter::run(self, &p.filters.outbound, &mut frame, at) {
+                return;
+            }
         }
         match p.binding {
             Binding::Interface(_) => self.emit(port, frame),
@@ -265,20 +298,23 @@ impl Walk<'_> {
     /// verdict of the frame being simulated.
     pub fn inject(&mut self, port: PortId, frame: Vec<u8>) {
         let saved = (self.origin.take(), self.installable, self.actions, std::mem::take(&mut self.tags));
+        let devices = (self.device_in, self.router_in);
         self.installable = false;
         self.actions = FlowActions::default();
         self.deliver(port, frame);
         (self.origin, self.installable, self.actions, self.tags) = saved;
+        (self.device_in, self.router_in) = devices;
     }
 
     /// Delivers one copy of a flooded frame: never installed.
     pub fn deliver_copy(&mut self, port: PortId, frame: Vec<u8>) {
-        let saved = (self.installable, self.actions, self.tags.len());
+        let saved = (self.installable, self.actions, self.tags.len(), self.device_in, self.router_in);
         self.installable = false;
         self.deliver(port, frame);
         self.installable = saved.0;
         self.actions = saved.1;
         self.tags.truncate(saved.2);
+        (self.device_in, self.router_in) = (saved.3, saved.4);
     }
 }
 
@@ -301,10 +337,36 @@ pub fn simulate(
         installable: true,
         actions: FlowActions::default(),
         tags: Vec::new(),
+        pending_conns: Vec::new(),
+        dnat_rewritten: false,
+        device_in: None,
+        router_in: None,
         hops: 0,
     };
     ingress(&mut walk, in_port, frame);
+    commit_connections(&mut walk);
     walk.decision
+}
+
+/// Records the connections a forwarded packet opened. A full table refuses
+/// the packet instead (its replies could not be recognised).
+fn commit_connections(walk: &mut Walk) {
+    if !matches!(walk.decision.verdict, Verdict::Forwarded | Verdict::Flooded | Verdict::Consumed) {
+        return;
+    }
+    for (zone, tuple) in std::mem::take(&mut walk.pending_conns) {
+        match walk.state.conntrack.commit(zone, tuple, walk.now_ns) {
+            Ok(Some(tag)) => walk.decision.invalidate.push(tag),
+            Ok(None) => {}
+            Err(()) => {
+                walk.decision.emit.clear();
+                walk.decision.install = None;
+                walk.decision.verdict = Verdict::Dropped(Reason::ConntrackFull);
+                walk.step(|| Step::Drop { reason: Reason::ConntrackFull });
+                return;
+            }
+        }
+    }
 }
 
 /// Runs the simulation's timers: ARP retries (and ICMP host unreachable
@@ -321,6 +383,10 @@ pub fn tick(snap: &Snapshot, state: &mut State, now_ns: u64) -> Decision {
         installable: false,
         actions: FlowActions::default(),
         tags: Vec::new(),
+        pending_conns: Vec::new(),
+        dnat_rewritten: false,
+        device_in: None,
+        router_in: None,
         hops: 0,
     };
     router::timers(&mut walk);
@@ -362,8 +428,25 @@ fn ingress(walk: &mut Walk, in_port: PortId, frame: &[u8]) {
     device_ingress(walk, in_port, frame);
 }
 
-/// A frame entering the device of `port` through that port.
-fn device_ingress(walk: &mut Walk, port: PortId, frame: Vec<u8>) {
+/// A frame entering the device of `port` through that port: the port's
+/// inbound filter, then the device.
+fn device_ingress(walk: &mut Walk, port: PortId, mut frame: Vec<u8>) {
+    let headers = match packet::parse(&frame) {
+        Ok(h) => h,
+        Err(_) => {
+            walk.drop(Reason::Malformed, false);
+            return;
+        }
+    };
+    let p = &walk.snap.ports[port];
+    walk.device_in = Some(port);
+    walk.router_in = p.l3.map(|l3| (port, l3, headers.src));
+    if walk.origin.is_some() && !p.filters.inbound.is_empty() {
+        let at = filter::Point { in_port: Some(port), out_port: None, zone: p.zone, reply_via: walk.router_in };
+        if !filter::run(walk, &p.filters.inbound, &mut frame, at) {
+            return;
+        }
+    }
     let headers = match packet::parse(&frame) {
         Ok(h) => h,
         Err(_) => {

@@ -2,7 +2,7 @@
 //! MTU and fragmentation, next-hop resolution (SEMANTICS.md "Router").
 use super::arp_cache::{Queued, Update};
 use super::route_table::NextHop;
-use super::{DeviceRef, PortId, RouterIf, Step, Tag, Walk};
+use super::{filter, DeviceRef, PortId, RouterIf, Step, Tag, Walk};
 use crate::packet::{self, build, Arp, Headers, Ipv4, Mac, L3, L4, ARP_REPLY, ARP_REQUEST, BROADCAST, ETH_HLEN};
 use vnet_common::{act, Reason};
 
@@ -33,7 +33,25 @@ pub(super) fn process(walk: &mut Walk, router_id: usize, in_port: PortId, frame:
     }
     match h.l3 {
         L3::Arp(arp) => arp_input(walk, router_id, in_port, port, &arp),
-        L3::Ipv4(ip, l4) if h.dst == port.mac => ip_input(walk, router_id, in_port, port, frame, h.src, &ip, l4),
+        L3::Ipv4(..) if h.dst == port.mac => {
+            // Pre-routing: the router's inbound filters (DNAT, reverse
+            // SNAT, firewall) see the packet before anything else.
+            let mut frame = frame;
+            if walk.origin.is_some() && !router.filters.inbound.is_empty() {
+                let at = filter::Point {
+                    in_port: Some(in_port),
+                    out_port: None,
+                    zone: router.tag,
+                    reply_via: Some((in_port, port, h.src)),
+                };
+                if !filter::run(walk, &router.filters.inbound, &mut frame, at) {
+                    return;
+                }
+            }
+            let Ok(h2) = packet::parse(&frame) else { return walk.drop(Reason::Malformed, false) };
+            let L3::Ipv4(ip, l4) = h2.l3 else { return walk.drop(Reason::Malformed, false) };
+            ip_input(walk, router_id, in_port, port, frame, h.src, &ip, l4)
+        }
         _ => walk.drop(Reason::NotRoutable, false),
     }
 }
@@ -41,8 +59,12 @@ pub(super) fn process(walk: &mut Walk, router_id: usize, in_port: PortId, frame:
 /// ARP at a router port: learn from senders inside the port's subnet,
 /// answer requests for the port's address.
 fn arp_input(walk: &mut Walk, router_id: usize, in_port: PortId, port: RouterIf, arp: &Arp) {
-    let router = walk.snap.routers[router_id].tag;
-    let for_us = arp.tpa == port.addr;
+    let r = &walk.snap.routers[router_id];
+    let router = r.tag;
+    // The port's address, or a NAT address the router owns on this port
+    // (even outside the port's subnet).
+    let owned = r.owned.get(&in_port).is_some_and(|a| a.contains(&arp.tpa));
+    let for_us = arp.tpa == port.addr || owned;
     // Learn only from senders inside the port's subnet: a reply or a
     // gratuitous ARP claiming an outside address is spoofing or a
     // misconfiguration, and must not steer traffic. Like Linux, a request
@@ -55,7 +77,7 @@ fn arp_input(walk: &mut Walk, router_id: usize, in_port: PortId, port: RouterIf,
         walk.step(|| Step::ArpIgnored { ip: arp.spa });
     }
     if arp.op == ARP_REQUEST && for_us {
-        let reply = build::arp_frame(ARP_REPLY, port.mac, port.addr, arp.sha, arp.spa, arp.sha);
+        let reply = build::arp_frame(ARP_REPLY, port.mac, arp.tpa, arp.sha, arp.spa, arp.sha);
         walk.inject(in_port, reply);
         walk.answered();
     } else {
@@ -120,8 +142,9 @@ fn ip_input(
     let snap = walk.snap;
     let router = &snap.routers[router_id];
 
-    // Packets for the router itself (any of its addresses, from any side).
-    if router.port_with_addr(snap, ip.dst).is_some() {
+    // Packets for the router itself (any of its addresses, from any side,
+    // and its NAT addresses when no rule translated them).
+    if router.port_with_addr(snap, ip.dst).is_some() || router.owns(ip.dst) {
         local_input(walk, in_port, port, &frame, sender, ip, l4);
         return;
     }
@@ -180,6 +203,19 @@ fn ip_input(
     walk.step(|| Step::TtlDecremented);
     walk.actions.flags |= act::DEC_TTL;
     walk.actions.ttl_dec = walk.actions.ttl_dec.saturating_add(1);
+
+    // Post-routing: the router's outbound filters (SNAT, reverse DNAT).
+    if walk.origin.is_some() && !router.filters.outbound.is_empty() {
+        let at = filter::Point {
+            in_port: Some(in_port),
+            out_port: Some(out_port),
+            zone: router.tag,
+            reply_via: Some((in_port, port, sender)),
+        };
+        if !filter::run(walk, &router.filters.outbound, &mut frame, at) {
+            return;
+        }
+    }
 
     // MTU: the flow forwards only packets that fit every egress on its path.
     if walk.actions.mtu == 0 || egress.mtu < walk.actions.mtu {

@@ -1,6 +1,7 @@
 //! The read-optimised, immutable form of a topology that the simulation
 //! walks. Compiled once per topology revision from the control model; the
 //! workers share it behind an `Arc` and never lock it.
+use super::chain::{ChainId, Chains, PortNames};
 use super::route_table::{NextHop, Route, RouteTable};
 use super::Tag;
 use crate::packet::Mac;
@@ -26,6 +27,21 @@ pub enum DeviceRef {
     Router(usize),
 }
 
+/// The filter chains attached to a port or device, run in order (the
+/// chains generated from intents first, then the operator's own).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filters {
+    pub inbound: Vec<ChainId>,
+    pub outbound: Vec<ChainId>,
+}
+
+impl Filters {
+    fn of(chains: &Chains, inbound: &Option<String>, outbound: &Option<String>) -> Filters {
+        let id = |n: &Option<String>| n.as_deref().and_then(|n| chains.id(n)).into_iter().collect();
+        Filters { inbound: id(inbound), outbound: id(outbound) }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Port {
     /// Qualified name `device/port`.
@@ -38,6 +54,10 @@ pub struct Port {
     pub up: bool,
     /// The L3 interface of a router port.
     pub l3: Option<RouterIf>,
+    pub filters: Filters,
+    /// Connection-tracking zone of the port's filters: its stateful port
+    /// group, or its device.
+    pub zone: Tag,
 }
 
 /// Address, MAC and MTU of a router port.
@@ -70,6 +90,7 @@ pub struct Bridge {
     pub arp_table: HashMap<[u8; 4], Mac>,
     /// The DHCP subnets the bridge serves.
     pub dhcp: super::dhcp::Config,
+    pub filters: Filters,
 }
 
 #[derive(Debug, Clone)]
@@ -78,9 +99,17 @@ pub struct Router {
     pub tag: Tag,
     pub ports: Vec<PortId>,
     pub routes: RouteTable,
+    pub filters: Filters,
+    /// NAT addresses the router owns, by port (from intents).
+    pub owned: HashMap<PortId, Vec<[u8; 4]>>,
 }
 
 impl Router {
+    /// Whether `ip` is a NAT address of the router (on any port).
+    pub fn owns(&self, ip: [u8; 4]) -> bool {
+        self.owned.values().any(|v| v.contains(&ip))
+    }
+
     /// The router port that owns `ip` as its address.
     pub fn port_with_addr(&self, snap: &Snapshot, ip: [u8; 4]) -> Option<PortId> {
         self.ports.iter().copied().find(|&p| snap.ports[p].l3.is_some_and(|l3| l3.addr == ip))
@@ -93,6 +122,7 @@ pub struct Snapshot {
     pub ports: Vec<Port>,
     pub bridges: Vec<Bridge>,
     pub routers: Vec<Router>,
+    pub chains: Chains,
     by_name: HashMap<String, PortId>,
     by_tag: HashMap<Tag, PortId>,
 }
@@ -142,6 +172,7 @@ impl Snapshot {
                 static_macs,
                 arp_table,
                 dhcp: super::dhcp::Config::compile(bname, &b.dhcp),
+                filters: Filters::default(),
             });
         }
 
@@ -185,7 +216,14 @@ impl Snapshot {
             });
             let routes = RouteTable::new(routes.collect::<Vec<_>>());
             let tag = Tag::device(rname);
-            snap.routers.push(Router { name: rname.clone(), tag, ports, routes });
+            snap.routers.push(Router {
+                name: rname.clone(),
+                tag,
+                ports,
+                routes,
+                filters: Filters::default(),
+                owned: HashMap::new(),
+            });
         }
 
         for (id, peer_name) in peers {
@@ -195,7 +233,61 @@ impl Snapshot {
         }
         snap.seed_router_peers();
         snap.seed_dhcp_servers();
+        snap.attach_filters(topology);
         snap
+    }
+
+    /// Compiles the chains and attaches them to ports and devices; sets
+    /// each port's conntrack zone.
+    fn attach_filters(&mut self, topology: &Topology) {
+        let intents = vnet_control::intents::compile(topology);
+        self.chains = Chains::compile(topology, &intents.chains, self);
+        for (i, (_, b)) in topology.bridges.iter().enumerate() {
+            self.bridges[i].filters = Filters::of(&self.chains, &b.inbound_filter, &b.outbound_filter);
+            for (pname, p) in &b.ports {
+                if let Some(id) = self.port_by_name(&format!("{}/{pname}", self.bridges[i].name)) {
+                    self.ports[id].filters = Filters::of(&self.chains, &p.inbound_filter, &p.outbound_filter);
+                }
+            }
+        }
+        for (i, (rname, r)) in topology.routers.iter().enumerate() {
+            let user = Filters::of(&self.chains, &r.inbound_filter, &r.outbound_filter);
+            let generated = |map: &std::collections::BTreeMap<String, Vec<String>>| -> Vec<ChainId> {
+                map.get(rname).into_iter().flatten().filter_map(|c| self.chains.id(c)).collect()
+            };
+            let mut filters = Filters { inbound: generated(&intents.pre_routing), outbound: generated(&intents.post_routing) };
+            filters.inbound.extend(user.inbound);
+            filters.outbound.extend(user.outbound);
+            self.routers[i].filters = filters;
+            for ((router, port), addrs) in &intents.owned {
+                if router == rname {
+                    if let Some(id) = self.port_by_name(&format!("{router}/{port}")) {
+                        self.routers[i].owned.insert(id, addrs.iter().map(|a| a.octets()).collect());
+                    }
+                }
+            }
+            for (pname, p) in &r.ports {
+                if let Some(id) = self.port_by_name(&format!("{}/{pname}", self.routers[i].name)) {
+                    self.ports[id].filters = Filters::of(&self.chains, &p.inbound_filter, &p.outbound_filter);
+                }
+            }
+        }
+        for id in 0..self.ports.len() {
+            self.ports[id].zone = match self.ports[id].device {
+                DeviceRef::Bridge(b) => self.bridges[b].tag,
+                DeviceRef::Router(r) => self.routers[r].tag,
+            };
+        }
+        for (gname, g) in &topology.port_groups {
+            if !g.stateful {
+                continue;
+            }
+            for member in &g.ports {
+                if let Some(id) = self.port_by_name(&format!("{}/{}", member.device, member.port)) {
+                    self.ports[id].zone = Tag::port_group(gname);
+                }
+            }
+        }
     }
 
     /// A bridge knows the router ports linked to it, as MidoNet's did: their
@@ -240,6 +332,8 @@ impl Snapshot {
             vlan,
             up,
             l3: None,
+            filters: Filters::default(),
+            zone: Tag(0),
         });
         id
     }
@@ -261,5 +355,11 @@ impl Snapshot {
                 Binding::Interface(name) => Some((id, name.as_str())),
                 _ => None,
             })
+    }
+}
+
+impl PortNames for Snapshot {
+    fn port_id(&self, qualified: &str) -> Option<PortId> {
+        self.port_by_name(qualified)
     }
 }

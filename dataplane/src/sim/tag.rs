@@ -41,6 +41,26 @@ impl Tag {
     pub fn mac(bridge: Tag, mac: &Mac) -> Tag {
         Tag::of(3, &[&bridge.0.to_be_bytes(), mac])
     }
+    /// A rule chain (its rules), an IP address group, a port group.
+    pub fn chain(name: &str) -> Tag {
+        Tag::of(5, &[name.as_bytes()])
+    }
+    pub fn ip_group(name: &str) -> Tag {
+        Tag::of(6, &[name.as_bytes()])
+    }
+    pub fn port_group(name: &str) -> Tag {
+        Tag::of(7, &[name.as_bytes()])
+    }
+    /// The connection-tracking state of `tuple` in `zone`.
+    pub fn conn(zone: Tag, tuple: &super::conntrack::Tuple) -> Tag {
+        let ports = [tuple.sport.to_be_bytes(), tuple.dport.to_be_bytes()].concat();
+        Tag::of(8, &[&zone.0.to_be_bytes(), &[tuple.proto], &tuple.src, &tuple.dst, &ports])
+    }
+    /// The NAT binding of connection `original` in `zone`.
+    pub fn nat(zone: Tag, original: &super::conntrack::Tuple) -> Tag {
+        let ports = [original.sport.to_be_bytes(), original.dport.to_be_bytes()].concat();
+        Tag::of(9, &[&zone.0.to_be_bytes(), &[original.proto], &original.src, &original.dst, &ports])
+    }
     /// A router's ARP cache entry for `ip`.
     pub fn arp(router: Tag, ip: [u8; 4]) -> Tag {
         Tag::of(4, &[&router.0.to_be_bytes(), &ip])

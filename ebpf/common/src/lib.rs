@@ -228,12 +228,23 @@ pub enum Reason {
     /// A frame to a bridge's DHCP server that it does not answer: the server
     /// answers DHCP (and ARP) only, and nothing else owns its MAC.
     DhcpUnanswered,
+    /// A filter chain dropped the packet.
+    FilterDrop,
+    /// A filter chain rejected the packet (an ICMP error or TCP RST was sent
+    /// where the device can answer).
+    FilterReject,
+    /// The connection-tracking table is full: a new connection was refused.
+    ConntrackFull,
+    /// No free NAT binding (address and port) for a new connection.
+    NatExhausted,
+    /// A reverse NAT action found no binding for the packet.
+    NatNoBinding,
 }
 
 impl Reason {
     /// Number of reasons the kernel counts (the size of the STATS array).
     pub const XDP_COUNT: u32 = Reason::XdpFragUnknown as u32 + 1;
-    pub const ALL: [Reason; 34] = [
+    pub const ALL: [Reason; 39] = [
         Reason::XdpRx,
         Reason::XdpHitRedirect,
         Reason::XdpHitDrop,
@@ -268,6 +279,11 @@ impl Reason {
         Reason::DhcpOverload,
         Reason::DhcpBadHeader,
         Reason::DhcpUnanswered,
+        Reason::FilterDrop,
+        Reason::FilterReject,
+        Reason::ConntrackFull,
+        Reason::NatExhausted,
+        Reason::NatNoBinding,
     ];
 
     /// Stable snake_case name, used in logs, counters and the API.
@@ -307,6 +323,11 @@ impl Reason {
             Reason::DhcpOverload => "dhcp_overload",
             Reason::DhcpBadHeader => "dhcp_bad_header",
             Reason::DhcpUnanswered => "dhcp_unanswered",
+            Reason::FilterDrop => "filter_drop",
+            Reason::FilterReject => "filter_reject",
+            Reason::ConntrackFull => "conntrack_full",
+            Reason::NatExhausted => "nat_exhausted",
+            Reason::NatNoBinding => "nat_no_binding",
         }
     }
 }

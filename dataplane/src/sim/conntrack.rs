@@ -1,0 +1,225 @@
+//! Connection tracking for IPv4 TCP, UDP and ICMP echo.
+//!
+//! A connection is keyed by its zone (the device whose filters track it, or
+//! the stateful port group its port belongs to, so replies coming back
+//! through another member are recognised) and its 5-tuple as first seen
+//! (the forward direction). Its reply tuple is indexed too, so a packet is
+//! classified in one lookup: forward (a new or known forward-direction
+//! packet) or return (a reply). ICMP errors are related to the connection
+//! of the packet they quote and count as its return traffic.
+//!
+//! Entries are created only when a forward packet is actually forwarded
+//! (a dropped packet must not open a hole for "replies"). The table is
+//! bounded: when full, new connections are refused (the packet is dropped
+//! and counted, as Linux's conntrack does) and existing ones are untouched.
+//! An entry lives while the kernel flows of its connection are used, and
+//! expires after `IDLE_NS` without them.
+use super::Tag;
+use std::collections::HashMap;
+
+pub const IDLE_NS: u64 = 60 * 1_000_000_000;
+pub const DEFAULT_CAPACITY: usize = 256 * 1024;
+
+/// A directional 5-tuple. For ICMP echo the ports are (id, 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Tuple {
+    pub proto: u8,
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    pub sport: u16,
+    pub dport: u16,
+}
+
+impl Tuple {
+    /// The tuple of a reply.
+    pub fn reversed(&self) -> Tuple {
+        Tuple { proto: self.proto, src: self.dst, dst: self.src, sport: self.dport, dport: self.sport }
+    }
+    /// ICMP echo: a request (id, 0) is answered by a reply with the same id,
+    /// so its reversed tuple keeps the id as the "source port".
+    pub fn reply(&self) -> Tuple {
+        if self.proto == crate::packet::IPPROTO_ICMP {
+            Tuple { src: self.dst, dst: self.src, ..*self }
+        } else {
+            self.reversed()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Forward,
+    Return,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    last_seen_ns: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ConntrackCounters {
+    pub created: u64,
+    pub expired: u64,
+    pub full: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Conntrack {
+    /// Forward tuples → entry.
+    entries: HashMap<(Tag, Tuple), Entry>,
+    /// Reply tuples → forward tuple.
+    replies: HashMap<(Tag, Tuple), Tuple>,
+    capacity: usize,
+    pub counters: ConntrackCounters,
+}
+
+impl Default for Conntrack {
+    fn default() -> Self {
+        Conntrack::with_capacity(DEFAULT_CAPACITY)
+    }
+}
+
+impl Conntrack {
+    pub fn with_capacity(capacity: usize) -> Conntrack {
+        Conntrack { entries: HashMap::new(), replies: HashMap::new(), capacity, counters: Default::default() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The tag of the flows whose decision depended on `tuple`'s state in
+    /// `zone`.
+    pub fn tag(zone: Tag, tuple: &Tuple) -> Tag {
+        Tag::conn(zone, tuple)
+    }
+
+    /// Classifies a packet with `tuple` in `zone`.
+    pub fn classify(&self, zone: Tag, tuple: &Tuple) -> Direction {
+        if self.replies.contains_key(&(zone, *tuple)) {
+            Direction::Return
+        } else {
+            Direction::Forward
+        }
+    }
+
+    /// Whether `tuple` is the forward direction of a known connection.
+    pub fn is_known(&self, zone: Tag, tuple: &Tuple) -> bool {
+        self.entries.contains_key(&(zone, *tuple))
+    }
+
+    /// Records a forwarded forward-direction packet. Returns `Err(())` when
+    /// the table is full and the connection is new; otherwise the tags of
+    /// flows to invalidate (replies that were decided before the connection
+    /// existed).
+    pub fn commit(&mut self, zone: Tag, tuple: Tuple, now_ns: u64) -> Result<Option<Tag>, ()> {
+        if let Some(e) = self.entries.get_mut(&(zone, tuple)) {
+            e.last_seen_ns = now_ns;
+            return Ok(None);
+        }
+        if self.entries.len() >= self.capacity {
+            self.counters.full += 1;
+            return Err(());
+        }
+        let reply = tuple.reply();
+        self.entries.insert((zone, tuple), Entry { last_seen_ns: now_ns });
+        self.replies.insert((zone, reply), tuple);
+        self.counters.created += 1;
+        Ok(Some(Conntrack::tag(zone, &reply)))
+    }
+
+    /// Refreshes the connection a reply belongs to.
+    pub fn touch_reply(&mut self, zone: Tag, reply: &Tuple, now_ns: u64) {
+        if let Some(fwd) = self.replies.get(&(zone, *reply)) {
+            if let Some(e) = self.entries.get_mut(&(zone, *fwd)) {
+                e.last_seen_ns = now_ns;
+            }
+        }
+    }
+
+    /// Removes idle connections, sparing those whose flows `in_use` says are
+    /// still used (those are refreshed). Returns the tags of the flows that
+    /// depended on the removed connections.
+    pub fn expire(&mut self, now_ns: u64, in_use: impl Fn(Tag) -> bool) -> Vec<Tag> {
+        let mut gone = Vec::new();
+        self.entries.retain(|(zone, fwd), e| {
+            if now_ns.saturating_sub(e.last_seen_ns) <= IDLE_NS {
+                return true;
+            }
+            let tags = [Conntrack::tag(*zone, fwd), Conntrack::tag(*zone, &fwd.reply())];
+            if tags.iter().any(|t| in_use(*t)) {
+                e.last_seen_ns = now_ns;
+                return true;
+            }
+            gone.push((*zone, *fwd));
+            false
+        });
+        let mut tags = Vec::with_capacity(gone.len() * 2);
+        for (zone, fwd) in gone {
+            let reply = fwd.reply();
+            self.replies.remove(&(zone, reply));
+            tags.push(Conntrack::tag(zone, &fwd));
+            tags.push(Conntrack::tag(zone, &reply));
+        }
+        self.counters.expired += tags.len() as u64 / 2;
+        tags
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::{IPPROTO_ICMP, IPPROTO_UDP};
+
+    const Z: Tag = Tag(1);
+    const T: Tuple = Tuple { proto: IPPROTO_UDP, src: [10, 0, 0, 1], dst: [8, 8, 8, 8], sport: 5000, dport: 53 };
+
+    #[test]
+    fn replies_are_return_traffic_after_commit_only() {
+        let mut c = Conntrack::default();
+        assert_eq!(c.classify(Z, &T.reversed()), Direction::Forward, "nothing tracked yet");
+        let invalidate = c.commit(Z, T, 0).unwrap();
+        assert_eq!(invalidate, Some(Conntrack::tag(Z, &T.reversed())));
+        assert_eq!(c.classify(Z, &T.reversed()), Direction::Return);
+        assert_eq!(c.classify(Z, &T), Direction::Forward);
+        assert_eq!(c.classify(Tag(2), &T.reversed()), Direction::Forward, "zones are separate");
+        assert_eq!(c.commit(Z, T, 5), Ok(None), "known connections are refreshed");
+    }
+
+    #[test]
+    fn icmp_echo_replies_keep_the_id() {
+        let mut c = Conntrack::default();
+        let echo = Tuple { proto: IPPROTO_ICMP, src: [10, 0, 0, 1], dst: [1, 1, 1, 1], sport: 77, dport: 0 };
+        c.commit(Z, echo, 0).unwrap();
+        let reply = Tuple { src: echo.dst, dst: echo.src, ..echo };
+        assert_eq!(c.classify(Z, &reply), Direction::Return);
+    }
+
+    #[test]
+    fn full_table_refuses_new_connections_and_keeps_old_ones() {
+        let mut c = Conntrack::with_capacity(1);
+        c.commit(Z, T, 0).unwrap();
+        let other = Tuple { sport: 5001, ..T };
+        assert_eq!(c.commit(Z, other, 0), Err(()));
+        assert_eq!(c.counters.full, 1);
+        assert_eq!(c.classify(Z, &T.reversed()), Direction::Return);
+    }
+
+    #[test]
+    fn idle_connections_expire_unless_their_flows_are_used() {
+        let mut c = Conntrack::default();
+        let busy = Tuple { sport: 6000, ..T };
+        c.commit(Z, T, 0).unwrap();
+        c.commit(Z, busy, 0).unwrap();
+        let busy_tag = Conntrack::tag(Z, &busy);
+        let gone = c.expire(IDLE_NS + 1, |t| t == busy_tag);
+        assert_eq!(gone, vec![Conntrack::tag(Z, &T), Conntrack::tag(Z, &T.reversed())]);
+        assert_eq!(c.classify(Z, &T.reversed()), Direction::Forward);
+        assert_eq!(c.classify(Z, &busy.reversed()), Direction::Return);
+    }
+}

@@ -1,0 +1,184 @@
+//! Running a filter chain at a point of the pipeline: the packet the rules
+//! see, connection-tracking state, and what a decision does to the walk.
+use super::chain::{ChainId, Env, Frag, IpFields, Nat, Packet, Verdict};
+use super::conntrack::{Conntrack, Direction, Tuple};
+use super::{PortId, RouterIf, Step, Tag, Walk};
+use crate::packet::{self, build, Headers, Mac, L3, L4, IPPROTO_ICMP, IPPROTO_TCP};
+use vnet_common::Reason;
+use vnet_control::RejectWith;
+
+/// Where a filter runs.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Point {
+    pub in_port: Option<PortId>,
+    pub out_port: Option<PortId>,
+    /// Connection-tracking zone.
+    pub zone: Tag,
+    /// On a router: the port the packet entered by and who sent it, where
+    /// a REJECT answers. On a bridge, REJECT drops.
+    pub reply_via: Option<(PortId, RouterIf, Mac)>,
+}
+
+/// The packet as rules see it.
+pub(super) fn packet_of(h: &Headers, in_port: Option<PortId>, out_port: Option<PortId>) -> Packet {
+    let ip = match h.l3 {
+        L3::Ipv4(ip, l4) => Some(IpFields {
+            proto: ip.proto,
+            tos: ip.tos,
+            src: ip.src,
+            dst: ip.dst,
+            frag: if ip.is_later_fragment() {
+                Frag::Later
+            } else if ip.is_fragment() {
+                Frag::First
+            } else {
+                Frag::Unfragmented
+            },
+            l4: match l4 {
+                L4::Ports { src, dst } => Some((src, dst)),
+                L4::Icmp { kind, code, .. } => Some((kind as u16, code as u16)),
+                L4::None => None,
+            },
+        }),
+        _ => None,
+    };
+    Packet { in_port, out_port, ethertype: h.ethertype, eth_src: h.src, eth_dst: h.dst, ip }
+}
+
+/// The connection-tracking tuple of a packet, and whether it is an ICMP
+/// error (whose tuple is then the quoted packet's).
+fn tuple_of(frame: &[u8], h: &Headers) -> Option<(Tuple, bool)> {
+    let L3::Ipv4(ip, l4) = h.l3 else { return None };
+    let tuple = |proto, src, dst, sport, dport| Tuple { proto, src, dst, sport, dport };
+    match l4 {
+        L4::Ports { src, dst } => Some((tuple(ip.proto, ip.src, ip.dst, src, dst), false)),
+        L4::Icmp { echo_id: Some(id), .. } => Some((tuple(IPPROTO_ICMP, ip.src, ip.dst, id, 0), false)),
+        L4::Icmp { kind: 3 | 11 | 12, .. } => {
+            let q = packet::icmp_quote(frame, &ip)?;
+            Some((tuple(q.proto, q.src, q.dst, q.sport, q.dport), true))
+        }
+        _ => None,
+    }
+}
+
+struct FilterEnv<'w, 'a> {
+    walk: &'w mut Walk<'a>,
+    frame: &'w mut Vec<u8>,
+    zone: Tag,
+    state: Option<Direction>,
+}
+
+impl Env for FilterEnv<'_, '_> {
+    fn conn_state(&mut self) -> Direction {
+        if let Some(s) = self.state {
+            return s;
+        }
+        let Ok(h) = packet::parse(self.frame) else { return Direction::Forward };
+        let state = match tuple_of(self.frame, &h) {
+            None => Direction::Forward,
+            Some((t, true)) => {
+                // An ICMP error belongs to the connection it quotes (in
+                // either direction); an unrelated one is a new "forward"
+                // packet, which return-only rules refuse.
+                let ct = &self.walk.state.conntrack;
+                let related = ct.is_known(self.zone, &t) || ct.classify(self.zone, &t) == Direction::Return;
+                self.walk.tags.push(Conntrack::tag(self.zone, &t.reply()));
+                self.walk.tags.push(Conntrack::tag(self.zone, &t));
+                if related {
+                    Direction::Return
+                } else {
+                    Direction::Forward
+                }
+            }
+            Some((t, false)) => {
+                self.walk.tags.push(Conntrack::tag(self.zone, &t));
+                let d = self.walk.state.conntrack.classify(self.zone, &t);
+                match d {
+                    Direction::Return => self.walk.state.conntrack.touch_reply(self.zone, &t, self.walk.now_ns),
+                    Direction::Forward => self.walk.pending_conns.push((self.zone, t)),
+                }
+                d
+            }
+        };
+        let zone = self.zone;
+        self.walk.step(|| Step::Conntrack { zone, state });
+        self.state = Some(state);
+        state
+    }
+    fn dnat_rewritten(&self) -> bool {
+        self.walk.dnat_rewritten
+    }
+    fn fragment_sensitive(&mut self) {
+        self.walk.installable = false;
+    }
+    fn depends_on(&mut self, tag: Tag) {
+        self.walk.tags.push(tag);
+    }
+    fn nat(&mut self, packet: &mut Packet, nat: &Nat) -> Result<(), Reason> {
+        super::nat::apply(self.walk, self.frame, self.zone, packet, nat)
+    }
+}
+
+/// Runs the filter `chains` in order on the frame (the first decision
+/// other than ACCEPT ends the walk). Returns whether the packet goes on.
+pub(super) fn run(walk: &mut Walk, chains: &[ChainId], frame: &mut Vec<u8>, at: Point) -> bool {
+    chains.iter().all(|&chain| run_one(walk, chain, frame, at))
+}
+
+fn run_one(walk: &mut Walk, chain: ChainId, frame: &mut Vec<u8>, at: Point) -> bool {
+    let Ok(h) = packet::parse(frame) else {
+        walk.drop(Reason::Malformed, false);
+        return false;
+    };
+    let mut p = packet_of(&h, at.in_port, at.out_port);
+    let snap = walk.snap;
+    let verdict = {
+        let mut env = FilterEnv { walk, frame, zone: at.zone, state: None };
+        snap.chains.evaluate(chain, &mut p, &mut env)
+    };
+    walk.step(|| Step::Filter { chain, verdict });
+    match verdict {
+        Verdict::Accept => true,
+        Verdict::Drop => {
+            walk.drop(Reason::FilterDrop, true);
+            false
+        }
+        Verdict::Error(reason) => {
+            walk.drop(reason, false);
+            false
+        }
+        Verdict::Reject(with) => {
+            reject(walk, frame, with, at);
+            false
+        }
+    }
+}
+
+/// REJECT: on a router, answer the sender (ICMP or TCP RST); on a bridge,
+/// drop. Never installed: every rejected packet gets its answer.
+fn reject(walk: &mut Walk, frame: &[u8], with: RejectWith, at: Point) {
+    walk.installable = false;
+    let Some((port, via, sender)) = at.reply_via else {
+        walk.drop(Reason::FilterReject, false);
+        return;
+    };
+    let Ok(h) = packet::parse(frame) else {
+        walk.drop(Reason::Malformed, false);
+        return;
+    };
+    let L3::Ipv4(ip, _) = h.l3 else {
+        walk.drop(Reason::FilterReject, false);
+        return;
+    };
+    let original = &frame[h.l3_offset..(h.l3_offset + ip.total_len as usize).min(frame.len())];
+    let answer = match with {
+        RejectWith::TcpReset if ip.proto == IPPROTO_TCP => build::tcp_reset_for(original),
+        RejectWith::IcmpPortUnreachable => Some(build::icmp_error(via.addr, 3, 3, 0, original)),
+        _ => Some(build::icmp_error(via.addr, 3, 13, 0, original)),
+    };
+    if let Some(answer) = answer {
+        walk.step(|| Step::Rejected { with });
+        walk.inject(port, build::ethernet_ipv4(sender, via.mac, &answer));
+    }
+    walk.drop(Reason::FilterReject, false);
+}
