@@ -108,9 +108,15 @@ pub fn compile(t: &Topology) -> Compiled {
         }
 
         // --- NAT --------------------------------------------------------
+        // Within each chain the specific translations come first: DNAT of
+        // floating IPs and port forwards before reverse SNAT (a port forward
+        // may use the SNAT address), floating IPs before subnet SNAT (a
+        // floating IP's guest is inside the SNAT'ed subnet).
         let mut nat_in = Vec::new();
+        let mut nat_in_rev = Vec::new();
         let mut nat_out_rev = Vec::new();
         let mut nat_out = Vec::new();
+        let mut nat_out_snat = Vec::new();
         for n in &nats {
             match n {
                 NatIntent::FloatingIp(FloatingIpIntent { public, private, port, .. }) => {
@@ -151,12 +157,12 @@ pub fn compile(t: &Topology) -> Compiled {
                 }
                 NatIntent::Snat(SnatIntent { from, to, ports, port, .. }) => {
                     let target = NatTarget { ip: *to, ports: Some(ports.unwrap_or(HAIRPIN_PORTS)) };
-                    nat_out.push(rule(
+                    nat_out_snat.push(rule(
                         Action::Snat { to: target, then: FlowAction::Accept },
                         Condition { src: Some(*from), out_ports: uplink(port), ..Default::default() },
                     ));
                     for addr in range_addrs(to) {
-                        nat_in.push(rule(
+                        nat_in_rev.push(rule(
                             Action::RevSnat { then: FlowAction::Accept },
                             Condition { dst: Some(host(addr)), ..Default::default() },
                         ));
@@ -180,7 +186,7 @@ pub fn compile(t: &Topology) -> Compiled {
                     ..Default::default()
                 },
             ));
-            nat_in.push(rule(
+            nat_in_rev.push(rule(
                 Action::RevSnat { then: FlowAction::Accept },
                 Condition { dst: Some(host(addr)), in_ports: here.clone(), ..Default::default() },
             ));
@@ -210,8 +216,8 @@ pub fn compile(t: &Topology) -> Compiled {
             }
         };
         add(format!("fw:{rname}"), fw_in, &mut pre);
-        add(format!("nat-in:{rname}"), nat_in, &mut pre);
-        add(format!("nat-out:{rname}"), [nat_out_rev, hairpin, nat_out].concat(), &mut post);
+        add(format!("nat-in:{rname}"), [nat_in, nat_in_rev].concat(), &mut pre);
+        add(format!("nat-out:{rname}"), [nat_out_rev, hairpin, nat_out, nat_out_snat].concat(), &mut post);
         add(format!("fw-out:{rname}"), fw_out, &mut post);
         out.pre_routing.insert(rname.clone(), pre);
         out.post_routing.insert(rname.clone(), post);

@@ -146,7 +146,8 @@ fn ip_u32(a: [u8; 4]) -> u32 {
 
 /// Candidate translations of `t`'s source within a target range: each
 /// address, and for each the preferred port first (the original one if in
-/// range), then the rest of the range.
+/// range — for ICMP echo the original id whatever the range, since an echo
+/// keeps its id unless it collides), then the rest of the range.
 fn snat_candidates(
     t: Tuple,
     start: [u8; 4],
@@ -157,11 +158,13 @@ fn snat_candidates(
     let (plo, phi) = (ports.0.min(ports.1), ports.0.max(ports.1));
     let span = (phi - plo) as u32 + 1;
     let first = if (plo..=phi).contains(&t.sport) { (t.sport - plo) as u32 } else { rotate(t.sport as u64, span as u64) as u32 };
+    let keep_id = (t.proto == IPPROTO_ICMP && !(plo..=phi).contains(&t.sport)).then_some(t.sport);
     (lo..=hi).flat_map(move |addr| {
-        (0..span).map(move |k| {
+        let kept = keep_id.map(|id| Tuple { src: addr.to_be_bytes(), sport: id, ..t });
+        kept.into_iter().chain((0..span).map(move |k| {
             let port = plo + ((first + k) % span) as u16;
             Tuple { src: addr.to_be_bytes(), sport: port, ..t }
-        })
+        }))
     })
 }
 
