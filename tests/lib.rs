@@ -428,3 +428,72 @@ impl Capture {
             .collect())
     }
 }
+
+/// A process running inside a guest, killed when dropped.
+pub struct Background {
+    child: Child,
+}
+
+impl Background {
+    /// Waits (at most `timeout`) for it to exit; returns its stdout.
+    pub fn finish(mut self, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.child.try_wait()?.is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let mut out = String::new();
+        if let Some(mut s) = self.child.stdout.take() {
+            use std::io::Read;
+            s.read_to_string(&mut out)?;
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl World {
+    /// Starts `args` inside a guest in the background (a server, say) and
+    /// gives it a moment to get ready.
+    pub fn spawn(&self, guest: &Guest, args: &[&str]) -> Result<Background> {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &guest.netns])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {args:?} in {}", guest.name))?;
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(Background { child })
+    }
+
+    /// `ip route add ARGS` inside a guest.
+    pub fn route(&self, guest: &Guest, args: &[&str]) -> Result<()> {
+        let mut cmd = vec!["ip", "route", "add"];
+        cmd.extend_from_slice(args);
+        let out = self.exec(guest, &cmd)?;
+        if !out.status.success() {
+            bail!("ip route add {args:?} in {}: {}", guest.name, String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+
+    /// Runs a Python snippet inside a guest with Debian's python3 (which has
+    /// python3-scapy); returns its stdout, failing with stderr if it fails.
+    pub fn python(&self, guest: &Guest, code: &str) -> Result<String> {
+        let out = self.exec(guest, &["/usr/bin/python3", "-c", code])?;
+        if !out.status.success() {
+            bail!("python in {}: {}", guest.name, String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}

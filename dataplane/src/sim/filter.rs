@@ -79,7 +79,11 @@ impl Env for FilterEnv<'_, '_> {
             Some((t, true)) => {
                 // An ICMP error belongs to the connection it quotes (in
                 // either direction); an unrelated one is a new "forward"
-                // packet, which return-only rules refuse.
+                // packet, which return-only rules refuse. The flow key does
+                // not hold the quoted packet, so this decision is never
+                // installed: the next error between the same hosts may
+                // quote another connection.
+                self.walk.installable = false;
                 let ct = &self.walk.state.conntrack;
                 let related = ct.is_known(self.zone, &t) || ct.classify(self.zone, &t) == Direction::Return;
                 self.walk.tags.push(Conntrack::tag(self.zone, &t.reply()));
