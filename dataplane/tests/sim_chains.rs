@@ -356,3 +356,36 @@ fn indexed_classification_agrees_with_rule_order() {
         assert_eq!(got, expected(dst, dport), "dst {dst:?} port {dport}");
     }
 }
+
+/// Two bridges joined by a host with a leg on each (ports x/h and y/h):
+/// traffic leaves through x/h and its replies come back through y/h. Port
+/// filters track on the way out and accept only replies on the way in; the
+/// state is shared only when both ports are in a stateful port group.
+fn asymmetric(stateful: bool) -> Snapshot {
+    let yaml = format!(
+        "version: 1\nport_groups:\n  legs: {{ports: [x/h, y/h], stateful: {stateful}}}\n\
+         chains:\n  track:\n    - {{action: continue, match: {{conntrack: forward}}}}\n  \
+         replies:\n    - {{action: accept, match: {{conntrack: return}}}}\n    - {{action: drop}}\n\
+         bridges:\n  x:\n    mac_table: [{{mac: \"02:00:00:00:00:02\", port: h}}]\n    ports:\n      \
+         a: {{interface: a-h}}\n      h: {{interface: xh-h, outbound_filter: track}}\n  \
+         y:\n    mac_table: [{{mac: \"02:00:00:00:00:01\", port: a}}]\n    ports:\n      \
+         a: {{interface: ya-h}}\n      h: {{interface: yh-h, inbound_filter: replies}}\n"
+    );
+    Snapshot::compile(&vnet_control::load_str(&yaml).unwrap(), 1)
+}
+
+#[test]
+fn stateful_port_groups_share_connections_between_members() {
+    for stateful in [true, false] {
+        let snap = asymmetric(stateful);
+        let mut st = State::default();
+        assert_eq!(run(&snap, &mut st, "x/a", &udp(4000, 53)).verdict, PASS);
+        let reply = udp_frame(B_MAC, A_MAC, B, A, 53, 4000, b"r");
+        let back = run(&snap, &mut st, "y/h", &reply).verdict;
+        if stateful {
+            assert_eq!(back, PASS, "the reply through the other member is recognised");
+        } else {
+            assert_eq!(back, DROP, "without the group, the other port knows nothing of it");
+        }
+    }
+}
