@@ -243,6 +243,21 @@ pub async fn serve(
             None => Ok(()),
         }
     };
-    let (u, t) = tokio::join!(unix_server, tcp);
-    u.and(t).map_err(|e| ApiError::Serve(e.to_string()))
+    let serving = async {
+        let (u, t) = tokio::join!(unix_server, tcp);
+        u.and(t).map_err(|e| ApiError::Serve(e.to_string()))
+    };
+    // Shutdown is graceful for calls in flight, but a client that keeps
+    // its connection open (a watch) must not keep vnetd from stopping.
+    let deadline = async {
+        stopped(shutdown).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        r = serving => r,
+        () = deadline => Ok(()),
+    }
 }
+
+/// How long open connections may delay a shutdown.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
