@@ -72,6 +72,21 @@ pub fn vnetd_path() -> Result<PathBuf> {
     Ok(p)
 }
 
+/// The vnetctl binary: $VNETCTL, or the one cargo built next to vnetd.
+pub fn vnetctl_path() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("VNETCTL") {
+        return Ok(PathBuf::from(p));
+    }
+    let p = vnetd_path()?.with_file_name("vnetctl");
+    if !p.exists() {
+        bail!(
+            "{} not found: build it first (cargo build -p vnet-control) or set VNETCTL",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
 static WORLDS: AtomicU32 = AtomicU32::new(0);
 
 /// A guest: a namespace with one interface `eth0` whose peer `host_if`
@@ -191,13 +206,24 @@ impl World {
     /// Starts vnetd in the host namespace on `topology` and waits until it
     /// has bound its interfaces.
     pub fn start_vnetd(&mut self, topology: &Path) -> Result<()> {
+        self.start_vnetd_with(Some(topology))
+    }
+
+    /// Starts vnetd on the topology its state directory stored (from an
+    /// earlier run or `vnetctl apply`).
+    pub fn start_vnetd_stored(&mut self) -> Result<()> {
+        self.start_vnetd_with(None)
+    }
+
+    fn start_vnetd_with(&mut self, topology: Option<&Path>) -> Result<()> {
         let vnetd = vnetd_path()?;
         let log = std::fs::File::create(&self.log)?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.host])
-            .arg(&vnetd)
-            .arg("--topology")
-            .arg(topology)
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.host]).arg(&vnetd);
+        if let Some(topology) = topology {
+            command.arg("--topology").arg(topology);
+        }
+        let child = command
             .arg("--state-dir")
             .arg(self.dir.join("state"))
             .arg("--socket")
@@ -226,6 +252,51 @@ impl World {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// vnetd's API socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("vnetd.sock")
+    }
+
+    /// Runs `vnetctl --socket <this world's> args...`.
+    pub fn vnetctl(&self, args: &[&str]) -> Result<Output> {
+        Command::new(vnetctl_path()?)
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .context("running vnetctl")
+    }
+
+    /// `vnetctl apply -f` of `yaml`; fails with vnetctl's output if it does.
+    pub fn apply(&self, yaml: &str) -> Result<String> {
+        let path = self.dir.join("applied.yaml");
+        std::fs::write(&path, yaml)?;
+        let out = self.vnetctl(&["apply", "-f", path.to_str().context("path")?])?;
+        if !out.status.success() {
+            bail!(
+                "vnetctl apply failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `vnetctl <args> -o json`, parsed.
+    pub fn vnetctl_json(&self, args: &[&str]) -> Result<serde_json::Value> {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        let out = self.vnetctl(&all)?;
+        if !out.status.success() {
+            bail!(
+                "vnetctl {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
     }
 
     /// The pid of vnetd (the `ip netns exec` process execs it).

@@ -1,16 +1,21 @@
-//! `vnetd`: loads the topology, attaches the XDP program to every bound
-//! interface, opens their AF_XDP sockets and runs the worker until SIGINT or
-//! SIGTERM, then detaches everything it attached.
-use crate::afxdp::Xsk;
+//! `vnetd`: runs the topology of its store (or of `--topology FILE`, which
+//! it stores first), attaches the XDP program to every bound interface,
+//! opens their AF_XDP sockets, serves the API from its control thread and
+//! runs the worker until SIGINT or SIGTERM, then detaches everything it
+//! attached.
+use crate::binding::Binder;
+use crate::control_thread::ControlThread;
 use crate::kernel::{AttachMode, Kernel};
-use crate::runtime::{BoundPort, Runtime};
+use crate::runtime::{Link, Runtime};
 use crate::sim::Snapshot;
 use crate::veth::{self, PeerOutcome};
 use anyhow::{bail, Context};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use vnet_common::IfaceConfig;
+use vnet_control::api::{ApiConfig, Listeners};
+use vnet_control::store::{EmbeddedStore, Store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum XdpMode {
@@ -27,18 +32,26 @@ pub enum XdpMode {
     about = "vnet dataplane agent: virtual bridges on XDP and AF_XDP"
 )]
 pub struct Options {
-    /// Topology file (YAML or JSON) to run.
-    #[arg(long, value_name = "FILE", required_unless_present = "check")]
+    /// Topology file (YAML or JSON) to store and run. Without it vnetd runs
+    /// the topology stored in --state-dir (empty on first start) and takes
+    /// new ones through the API (`vnetctl apply -f FILE`).
+    #[arg(long, value_name = "FILE")]
     pub topology: Option<PathBuf>,
     /// Validate FILE, print its errors, and exit 0 (valid) or 1 (invalid).
     #[arg(long, value_name = "FILE", conflicts_with = "topology")]
     pub check: Option<PathBuf>,
-    /// Directory for vnetd's persistent state.
+    /// Directory for vnetd's persistent state (the topology store).
     #[arg(long, value_name = "DIR", default_value = "/var/lib/vnet")]
     pub state_dir: PathBuf,
-    /// Unix socket of the API (served once the gRPC API lands).
+    /// Unix socket of the gRPC API (mode 0600: root only).
     #[arg(long, value_name = "PATH", default_value = "/run/vnet/vnetd.sock")]
     pub socket: PathBuf,
+    /// Also serve the API on this TCP address (needs --token-file).
+    #[arg(long, value_name = "ADDR", requires = "token_file")]
+    pub listen: Option<SocketAddr>,
+    /// File holding the bearer token TCP clients must present.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// XDP attach mode.
     #[arg(long, value_enum, default_value = "auto")]
     pub xdp_mode: XdpMode,
@@ -123,16 +136,29 @@ fn choose_mode(requested: XdpMode, interfaces: &[String]) -> AttachMode {
 }
 
 pub fn run(opts: &Options) -> anyhow::Result<()> {
-    let Some(path) = &opts.topology else {
-        bail!("--topology FILE is required")
-    };
     if !nix::unistd::geteuid().is_root() {
         bail!("vnetd must run as root: it loads XDP programs and opens AF_XDP sockets (try sudo)");
     }
-    let topology = vnet_control::load_file(path)?;
-    let snap = Arc::new(Snapshot::compile(&topology, 1));
-    std::fs::create_dir_all(&opts.state_dir)
-        .with_context(|| format!("creating the state directory {}", opts.state_dir.display()))?;
+    let store = Arc::new(EmbeddedStore::open(&opts.state_dir)?);
+    if let Some(path) = &opts.topology {
+        let topology = vnet_control::load_file(path)?;
+        let applied = store
+            .apply(topology, None)
+            .with_context(|| format!("storing {}", path.display()))?;
+        tracing::info!(
+            revision = applied.revision,
+            changes = applied.changes.len(),
+            "stored the topology of {}",
+            path.display()
+        );
+    }
+    let current = store.current()?;
+    if current.revision == 0 {
+        tracing::info!(
+            "no topology stored yet: running an empty one until `vnetctl apply -f FILE`"
+        );
+    }
+    let snap = Arc::new(Snapshot::compile(&current.topology, current.revision));
 
     let interfaces: Vec<(usize, String)> =
         snap.interfaces().map(|(p, i)| (p, i.to_string())).collect();
@@ -149,35 +175,42 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
 
     let mut kernel = Kernel::load(opts.max_flows)?;
     install_signal_handlers()?;
+    let mut binder = Binder::new(mode);
     let mut bound = Vec::new();
-    for (slot, (port, ifname)) in interfaces.iter().enumerate() {
-        let ifindex = kernel.attach(ifname, mode)?;
-        let xsk = Xsk::bind(ifname)?;
-        kernel.set_xsk(slot as u32, xsk.fd())?;
-        kernel.set_iface(
-            ifindex,
-            IfaceConfig {
-                xsk_slot: slot as u32,
-                _pad: 0,
-            },
-        )?;
-        tracing::info!(interface = %ifname, ifindex, port = %snap.ports[*port].name, ?mode, "bound");
-        bound.push(BoundPort {
-            port: *port,
-            ifindex,
-            xsk,
-        });
+    for (port, ifname) in &interfaces {
+        let b = binder.bind(&mut kernel, *port, ifname)?;
+        tracing::info!(interface = %ifname, ifindex = b.ifindex, port = %snap.ports[*port].name, ?mode, "bound");
+        bound.push(b);
     }
+    let listeners = Listeners::bind(&ApiConfig {
+        socket: opts.socket.clone(),
+        listen: opts.listen,
+        token_file: opts.token_file.clone(),
+    })?;
+
+    let (commands, inbox) = crossbeam_channel::unbounded();
+    let running = Arc::new(AtomicU64::new(current.revision));
+    let mut runtime = Runtime::new(snap.clone(), kernel, bound);
+    runtime.keep_leases_in(&opts.state_dir);
+    runtime.attach_control(Link {
+        commands: inbox,
+        running: running.clone(),
+        binder,
+        topology: Arc::new(current.topology),
+        problems: Default::default(),
+    });
+    let control = ControlThread::start(store, listeners, commands, running)?;
     tracing::info!(
-        topology = %path.display(),
+        revision = current.revision,
+        socket = %opts.socket.display(),
         bridges = snap.bridges.len(),
-        ports = bound.len(),
+        routers = snap.routers.len(),
+        ports = runtime.ports.len(),
         "vnetd running; SIGINT or SIGTERM stops it"
     );
 
-    let mut runtime = Runtime::new(snap, kernel, bound);
-    runtime.keep_leases_in(&opts.state_dir);
     runtime.run(&STOP);
+    control.stop();
     runtime.save_leases();
     runtime.log_stats();
     for b in &runtime.ports {

@@ -64,6 +64,13 @@ impl FlowTable {
         self.records.keys()
     }
 
+    /// The tags and install time (ns) of the flow `key`.
+    pub fn record(&self, key: &FlowKey) -> Option<(&[Tag], u64)> {
+        self.records
+            .get(key)
+            .map(|r| (r.tags.as_slice(), r.installed_ns))
+    }
+
     /// Whether any installed flow depends on `tag`.
     pub fn uses(&self, tag: Tag) -> bool {
         self.by_tag.get(&tag).is_some_and(|s| !s.is_empty())

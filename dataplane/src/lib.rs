@@ -10,13 +10,21 @@
 //! - [`afxdp`]: AF_XDP sockets.
 //! - [`runtime`]: the worker loop joining them.
 //! - [`veth`]: preparing veth peers for native XDP redirects.
+//! - [`binding`]: binding ports to interfaces (XDP, socket, maps).
+//! - [`control_thread`]: the API and the store watch, feeding the worker.
+//! - [`reconfig`]: which flows a topology change touches.
+//! - [`views`]: text forms of traces, flow keys and actions.
 //! - [`daemon`]: `vnetd`.
 pub mod afxdp;
+pub mod binding;
+pub mod control_thread;
 pub mod daemon;
 pub mod flows;
 pub mod kernel;
 pub mod lease_file;
 pub mod packet;
+pub mod reconfig;
 pub mod runtime;
 pub mod sim;
 pub mod veth;
+pub mod views;

@@ -18,6 +18,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use vnet_common::{FlowActions, FlowKey, Reason};
 
+mod control;
+pub use control::{Command, Link};
+
 impl FlowBackend for Kernel {
     fn insert(&mut self, key: &FlowKey, actions: &FlowActions) -> Result<(), InstallError> {
         self.insert_flow(key, actions).map_err(|e| match e {
@@ -51,6 +54,10 @@ pub struct BoundPort {
     pub port: PortId,
     pub ifindex: u32,
     pub xsk: Xsk,
+    /// XSKMAP slot of the socket.
+    pub slot: u32,
+    /// Frames received from the kernel (misses).
+    pub rx: u64,
 }
 
 /// Userspace counters by reason (the kernel counts its own).
@@ -82,6 +89,9 @@ pub struct Runtime {
     frames: Vec<Vec<u8>>,
     /// Where the DHCP leases are kept, once `keep_leases_in` was called.
     lease_file: Option<LeaseFile>,
+    /// The control thread's link (topology changes, API views); none in
+    /// tests that drive the runtime directly.
+    ctl: Option<control::Link>,
 }
 
 const TIMER_NS: u64 = 1_000_000_000;
@@ -101,6 +111,7 @@ impl Runtime {
             counters: Counters::default(),
             frames: Vec::new(),
             lease_file: None,
+            ctl: None,
         }
     }
 
@@ -141,6 +152,7 @@ impl Runtime {
         let mut last_logged = (u64::MAX, 0usize);
         while !stop.load(Ordering::Relaxed) {
             self.wait(100);
+            self.control();
             for i in 0..self.ports.len() {
                 self.service(i);
             }
@@ -198,6 +210,7 @@ impl Runtime {
 
     fn handle(&mut self, i: usize, frame: &[u8]) {
         self.counters.received += 1;
+        self.ports[i].rx += 1;
         let now = now_ns();
         let in_port = self.ports[i].port;
         let decision = sim::simulate(&self.snap, &mut self.state, in_port, frame, now, false);

@@ -358,7 +358,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
             println!("packet: {}", r.packet);
             for (i, s) in r.steps.iter().enumerate() {
-                println!("{:>3}. {:<14} {}", i + 1, s.kind, s.detail);
+                println!("{:>3}. {:<16} {}", i + 1, s.kind, s.detail);
             }
             println!("verdict: {}", r.verdict);
             if !r.emitted.is_empty() {

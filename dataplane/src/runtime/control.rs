@@ -1,0 +1,393 @@
+//! The worker's side of the control thread: new topology revisions (swap
+//! the snapshot, bind and unbind interfaces, invalidate the flows the change
+//! touched) and the API's views of the worker's own data (trace on a copy of
+//! the state, flows, counters, health). The worker drains these between
+//! polls, so it alone still touches its sockets, state and kernel.
+use super::{now_ns, BoundPort, Runtime};
+use crate::binding::Binder;
+use crate::packet::build;
+use crate::sim::{self, PortId, Snapshot};
+use crate::{reconfig, views};
+use crossbeam_channel::{Receiver, Sender};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use vnet_common::Reason;
+use vnet_control::dataplane::{
+    CounterReport, DataplaneHealth, FlowInfo, TraceReport, TraceRequest, TraceStep, TrafficCounters,
+};
+use vnet_control::{AnyPort, MacAddr, Protocol, Topology};
+
+/// What the control thread asks of the worker.
+pub enum Command {
+    /// Run this revision.
+    Apply {
+        snapshot: Arc<Snapshot>,
+        topology: Arc<Topology>,
+    },
+    Trace(TraceRequest, Sender<Result<TraceReport, String>>),
+    Flows(Sender<Vec<FlowInfo>>),
+    Counters(Sender<CounterReport>),
+    Health(Sender<DataplaneHealth>),
+}
+
+/// The worker's end of the link with the control thread.
+pub struct Link {
+    pub commands: Receiver<Command>,
+    /// The revision the worker runs, for the API's Apply to wait on.
+    pub running: Arc<AtomicU64>,
+    pub binder: Binder,
+    /// The model of the running revision (for diffs and trace defaults).
+    pub topology: Arc<Topology>,
+    /// Ports that could not be bound, with why.
+    pub problems: BTreeMap<String, String>,
+}
+
+impl Runtime {
+    /// Connects the worker to the control thread.
+    pub fn attach_control(&mut self, link: Link) {
+        link.running.store(self.snap.revision, Ordering::Release);
+        self.ctl = Some(link);
+    }
+
+    /// Carries out what the control thread asked since the last poll.
+    pub(super) fn control(&mut self) {
+        let Some(link) = &self.ctl else { return };
+        let commands: Vec<Command> = link.commands.try_iter().collect();
+        for c in commands {
+            match c {
+                Command::Apply { snapshot, topology } => self.reconfigure(snapshot, topology),
+                // A caller that gave up waiting is not an error.
+                Command::Trace(req, reply) => {
+                    let _ = reply.send(self.trace(&req));
+                }
+                Command::Flows(reply) => {
+                    let _ = reply.send(self.flow_infos());
+                }
+                Command::Counters(reply) => {
+                    let _ = reply.send(self.counter_report());
+                }
+                Command::Health(reply) => {
+                    let _ = reply.send(self.health());
+                }
+            }
+        }
+    }
+
+    /// Runs a new revision: binds what it adds, unbinds what it removes,
+    /// swaps the snapshot and invalidates exactly the flows whose ports or
+    /// devices changed.
+    fn reconfigure(&mut self, snap: Arc<Snapshot>, topology: Arc<Topology>) {
+        let Some(link) = self.ctl.as_mut() else {
+            return;
+        };
+        let tags = reconfig::changed_tags(&link.topology, &topology);
+        let wanted: HashMap<&str, PortId> = snap.interfaces().map(|(p, i)| (i, p)).collect();
+
+        // Keep the sockets of interfaces still bound (under their new port
+        // ids), unbind the rest.
+        let mut kept = Vec::new();
+        for mut b in std::mem::take(&mut self.ports) {
+            match wanted.get(b.xsk.ifname.as_str()) {
+                Some(&port) => {
+                    b.port = port;
+                    kept.push(b);
+                }
+                None => link.binder.unbind(&mut self.kernel, b),
+            }
+        }
+        link.problems.clear();
+        let mut added = Vec::new();
+        for (port, ifname) in snap.interfaces() {
+            if kept.iter().any(|b| b.xsk.ifname == ifname) {
+                continue;
+            }
+            match link.binder.bind(&mut self.kernel, port, ifname) {
+                Ok(b) => {
+                    tracing::info!(interface = %ifname, port = %snap.ports[port].name, "bound");
+                    added.push(b);
+                }
+                Err(e) => {
+                    let name = snap.ports[port].name.clone();
+                    tracing::warn!(port = %name, interface = %ifname, "cannot bind: {e:#}");
+                    link.problems
+                        .insert(name.clone(), format!("port {name} is not bound: {e:#}"));
+                }
+            }
+        }
+        kept.extend(added);
+        self.ports = kept;
+        self.bound = self
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.port, i))
+            .collect();
+        let revision = snap.revision;
+        self.snap = snap;
+        let mut invalidated = 0;
+        for tag in &tags {
+            invalidated += self.flows.invalidate(&mut self.kernel, *tag);
+        }
+        link.topology = topology;
+        link.running.store(revision, Ordering::Release);
+        tracing::info!(
+            revision,
+            changed = tags.len(),
+            invalidated,
+            flows = self.flows.len(),
+            ports = self.ports.len(),
+            "running a new topology revision"
+        );
+    }
+
+    fn port_of_ifindex(&self, ifindex: u32) -> String {
+        self.ports
+            .iter()
+            .find(|b| b.ifindex == ifindex)
+            .map(|b| views::port_name(&self.snap, b.port))
+            .unwrap_or_else(|| format!("ifindex {ifindex}"))
+    }
+
+    /// Simulates the packet on a copy of the state: nothing live changes.
+    fn trace(&self, req: &TraceRequest) -> Result<TraceReport, String> {
+        let snap = &self.snap;
+        let name = req.port.to_string();
+        let port = snap.port_by_name(&name).ok_or_else(|| {
+            format!(
+                "port: no port {name} in the running topology (revision {})",
+                snap.revision
+            )
+        })?;
+        let empty = Topology::default();
+        let topo = self
+            .ctl
+            .as_ref()
+            .map(|l| l.topology.as_ref())
+            .unwrap_or(&empty);
+        let frame = trace_frame(snap, topo, port, req);
+        let mut state = self.state.clone();
+        let decision = sim::simulate(snap, &mut state, port, &frame, now_ns(), true);
+        let packet = crate::packet::parse(&frame)
+            .ok()
+            .and_then(|h| h.flow_key(0))
+            .map(|k| views::key(&k))
+            .unwrap_or_else(|| format!("{} bytes", frame.len()));
+        let steps = views::steps(snap, topo, &decision.trace)
+            .into_iter()
+            .map(|(kind, detail)| TraceStep { kind, detail })
+            .collect();
+        let flow = decision.install.as_ref().map(|f| {
+            let out = f
+                .output
+                .map(|p| views::port_name(snap, p))
+                .unwrap_or_default();
+            format!(
+                "{} (tags: {})",
+                views::actions(&f.actions, |_| out.clone()),
+                f.tags.len()
+            )
+        });
+        Ok(TraceReport {
+            revision: snap.revision,
+            packet,
+            steps,
+            verdict: views::verdict(&decision.verdict),
+            emitted: decision
+                .emit
+                .iter()
+                .map(|e| views::port_name(snap, e.port))
+                .collect(),
+            flow,
+        })
+    }
+
+    fn flow_infos(&self) -> Vec<FlowInfo> {
+        let now = now_ns();
+        let ms = |ns: u64| now.saturating_sub(ns) / 1_000_000;
+        let mut out: Vec<FlowInfo> = self
+            .flows
+            .keys()
+            .map(|key| {
+                let (tags, installed) = self.flows.record(key).unwrap_or((&[], now));
+                let value = self.kernel.flow(key).ok().flatten().unwrap_or_default();
+                let last = value.last_used_ns.max(installed);
+                FlowInfo {
+                    in_port: self.port_of_ifindex(key.ifindex),
+                    matches: views::key(key),
+                    actions: views::actions(&value.actions, |i| self.port_of_ifindex(i)),
+                    packets: value.packets,
+                    bytes: value.bytes,
+                    age_ms: ms(installed),
+                    idle_ms: ms(last),
+                    tags: tags.len() as u32,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.in_port, &a.matches).cmp(&(&b.in_port, &b.matches)));
+        out
+    }
+
+    fn counter_report(&self) -> CounterReport {
+        let kernel = self.kernel.stats().ok();
+        let mut reasons = Vec::new();
+        for r in Reason::ALL {
+            let n = match &kernel {
+                Some(k) if (r as usize) < k.len() => k[r as usize],
+                _ => self.counters.by_reason.get(&r).copied().unwrap_or(0),
+            };
+            reasons.push((r.name().to_string(), n));
+        }
+        let c = &self.counters;
+        let f = &self.flows.counters;
+        let totals = vec![
+            ("userspace_rx".into(), c.received),
+            ("forwarded".into(), c.forwarded),
+            ("flooded".into(), c.flooded),
+            ("answered".into(), c.answered),
+            ("flows".into(), self.flows.len() as u64),
+            ("flows_installed".into(), f.installed),
+            ("flows_invalidated".into(), f.invalidated),
+            ("flows_expired".into(), f.expired),
+            ("flow_table_full".into(), f.table_full),
+            ("macs".into(), self.state.macs.len() as u64),
+        ];
+        // Kernel traffic by ingress interface, from the flows' counters.
+        let mut by_ifindex: HashMap<u32, TrafficCounters> = HashMap::new();
+        for key in self.flows.keys() {
+            let v = self.kernel.flow(key).ok().flatten().unwrap_or_default();
+            let t = by_ifindex.entry(key.ifindex).or_default();
+            t.kernel_packets += v.packets;
+            t.kernel_bytes += v.bytes;
+            t.flows += 1;
+        }
+        let mut ports = Vec::new();
+        let mut devices: BTreeMap<String, TrafficCounters> = BTreeMap::new();
+        for b in &self.ports {
+            let mut t = by_ifindex.get(&b.ifindex).cloned().unwrap_or_default();
+            t.userspace_rx = b.rx;
+            let port = views::port_name(&self.snap, b.port);
+            if let Some(p) = self.snap.ports.get(b.port) {
+                let d = devices
+                    .entry(views::device_name(&self.snap, p.device))
+                    .or_default();
+                d.userspace_rx += t.userspace_rx;
+                d.kernel_packets += t.kernel_packets;
+                d.kernel_bytes += t.kernel_bytes;
+                d.flows += t.flows;
+            }
+            ports.push((port, b.xsk.ifname.clone(), t));
+        }
+        ports.sort_by(|a, b| a.0.cmp(&b.0));
+        CounterReport {
+            revision: self.snap.revision,
+            reasons,
+            totals,
+            ports,
+            devices: devices.into_iter().collect(),
+        }
+    }
+
+    fn health(&self) -> DataplaneHealth {
+        let mut interfaces: Vec<(String, String, u32)> = self
+            .ports
+            .iter()
+            .map(|b: &BoundPort| {
+                (
+                    views::port_name(&self.snap, b.port),
+                    b.xsk.ifname.clone(),
+                    b.ifindex,
+                )
+            })
+            .collect();
+        interfaces.sort();
+        DataplaneHealth {
+            running_revision: self.snap.revision,
+            interfaces,
+            problems: self
+                .ctl
+                .as_ref()
+                .map(|l| l.problems.values().cloned().collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Used when a trace gives no source MAC and the topology knows none.
+const TRACE_SRC_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0xfe, 0x01]);
+
+/// The frame of a trace request as it would arrive on `port`'s wire. MACs
+/// left out are what the virtual network knows for the addresses (DHCP
+/// hosts and ARP entries of the port's bridge, the gateway router port), or
+/// else a fixed local MAC (source) and broadcast (destination).
+fn trace_frame(snap: &Snapshot, topo: &Topology, port: PortId, req: &TraceRequest) -> Vec<u8> {
+    let known = |addr| known_mac(topo, &req.port.device, addr);
+    let src_mac = req
+        .src_mac
+        .or_else(|| known(req.src))
+        .unwrap_or(TRACE_SRC_MAC);
+    let dst_mac = req
+        .dst_mac
+        .or_else(|| known(req.dst))
+        .or_else(|| gateway_mac(topo, req))
+        .unwrap_or(MacAddr::BROADCAST);
+    let (s, d) = (src_mac.0, dst_mac.0);
+    let (src, dst) = (req.src.octets(), req.dst.octets());
+    let frame = match req.protocol {
+        Protocol::TCP => build::tcp_frame(
+            s,
+            d,
+            src,
+            dst,
+            req.src_port.unwrap_or(40000),
+            req.dst_port.unwrap_or(80),
+            0x02,
+        ),
+        Protocol::UDP => build::udp_frame(
+            s,
+            d,
+            src,
+            dst,
+            req.src_port.unwrap_or(40000),
+            req.dst_port.unwrap_or(53),
+            b"vnet trace",
+        ),
+        _ => build::icmp_echo_frame(s, d, src, dst, true, 1, 1, b"vnet trace"),
+    };
+    match snap.ports.get(port).and_then(|p| p.vlan) {
+        Some(vid) => build::with_vlan(&frame, vid),
+        None => frame,
+    }
+}
+
+/// The MAC a bridge knows for `addr` (DHCP host or ARP entry).
+fn known_mac(topo: &Topology, device: &str, addr: std::net::Ipv4Addr) -> Option<MacAddr> {
+    let b = topo.bridges.get(device)?;
+    b.arp_table
+        .iter()
+        .find(|a| a.ip == addr)
+        .map(|a| a.mac)
+        .or_else(|| {
+            b.dhcp
+                .iter()
+                .flat_map(|d| &d.hosts)
+                .find(|h| h.ip == addr)
+                .map(|h| h.mac)
+        })
+}
+
+/// The router port a packet from `req.src` to `req.dst` goes to first: the
+/// ingress router port itself, or the router port on the ingress bridge
+/// whose subnet holds the source but not the destination.
+fn gateway_mac(topo: &Topology, req: &TraceRequest) -> Option<MacAddr> {
+    if let Some(AnyPort::Router(p)) = topo.port(&req.port) {
+        return Some(p.effective_mac(&req.port.device, &req.port.port));
+    }
+    let bridge = topo.bridges.get(&req.port.device)?;
+    bridge.ports.values().find_map(|bp| {
+        let peer = bp.peer.as_ref()?;
+        let rp = topo.routers.get(&peer.device)?.ports.get(&peer.port)?;
+        (rp.address.contains(&req.src) && !rp.address.contains(&req.dst))
+            .then(|| rp.effective_mac(&peer.device, &peer.port))
+    })
+}
