@@ -398,3 +398,55 @@ fn kill_9_during_applies_leaves_the_old_or_the_new_topology() {
     }
     assert!(last > 0, "the child applied nothing before being killed");
 }
+
+/// A raw channel to the server's socket, for the standard services.
+async fn channel(socket: PathBuf) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_static("http://vnetd.sock")
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let socket = socket.clone();
+            async move {
+                let s = tokio::net::UnixStream::connect(socket).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+            }
+        }))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn standard_health_and_reflection_services_answer() {
+    use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient};
+    use tonic_reflection::pb::v1::{
+        server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        ServerReflectionRequest,
+    };
+    let server = start("standard").await;
+    let ch = channel(server.socket()).await;
+    let status = HealthClient::new(ch.clone())
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "vnet.v1.Vnet".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = ServerReflectionClient::new(ch)
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("not a service list: {answer:?}");
+    };
+    let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"vnet.v1.Vnet"), "{names:?}");
+    server.stop().await;
+}

@@ -45,7 +45,7 @@ pub enum ClientError {
 fn status_text(s: &Status) -> String {
     use tonic::Code;
     let what = match s.code() {
-        Code::InvalidArgument => "rejected, nothing changed",
+        Code::InvalidArgument => "rejected",
         Code::NotFound => "not found",
         Code::AlreadyExists => "already exists",
         Code::FailedPrecondition => "conflict",

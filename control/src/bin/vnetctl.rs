@@ -150,6 +150,14 @@ fn target(cli: &Cli) -> Result<Target> {
     }
 }
 
+/// The error of a call that would have changed the topology.
+fn change_err(e: ClientError) -> String {
+    match e.code() {
+        Some(tonic::Code::InvalidArgument) => format!("nothing changed: {}", err(e)),
+        _ => err(e),
+    }
+}
+
 fn err(e: ClientError) -> String {
     match &e {
         ClientError::Connect { .. } => {
@@ -183,7 +191,7 @@ async fn run(cli: Cli) -> Result<()> {
             let out = client
                 .apply(&topology, dry_run, None)
                 .await
-                .map_err(|e| format!("{}: {}", file.display(), err(e)))?;
+                .map_err(|e| format!("{}: {}", file.display(), change_err(e)))?;
             if output == Output::Json {
                 let changes: Vec<String> = out.changes.iter().map(|c| c.to_string()).collect();
                 println!(
@@ -272,7 +280,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Delete { kind: k, name } => {
-            let out = client.delete(kind(&k)?, &name).await.map_err(err)?;
+            let out = client.delete(kind(&k)?, &name).await.map_err(change_err)?;
             for c in &out.changes {
                 println!("{c}");
             }
