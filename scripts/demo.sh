@@ -8,9 +8,11 @@ export PATH="$HOME/.cargo/bin:$PATH"
 [ "$(id -u)" -eq 0 ] || { echo "demo: run as root (it creates namespaces and attaches XDP): sudo $0" >&2; exit 1; }
 
 bash scripts/bootstrap.sh
-echo "[demo] building vnetd (release)"
-cargo build --release -p vnet-dataplane --bin vnetd
+echo "[demo] building vnetd and vnetctl (release)"
+cargo build --release -p vnet-dataplane --bin vnetd -p vnet-control --bin vnetctl
 VNETD=target/release/vnetd
+SOCK=/tmp/vnet-demo.sock
+vnetctl() { target/release/vnetctl --socket "$SOCK" "$@"; }
 
 HOST=vnet-demo-host
 LOG=$(mktemp /tmp/vnet-demo.XXXXXX.log)
@@ -36,7 +38,7 @@ done
 
 echo "[demo] starting vnetd on examples/bridge.yaml"
 ip netns exec "$HOST" "$VNETD" --topology examples/bridge.yaml \
-  --state-dir /tmp/vnet-demo-state --socket /tmp/vnet-demo.sock >"$LOG" 2>&1 &
+  --state-dir /tmp/vnet-demo-state --socket "$SOCK" >"$LOG" 2>&1 &
 VNETD_PID=$!
 for _ in $(seq 100); do grep -q "vnetd running" "$LOG" && break; sleep 0.1; done
 grep -q "vnetd running" "$LOG" || { echo "[demo] vnetd did not start:"; cat "$LOG"; exit 1; }
@@ -51,19 +53,20 @@ done
 echo "[demo] 200 pings vm1 -> vm2 at 5 ms: after the first packet, the kernel forwards them"
 ip netns exec vnet-demo-vm1 ping -q -c 200 -i 0.005 10.0.0.12 | sed 's/^/  /'
 
-echo "[demo] installed flows (bpftool; packets counted in the kernel, never seen by userspace):"
-PROG=$(ip -n "$HOST" -j link show vm1-h | python3 -c "import json,sys; print(json.load(sys.stdin)[0]['xdp']['prog']['id'])")
-for id in $(bpftool -j prog show id "$PROG" | python3 -c "import json,sys; print(' '.join(map(str, json.load(sys.stdin)['map_ids'])))"); do
-  bpftool -j map show id "$id" | grep -q '"name":"FLOWS"' || continue
-  bpftool -j map dump id "$id" | python3 -c "
-import json,sys
-def mac(b): return ':'.join(b)
-for e in json.load(sys.stdin):
-    k=[int(x,16) for x in e['key']]; v=[int(x,16) for x in e['value']]
-    pk=int.from_bytes(bytes(v[40:48]),'little'); by=int.from_bytes(bytes(v[48:56]),'little')
-    src='%02x:%02x:%02x:%02x:%02x:%02x'%tuple(k[4:10]); dst='%02x:%02x:%02x:%02x:%02x:%02x'%tuple(k[10:16])
-    print('  if %-3d %s -> %s  %s -> %s  packets %-5d bytes %d'%(k[0],src,dst,'.'.join(map(str,k[20:24])),'.'.join(map(str,k[24:28])),pk,by))"
-done
+echo "[demo] installed flows (vnetctl flows; packets counted in the kernel, never seen by userspace):"
+vnetctl flows | sed 's/^/  /'
+
+echo "[demo] vnetctl trace: the path of a packet vm1 -> vm2, simulated (nothing live changes)"
+vnetctl trace --port tenant/vm1 --proto tcp --src 10.0.0.11 --dst 10.0.0.12 --dport 22 | sed 's/^/  /'
+
+echo "[demo] a live change: vm2's port set down (vnetctl apply), then up again"
+sed 's/vm2: {interface: vm2-h}/vm2: {interface: vm2-h, up: false}/' examples/bridge.yaml >/tmp/vnet-demo-down.yaml
+vnetctl apply -f /tmp/vnet-demo-down.yaml | sed 's/^/  /'
+ip netns exec vnet-demo-vm1 ping -q -c 3 -i 0.2 -W 1 10.0.0.12 | sed 's/^/  /' || true
+vnetctl apply -f examples/bridge.yaml | sed 's/^/  /'
+ip netns exec vnet-demo-vm1 ping -q -c 3 -i 0.2 10.0.0.12 | sed 's/^/  /'
+rm -f /tmp/vnet-demo-down.yaml
+
 kill -TERM "$VNETD_PID"; wait "$VNETD_PID" || true; VNETD_PID=
 echo "[demo] vnetd's last statistics:"
 grep -E "stats|stopped" "$LOG" | tail -2 | sed 's/^/  /'

@@ -142,6 +142,17 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let store = Arc::new(EmbeddedStore::open(&opts.state_dir)?);
     if let Some(path) = &opts.topology {
         let topology = vnet_control::load_file(path)?;
+        // A file naming an interface this host lacks is refused before it
+        // is stored (a stored topology with one runs without that port).
+        let snap = Snapshot::compile(&topology, 0);
+        for (port, ifname) in snap.interfaces() {
+            if nix::net::if_::if_nametoindex(ifname).is_err() {
+                bail!(
+                    "interface {ifname} (port {}) does not exist: create it, or bind the port to another interface",
+                    snap.ports[port].name
+                );
+            }
+        }
         let applied = store
             .apply(topology, None)
             .with_context(|| format!("storing {}", path.display()))?;
@@ -160,14 +171,20 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     }
     let snap = Arc::new(Snapshot::compile(&current.topology, current.revision));
 
-    let interfaces: Vec<(usize, String)> =
-        snap.interfaces().map(|(p, i)| (p, i.to_string())).collect();
-    for (port, ifname) in &interfaces {
-        if nix::net::if_::if_nametoindex(ifname.as_str()).is_err() {
-            bail!(
-                "interface {ifname} (port {}) does not exist: create it, or bind the port to another interface",
-                snap.ports[*port].name
+    // Interfaces missing now leave their ports unbound (said in the log and
+    // by `vnetctl status`); the next revision tries them again.
+    let mut problems = std::collections::BTreeMap::new();
+    let mut interfaces: Vec<(usize, String)> = Vec::new();
+    for (port, ifname) in snap.interfaces() {
+        let name = &snap.ports[port].name;
+        if nix::net::if_::if_nametoindex(ifname).is_err() {
+            tracing::warn!(port = %name, interface = %ifname, "interface does not exist: port not bound");
+            problems.insert(
+                name.clone(),
+                format!("port {name} is not bound: interface {ifname} does not exist"),
             );
+        } else {
+            interfaces.push((port, ifname.to_string()));
         }
     }
     let names: Vec<String> = interfaces.iter().map(|(_, i)| i.clone()).collect();
@@ -197,7 +214,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         running: running.clone(),
         binder,
         topology: Arc::new(current.topology),
-        problems: Default::default(),
+        problems,
     });
     let control = ControlThread::start(store, listeners, commands, running)?;
     tracing::info!(

@@ -154,6 +154,18 @@ fn vnetd_restarts_on_its_stored_topology_and_binds_live() -> Result<()> {
         vnet_control::parse_str(&example("bridge.yaml"))?,
         "get -o yaml gives back the applied file"
     );
+    // A stored topology whose interface is gone still starts, without
+    // that port, and says so.
+    w.stop_vnetd()?;
+    vnet_e2e::run(&["ip", "-n", &w.host, "link", "del", "vm3-h"])?;
+    w.start_vnetd_stored()?;
+    let status = w.vnetctl_json(&["status"])?;
+    let problems = status["problems"].to_string();
+    assert!(
+        problems.contains("tenant/vm3") && problems.contains("vm3-h"),
+        "{status}"
+    );
+    assert_eq!(w.ping(&vm1, &vm2.ip, 3)?, 3);
     Ok(())
 }
 
