@@ -265,7 +265,7 @@ fn resolve_and_send(
     if mac.is_none() && walk.state.arp.pending(router, next_hop).is_none() {
         // Over an interior link the request is answered within this call
         // (the peer router or the bridge's ARP table answers it).
-        send_arp_request(walk, router, out_port, egress, next_hop);
+        send_arp_request(walk, out_port, egress, next_hop);
         mac = walk.state.arp.lookup(router, next_hop);
     }
     let Some(mac) = mac else {
@@ -298,7 +298,7 @@ fn resolve_and_send(
     walk.deliver(out_port, frame);
 }
 
-fn send_arp_request(walk: &mut Walk, _router: Tag, out_port: PortId, egress: RouterIf, target: [u8; 4]) {
+fn send_arp_request(walk: &mut Walk, out_port: PortId, egress: RouterIf, target: [u8; 4]) {
     let request = build::arp_frame(ARP_REQUEST, egress.mac, egress.addr, [0; 6], target, BROADCAST);
     walk.inject(out_port, request);
 }
@@ -361,9 +361,9 @@ pub(super) fn timers(walk: &mut Walk) {
         r.ports.iter().copied().find(|&p| snap.ports[p].l3.is_some_and(|l3| l3.contains(ip)))
     };
     let due = walk.state.arp.tick(walk.now_ns, refresh_port);
-    for (router, ip, port) in due.requests {
+    for (_router, ip, port) in due.requests {
         if let Some(egress) = snap.ports.get(port).and_then(|p| p.l3) {
-            send_arp_request(walk, router, port, egress, ip);
+            send_arp_request(walk, port, egress, ip);
         }
     }
     for (_router, q) in due.unresolved {
