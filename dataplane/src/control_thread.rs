@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use vnet_control::api::{self, Listeners};
 use vnet_control::dataplane::{
-    CounterReport, Dataplane, DataplaneHealth, FlowInfo, TraceReport, TraceRequest,
+    CounterReport, Dataplane, DataplaneHealth, FlowInfo, TraceError, TraceReport, TraceRequest,
 };
 use vnet_control::store::Store;
 
@@ -45,8 +45,10 @@ impl Dataplane for WorkerView {
         self.running.load(Ordering::Acquire)
     }
 
-    fn trace(&self, request: TraceRequest) -> Result<TraceReport, String> {
-        self.ask(|tx| Command::Trace(request, tx))?
+    fn trace(&self, request: TraceRequest) -> Result<TraceReport, TraceError> {
+        self.ask(|tx| Command::Trace(request, tx))
+            .map_err(TraceError::Unavailable)?
+            .map_err(TraceError::Invalid)
     }
 
     fn flows(&self) -> Result<Vec<FlowInfo>, String> {

@@ -14,7 +14,7 @@
 //! - [`control_thread`]: the API and the store watch, feeding the worker.
 //! - [`reconfig`]: which flows a topology change touches.
 //! - [`views`]: text forms of traces, flow keys and actions.
-//! - [`daemon`]: `vnetd`.
+//! - [`daemon`] — `vnetd` itself.
 pub mod afxdp;
 pub mod binding;
 pub mod control_thread;

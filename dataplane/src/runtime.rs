@@ -120,8 +120,14 @@ impl Runtime {
     /// (`.bad`), so that it is not overwritten, and vnetd starts without it.
     pub fn keep_leases_in(&mut self, state_dir: &Path) {
         let mut file = LeaseFile::new(state_dir);
-        match file.load(&mut self.state.dhcp.leases, now_ns(), lease_file::unix_now()) {
-            Ok(n) => tracing::info!(leases = n, file = %file.path().display(), "DHCP leases loaded"),
+        match file.load(
+            &mut self.state.dhcp.leases,
+            now_ns(),
+            lease_file::unix_now(),
+        ) {
+            Ok(n) => {
+                tracing::info!(leases = n, file = %file.path().display(), "DHCP leases loaded")
+            }
             Err(e) => {
                 let aside = file.path().with_extension("json.bad");
                 let moved = std::fs::rename(file.path(), &aside);
@@ -138,8 +144,12 @@ impl Runtime {
     /// and a guest sending requests in a loop cannot make the worker fsync
     /// in a loop.
     pub fn save_leases(&mut self) {
-        let Some(file) = &mut self.lease_file else { return };
-        if let Err(e) = file.save_if_changed(&self.state.dhcp.leases, now_ns(), lease_file::unix_now()) {
+        let Some(file) = &mut self.lease_file else {
+            return;
+        };
+        if let Err(e) =
+            file.save_if_changed(&self.state.dhcp.leases, now_ns(), lease_file::unix_now())
+        {
             tracing::warn!(error = %e, "DHCP leases not saved");
         }
     }
@@ -248,7 +258,9 @@ impl Runtime {
                 self.handle(b, frame);
             }
         }
-        let (Some(flow), Some((i, frame))) = (decision.install, ingress) else { return };
+        let (Some(flow), Some((i, frame))) = (decision.install, ingress) else {
+            return;
+        };
         let ifindex = self.ports[i].ifindex;
         let Some(key) = packet::parse(frame).ok().and_then(|h| h.flow_key(ifindex)) else {
             return;
@@ -260,7 +272,10 @@ impl Runtime {
                 None => return,
             }
         }
-        match self.flows.install(&mut self.kernel, key, &actions, &flow, now) {
+        match self
+            .flows
+            .install(&mut self.kernel, key, &actions, &flow, now)
+        {
             Ok(()) => {}
             Err(InstallError::Full) => self.counters.count(Reason::FlowTableFull),
             Err(e) => tracing::warn!(error = %e, "installing a flow"),
@@ -285,7 +300,10 @@ impl Runtime {
         // State entries that installed flows still use are kept (the
         // kernel forwards their traffic, so userspace does not see it).
         let flows = &self.flows;
-        let mut gone = self.state.macs.expire(now, mac_table::DEFAULT_MAX_AGE_NS, |t| flows.uses(t));
+        let mut gone = self
+            .state
+            .macs
+            .expire(now, mac_table::DEFAULT_MAX_AGE_NS, |t| flows.uses(t));
         gone.extend(self.state.conntrack.expire(now, |t| flows.uses(t)));
         gone.extend(self.state.nat.expire(now, |t| flows.uses(t)));
         for tag in gone {

@@ -41,10 +41,7 @@ pub fn device_name(snap: &Snapshot, device: DeviceRef) -> String {
 /// name, so that steps added to the simulation get a kind without a change
 /// here.
 fn kind_of(debug: &str) -> String {
-    let name = debug
-        .split([' ', '{', '('])
-        .next()
-        .unwrap_or(debug);
+    let name = debug.split([' ', '{', '(']).next().unwrap_or(debug);
     let mut out = String::new();
     for (i, c) in name.chars().enumerate() {
         if c.is_ascii_uppercase() {

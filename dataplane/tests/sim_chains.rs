@@ -64,9 +64,17 @@ fn every_condition_field_matches_and_inverts() {
         ("ethertype: 0x0800", udp(1, 2), true),
         ("ethertype: 0x0806", udp(1, 2), false),
         ("eth_src: \"02:00:00:00:00:01\"", udp(1, 2), true),
-        ("eth_src: \"02:00:00:00:00:99/ff:ff:ff:ff:ff:00\"", udp(1, 2), true),
+        (
+            "eth_src: \"02:00:00:00:00:99/ff:ff:ff:ff:ff:00\"",
+            udp(1, 2),
+            true,
+        ),
         ("eth_src: \"02:00:00:00:00:99\"", udp(1, 2), false),
-        ("eth_dst: \"01:00:00:00:00:00/01:00:00:00:00:00\"", udp(1, 2), false),
+        (
+            "eth_dst: \"01:00:00:00:00:00/01:00:00:00:00:00\"",
+            udp(1, 2),
+            false,
+        ),
         ("protocol: udp", udp(1, 2), true),
         ("protocol: tcp", udp(1, 2), false),
         ("protocol: 17", udp(1, 2), true),
@@ -98,20 +106,41 @@ fn every_condition_field_matches_and_inverts() {
         if field == "fragments" {
             continue;
         }
-        let field = if cond.contains("icmp_type") { "icmp_type" } else if cond.contains("icmp_code") { "icmp_code" } else { field };
+        let field = if cond.contains("icmp_type") {
+            "icmp_type"
+        } else if cond.contains("icmp_code") {
+            "icmp_code"
+        } else {
+            field
+        };
         let inverted = verdict_of(&drop_if(&format!("{cond}, not: [{field}]")), &frame);
-        assert_eq!(inverted, if matches { PASS } else { DROP }, "not: [{field}] of {cond}");
+        assert_eq!(
+            inverted,
+            if matches { PASS } else { DROP },
+            "not: [{field}] of {cond}"
+        );
         let whole = verdict_of(&drop_if(&format!("{cond}, invert: true")), &frame);
-        assert_eq!(whole, if matches { PASS } else { DROP }, "invert: true of {cond}");
+        assert_eq!(
+            whole,
+            if matches { PASS } else { DROP },
+            "invert: true of {cond}"
+        );
     }
 }
 
 #[test]
 fn masked_macs_and_ethertypes_match_arp_too() {
     let arp = arp_frame(ARP_REQUEST, A_MAC, A, [0; 6], B, BROADCAST);
-    assert_eq!(verdict_of(&drop_if("ethertype: 0x0806"), &arp), Verdict::Dropped(Reason::FilterDrop));
+    assert_eq!(
+        verdict_of(&drop_if("ethertype: 0x0806"), &arp),
+        Verdict::Dropped(Reason::FilterDrop)
+    );
     let multicast = drop_if("eth_dst: \"01:00:00:00:00:00/01:00:00:00:00:00\"");
-    assert_eq!(verdict_of(&multicast, &arp), Verdict::Dropped(Reason::FilterDrop), "broadcast is multicast");
+    assert_eq!(
+        verdict_of(&multicast, &arp),
+        Verdict::Dropped(Reason::FilterDrop),
+        "broadcast is multicast"
+    );
     assert_eq!(verdict_of(&multicast, &udp(1, 2)), PASS);
 }
 
@@ -125,17 +154,29 @@ fn evaluation_order_and_actions() {
     let c = "  c:\n    - {action: continue, match: {protocol: udp}}\n";
     assert_eq!(verdict_of(c, &udp(1, 2)), PASS);
     // Jump + return resumes the caller at the next rule.
-    let c = "  c:\n    - {action: jump, chain: d}\n    - {action: drop, match: {dst_ports: 53}}\n  \
+    let c =
+        "  c:\n    - {action: jump, chain: d}\n    - {action: drop, match: {dst_ports: 53}}\n  \
              d:\n    - {action: return, match: {protocol: udp}}\n    - {action: drop}\n";
-    assert_eq!(verdict_of(c, &udp(1, 53)), DROP, "returned, then the caller's next rule dropped");
+    assert_eq!(
+        verdict_of(c, &udp(1, 53)),
+        DROP,
+        "returned, then the caller's next rule dropped"
+    );
     assert_eq!(verdict_of(c, &udp(1, 54)), PASS);
-    assert_eq!(verdict_of(c, &tcp_frame(A_MAC, B_MAC, A, B, 1, 2, 2)), DROP, "the jumped chain decided");
+    assert_eq!(
+        verdict_of(c, &tcp_frame(A_MAC, B_MAC, A, B, 1, 2, 2)),
+        DROP,
+        "the jumped chain decided"
+    );
     // RETURN at top level accepts.
     let c = "  c:\n    - {action: return}\n    - {action: drop}\n";
     assert_eq!(verdict_of(c, &udp(1, 2)), PASS);
     // Reject on a bridge drops.
     let c = "  c:\n    - {action: reject}\n";
-    assert_eq!(verdict_of(c, &udp(1, 2)), Verdict::Dropped(Reason::FilterReject));
+    assert_eq!(
+        verdict_of(c, &udp(1, 2)),
+        Verdict::Dropped(Reason::FilterReject)
+    );
 }
 
 #[test]
@@ -149,20 +190,38 @@ fn a_jump_to_a_chain_already_on_the_path_is_ignored() {
     let topo = vnet_control::parse_str(yaml).unwrap();
     assert!(topo.validate().is_err(), "validation refuses the cycle");
     let snap = Snapshot::compile(&topo, 1);
-    assert_eq!(run(&snap, &mut State::default(), "b/a", &udp(1, 1)).verdict, PASS, "d's jump back to c is skipped");
-    assert_eq!(run(&snap, &mut State::default(), "b/a", &udp(1, 2)).verdict, DROP);
-    assert_eq!(run(&snap, &mut State::default(), "b/a", &udp(1, 3)).verdict, PASS);
+    assert_eq!(
+        run(&snap, &mut State::default(), "b/a", &udp(1, 1)).verdict,
+        PASS,
+        "d's jump back to c is skipped"
+    );
+    assert_eq!(
+        run(&snap, &mut State::default(), "b/a", &udp(1, 2)).verdict,
+        DROP
+    );
+    assert_eq!(
+        run(&snap, &mut State::default(), "b/a", &udp(1, 3)).verdict,
+        PASS
+    );
 }
 
 #[test]
 fn flows_carry_the_chains_they_evaluated_and_drops_are_installed() {
-    let snap = bridge_with("  c:\n    - {action: jump, chain: d}\n  d:\n    - {action: drop, match: {dst_ports: 9}}\n", "c");
+    let snap = bridge_with(
+        "  c:\n    - {action: jump, chain: d}\n  d:\n    - {action: drop, match: {dst_ports: 9}}\n",
+        "c",
+    );
     let d = run(&snap, &mut State::default(), "b/a", &udp(1, 9));
-    let flow = d.install.expect("a drop decided by rules on the key is installed");
+    let flow = d
+        .install
+        .expect("a drop decided by rules on the key is installed");
     assert_eq!(flow.actions.flags, act::DROP);
     assert!(flow.tags.contains(&Tag::chain("c")) && flow.tags.contains(&Tag::chain("d")));
     let d = run(&snap, &mut State::default(), "b/a", &udp(1, 8));
-    assert!(d.install.unwrap().tags.contains(&Tag::chain("d")), "accepted flows too");
+    assert!(
+        d.install.unwrap().tags.contains(&Tag::chain("d")),
+        "accepted flows too"
+    );
 }
 
 #[test]
@@ -193,21 +252,44 @@ fn replies_pass_a_stateful_filter_and_new_connections_from_outside_do_not() {
         let snap = peephole();
         let mut st = State::default();
         let (out, back) = if proto == "udp" {
-            (udp_frame(A_MAC, B_MAC, A, B, 4000, 53, b"q"), udp_frame(B_MAC, A_MAC, B, A, 53, 4000, b"r"))
+            (
+                udp_frame(A_MAC, B_MAC, A, B, 4000, 53, b"q"),
+                udp_frame(B_MAC, A_MAC, B, A, 53, 4000, b"r"),
+            )
         } else {
-            (tcp_frame(A_MAC, B_MAC, A, B, 4000, 80, 0x02), tcp_frame(B_MAC, A_MAC, B, A, 80, 4000, 0x12))
+            (
+                tcp_frame(A_MAC, B_MAC, A, B, 4000, 80, 0x02),
+                tcp_frame(B_MAC, A_MAC, B, A, 80, 4000, 0x12),
+            )
         };
         let early = run(&snap, &mut st, "b/b", &back);
         assert_eq!(early.verdict, DROP, "{proto}: no connection yet");
         let drop_flow = early.install.expect("installed drop");
         let d = run(&snap, &mut st, "b/a", &out);
         assert_eq!(d.verdict, PASS, "{proto}: the guest opens a connection");
-        assert!(d.invalidate.iter().any(|t| drop_flow.tags.contains(t)), "{proto}: the early drop flow is invalidated");
+        assert!(
+            d.invalidate.iter().any(|t| drop_flow.tags.contains(t)),
+            "{proto}: the early drop flow is invalidated"
+        );
         let d = run(&snap, &mut st, "b/b", &back);
         assert_eq!(d.verdict, PASS, "{proto}: the reply passes");
-        assert!(d.trace.iter().any(|s| matches!(s, Step::Conntrack { state: vnet_dataplane::sim::conntrack::Direction::Return, .. })));
-        let other = if proto == "udp" { udp_frame(B_MAC, A_MAC, B, A, 53, 4001, b"r") } else { tcp_frame(B_MAC, A_MAC, B, A, 80, 4001, 0x02) };
-        assert_eq!(run(&snap, &mut st, "b/b", &other).verdict, DROP, "{proto}: another port is not a reply");
+        assert!(d.trace.iter().any(|s| matches!(
+            s,
+            Step::Conntrack {
+                state: vnet_dataplane::sim::conntrack::Direction::Return,
+                ..
+            }
+        )));
+        let other = if proto == "udp" {
+            udp_frame(B_MAC, A_MAC, B, A, 53, 4001, b"r")
+        } else {
+            tcp_frame(B_MAC, A_MAC, B, A, 80, 4001, 0x02)
+        };
+        assert_eq!(
+            run(&snap, &mut st, "b/b", &other).verdict,
+            DROP,
+            "{proto}: another port is not a reply"
+        );
     }
 }
 
@@ -233,22 +315,39 @@ fn only_icmp_errors_related_to_a_connection_are_return_traffic() {
         packet::build::ethernet_ipv4(A_MAC, B_MAC, &p)
     };
     let d = run(&snap, &mut st, "b/b", &unreachable(&out));
-    assert_eq!(d.verdict, PASS, "port unreachable about the guest's datagram");
-    assert!(d.install.is_none(), "the key cannot see the quoted packet: never installed");
+    assert_eq!(
+        d.verdict, PASS,
+        "port unreachable about the guest's datagram"
+    );
+    assert!(
+        d.install.is_none(),
+        "the key cannot see the quoted packet: never installed"
+    );
     let unrelated = udp_frame(A_MAC, B_MAC, A, B, 4999, 53, b"q");
-    assert_eq!(run(&snap, &mut st, "b/b", &unreachable(&unrelated)).verdict, DROP, "about nothing tracked");
+    assert_eq!(
+        run(&snap, &mut st, "b/b", &unreachable(&unrelated)).verdict,
+        DROP,
+        "about nothing tracked"
+    );
 }
 
 #[test]
 fn a_full_conntrack_table_refuses_new_connections() {
     let snap = peephole();
-    let mut st = State { conntrack: vnet_dataplane::sim::Conntrack::with_capacity(1), ..State::default() };
+    let mut st = State {
+        conntrack: vnet_dataplane::sim::Conntrack::with_capacity(1),
+        ..State::default()
+    };
     assert_eq!(run(&snap, &mut st, "b/a", &udp(4000, 53)).verdict, PASS);
     let d = run(&snap, &mut st, "b/a", &udp(4001, 53));
     assert_eq!(d.verdict, Verdict::Dropped(Reason::ConntrackFull));
     assert!(d.emit.is_empty() && d.install.is_none());
     let reply = udp_frame(B_MAC, A_MAC, B, A, 53, 4000, b"r");
-    assert_eq!(run(&snap, &mut st, "b/b", &reply).verdict, PASS, "the old connection still works");
+    assert_eq!(
+        run(&snap, &mut st, "b/b", &reply).verdict,
+        PASS,
+        "the old connection still works"
+    );
 }
 
 #[test]
@@ -267,7 +366,8 @@ fn fragment_policies() {
     let c = checksum::ipv4_header(&later[ETH_HLEN..ETH_HLEN + 20]);
     later[ETH_HLEN + 10..ETH_HLEN + 12].copy_from_slice(&c.to_be_bytes());
 
-    let only_whole = "  c:\n    - {action: accept, match: {fragments: unfragmented}}\n    - {action: drop}\n";
+    let only_whole =
+        "  c:\n    - {action: accept, match: {fragments: unfragmented}}\n    - {action: drop}\n";
     assert_eq!(verdict_of(only_whole, &udp(1, 53)), PASS);
     assert_eq!(verdict_of(only_whole, &first), DROP);
     assert_eq!(verdict_of(only_whole, &later), DROP);
@@ -277,7 +377,10 @@ fn fragment_policies() {
     assert_eq!(verdict_of(dns, &later), DROP);
     let snap = bridge_with(only_whole, "c");
     let d = run(&snap, &mut State::default(), "b/a", &first);
-    assert!(d.install.is_none(), "fragment-sensitive decisions are not installed (one kernel flow serves all fragments)");
+    assert!(
+        d.install.is_none(),
+        "fragment-sensitive decisions are not installed (one kernel flow serves all fragments)"
+    );
 }
 
 #[test]
@@ -289,26 +392,48 @@ fn router_reject_answers_icmp_or_tcp_reset() {
                 x: {address: 10.0.0.254/24, interface: x-h}\n      y: {address: 10.9.0.1/24, interface: y-h}\n    \
                 routes: [{dst: 10.9.0.0/24, port: y}]\n";
     let snap = Snapshot::compile(&vnet_control::load_str(yaml).unwrap(), 1);
-    let rmac = snap.ports[snap.port_by_name("r/x").unwrap()].l3.unwrap().mac;
+    let rmac = snap.ports[snap.port_by_name("r/x").unwrap()]
+        .l3
+        .unwrap()
+        .mac;
     let dst = [10, 9, 0, 5];
     let icmp_of = |d: &Decision| {
         let f = &d.emit[0].frame;
         (f[ETH_HLEN + 20], f[ETH_HLEN + 21])
     };
-    let d = run(&snap, &mut State::default(), "r/x", &udp_frame(A_MAC, rmac, A, dst, 9, 1, b""));
+    let d = run(
+        &snap,
+        &mut State::default(),
+        "r/x",
+        &udp_frame(A_MAC, rmac, A, dst, 9, 1, b""),
+    );
     assert_eq!(d.verdict, Verdict::Dropped(Reason::FilterReject));
     assert_eq!(icmp_of(&d), (3, 13), "MidoNet's reject: admin prohibited");
     assert!(d.install.is_none());
-    let d = run(&snap, &mut State::default(), "r/x", &udp_frame(A_MAC, rmac, A, dst, 9, 2, b""));
+    let d = run(
+        &snap,
+        &mut State::default(),
+        "r/x",
+        &udp_frame(A_MAC, rmac, A, dst, 9, 2, b""),
+    );
     assert_eq!(icmp_of(&d), (3, 3));
     let syn = tcp_frame(A_MAC, rmac, A, dst, 9, 3, 0x02);
     let d = run(&snap, &mut State::default(), "r/x", &syn);
     let rst = &d.emit[0].frame;
     let h = packet::parse(rst).unwrap();
-    assert_eq!(h.flow_key(0).map(|k| (k.src, k.dst, k.l4_src, k.l4_dst)), Some((dst, A, 3, 9)));
+    assert_eq!(
+        h.flow_key(0).map(|k| (k.src, k.dst, k.l4_src, k.l4_dst)),
+        Some((dst, A, 3, 9))
+    );
     assert_eq!(rst[ETH_HLEN + 20 + 13], 0x14, "RST+ACK to a SYN");
     let seg = &rst[ETH_HLEN + 20..];
-    assert_eq!(checksum::finish(checksum::sum(seg, checksum::pseudo_header(dst, A, 6, seg.len() as u16))), 0);
+    assert_eq!(
+        checksum::finish(checksum::sum(
+            seg,
+            checksum::pseudo_header(dst, A, 6, seg.len() as u16)
+        )),
+        0
+    );
 }
 
 #[test]
@@ -317,7 +442,12 @@ fn vlan_tagged_frames_are_filtered_on_their_inner_fields() {
                 bridges:\n  b:\n    inbound_filter: c\n    mac_table: [{mac: \"02:00:00:00:00:02\", port: b}]\n    \
                 ports:\n      a: {interface: a-h, vlan: 7}\n      b: {interface: b-h}\n";
     let snap = Snapshot::compile(&vnet_control::load_str(yaml).unwrap(), 1);
-    let d = run(&snap, &mut State::default(), "b/a", &with_vlan(&udp(1, 53), 7));
+    let d = run(
+        &snap,
+        &mut State::default(),
+        "b/a",
+        &with_vlan(&udp(1, 53), 7),
+    );
     assert_eq!(d.verdict, DROP);
 }
 
@@ -331,9 +461,15 @@ fn indexed_classification_agrees_with_rule_order() {
         let b = i.to_be_bytes();
         let action = if i % 2 == 0 { "drop" } else { "accept" };
         if i % 3 == 0 {
-            rules += &format!("    - {{action: {action}, match: {{protocol: udp, dst_ports: {}}}}}\n", 1000 + i % 500);
+            rules += &format!(
+                "    - {{action: {action}, match: {{protocol: udp, dst_ports: {}}}}}\n",
+                1000 + i % 500
+            );
         } else {
-            rules += &format!("    - {{action: {action}, match: {{dst: 10.{}.{}.{}/32}}}}\n", b[1], b[2], b[3]);
+            rules += &format!(
+                "    - {{action: {action}, match: {{dst: 10.{}.{}.{}/32}}}}\n",
+                b[1], b[2], b[3]
+            );
         }
     }
     rules += "    - {action: drop, match: {src: 10.0.0.0/8}}\n";
@@ -341,14 +477,26 @@ fn indexed_classification_agrees_with_rule_order() {
     let expected = |dst: [u8; 4], dport: u16| -> Verdict {
         for i in 0..10_000u32 {
             let b = i.to_be_bytes();
-            let hit = if i % 3 == 0 { dport == (1000 + i % 500) as u16 } else { dst == [10, b[1], b[2], b[3]] };
+            let hit = if i % 3 == 0 {
+                dport == (1000 + i % 500) as u16
+            } else {
+                dst == [10, b[1], b[2], b[3]]
+            };
             if hit {
                 return if i % 2 == 0 { DROP } else { PASS };
             }
         }
         DROP
     };
-    for (n, dport) in [(1u32, 7u16), (2, 1000), (4, 1002), (9_998, 1499), (9_999, 1), (10_001, 9), (7, 1003)] {
+    for (n, dport) in [
+        (1u32, 7u16),
+        (2, 1000),
+        (4, 1002),
+        (9_998, 1499),
+        (9_999, 1),
+        (10_001, 9),
+        (7, 1003),
+    ] {
         let b = n.to_be_bytes();
         let dst = [10, b[1], b[2], b[3]];
         let frame = udp_frame(A_MAC, B_MAC, A, dst, 1, dport, b"");
@@ -383,9 +531,15 @@ fn stateful_port_groups_share_connections_between_members() {
         let reply = udp_frame(B_MAC, A_MAC, B, A, 53, 4000, b"r");
         let back = run(&snap, &mut st, "y/h", &reply).verdict;
         if stateful {
-            assert_eq!(back, PASS, "the reply through the other member is recognised");
+            assert_eq!(
+                back, PASS,
+                "the reply through the other member is recognised"
+            );
         } else {
-            assert_eq!(back, DROP, "without the group, the other port knows nothing of it");
+            assert_eq!(
+                back, DROP,
+                "without the group, the other port knows nothing of it"
+            );
         }
     }
 }

@@ -2,8 +2,12 @@
 //! hairpin, ARP for NAT addresses — on the example tenant-nat.yaml and a
 //! variant of it.
 use vnet_common::{act, Reason};
-use vnet_dataplane::packet::build::{arp_frame, icmp_echo_frame, icmp_error, ethernet_ipv4, tcp_frame, udp_frame};
-use vnet_dataplane::packet::{self, checksum, Mac, ARP_REPLY, ARP_REQUEST, BROADCAST, ETH_HLEN, L3, L4};
+use vnet_dataplane::packet::build::{
+    arp_frame, ethernet_ipv4, icmp_echo_frame, icmp_error, tcp_frame, udp_frame,
+};
+use vnet_dataplane::packet::{
+    self, checksum, Mac, ARP_REPLY, ARP_REQUEST, BROADCAST, ETH_HLEN, L3, L4,
+};
 use vnet_dataplane::sim::{simulate, Decision, Snapshot, State, Verdict};
 
 const VM1_MAC: Mac = [2, 0, 0, 0, 1, 1];
@@ -18,7 +22,11 @@ const SNAT_IP: [u8; 4] = [192, 0, 2, 10];
 const FLOATING: [u8; 4] = [192, 0, 2, 50];
 
 fn example() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/tenant-nat.yaml")).unwrap()
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/tenant-nat.yaml"
+    ))
+    .unwrap()
 }
 
 /// The example plus a third guest, a ranged UDP port forward and a floating
@@ -43,12 +51,23 @@ struct Net {
 impl Net {
     fn new(yaml: &str) -> Net {
         let topo = vnet_control::load_str(yaml).unwrap_or_else(|e| panic!("{e}"));
-        let mut n = Net { snap: Snapshot::compile(&topo, 1), st: State::default(), now: 1 };
+        let mut n = Net {
+            snap: Snapshot::compile(&topo, 1),
+            st: State::default(),
+            now: 1,
+        };
         // The router knows its neighbours (ARP is the router tests' job).
         let up = n.mac("edge/uplink");
-        n.send("edge/uplink", &arp_frame(ARP_REPLY, GW_MAC, [192, 0, 2, 1], up, [192, 0, 2, 2], up));
+        n.send(
+            "edge/uplink",
+            &arp_frame(ARP_REPLY, GW_MAC, [192, 0, 2, 1], up, [192, 0, 2, 2], up),
+        );
         let t = n.mac("edge/tenant");
-        for (mac, ip, port) in [(VM1_MAC, VM1, "tenant/vm1"), (VM2_MAC, VM2, "tenant/vm2"), (VM3_MAC, VM3, "tenant/vm3")] {
+        for (mac, ip, port) in [
+            (VM1_MAC, VM1, "tenant/vm1"),
+            (VM2_MAC, VM2, "tenant/vm2"),
+            (VM3_MAC, VM3, "tenant/vm3"),
+        ] {
             if n.snap.port_by_name(port).is_some() {
                 n.send(port, &arp_frame(ARP_REPLY, mac, ip, t, [10, 0, 0, 1], t));
             }
@@ -56,7 +75,10 @@ impl Net {
         n
     }
     fn mac(&self, port: &str) -> Mac {
-        self.snap.ports[self.snap.port_by_name(port).unwrap()].l3.unwrap().mac
+        self.snap.ports[self.snap.port_by_name(port).unwrap()]
+            .l3
+            .unwrap()
+            .mac
     }
     fn send(&mut self, port: &str, frame: &[u8]) -> Decision {
         self.now += 1_000_000;
@@ -64,10 +86,13 @@ impl Net {
         simulate(&self.snap, &mut self.st, p, frame, self.now, true)
     }
     fn out(&self, d: &Decision) -> Vec<(String, Vec<u8>)> {
-        d.emit.iter().map(|e| (self.snap.ports[e.port].name.clone(), e.frame.clone())).collect()
+        d.emit
+            .iter()
+            .map(|e| (self.snap.ports[e.port].name.clone(), e.frame.clone()))
+            .collect()
     }
     /// A frame from the outside gateway to the router's uplink.
-    fn from_outside(&self, f: &mut [u8]) {
+    fn addressed_from_outside(&self, f: &mut [u8]) {
         packet::set_macs(f, GW_MAC, self.mac("edge/uplink"));
     }
 }
@@ -80,10 +105,14 @@ fn single(n: &Net, d: &Decision) -> (String, [u8; 4], [u8; 4], u16, u16) {
     let (port, f) = &out[0];
     verify_checksums(f);
     let h = packet::parse(f).unwrap();
-    let L3::Ipv4(ip, l4) = h.l3 else { panic!("not IPv4") };
+    let L3::Ipv4(ip, l4) = h.l3 else {
+        panic!("not IPv4")
+    };
     let (a, b) = match l4 {
         L4::Ports { src, dst } => (src, dst),
-        L4::Icmp { echo_id: Some(id), .. } => (id, 0),
+        L4::Icmp {
+            echo_id: Some(id), ..
+        } => (id, 0),
         L4::Icmp { kind, code, .. } => (kind as u16, code as u16),
         L4::None => (0, 0),
     };
@@ -94,7 +123,11 @@ fn verify_checksums(f: &[u8]) {
     let h = packet::parse(f).unwrap();
     let L3::Ipv4(ip, _) = h.l3 else { return };
     let o = h.l3_offset;
-    assert_eq!(checksum::ipv4_header(&f[o..o + ip.header_len]), 0, "IPv4 header checksum");
+    assert_eq!(
+        checksum::ipv4_header(&f[o..o + ip.header_len]),
+        0,
+        "IPv4 header checksum"
+    );
     let seg = &f[o + ip.header_len..o + ip.total_len as usize];
     match ip.proto {
         6 | 17 => {
@@ -102,7 +135,11 @@ fn verify_checksums(f: &[u8]) {
                 return;
             }
             let acc = checksum::pseudo_header(ip.src, ip.dst, ip.proto, seg.len() as u16);
-            assert_eq!(checksum::finish(checksum::sum(seg, acc)), 0, "TCP/UDP checksum");
+            assert_eq!(
+                checksum::finish(checksum::sum(seg, acc)),
+                0,
+                "TCP/UDP checksum"
+            );
         }
         1 => assert_eq!(checksum::finish(checksum::sum(seg, 0)), 0, "ICMP checksum"),
         _ => {}
@@ -117,9 +154,15 @@ fn tenant_gw(n: &Net) -> Mac {
 fn snat_translates_out_and_back_and_installs_both_ways() {
     let mut n = Net::new(&example());
     let gw = tenant_gw(&n);
-    let d = n.send("tenant/vm2", &tcp_frame(VM2_MAC, gw, VM2, REMOTE, 40000, 80, 0x02));
+    let d = n.send(
+        "tenant/vm2",
+        &tcp_frame(VM2_MAC, gw, VM2, REMOTE, 40000, 80, 0x02),
+    );
     let (port, src, dst, sport, dport) = single(&n, &d);
-    assert_eq!((port.as_str(), src, dst, dport), ("edge/uplink", SNAT_IP, REMOTE, 80));
+    assert_eq!(
+        (port.as_str(), src, dst, dport),
+        ("edge/uplink", SNAT_IP, REMOTE, 80)
+    );
     assert!((1024..=65535).contains(&sport));
     assert_eq!(sport, 40000, "the original port is kept when free");
     let a = d.install.expect("NAT flows run in the kernel").actions;
@@ -127,9 +170,12 @@ fn snat_translates_out_and_back_and_installs_both_ways() {
     assert!(a.flags & (act::SET_IP_DST | act::SET_L4_DST) == 0);
 
     let mut reply = tcp_frame(GW_MAC, [0; 6], REMOTE, SNAT_IP, 80, sport, 0x12);
-    n.from_outside(&mut reply);
+    n.addressed_from_outside(&mut reply);
     let d = n.send("edge/uplink", &reply);
-    assert_eq!(single(&n, &d), ("tenant/vm2".into(), REMOTE, VM2, 80, 40000));
+    assert_eq!(
+        single(&n, &d),
+        ("tenant/vm2".into(), REMOTE, VM2, 80, 40000)
+    );
     let a = d.install.expect("the reply direction too").actions;
     assert!(a.flags & act::SET_IP_DST != 0 && a.ip_dst == VM2);
 }
@@ -142,7 +188,11 @@ fn udp_checksum_zero_stays_zero_through_snat() {
     f[ETH_HLEN + 20 + 7] = 0;
     let d = n.send("tenant/vm2", &f);
     let out = &n.out(&d)[0].1;
-    assert_eq!(&out[ETH_HLEN + 26..ETH_HLEN + 28], &[0, 0], "no checksum stays no checksum");
+    assert_eq!(
+        &out[ETH_HLEN + 26..ETH_HLEN + 28],
+        &[0, 0],
+        "no checksum stays no checksum"
+    );
     verify_checksums(out);
 }
 
@@ -150,8 +200,14 @@ fn udp_checksum_zero_stays_zero_through_snat() {
 fn two_guests_with_the_same_icmp_id_get_distinct_ids() {
     let mut n = Net::new(&variant());
     let gw = tenant_gw(&n);
-    let d2 = n.send("tenant/vm2", &icmp_echo_frame(VM2_MAC, gw, VM2, REMOTE, true, 77, 1, b"ping"));
-    let d3 = n.send("tenant/vm3", &icmp_echo_frame(VM3_MAC, gw, VM3, REMOTE, true, 77, 1, b"ping"));
+    let d2 = n.send(
+        "tenant/vm2",
+        &icmp_echo_frame(VM2_MAC, gw, VM2, REMOTE, true, 77, 1, b"ping"),
+    );
+    let d3 = n.send(
+        "tenant/vm3",
+        &icmp_echo_frame(VM3_MAC, gw, VM3, REMOTE, true, 77, 1, b"ping"),
+    );
     let (_, src2, _, id2, _) = single(&n, &d2);
     let (_, src3, _, id3, _) = single(&n, &d3);
     assert_eq!((src2, src3), (SNAT_IP, SNAT_IP));
@@ -159,9 +215,13 @@ fn two_guests_with_the_same_icmp_id_get_distinct_ids() {
     assert_ne!(id3, 77, "the second is translated");
     for (id, guest, vm) in [(id2, "tenant/vm2", VM2), (id3, "tenant/vm3", VM3)] {
         let mut reply = icmp_echo_frame(GW_MAC, [0; 6], REMOTE, SNAT_IP, false, id, 1, b"ping");
-        n.from_outside(&mut reply);
+        n.addressed_from_outside(&mut reply);
         let d = n.send("edge/uplink", &reply);
-        assert_eq!(single(&n, &d), (guest.into(), REMOTE, vm, 77, 0), "reply with id {id}");
+        assert_eq!(
+            single(&n, &d),
+            (guest.into(), REMOTE, vm, 77, 0),
+            "reply with id {id}"
+        );
     }
 }
 
@@ -169,68 +229,140 @@ fn two_guests_with_the_same_icmp_id_get_distinct_ids() {
 fn floating_ip_is_one_to_one_behind_its_firewall() {
     let mut n = Net::new(&example());
     let from_out = |n: &Net, mut f: Vec<u8>| {
-        n.from_outside(&mut f);
+        n.addressed_from_outside(&mut f);
         f
     };
-    let ping = from_out(&n, icmp_echo_frame(GW_MAC, [0; 6], REMOTE, FLOATING, true, 5, 1, b"hi"));
+    let ping = from_out(
+        &n,
+        icmp_echo_frame(GW_MAC, [0; 6], REMOTE, FLOATING, true, 5, 1, b"hi"),
+    );
     let d = n.send("edge/uplink", &ping);
-    assert_eq!(single(&n, &d), ("tenant/vm1".into(), REMOTE, VM1, 5, 0), "icmp allowed");
-    let ssh = from_out(&n, tcp_frame(GW_MAC, [0; 6], REMOTE, FLOATING, 50000, 22, 0x02));
+    assert_eq!(
+        single(&n, &d),
+        ("tenant/vm1".into(), REMOTE, VM1, 5, 0),
+        "icmp allowed"
+    );
+    let ssh = from_out(
+        &n,
+        tcp_frame(GW_MAC, [0; 6], REMOTE, FLOATING, 50000, 22, 0x02),
+    );
     let d = n.send("edge/uplink", &ssh);
-    assert_eq!(single(&n, &d), ("tenant/vm1".into(), REMOTE, VM1, 50000, 22), "tcp/22 allowed");
-    let web = from_out(&n, tcp_frame(GW_MAC, [0; 6], REMOTE, FLOATING, 50000, 80, 0x02));
+    assert_eq!(
+        single(&n, &d),
+        ("tenant/vm1".into(), REMOTE, VM1, 50000, 22),
+        "tcp/22 allowed"
+    );
+    let web = from_out(
+        &n,
+        tcp_frame(GW_MAC, [0; 6], REMOTE, FLOATING, 50000, 80, 0x02),
+    );
     let d = n.send("edge/uplink", &web);
-    assert_eq!(d.verdict, Verdict::Dropped(Reason::FilterDrop), "tcp/80 is not allowed");
+    assert_eq!(
+        d.verdict,
+        Verdict::Dropped(Reason::FilterDrop),
+        "tcp/80 is not allowed"
+    );
     // vm1 leaves as its floating IP, and the replies of its own
     // connections pass the firewall.
-    let d = n.send("tenant/vm1", &tcp_frame(VM1_MAC, tenant_gw(&n), VM1, REMOTE, 33000, 443, 0x02));
-    assert_eq!(single(&n, &d), ("edge/uplink".into(), FLOATING, REMOTE, 33000, 443));
-    let back = from_out(&n, tcp_frame(GW_MAC, [0; 6], REMOTE, FLOATING, 443, 33000, 0x12));
+    let d = n.send(
+        "tenant/vm1",
+        &tcp_frame(VM1_MAC, tenant_gw(&n), VM1, REMOTE, 33000, 443, 0x02),
+    );
+    assert_eq!(
+        single(&n, &d),
+        ("edge/uplink".into(), FLOATING, REMOTE, 33000, 443)
+    );
+    let back = from_out(
+        &n,
+        tcp_frame(GW_MAC, [0; 6], REMOTE, FLOATING, 443, 33000, 0x12),
+    );
     let d = n.send("edge/uplink", &back);
-    assert_eq!(single(&n, &d), ("tenant/vm1".into(), REMOTE, VM1, 443, 33000), "reply of vm1's connection");
+    assert_eq!(
+        single(&n, &d),
+        ("tenant/vm1".into(), REMOTE, VM1, 443, 33000),
+        "reply of vm1's connection"
+    );
 }
 
 #[test]
 fn port_forward_keeps_the_offset_and_reverses_replies() {
     let mut n = Net::new(&variant());
     let mut f = tcp_frame(GW_MAC, [0; 6], REMOTE, SNAT_IP, 51000, 8080, 0x02);
-    n.from_outside(&mut f);
+    n.addressed_from_outside(&mut f);
     let d = n.send("edge/uplink", &f);
-    assert_eq!(single(&n, &d), ("tenant/vm2".into(), REMOTE, VM2, 51000, 80));
+    assert_eq!(
+        single(&n, &d),
+        ("tenant/vm2".into(), REMOTE, VM2, 51000, 80)
+    );
     let reply = tcp_frame(VM2_MAC, tenant_gw(&n), VM2, REMOTE, 80, 51000, 0x12);
     let d = n.send("tenant/vm2", &reply);
-    assert_eq!(single(&n, &d), ("edge/uplink".into(), SNAT_IP, REMOTE, 8080, 51000), "reply from the public port");
+    assert_eq!(
+        single(&n, &d),
+        ("edge/uplink".into(), SNAT_IP, REMOTE, 8080, 51000),
+        "reply from the public port"
+    );
     // 8000-8009 → 80-89 on vm3: 8003 → 83.
     let mut f = udp_frame(GW_MAC, [0; 6], REMOTE, SNAT_IP, 52000, 8003, b"x");
-    n.from_outside(&mut f);
+    n.addressed_from_outside(&mut f);
     let d = n.send("edge/uplink", &f);
-    assert_eq!(single(&n, &d), ("tenant/vm3".into(), REMOTE, VM3, 52000, 83));
+    assert_eq!(
+        single(&n, &d),
+        ("tenant/vm3".into(), REMOTE, VM3, 52000, 83)
+    );
 }
 
 #[test]
 fn icmp_errors_are_translated_in_outer_and_quoted_headers() {
     let mut n = Net::new(&example());
     // Through SNAT: vm2's datagram, answered by port unreachable.
-    let d = n.send("tenant/vm2", &udp_frame(VM2_MAC, tenant_gw(&n), VM2, REMOTE, 5353, 9, b"x"));
+    let d = n.send(
+        "tenant/vm2",
+        &udp_frame(VM2_MAC, tenant_gw(&n), VM2, REMOTE, 5353, 9, b"x"),
+    );
     let sent = n.out(&d)[0].1.clone();
-    let mut err = ethernet_ipv4(GW_MAC, [0; 6], &icmp_error(REMOTE, 3, 3, 0, &sent[ETH_HLEN..]));
-    n.from_outside(&mut err);
+    let mut err = ethernet_ipv4(
+        GW_MAC,
+        [0; 6],
+        &icmp_error(REMOTE, 3, 3, 0, &sent[ETH_HLEN..]),
+    );
+    n.addressed_from_outside(&mut err);
     let d = n.send("edge/uplink", &err);
     let (port, src, dst, kind, code) = single(&n, &d);
-    assert_eq!((port.as_str(), src, dst, kind, code), ("tenant/vm2", REMOTE, VM2, 3, 3));
+    assert_eq!(
+        (port.as_str(), src, dst, kind, code),
+        ("tenant/vm2", REMOTE, VM2, 3, 3)
+    );
     let out = &n.out(&d)[0].1;
     let h = packet::parse(out).unwrap();
     let L3::Ipv4(ip, _) = h.l3 else { panic!() };
     let q = packet::icmp_quote(out, &ip).expect("quoted packet");
-    assert_eq!((q.src, q.sport, q.dst, q.dport), (VM2, 5353, REMOTE, 9), "the quoted packet is vm2's own again");
-    assert_eq!(checksum::ipv4_header(&out[q.offset..q.offset + 20]), 0, "quoted IPv4 checksum fixed");
-    assert!(d.install.is_none(), "errors are translated in userspace every time");
+    assert_eq!(
+        (q.src, q.sport, q.dst, q.dport),
+        (VM2, 5353, REMOTE, 9),
+        "the quoted packet is vm2's own again"
+    );
+    assert_eq!(
+        checksum::ipv4_header(&out[q.offset..q.offset + 20]),
+        0,
+        "quoted IPv4 checksum fixed"
+    );
+    assert!(
+        d.install.is_none(),
+        "errors are translated in userspace every time"
+    );
 
     // Through DNAT (the floating IP): the quoted source becomes vm1 again.
-    let d = n.send("tenant/vm1", &udp_frame(VM1_MAC, tenant_gw(&n), VM1, REMOTE, 6000, 9, b"x"));
+    let d = n.send(
+        "tenant/vm1",
+        &udp_frame(VM1_MAC, tenant_gw(&n), VM1, REMOTE, 6000, 9, b"x"),
+    );
     let sent = n.out(&d)[0].1.clone();
-    let mut err = ethernet_ipv4(GW_MAC, [0; 6], &icmp_error(REMOTE, 3, 3, 0, &sent[ETH_HLEN..]));
-    n.from_outside(&mut err);
+    let mut err = ethernet_ipv4(
+        GW_MAC,
+        [0; 6],
+        &icmp_error(REMOTE, 3, 3, 0, &sent[ETH_HLEN..]),
+    );
+    n.addressed_from_outside(&mut err);
     let d = n.send("edge/uplink", &err);
     let out = &n.out(&d)[0].1;
     verify_checksums(out);
@@ -252,11 +384,18 @@ fn time_exceeded_from_beyond_the_snat_reaches_the_guest() {
     probe[ETH_HLEN + 10..ETH_HLEN + 12].copy_from_slice(&c.to_be_bytes());
     let d = n.send("tenant/vm2", &probe);
     let sent = n.out(&d)[0].1.clone();
-    let mut err = ethernet_ipv4(GW_MAC, [0; 6], &icmp_error([192, 0, 2, 1], 11, 0, 0, &sent[ETH_HLEN..]));
-    n.from_outside(&mut err);
+    let mut err = ethernet_ipv4(
+        GW_MAC,
+        [0; 6],
+        &icmp_error([192, 0, 2, 1], 11, 0, 0, &sent[ETH_HLEN..]),
+    );
+    n.addressed_from_outside(&mut err);
     let d = n.send("edge/uplink", &err);
     let (port, src, dst, kind, _) = single(&n, &d);
-    assert_eq!((port.as_str(), src, dst, kind), ("tenant/vm2", [192, 0, 2, 1], VM2, 11));
+    assert_eq!(
+        (port.as_str(), src, dst, kind),
+        ("tenant/vm2", [192, 0, 2, 1], VM2, 11)
+    );
 }
 
 #[test]
@@ -265,41 +404,75 @@ fn hairpin_to_a_floating_ip_and_a_port_forward() {
     let gw = tenant_gw(&n);
     // vm2 → vm1's floating IP: delivered to vm1 from the router's tenant
     // address, so that the reply comes back through the router.
-    let d = n.send("tenant/vm2", &tcp_frame(VM2_MAC, gw, VM2, FLOATING, 41000, 22, 0x02));
+    let d = n.send(
+        "tenant/vm2",
+        &tcp_frame(VM2_MAC, gw, VM2, FLOATING, 41000, 22, 0x02),
+    );
     let (port, src, dst, sport, dport) = single(&n, &d);
-    assert_eq!((port.as_str(), src, dst, dport), ("tenant/vm1", [10, 0, 0, 1], VM1, 22));
+    assert_eq!(
+        (port.as_str(), src, dst, dport),
+        ("tenant/vm1", [10, 0, 0, 1], VM1, 22)
+    );
     let reply = tcp_frame(VM1_MAC, gw, VM1, [10, 0, 0, 1], 22, sport, 0x12);
     let d = n.send("tenant/vm1", &reply);
-    assert_eq!(single(&n, &d), ("tenant/vm2".into(), FLOATING, VM2, 22, 41000), "vm2 sees the floating IP answer");
+    assert_eq!(
+        single(&n, &d),
+        ("tenant/vm2".into(), FLOATING, VM2, 22, 41000),
+        "vm2 sees the floating IP answer"
+    );
 
     // vm1 → the port forward (public 192.0.2.10:8080 → vm2:80).
-    let d = n.send("tenant/vm1", &tcp_frame(VM1_MAC, gw, VM1, SNAT_IP, 42000, 8080, 0x02));
+    let d = n.send(
+        "tenant/vm1",
+        &tcp_frame(VM1_MAC, gw, VM1, SNAT_IP, 42000, 8080, 0x02),
+    );
     let (port, src, dst, sport, dport) = single(&n, &d);
-    assert_eq!((port.as_str(), src, dst, dport), ("tenant/vm2", [10, 0, 0, 1], VM2, 80));
+    assert_eq!(
+        (port.as_str(), src, dst, dport),
+        ("tenant/vm2", [10, 0, 0, 1], VM2, 80)
+    );
     let reply = tcp_frame(VM2_MAC, gw, VM2, [10, 0, 0, 1], 80, sport, 0x12);
     let d = n.send("tenant/vm2", &reply);
-    assert_eq!(single(&n, &d), ("tenant/vm1".into(), SNAT_IP, VM1, 8080, 42000));
+    assert_eq!(
+        single(&n, &d),
+        ("tenant/vm1".into(), SNAT_IP, VM1, 8080, 42000)
+    );
 
     // A guest reaching its own floating IP.
-    let d = n.send("tenant/vm1", &tcp_frame(VM1_MAC, gw, VM1, FLOATING, 43000, 22, 0x02));
+    let d = n.send(
+        "tenant/vm1",
+        &tcp_frame(VM1_MAC, gw, VM1, FLOATING, 43000, 22, 0x02),
+    );
     let (port, _, dst, sport, _) = single(&n, &d);
     assert_eq!((port.as_str(), dst), ("tenant/vm1", VM1));
-    let d = n.send("tenant/vm1", &tcp_frame(VM1_MAC, gw, VM1, [10, 0, 0, 1], 22, sport, 0x12));
-    assert_eq!(single(&n, &d), ("tenant/vm1".into(), FLOATING, VM1, 22, 43000));
+    let d = n.send(
+        "tenant/vm1",
+        &tcp_frame(VM1_MAC, gw, VM1, [10, 0, 0, 1], 22, sport, 0x12),
+    );
+    assert_eq!(
+        single(&n, &d),
+        ("tenant/vm1".into(), FLOATING, VM1, 22, 43000)
+    );
 }
 
 #[test]
 fn the_router_answers_arp_for_its_nat_addresses_even_outside_the_subnet() {
     let mut n = Net::new(&variant());
     for ip in [FLOATING, SNAT_IP, [198, 51, 100, 7]] {
-        let d = n.send("edge/uplink", &arp_frame(ARP_REQUEST, GW_MAC, [192, 0, 2, 1], [0; 6], ip, BROADCAST));
+        let d = n.send(
+            "edge/uplink",
+            &arp_frame(ARP_REQUEST, GW_MAC, [192, 0, 2, 1], [0; 6], ip, BROADCAST),
+        );
         assert_eq!(d.verdict, Verdict::Answered, "ARP for {ip:?}");
         let up = n.mac("edge/uplink");
-        assert_eq!(n.out(&d)[0].1, arp_frame(ARP_REPLY, up, ip, GW_MAC, [192, 0, 2, 1], GW_MAC));
+        assert_eq!(
+            n.out(&d)[0].1,
+            arp_frame(ARP_REPLY, up, ip, GW_MAC, [192, 0, 2, 1], GW_MAC)
+        );
     }
     // And the SNAT address answers ping itself.
     let mut ping = icmp_echo_frame(GW_MAC, [0; 6], REMOTE, SNAT_IP, true, 3, 1, b"");
-    n.from_outside(&mut ping);
+    n.addressed_from_outside(&mut ping);
     let d = n.send("edge/uplink", &ping);
     assert_eq!(d.verdict, Verdict::Answered);
 }
@@ -309,15 +482,33 @@ fn bindings_are_bounded_and_expire_with_their_connection() {
     let mut n = Net::new(&example());
     n.st.nat = vnet_dataplane::sim::nat::NatTable::with_capacity(1);
     let gw = tenant_gw(&n);
-    let first = n.send("tenant/vm2", &udp_frame(VM2_MAC, gw, VM2, REMOTE, 7000, 53, b"a"));
+    let first = n.send(
+        "tenant/vm2",
+        &udp_frame(VM2_MAC, gw, VM2, REMOTE, 7000, 53, b"a"),
+    );
     assert_eq!(first.verdict, Verdict::Forwarded);
-    let d = n.send("tenant/vm2", &udp_frame(VM2_MAC, gw, VM2, REMOTE, 7001, 53, b"b"));
-    assert_eq!(d.verdict, Verdict::Dropped(Reason::NatExhausted), "full: refused, never mis-translated");
-    let tags = n.st.nat.expire(n.now + vnet_dataplane::sim::nat::IDLE_NS + 1, |_| false);
+    let d = n.send(
+        "tenant/vm2",
+        &udp_frame(VM2_MAC, gw, VM2, REMOTE, 7001, 53, b"b"),
+    );
+    assert_eq!(
+        d.verdict,
+        Verdict::Dropped(Reason::NatExhausted),
+        "full: refused, never mis-translated"
+    );
+    let tags =
+        n.st.nat
+            .expire(n.now + vnet_dataplane::sim::nat::IDLE_NS + 1, |_| false);
     assert_eq!(tags.len(), 1);
-    assert!(first.install.unwrap().tags.contains(&tags[0]), "its flows are invalidated with it");
+    assert!(
+        first.install.unwrap().tags.contains(&tags[0]),
+        "its flows are invalidated with it"
+    );
     let mut reply = udp_frame(GW_MAC, [0; 6], REMOTE, SNAT_IP, 53, 7000, b"r");
-    n.from_outside(&mut reply);
+    n.addressed_from_outside(&mut reply);
     let d = n.send("edge/uplink", &reply);
-    assert!(n.out(&d).iter().all(|(p, _)| p != "tenant/vm2"), "an expired binding translates nothing");
+    assert!(
+        n.out(&d).iter().all(|(p, _)| p != "tenant/vm2"),
+        "an expired binding translates nothing"
+    );
 }

@@ -34,7 +34,7 @@ fn ipv4(
     options: &[u8],
     payload: &[u8],
 ) -> Vec<u8> {
-    debug_assert!(options.len() % 4 == 0 && options.len() <= 40);
+    debug_assert!(options.len().is_multiple_of(4) && options.len() <= 40);
     let header_len = 20 + options.len();
     let total = (header_len + payload.len()) as u16;
     let start = f.len();

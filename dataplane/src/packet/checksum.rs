@@ -35,7 +35,7 @@ pub fn pseudo_header(src: [u8; 4], dst: [u8; 4], proto: u8, l4_len: u16) -> u32 
 
 /// RFC 1624 eqn. 3: the checksum after a 16-bit word changed from `old` to `new`.
 pub fn update16(check: u16, old: u16, new: u16) -> u16 {
-    let mut acc = (!check as u32) + (!old as u16 as u32) + new as u32;
+    let mut acc = (!check as u32) + (!old as u32) + new as u32;
     while acc > 0xffff {
         acc = (acc & 0xffff) + (acc >> 16);
     }

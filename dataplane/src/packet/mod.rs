@@ -402,7 +402,9 @@ pub fn set_macs(frame: &mut [u8], src: Mac, dst: Mac) {
 /// Decrements the TTL of the IPv4 header at `l3_offset` by one, updating
 /// its checksum incrementally, as the kernel's DEC_TTL does.
 pub fn decrement_ttl(frame: &mut [u8], l3_offset: usize) {
-    let Some(h) = frame.get_mut(l3_offset..l3_offset + 20) else { return };
+    let Some(h) = frame.get_mut(l3_offset..l3_offset + 20) else {
+        return;
+    };
     let old = u16::from_be_bytes([h[8], h[9]]);
     h[8] = h[8].saturating_sub(1);
     let new = u16::from_be_bytes([h[8], h[9]]);
@@ -433,14 +435,24 @@ pub fn icmp_quote(frame: &[u8], ip: &Ipv4) -> Option<Quote> {
         return None;
     }
     let header_len = ((q[0] & 0x0f) as usize) * 4;
-    let l4 = q.get(header_len..header_len + 8).or_else(|| q.get(header_len..header_len + 4))?;
+    let l4 = q
+        .get(header_len..header_len + 8)
+        .or_else(|| q.get(header_len..header_len + 4))?;
     let proto = q[9];
     let (sport, dport) = match proto {
         IPPROTO_TCP | IPPROTO_UDP => (be16(l4, 0), be16(l4, 2)),
         IPPROTO_ICMP if l4.len() >= 8 && matches!(l4[0], 0 | 8) => (be16(l4, 4), 0),
         _ => return None,
     };
-    Some(Quote { offset, header_len, proto, src: ip_at(q, 12), dst: ip_at(q, 16), sport, dport })
+    Some(Quote {
+        offset,
+        header_len,
+        proto,
+        src: ip_at(q, 12),
+        dst: ip_at(q, 16),
+        sport,
+        dport,
+    })
 }
 
 /// A NAT rewrite of an IPv4 packet: the fields to set.

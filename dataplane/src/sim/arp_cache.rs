@@ -35,7 +35,13 @@ pub enum Queued {
     /// where it entered (its origin and bytes) or to answer it with ICMP
     /// host unreachable (where it entered the router, from whom, and its IP
     /// packet).
-    Received { origin: PortId, frame: Vec<u8>, router_port: PortId, sender_mac: Mac, ip_packet: Vec<u8> },
+    Received {
+        origin: PortId,
+        frame: Vec<u8>,
+        router_port: PortId,
+        sender_mac: Mac,
+        ip_packet: Vec<u8>,
+    },
     /// A packet the router generated (an ICMP error going back through
     /// it), sent out of `port` once the next hop resolves; never answered
     /// with ICMP if it does not.
@@ -97,7 +103,12 @@ pub struct Due {
 
 impl ArpCache {
     pub fn with_capacity(capacity: usize) -> ArpCache {
-        ArpCache { entries: HashMap::new(), pending: HashMap::new(), capacity, counters: ArpCounters::default() }
+        ArpCache {
+            entries: HashMap::new(),
+            pending: HashMap::new(),
+            capacity,
+            counters: ArpCounters::default(),
+        }
     }
 
     pub fn tag(router: Tag, ip: [u8; 4]) -> Tag {
@@ -118,13 +129,27 @@ impl ArpCache {
 
     /// Records that `ip` is at `mac`. Returns the packets that waited for
     /// it, to be simulated again.
-    pub fn update(&mut self, router: Tag, ip: [u8; 4], mac: Mac, now_ns: u64) -> (Update, Vec<Queued>) {
-        let released = self.pending.remove(&(router, ip)).map(|p| p.queue.into()).unwrap_or_default();
+    pub fn update(
+        &mut self,
+        router: Tag,
+        ip: [u8; 4],
+        mac: Mac,
+        now_ns: u64,
+    ) -> (Update, Vec<Queued>) {
+        let released = self
+            .pending
+            .remove(&(router, ip))
+            .map(|p| p.queue.into())
+            .unwrap_or_default();
         let full = self.entries.len() >= self.capacity;
         let update = match self.entries.get_mut(&(router, ip)) {
             Some(e) => {
                 let changed = e.mac != mac;
-                *e = Entry { mac, confirmed_ns: now_ns, refresh_sent: false };
+                *e = Entry {
+                    mac,
+                    confirmed_ns: now_ns,
+                    refresh_sent: false,
+                };
                 if changed {
                     self.counters.changed += 1;
                     Update::Changed
@@ -137,7 +162,14 @@ impl ArpCache {
                 Update::TableFull
             }
             None => {
-                self.entries.insert((router, ip), Entry { mac, confirmed_ns: now_ns, refresh_sent: false });
+                self.entries.insert(
+                    (router, ip),
+                    Entry {
+                        mac,
+                        confirmed_ns: now_ns,
+                        refresh_sent: false,
+                    },
+                );
                 self.counters.learned += 1;
                 Update::New
             }
@@ -148,7 +180,14 @@ impl ArpCache {
     /// Queues a packet for an unresolved next hop. Returns whether a request
     /// must be sent now (the first packet for this next hop), or `None` when
     /// the queue is full and the packet was dropped.
-    pub fn enqueue(&mut self, router: Tag, ip: [u8; 4], port: PortId, packet: Queued, now_ns: u64) -> Option<bool> {
+    pub fn enqueue(
+        &mut self,
+        router: Tag,
+        ip: [u8; 4],
+        port: PortId,
+        packet: Queued,
+        now_ns: u64,
+    ) -> Option<bool> {
         let first = !self.pending.contains_key(&(router, ip));
         let p = self.pending.entry((router, ip)).or_insert_with(|| Pending {
             port,
@@ -170,7 +209,11 @@ impl ArpCache {
 
     /// Runs the timers: retries, give-ups, refreshes of stale entries and
     /// expiry. `port_of` gives the router port to refresh an entry from.
-    pub fn tick(&mut self, now_ns: u64, mut refresh_port: impl FnMut(Tag, [u8; 4]) -> Option<PortId>) -> Due {
+    pub fn tick(
+        &mut self,
+        now_ns: u64,
+        mut refresh_port: impl FnMut(Tag, [u8; 4]) -> Option<PortId>,
+    ) -> Due {
         let mut due = Due::default();
         let mut gave_up = Vec::new();
         for (&(router, ip), p) in self.pending.iter_mut() {
@@ -188,7 +231,8 @@ impl ArpCache {
         for key in gave_up {
             if let Some(p) = self.pending.remove(&key) {
                 self.counters.unresolved += p.queue.len() as u64;
-                due.unresolved.extend(p.queue.into_iter().map(|q| (key.0, q)));
+                due.unresolved
+                    .extend(p.queue.into_iter().map(|q| (key.0, q)));
             }
         }
         self.entries.retain(|&(router, ip), e| {
@@ -219,7 +263,10 @@ mod tests {
     const MAC: Mac = [2, 0, 0, 0, 0, 5];
 
     fn queued(n: u8) -> Queued {
-        Queued::Generated { port: 0, frame: vec![n] }
+        Queued::Generated {
+            port: 0,
+            frame: vec![n],
+        }
     }
 
     #[test]
@@ -235,7 +282,11 @@ mod tests {
     #[test]
     fn queue_is_bounded_and_released_on_resolution() {
         let mut c = ArpCache::default();
-        assert_eq!(c.enqueue(R, IP, 3, queued(0), 0), Some(true), "first packet sends the request");
+        assert_eq!(
+            c.enqueue(R, IP, 3, queued(0), 0),
+            Some(true),
+            "first packet sends the request"
+        );
         for n in 1..QUEUE_PER_NEXT_HOP as u8 {
             assert_eq!(c.enqueue(R, IP, 3, queued(n), 0), Some(false));
         }
@@ -253,10 +304,17 @@ mod tests {
         c.enqueue(R, IP, 3, queued(1), 0);
         assert!(c.tick(RETRY_NS - 1, |_, _| None).requests.is_empty());
         assert_eq!(c.tick(RETRY_NS, |_, _| None).requests, vec![(R, IP, 3)]);
-        assert!(c.tick(RETRY_NS * 2, |_, _| None).requests.is_empty(), "backoff doubled");
+        assert!(
+            c.tick(RETRY_NS * 2, |_, _| None).requests.is_empty(),
+            "backoff doubled"
+        );
         assert_eq!(c.tick(RETRY_NS * 3, |_, _| None).requests.len(), 1);
         let due = c.tick(RETRY_NS * 20, |_, _| None);
-        assert_eq!(due.unresolved.len(), 1, "gave up after {MAX_REQUESTS} requests");
+        assert_eq!(
+            due.unresolved.len(),
+            1,
+            "gave up after {MAX_REQUESTS} requests"
+        );
         assert_eq!(c.counters.unresolved, 1);
     }
 
@@ -264,8 +322,14 @@ mod tests {
     fn stale_entries_are_refreshed_once_and_expire() {
         let mut c = ArpCache::default();
         c.update(R, IP, MAC, 0);
-        assert_eq!(c.tick(REACHABLE_NS + 1, |_, _| Some(4)).requests, vec![(R, IP, 4)]);
-        assert!(c.tick(REACHABLE_NS + 2, |_, _| Some(4)).requests.is_empty(), "one refresh");
+        assert_eq!(
+            c.tick(REACHABLE_NS + 1, |_, _| Some(4)).requests,
+            vec![(R, IP, 4)]
+        );
+        assert!(
+            c.tick(REACHABLE_NS + 2, |_, _| Some(4)).requests.is_empty(),
+            "one refresh"
+        );
         assert_eq!(c.lookup(R, IP), Some(MAC), "stale entries are still used");
         let due = c.tick(EXPIRE_NS + 1, |_, _| Some(4));
         assert_eq!(due.expired, vec![Tag::arp(R, IP)]);

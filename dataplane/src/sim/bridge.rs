@@ -5,7 +5,13 @@ use crate::packet::{self, build, Headers, ARP_REPLY, ARP_REQUEST, L3};
 use crate::sim::mac_table::Learned;
 use vnet_common::Reason;
 
-pub(super) fn process(walk: &mut Walk, bridge_id: usize, in_port: PortId, mut frame: Vec<u8>, h: &Headers) {
+pub(super) fn process(
+    walk: &mut Walk,
+    bridge_id: usize,
+    in_port: PortId,
+    mut frame: Vec<u8>,
+    h: &Headers,
+) {
     let snap = walk.snap;
     let bridge = &snap.bridges[bridge_id];
     walk.step(|| Step::Device {
@@ -20,7 +26,12 @@ pub(super) fn process(walk: &mut Walk, bridge_id: usize, in_port: PortId, mut fr
     let parsed;
     let mut h = h;
     if walk.origin.is_some() && !bridge.filters.inbound.is_empty() {
-        let at = filter::Point { in_port: Some(in_port), out_port: None, zone: bridge.tag, reply_via: None };
+        let at = filter::Point {
+            in_port: Some(in_port),
+            out_port: None,
+            zone: bridge.tag,
+            reply_via: None,
+        };
         if !filter::run(walk, &bridge.filters.inbound, &mut frame, at) {
             return;
         }
@@ -76,7 +87,11 @@ pub(super) fn process(walk: &mut Walk, bridge_id: usize, in_port: PortId, mut fr
         return;
     };
 
-    walk.tags.extend([bridge.tag, Tag::mac(bridge.tag, &h.src), Tag::mac(bridge.tag, &h.dst)]);
+    walk.tags.extend([
+        bridge.tag,
+        Tag::mac(bridge.tag, &h.src),
+        Tag::mac(bridge.tag, &h.dst),
+    ]);
     if out_port == in_port {
         walk.drop(Reason::SameSegment, true);
         return;
@@ -141,7 +156,9 @@ fn flood(walk: &mut Walk, bridge_id: usize, in_port: PortId, frame: &[u8]) {
         return;
     }
     if walk.tracing {
-        walk.decision.trace.push(Step::Flood { ports: ports.clone() });
+        walk.decision.trace.push(Step::Flood {
+            ports: ports.clone(),
+        });
     }
     for p in ports {
         walk.deliver_copy(p, frame.to_vec());
@@ -153,11 +170,22 @@ fn flood(walk: &mut Walk, bridge_id: usize, in_port: PortId, frame: &[u8]) {
 
 /// The bridge's outbound filter, before delivery (`out_port` is `None` for
 /// a flood: the filter runs once for all copies).
-fn outbound_filter(walk: &mut Walk, bridge_id: usize, in_port: PortId, out_port: Option<PortId>, frame: &mut Vec<u8>) -> bool {
+fn outbound_filter(
+    walk: &mut Walk,
+    bridge_id: usize,
+    in_port: PortId,
+    out_port: Option<PortId>,
+    frame: &mut Vec<u8>,
+) -> bool {
     let bridge = &walk.snap.bridges[bridge_id];
     if walk.origin.is_none() || bridge.filters.outbound.is_empty() {
         return true;
     }
-    let at = filter::Point { in_port: Some(in_port), out_port, zone: bridge.tag, reply_via: None };
+    let at = filter::Point {
+        in_port: Some(in_port),
+        out_port,
+        zone: bridge.tag,
+        reply_via: None,
+    };
     filter::run(walk, &bridge.filters.outbound, frame, at)
 }

@@ -72,8 +72,17 @@ pub trait Env {
 pub enum Nat {
     /// `match_ports`: the destination ports the rule matched, so the
     /// translated port keeps its offset in the range.
-    Dnat { start: [u8; 4], end: [u8; 4], ports: Option<(u16, u16)>, match_ports: Option<(u16, u16)> },
-    Snat { start: [u8; 4], end: [u8; 4], ports: Option<(u16, u16)> },
+    Dnat {
+        start: [u8; 4],
+        end: [u8; 4],
+        ports: Option<(u16, u16)>,
+        match_ports: Option<(u16, u16)>,
+    },
+    Snat {
+        start: [u8; 4],
+        end: [u8; 4],
+        ports: Option<(u16, u16)>,
+    },
     RevDnat,
     RevSnat,
 }
@@ -140,7 +149,10 @@ fn in_net(addr: [u8; 4], (net, len): (u32, u8)) -> bool {
 impl Cond {
     /// Whether the condition uses L4 fields (for the default fragment policy).
     fn has_l4(&self) -> bool {
-        self.src_ports.is_some() || self.dst_ports.is_some() || self.icmp_type.is_some() || self.icmp_code.is_some()
+        self.src_ports.is_some()
+            || self.dst_ports.is_some()
+            || self.icmp_type.is_some()
+            || self.icmp_code.is_some()
     }
 
     fn matches(&self, p: &Packet, env: &mut dyn Env) -> bool {
@@ -150,7 +162,8 @@ impl Cond {
 
     fn fields_match(&self, p: &Packet, env: &mut dyn Env) -> bool {
         // Each set field must match (or, when inverted, must not).
-        let ok = |field: ConditionField, matched: bool| matched != (self.inverted & bit(field) != 0);
+        let ok =
+            |field: ConditionField, matched: bool| matched != (self.inverted & bit(field) != 0);
         use ConditionField as F;
         if let Some(ports) = &self.in_ports {
             if !ok(F::InPorts, p.in_port.is_some_and(|i| ports.contains(&i))) {
@@ -164,7 +177,8 @@ impl Cond {
         }
         if let Some((tag, members)) = &self.port_group {
             env.depends_on(*tag);
-            let m = p.in_port.is_some_and(|i| members.contains(&i)) || p.out_port.is_some_and(|o| members.contains(&o));
+            let m = p.in_port.is_some_and(|i| members.contains(&i))
+                || p.out_port.is_some_and(|o| members.contains(&o));
             if !ok(F::PortGroup, m) {
                 return false;
             }
@@ -221,12 +235,18 @@ impl Cond {
         let l4 = ip.and_then(|i| i.l4);
         let ports = l4.filter(|_| !is_icmp);
         if let Some((lo, hi)) = self.src_ports {
-            if !ok(F::SrcPorts, ports.is_some_and(|(s, _)| (lo..=hi).contains(&s))) {
+            if !ok(
+                F::SrcPorts,
+                ports.is_some_and(|(s, _)| (lo..=hi).contains(&s)),
+            ) {
                 return false;
             }
         }
         if let Some((lo, hi)) = self.dst_ports {
-            if !ok(F::DstPorts, ports.is_some_and(|(_, d)| (lo..=hi).contains(&d))) {
+            if !ok(
+                F::DstPorts,
+                ports.is_some_and(|(_, d)| (lo..=hi).contains(&d)),
+            ) {
                 return false;
             }
         }
@@ -242,7 +262,11 @@ impl Cond {
             }
         }
         if let Some(want) = self.conntrack {
-            let state = if ip.is_some() { Some(env.conn_state()) } else { None };
+            let state = if ip.is_some() {
+                Some(env.conn_state())
+            } else {
+                None
+            };
             let matched = match want {
                 ConnState::Forward => state == Some(Direction::Forward),
                 ConnState::Return => state == Some(Direction::Return),
@@ -256,7 +280,11 @@ impl Cond {
                 return false;
             }
         }
-        let policy = self.fragments.unwrap_or(if self.has_l4() { FragmentPolicy::Header } else { FragmentPolicy::Any });
+        let policy = self.fragments.unwrap_or(if self.has_l4() {
+            FragmentPolicy::Header
+        } else {
+            FragmentPolicy::Any
+        });
         if policy != FragmentPolicy::Any {
             let frag = ip.map(|i| i.frag).unwrap_or(Frag::Unfragmented);
             if frag != Frag::Unfragmented {
@@ -344,9 +372,12 @@ impl Chain {
                 ix.by_dst.insert(net, i);
             } else if let (Some(net), true) = (c.src, plain(ConditionField::Src)) {
                 ix.by_src.insert(net, i);
-            } else if let (Some(proto), Some((lo, hi)), true, true) =
-                (c.proto, c.dst_ports, plain(ConditionField::DstPorts), plain(ConditionField::Protocol))
-            {
+            } else if let (Some(proto), Some((lo, hi)), true, true) = (
+                c.proto,
+                c.dst_ports,
+                plain(ConditionField::DstPorts),
+                plain(ConditionField::Protocol),
+            ) {
                 if lo == hi && proto != IPPROTO_ICMP {
                     ix.by_dport.entry((proto, lo)).or_default().push(i);
                 } else {
@@ -402,16 +433,27 @@ pub trait PortNames {
 
 impl Chains {
     /// Compiles the topology's chains and `generated` ones (from intents).
-    pub fn compile(topology: &Topology, generated: &BTreeMap<String, Vec<Rule>>, ports: &dyn PortNames) -> Chains {
+    pub fn compile(
+        topology: &Topology,
+        generated: &BTreeMap<String, Vec<Rule>>,
+        ports: &dyn PortNames,
+    ) -> Chains {
         let mut chains = Chains::default();
         let all = || topology.chains.iter().chain(generated.iter());
         for (name, _) in all() {
             chains.by_name.insert(name.clone(), chains.chains.len());
-            chains.chains.push(Chain { name: name.clone(), tag: Tag::chain(name), rules: Vec::new(), index: None });
+            chains.chains.push(Chain {
+                name: name.clone(),
+                tag: Tag::chain(name),
+                rules: Vec::new(),
+                index: None,
+            });
         }
         for (name, rules) in all() {
-            let compiled: Vec<CRule> =
-                rules.iter().map(|r| compile_rule(r, topology, ports, &chains.by_name)).collect();
+            let compiled: Vec<CRule> = rules
+                .iter()
+                .map(|r| compile_rule(r, topology, ports, &chains.by_name))
+                .collect();
             let id = chains.by_name[name];
             chains.chains[id].index = Chain::build_index(&compiled);
             chains.chains[id].rules = compiled;
@@ -433,7 +475,13 @@ impl Chains {
     }
 
     /// `None`: the chain returned (or ended) without a decision.
-    fn eval(&self, id: ChainId, p: &mut Packet, env: &mut dyn Env, path: &mut Vec<ChainId>) -> Option<Verdict> {
+    fn eval(
+        &self,
+        id: ChainId,
+        p: &mut Packet,
+        env: &mut dyn Env,
+        path: &mut Vec<ChainId>,
+    ) -> Option<Verdict> {
         let chain = &self.chains[id];
         env.depends_on(chain.tag);
         path.push(id);
@@ -492,13 +540,24 @@ impl Chains {
     }
 }
 
-fn compile_rule(rule: &Rule, topo: &Topology, ports: &dyn PortNames, chains: &HashMap<String, ChainId>) -> CRule {
+fn compile_rule(
+    rule: &Rule,
+    topo: &Topology,
+    ports: &dyn PortNames,
+    chains: &HashMap<String, ChainId>,
+) -> CRule {
     let c = &rule.condition;
     let port_list = |refs: &Vec<vnet_control::PortRef>| -> Vec<PortId> {
-        refs.iter().filter_map(|r| ports.port_id(&format!("{}/{}", r.device, r.port))).collect()
+        refs.iter()
+            .filter_map(|r| ports.port_id(&format!("{}/{}", r.device, r.port)))
+            .collect()
     };
     let group = |name: &String| {
-        let addrs = topo.ip_groups.get(name).map(|g| g.iter().map(|a| a.octets()).collect()).unwrap_or_default();
+        let addrs = topo
+            .ip_groups
+            .get(name)
+            .map(|g| g.iter().map(|a| a.octets()).collect())
+            .unwrap_or_default();
         (Tag::ip_group(name), addrs)
     };
     let mut inverted = 0;
@@ -509,7 +568,11 @@ fn compile_rule(rule: &Rule, topo: &Topology, ports: &dyn PortNames, chains: &Ha
         in_ports: (!c.in_ports.is_empty()).then(|| port_list(&c.in_ports)),
         out_ports: (!c.out_ports.is_empty()).then(|| port_list(&c.out_ports)),
         port_group: c.port_group.as_ref().map(|name| {
-            let members = topo.port_groups.get(name).map(|g| port_list(&g.ports)).unwrap_or_default();
+            let members = topo
+                .port_groups
+                .get(name)
+                .map(|g| port_list(&g.ports))
+                .unwrap_or_default();
             (Tag::port_group(name), members)
         }),
         ethertype: c.ethertype,
@@ -543,11 +606,22 @@ fn compile_rule(rule: &Rule, topo: &Topology, ports: &dyn PortNames, chains: &Ha
         Action::Return => CAction::Return,
         // Validation rejects unknown jump targets; one that still does not
         // resolve is treated as a rule that does nothing.
-        Action::Jump { chain } => chains.get(chain).map(|&id| CAction::Jump(id)).unwrap_or(CAction::Continue),
+        Action::Jump { chain } => chains
+            .get(chain)
+            .map(|&id| CAction::Jump(id))
+            .unwrap_or(CAction::Continue),
         Action::Dnat { to, then } => {
             let (start, end, ports) = range(to);
             let match_ports = c.dst_ports.map(|r| (r.start, r.end));
-            CAction::Nat(Nat::Dnat { start, end, ports, match_ports }, *then)
+            CAction::Nat(
+                Nat::Dnat {
+                    start,
+                    end,
+                    ports,
+                    match_ports,
+                },
+                *then,
+            )
         }
         Action::Snat { to, then } => {
             let (start, end, ports) = range(to);

@@ -33,13 +33,23 @@ pub struct Tuple {
 impl Tuple {
     /// The tuple of a reply.
     pub fn reversed(&self) -> Tuple {
-        Tuple { proto: self.proto, src: self.dst, dst: self.src, sport: self.dport, dport: self.sport }
+        Tuple {
+            proto: self.proto,
+            src: self.dst,
+            dst: self.src,
+            sport: self.dport,
+            dport: self.sport,
+        }
     }
     /// ICMP echo: a request (id, 0) is answered by a reply with the same id,
     /// so its reversed tuple keeps the id as the "source port".
     pub fn reply(&self) -> Tuple {
         if self.proto == crate::packet::IPPROTO_ICMP {
-            Tuple { src: self.dst, dst: self.src, ..*self }
+            Tuple {
+                src: self.dst,
+                dst: self.src,
+                ..*self
+            }
         } else {
             self.reversed()
         }
@@ -64,6 +74,10 @@ pub struct ConntrackCounters {
     pub full: u64,
 }
 
+/// The table is full: a new connection cannot be tracked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableFull;
+
 #[derive(Debug, Clone)]
 pub struct Conntrack {
     /// Forward tuples → entry.
@@ -82,7 +96,12 @@ impl Default for Conntrack {
 
 impl Conntrack {
     pub fn with_capacity(capacity: usize) -> Conntrack {
-        Conntrack { entries: HashMap::new(), replies: HashMap::new(), capacity, counters: Default::default() }
+        Conntrack {
+            entries: HashMap::new(),
+            replies: HashMap::new(),
+            capacity,
+            counters: Default::default(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -113,21 +132,30 @@ impl Conntrack {
         self.entries.contains_key(&(zone, *tuple))
     }
 
-    /// Records a forwarded forward-direction packet. Returns `Err(())` when
-    /// the table is full and the connection is new; otherwise the tags of
-    /// flows to invalidate (replies that were decided before the connection
-    /// existed).
-    pub fn commit(&mut self, zone: Tag, tuple: Tuple, now_ns: u64) -> Result<Option<Tag>, ()> {
+    /// Records a forwarded forward-direction packet. Fails when the table is
+    /// full and the connection is new; otherwise returns the tag of flows to
+    /// invalidate (replies that were decided before the connection existed).
+    pub fn commit(
+        &mut self,
+        zone: Tag,
+        tuple: Tuple,
+        now_ns: u64,
+    ) -> Result<Option<Tag>, TableFull> {
         if let Some(e) = self.entries.get_mut(&(zone, tuple)) {
             e.last_seen_ns = now_ns;
             return Ok(None);
         }
         if self.entries.len() >= self.capacity {
             self.counters.full += 1;
-            return Err(());
+            return Err(TableFull);
         }
         let reply = tuple.reply();
-        self.entries.insert((zone, tuple), Entry { last_seen_ns: now_ns });
+        self.entries.insert(
+            (zone, tuple),
+            Entry {
+                last_seen_ns: now_ns,
+            },
+        );
         self.replies.insert((zone, reply), tuple);
         self.counters.created += 1;
         Ok(Some(Conntrack::tag(zone, &reply)))
@@ -151,7 +179,10 @@ impl Conntrack {
             if now_ns.saturating_sub(e.last_seen_ns) <= IDLE_NS {
                 return true;
             }
-            let tags = [Conntrack::tag(*zone, fwd), Conntrack::tag(*zone, &fwd.reply())];
+            let tags = [
+                Conntrack::tag(*zone, fwd),
+                Conntrack::tag(*zone, &fwd.reply()),
+            ];
             if tags.iter().any(|t| in_use(*t)) {
                 e.last_seen_ns = now_ns;
                 return true;
@@ -177,26 +208,54 @@ mod tests {
     use crate::packet::{IPPROTO_ICMP, IPPROTO_UDP};
 
     const Z: Tag = Tag(1);
-    const T: Tuple = Tuple { proto: IPPROTO_UDP, src: [10, 0, 0, 1], dst: [8, 8, 8, 8], sport: 5000, dport: 53 };
+    const T: Tuple = Tuple {
+        proto: IPPROTO_UDP,
+        src: [10, 0, 0, 1],
+        dst: [8, 8, 8, 8],
+        sport: 5000,
+        dport: 53,
+    };
 
     #[test]
     fn replies_are_return_traffic_after_commit_only() {
         let mut c = Conntrack::default();
-        assert_eq!(c.classify(Z, &T.reversed()), Direction::Forward, "nothing tracked yet");
+        assert_eq!(
+            c.classify(Z, &T.reversed()),
+            Direction::Forward,
+            "nothing tracked yet"
+        );
         let invalidate = c.commit(Z, T, 0).unwrap();
         assert_eq!(invalidate, Some(Conntrack::tag(Z, &T.reversed())));
         assert_eq!(c.classify(Z, &T.reversed()), Direction::Return);
         assert_eq!(c.classify(Z, &T), Direction::Forward);
-        assert_eq!(c.classify(Tag(2), &T.reversed()), Direction::Forward, "zones are separate");
-        assert_eq!(c.commit(Z, T, 5), Ok(None), "known connections are refreshed");
+        assert_eq!(
+            c.classify(Tag(2), &T.reversed()),
+            Direction::Forward,
+            "zones are separate"
+        );
+        assert_eq!(
+            c.commit(Z, T, 5),
+            Ok(None),
+            "known connections are refreshed"
+        );
     }
 
     #[test]
     fn icmp_echo_replies_keep_the_id() {
         let mut c = Conntrack::default();
-        let echo = Tuple { proto: IPPROTO_ICMP, src: [10, 0, 0, 1], dst: [1, 1, 1, 1], sport: 77, dport: 0 };
+        let echo = Tuple {
+            proto: IPPROTO_ICMP,
+            src: [10, 0, 0, 1],
+            dst: [1, 1, 1, 1],
+            sport: 77,
+            dport: 0,
+        };
         c.commit(Z, echo, 0).unwrap();
-        let reply = Tuple { src: echo.dst, dst: echo.src, ..echo };
+        let reply = Tuple {
+            src: echo.dst,
+            dst: echo.src,
+            ..echo
+        };
         assert_eq!(c.classify(Z, &reply), Direction::Return);
     }
 
@@ -205,7 +264,7 @@ mod tests {
         let mut c = Conntrack::with_capacity(1);
         c.commit(Z, T, 0).unwrap();
         let other = Tuple { sport: 5001, ..T };
-        assert_eq!(c.commit(Z, other, 0), Err(()));
+        assert_eq!(c.commit(Z, other, 0), Err(TableFull));
         assert_eq!(c.counters.full, 1);
         assert_eq!(c.classify(Z, &T.reversed()), Direction::Return);
     }
@@ -218,7 +277,10 @@ mod tests {
         c.commit(Z, busy, 0).unwrap();
         let busy_tag = Conntrack::tag(Z, &busy);
         let gone = c.expire(IDLE_NS + 1, |t| t == busy_tag);
-        assert_eq!(gone, vec![Conntrack::tag(Z, &T), Conntrack::tag(Z, &T.reversed())]);
+        assert_eq!(
+            gone,
+            vec![Conntrack::tag(Z, &T), Conntrack::tag(Z, &T.reversed())]
+        );
         assert_eq!(c.classify(Z, &T.reversed()), Direction::Forward);
         assert_eq!(c.classify(Z, &busy.reversed()), Direction::Return);
     }

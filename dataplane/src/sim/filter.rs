@@ -3,7 +3,7 @@
 use super::chain::{ChainId, Env, Frag, IpFields, Nat, Packet, Verdict};
 use super::conntrack::{Conntrack, Direction, Tuple};
 use super::{PortId, RouterIf, Step, Tag, Walk};
-use crate::packet::{self, build, Headers, Mac, L3, L4, IPPROTO_ICMP, IPPROTO_TCP};
+use crate::packet::{self, build, Headers, Mac, IPPROTO_ICMP, IPPROTO_TCP, L3, L4};
 use vnet_common::Reason;
 use vnet_control::RejectWith;
 
@@ -42,18 +42,35 @@ pub(super) fn packet_of(h: &Headers, in_port: Option<PortId>, out_port: Option<P
         }),
         _ => None,
     };
-    Packet { in_port, out_port, ethertype: h.ethertype, eth_src: h.src, eth_dst: h.dst, ip }
+    Packet {
+        in_port,
+        out_port,
+        ethertype: h.ethertype,
+        eth_src: h.src,
+        eth_dst: h.dst,
+        ip,
+    }
 }
 
 /// The connection-tracking tuple of a packet, and whether it is an ICMP
 /// error (whose tuple is then the quoted packet's).
 fn tuple_of(frame: &[u8], h: &Headers) -> Option<(Tuple, bool)> {
     let L3::Ipv4(ip, l4) = h.l3 else { return None };
-    let tuple = |proto, src, dst, sport, dport| Tuple { proto, src, dst, sport, dport };
+    let tuple = |proto, src, dst, sport, dport| Tuple {
+        proto,
+        src,
+        dst,
+        sport,
+        dport,
+    };
     match l4 {
         L4::Ports { src, dst } => Some((tuple(ip.proto, ip.src, ip.dst, src, dst), false)),
-        L4::Icmp { echo_id: Some(id), .. } => Some((tuple(IPPROTO_ICMP, ip.src, ip.dst, id, 0), false)),
-        L4::Icmp { kind: 3 | 11 | 12, .. } => {
+        L4::Icmp {
+            echo_id: Some(id), ..
+        } => Some((tuple(IPPROTO_ICMP, ip.src, ip.dst, id, 0), false)),
+        L4::Icmp {
+            kind: 3 | 11 | 12, ..
+        } => {
             let q = packet::icmp_quote(frame, &ip)?;
             Some((tuple(q.proto, q.src, q.dst, q.sport, q.dport), true))
         }
@@ -73,7 +90,9 @@ impl Env for FilterEnv<'_, '_> {
         if let Some(s) = self.state {
             return s;
         }
-        let Ok(h) = packet::parse(self.frame) else { return Direction::Forward };
+        let Ok(h) = packet::parse(self.frame) else {
+            return Direction::Forward;
+        };
         let state = match tuple_of(self.frame, &h) {
             None => Direction::Forward,
             Some((t, true)) => {
@@ -85,7 +104,8 @@ impl Env for FilterEnv<'_, '_> {
                 // quote another connection.
                 self.walk.installable = false;
                 let ct = &self.walk.state.conntrack;
-                let related = ct.is_known(self.zone, &t) || ct.classify(self.zone, &t) == Direction::Return;
+                let related =
+                    ct.is_known(self.zone, &t) || ct.classify(self.zone, &t) == Direction::Return;
                 self.walk.tags.push(Conntrack::tag(self.zone, &t.reply()));
                 self.walk.tags.push(Conntrack::tag(self.zone, &t));
                 if related {
@@ -98,7 +118,12 @@ impl Env for FilterEnv<'_, '_> {
                 self.walk.tags.push(Conntrack::tag(self.zone, &t));
                 let d = self.walk.state.conntrack.classify(self.zone, &t);
                 match d {
-                    Direction::Return => self.walk.state.conntrack.touch_reply(self.zone, &t, self.walk.now_ns),
+                    Direction::Return => {
+                        self.walk
+                            .state
+                            .conntrack
+                            .touch_reply(self.zone, &t, self.walk.now_ns)
+                    }
                     Direction::Forward => self.walk.pending_conns.push((self.zone, t)),
                 }
                 d
@@ -137,7 +162,12 @@ fn run_one(walk: &mut Walk, chain: ChainId, frame: &mut Vec<u8>, at: Point) -> b
     let mut p = packet_of(&h, at.in_port, at.out_port);
     let snap = walk.snap;
     let verdict = {
-        let mut env = FilterEnv { walk, frame, zone: at.zone, state: None };
+        let mut env = FilterEnv {
+            walk,
+            frame,
+            zone: at.zone,
+            state: None,
+        };
         snap.chains.evaluate(chain, &mut p, &mut env)
     };
     walk.step(|| Step::Filter { chain, verdict });

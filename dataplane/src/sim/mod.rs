@@ -12,12 +12,12 @@ mod arp_cache;
 mod bridge;
 pub mod chain;
 pub mod conntrack;
-mod filter;
-pub mod nat;
 pub mod dhcp;
+mod filter;
 pub mod mac_table;
-mod router;
+pub mod nat;
 pub mod route_table;
+mod router;
 pub mod snapshot;
 pub mod tag;
 
@@ -75,50 +75,126 @@ pub enum Verdict {
 /// the snapshot the decision was made on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    Ingress { port: PortId },
-    VlanPopped { vid: u16 },
-    Device { device: DeviceRef },
-    MacLearned { mac: Mac, port: PortId },
-    MacMoved { mac: Mac, from: Option<PortId>, to: PortId },
-    MacTableFull { mac: Mac },
-    ArpSuppressed { ip: [u8; 4], mac: Mac },
+    Ingress {
+        port: PortId,
+    },
+    VlanPopped {
+        vid: u16,
+    },
+    Device {
+        device: DeviceRef,
+    },
+    MacLearned {
+        mac: Mac,
+        port: PortId,
+    },
+    MacMoved {
+        mac: Mac,
+        from: Option<PortId>,
+        to: PortId,
+    },
+    MacTableFull {
+        mac: Mac,
+    },
+    ArpSuppressed {
+        ip: [u8; 4],
+        mac: Mac,
+    },
     /// L2 lookup: `None` is an unknown destination.
-    MacLookup { mac: Mac, port: Option<PortId>, is_static: bool },
-    Flood { ports: Vec<PortId> },
+    MacLookup {
+        mac: Mac,
+        port: Option<PortId>,
+        is_static: bool,
+    },
+    Flood {
+        ports: Vec<PortId>,
+    },
     /// Crossing an interior link.
-    Link { from: PortId, to: PortId },
+    Link {
+        from: PortId,
+        to: PortId,
+    },
     /// A router's ARP cache learned or confirmed `ip` → `mac`.
-    ArpLearned { ip: [u8; 4], mac: Mac },
+    ArpLearned {
+        ip: [u8; 4],
+        mac: Mac,
+    },
     /// An ARP packet from outside the receiving port's subnet: ignored.
-    ArpIgnored { ip: [u8; 4] },
+    ArpIgnored {
+        ip: [u8; 4],
+    },
     /// Route lookup: the index of the route in the router's list, if any.
-    Route { dst: [u8; 4], route: Option<usize> },
+    Route {
+        dst: [u8; 4],
+        route: Option<usize>,
+    },
     TtlDecremented,
-    ArpResolved { ip: [u8; 4], mac: Mac },
+    ArpResolved {
+        ip: [u8; 4],
+        mac: Mac,
+    },
     /// The next hop is unknown: the packet waits for ARP.
-    ArpQueued { ip: [u8; 4] },
+    ArpQueued {
+        ip: [u8; 4],
+    },
     /// The dataplane generated an ICMP message.
-    Icmp { kind: u8, code: u8 },
-    Fragmented { count: usize },
+    Icmp {
+        kind: u8,
+        code: u8,
+    },
+    Fragmented {
+        count: usize,
+    },
     /// A DHCP request to the bridge's server.
-    DhcpRequest { kind: dhcp::MessageType, mac: Mac, xid: u32 },
+    DhcpRequest {
+        kind: dhcp::MessageType,
+        mac: Mac,
+        xid: u32,
+    },
     /// A DHCP request the server refused as malformed.
-    DhcpInvalid { error: dhcp::message::Error },
+    DhcpInvalid {
+        error: dhcp::message::Error,
+    },
     /// The server's reply: `kind` giving address `ip` (0.0.0.0 in a NAK or
     /// an answer to INFORM), sent to `to`.
-    DhcpReply { kind: dhcp::MessageType, ip: [u8; 4], to: [u8; 4] },
+    DhcpReply {
+        kind: dhcp::MessageType,
+        ip: [u8; 4],
+        to: [u8; 4],
+    },
     /// The server sent no reply.
-    DhcpNoReply { why: dhcp::NoReply },
+    DhcpNoReply {
+        why: dhcp::NoReply,
+    },
     /// A filter chain ran and decided.
-    Filter { chain: chain::ChainId, verdict: chain::Verdict },
+    Filter {
+        chain: chain::ChainId,
+        verdict: chain::Verdict,
+    },
     /// Connection-tracking state of the packet in a zone.
-    Conntrack { zone: Tag, state: conntrack::Direction },
-    Rejected { with: vnet_control::RejectWith },
+    Conntrack {
+        zone: Tag,
+        state: conntrack::Direction,
+    },
+    Rejected {
+        with: vnet_control::RejectWith,
+    },
     /// A NAT rule rewrote the packet.
-    Nat { src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16 },
-    Egress { port: PortId },
-    VlanPushed { vid: u16 },
-    Drop { reason: Reason },
+    Nat {
+        src: [u8; 4],
+        dst: [u8; 4],
+        sport: u16,
+        dport: u16,
+    },
+    Egress {
+        port: PortId,
+    },
+    VlanPushed {
+        vid: u16,
+    },
+    Drop {
+        reason: Reason,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,9 +283,16 @@ impl Walk<'_> {
         self.step(|| Step::Drop { reason });
         self.set_verdict(Verdict::Dropped(reason));
         if install && self.installable && self.origin.is_some() {
-            let actions = FlowActions { flags: act::DROP, ..FlowActions::default() };
-            self.decision.install =
-                Some(Flow { actions, output: None, tags: self.tags.clone(), idle_timeout_ns: FLOW_IDLE_TIMEOUT_NS });
+            let actions = FlowActions {
+                flags: act::DROP,
+                ..FlowActions::default()
+            };
+            self.decision.install = Some(Flow {
+                actions,
+                output: None,
+                tags: self.tags.clone(),
+                idle_timeout_ns: FLOW_IDLE_TIMEOUT_NS,
+            });
         }
     }
 
@@ -251,7 +334,10 @@ impl Walk<'_> {
         match p.binding {
             Binding::Interface(_) => self.emit(port, frame),
             Binding::Peer(peer) => {
-                self.step(|| Step::Link { from: port, to: peer });
+                self.step(|| Step::Link {
+                    from: port,
+                    to: peer,
+                });
                 device_ingress(self, peer, frame);
             }
             Binding::Unbound => self.drop(Reason::NoEgress, true),
@@ -297,7 +383,12 @@ impl Walk<'_> {
     /// request) from `port`. It never becomes a flow and does not change the
     /// verdict of the frame being simulated.
     pub fn inject(&mut self, port: PortId, frame: Vec<u8>) {
-        let saved = (self.origin.take(), self.installable, self.actions, std::mem::take(&mut self.tags));
+        let saved = (
+            self.origin.take(),
+            self.installable,
+            self.actions,
+            std::mem::take(&mut self.tags),
+        );
         let devices = (self.device_in, self.router_in);
         self.installable = false;
         self.actions = FlowActions::default();
@@ -308,7 +399,13 @@ impl Walk<'_> {
 
     /// Delivers one copy of a flooded frame: never installed.
     pub fn deliver_copy(&mut self, port: PortId, frame: Vec<u8>) {
-        let saved = (self.installable, self.actions, self.tags.len(), self.device_in, self.router_in);
+        let saved = (
+            self.installable,
+            self.actions,
+            self.tags.len(),
+            self.device_in,
+            self.router_in,
+        );
         self.installable = false;
         self.deliver(port, frame);
         self.installable = saved.0;
@@ -351,18 +448,23 @@ pub fn simulate(
 /// Records the connections a forwarded packet opened. A full table refuses
 /// the packet instead (its replies could not be recognised).
 fn commit_connections(walk: &mut Walk) {
-    if !matches!(walk.decision.verdict, Verdict::Forwarded | Verdict::Flooded | Verdict::Consumed) {
+    if !matches!(
+        walk.decision.verdict,
+        Verdict::Forwarded | Verdict::Flooded | Verdict::Consumed
+    ) {
         return;
     }
     for (zone, tuple) in std::mem::take(&mut walk.pending_conns) {
         match walk.state.conntrack.commit(zone, tuple, walk.now_ns) {
             Ok(Some(tag)) => walk.decision.invalidate.push(tag),
             Ok(None) => {}
-            Err(()) => {
+            Err(conntrack::TableFull) => {
                 walk.decision.emit.clear();
                 walk.decision.install = None;
                 walk.decision.verdict = Verdict::Dropped(Reason::ConntrackFull);
-                walk.step(|| Step::Drop { reason: Reason::ConntrackFull });
+                walk.step(|| Step::Drop {
+                    reason: Reason::ConntrackFull,
+                });
                 return;
             }
         }
@@ -442,7 +544,12 @@ fn device_ingress(walk: &mut Walk, port: PortId, mut frame: Vec<u8>) {
     walk.device_in = Some(port);
     walk.router_in = p.l3.map(|l3| (port, l3, headers.src));
     if walk.origin.is_some() && !p.filters.inbound.is_empty() {
-        let at = filter::Point { in_port: Some(port), out_port: None, zone: p.zone, reply_via: walk.router_in };
+        let at = filter::Point {
+            in_port: Some(port),
+            out_port: None,
+            zone: p.zone,
+            reply_via: walk.router_in,
+        };
         if !filter::run(walk, &p.filters.inbound, &mut frame, at) {
             return;
         }

@@ -15,7 +15,7 @@
 use super::chain::{Nat, Packet};
 use super::conntrack::Tuple;
 use super::{Step, Tag, Walk};
-use crate::packet::{self, checksum, Rewrite, L3, L4, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+use crate::packet::{self, checksum, Rewrite, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, L3, L4};
 use std::collections::HashMap;
 use vnet_common::{act, Reason};
 
@@ -53,7 +53,12 @@ impl Default for NatTable {
 
 impl NatTable {
     pub fn with_capacity(capacity: usize) -> NatTable {
-        NatTable { forward: HashMap::new(), reverse: HashMap::new(), capacity, counters: NatCounters::default() }
+        NatTable {
+            forward: HashMap::new(),
+            reverse: HashMap::new(),
+            capacity,
+            counters: NatCounters::default(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -90,7 +95,13 @@ impl NatTable {
             if self.reverse.contains_key(&(zone, t.reply())) {
                 continue;
             }
-            self.forward.insert((zone, original), Binding { translated: t, last_seen_ns: now_ns });
+            self.forward.insert(
+                (zone, original),
+                Binding {
+                    translated: t,
+                    last_seen_ns: now_ns,
+                },
+            );
             self.reverse.insert((zone, t.reply()), original);
             self.counters.allocated += 1;
             return Ok(t);
@@ -157,13 +168,25 @@ fn snat_candidates(
     let (lo, hi) = (ip_u32(start), ip_u32(end).max(ip_u32(start)));
     let (plo, phi) = (ports.0.min(ports.1), ports.0.max(ports.1));
     let span = (phi - plo) as u32 + 1;
-    let first = if (plo..=phi).contains(&t.sport) { (t.sport - plo) as u32 } else { rotate(t.sport as u64, span as u64) as u32 };
+    let first = if (plo..=phi).contains(&t.sport) {
+        (t.sport - plo) as u32
+    } else {
+        rotate(t.sport as u64, span as u64) as u32
+    };
     let keep_id = (t.proto == IPPROTO_ICMP && !(plo..=phi).contains(&t.sport)).then_some(t.sport);
     (lo..=hi).flat_map(move |addr| {
-        let kept = keep_id.map(|id| Tuple { src: addr.to_be_bytes(), sport: id, ..t });
+        let kept = keep_id.map(|id| Tuple {
+            src: addr.to_be_bytes(),
+            sport: id,
+            ..t
+        });
         kept.into_iter().chain((0..span).map(move |k| {
             let port = plo + ((first + k) % span) as u16;
-            Tuple { src: addr.to_be_bytes(), sport: port, ..t }
+            Tuple {
+                src: addr.to_be_bytes(),
+                sport: port,
+                ..t
+            }
         }))
     })
 }
@@ -176,41 +199,101 @@ fn tuple_of(p: &Packet, echo_id: Option<u16>) -> Option<Tuple> {
         IPPROTO_ICMP => (echo_id?, 0),
         _ => (0, 0),
     };
-    Some(Tuple { proto: ip.proto, src: ip.src, dst: ip.dst, sport, dport })
+    Some(Tuple {
+        proto: ip.proto,
+        src: ip.src,
+        dst: ip.dst,
+        sport,
+        dport,
+    })
 }
 
 /// Applies a NAT action to the frame, the packet view and the walk's flow.
-pub(super) fn apply(walk: &mut Walk, frame: &mut Vec<u8>, zone: Tag, p: &mut Packet, nat: &Nat) -> Result<(), Reason> {
-    let Ok(h) = packet::parse(frame) else { return Err(Reason::Malformed) };
-    let L3::Ipv4(ip, l4) = h.l3 else { return Ok(()) };
+pub(super) fn apply(
+    walk: &mut Walk,
+    frame: &mut [u8],
+    zone: Tag,
+    p: &mut Packet,
+    nat: &Nat,
+) -> Result<(), Reason> {
+    let Ok(h) = packet::parse(frame) else {
+        return Err(Reason::Malformed);
+    };
+    let L3::Ipv4(ip, l4) = h.l3 else {
+        return Ok(());
+    };
     let echo_id = match l4 {
         L4::Icmp { echo_id, .. } => echo_id,
         _ => None,
     };
-    let icmp_error = matches!(l4, L4::Icmp { kind: 3 | 11 | 12, .. });
+    let icmp_error = matches!(
+        l4,
+        L4::Icmp {
+            kind: 3 | 11 | 12,
+            ..
+        }
+    );
     if icmp_error {
         return apply_to_error(walk, frame, zone, &h, &ip, nat);
     }
-    let Some(t) = tuple_of(p, echo_id) else { return Ok(()) };
+    let Some(t) = tuple_of(p, echo_id) else {
+        return Ok(());
+    };
     let now = walk.now_ns;
     // The translated tuple and the binding the flow depends on.
     let (new, binding): (Tuple, Option<Tuple>) = match *nat {
-        Nat::Snat { start, ports: None, .. } => (Tuple { src: start, ..t }, None),
-        Nat::Dnat { start, ports: None, .. } => (Tuple { dst: start, ..t }, None),
-        Nat::Snat { start, end, ports: Some(range) } => {
+        Nat::Snat {
+            start, ports: None, ..
+        } => (Tuple { src: start, ..t }, None),
+        Nat::Dnat {
+            start, ports: None, ..
+        } => (Tuple { dst: start, ..t }, None),
+        Nat::Snat {
+            start,
+            end,
+            ports: Some(range),
+        } => {
             // Protocols without ports get the address only, still bound.
-            let range = if matches!(t.proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMP) { range } else { (0, 0) };
-            let new = walk.state.nat.bind(zone, t, now, snat_candidates(t, start, end, range))?;
+            let range = if matches!(t.proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMP) {
+                range
+            } else {
+                (0, 0)
+            };
+            let new = walk
+                .state
+                .nat
+                .bind(zone, t, now, snat_candidates(t, start, end, range))?;
             (new, Some(t))
         }
-        Nat::Dnat { start, end, ports: Some((plo, phi)), match_ports } => {
+        Nat::Dnat {
+            start,
+            end,
+            ports: Some((plo, phi)),
+            match_ports,
+        } => {
             // Offset-preserving: the destination port keeps its distance
             // from the start of the range the rule matched.
-            let offset = match_ports.map(|(mlo, _)| t.dport.saturating_sub(mlo)).unwrap_or(0);
-            let port = if t.proto == IPPROTO_ICMP { t.sport } else { plo.saturating_add(offset).min(phi) };
+            let offset = match_ports
+                .map(|(mlo, _)| t.dport.saturating_sub(mlo))
+                .unwrap_or(0);
+            let port = if t.proto == IPPROTO_ICMP {
+                t.sport
+            } else {
+                plo.saturating_add(offset).min(phi)
+            };
             let n = ip_u32(end).saturating_sub(ip_u32(start)) as u64 + 1;
-            let addr = (ip_u32(start) + rotate(u64::from(ip_u32(t.src)) ^ t.sport as u64, n) as u32).to_be_bytes();
-            let target = if t.proto == IPPROTO_ICMP { Tuple { dst: addr, ..t } } else { Tuple { dst: addr, dport: port, ..t } };
+            let addr = (ip_u32(start)
+                + rotate(u64::from(ip_u32(t.src)) ^ t.sport as u64, n) as u32)
+                .to_be_bytes();
+            let target = if t.proto == IPPROTO_ICMP {
+                Tuple { dst: addr, ..t }
+            } else {
+                Tuple {
+                    dst: addr,
+                    dport: port,
+                    ..t
+                }
+            };
             let new = walk.state.nat.bind(zone, t, now, std::iter::once(target))?;
             (new, Some(t))
         }
@@ -222,7 +305,9 @@ pub(super) fn apply(walk: &mut Walk, frame: &mut Vec<u8>, zone: Tag, p: &mut Pac
                 (back, None)
             }
             None => {
-                walk.step(|| Step::Drop { reason: Reason::NatNoBinding });
+                walk.step(|| Step::Drop {
+                    reason: Reason::NatNoBinding,
+                });
                 return Ok(());
             }
         },
@@ -249,7 +334,12 @@ pub(super) fn apply(walk: &mut Walk, frame: &mut Vec<u8>, zone: Tag, p: &mut Pac
             *l4 = (new.sport, new.dport);
         }
     }
-    walk.step(|| Step::Nat { src: new.src, dst: new.dst, sport: new.sport, dport: new.dport });
+    walk.step(|| Step::Nat {
+        src: new.src,
+        dst: new.dst,
+        sport: new.sport,
+        dport: new.dport,
+    });
     Ok(())
 }
 
@@ -279,37 +369,81 @@ fn record(walk: &mut Walk, rw: &Rewrite) {
 /// executor does not rewrite quoted headers, so this is never installed.
 fn apply_to_error(
     walk: &mut Walk,
-    frame: &mut Vec<u8>,
+    frame: &mut [u8],
     zone: Tag,
     h: &packet::Headers,
     ip: &packet::Ipv4,
     nat: &Nat,
 ) -> Result<(), Reason> {
     walk.installable = false;
-    let Some(q) = packet::icmp_quote(frame, ip) else { return Ok(()) };
-    let inner = Tuple { proto: q.proto, src: q.src, dst: q.dst, sport: q.sport, dport: q.dport };
+    let Some(q) = packet::icmp_quote(frame, ip) else {
+        return Ok(());
+    };
+    let inner = Tuple {
+        proto: q.proto,
+        src: q.src,
+        dst: q.dst,
+        sport: q.sport,
+        dport: q.dport,
+    };
     let (outer, quoted) = match *nat {
         // Static: the outer destination and the quoted source are the same
         // address (the error travels back to the quoted packet's sender).
-        Nat::Dnat { start, ports: None, .. } => {
-            (Rewrite { dst: Some(start), ..Default::default() }, Rewrite { src: Some(start), ..Default::default() })
-        }
-        Nat::Snat { start, ports: None, .. } => {
-            (Rewrite { src: Some(start), ..Default::default() }, Rewrite { dst: Some(start), ..Default::default() })
-        }
+        Nat::Dnat {
+            start, ports: None, ..
+        } => (
+            Rewrite {
+                dst: Some(start),
+                ..Default::default()
+            },
+            Rewrite {
+                src: Some(start),
+                ..Default::default()
+            },
+        ),
+        Nat::Snat {
+            start, ports: None, ..
+        } => (
+            Rewrite {
+                src: Some(start),
+                ..Default::default()
+            },
+            Rewrite {
+                dst: Some(start),
+                ..Default::default()
+            },
+        ),
         Nat::RevSnat | Nat::RevDnat => {
             // The quoted packet is the translated connection as it was
             // sent; its reply tuple names the binding.
-            let Some(original) = walk.state.nat.original_of_reply(zone, &inner.reply(), walk.now_ns) else {
+            let Some(original) =
+                walk.state
+                    .nat
+                    .original_of_reply(zone, &inner.reply(), walk.now_ns)
+            else {
                 return Ok(());
             };
             if matches!(nat, Nat::RevSnat) {
-                let outer = Rewrite { dst: Some(original.src), ..Default::default() };
-                let quoted = Rewrite { src: Some(original.src), sport: Some(original.sport), ..Default::default() };
+                let outer = Rewrite {
+                    dst: Some(original.src),
+                    ..Default::default()
+                };
+                let quoted = Rewrite {
+                    src: Some(original.src),
+                    sport: Some(original.sport),
+                    ..Default::default()
+                };
                 (outer, quoted)
             } else {
-                let outer = Rewrite { src: Some(original.dst), ..Default::default() };
-                let quoted = Rewrite { dst: Some(original.dst), dport: Some(original.dport), ..Default::default() };
+                let outer = Rewrite {
+                    src: Some(original.dst),
+                    ..Default::default()
+                };
+                let quoted = Rewrite {
+                    dst: Some(original.dst),
+                    dport: Some(original.dport),
+                    ..Default::default()
+                };
                 (outer, quoted)
             }
         }
@@ -331,6 +465,11 @@ fn apply_to_error(
         walk.dnat_rewritten = true;
     }
     let (src, dst) = (outer.src.unwrap_or(ip.src), outer.dst.unwrap_or(ip.dst));
-    walk.step(|| Step::Nat { src, dst, sport: 0, dport: 0 });
+    walk.step(|| Step::Nat {
+        src,
+        dst,
+        sport: 0,
+        dport: 0,
+    });
     Ok(())
 }

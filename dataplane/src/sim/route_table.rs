@@ -14,7 +14,10 @@ use std::collections::HashMap;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NextHop {
     /// Out of `port`, to `gateway` or (on-link) to the destination itself.
-    Port { port: PortId, gateway: Option<[u8; 4]> },
+    Port {
+        port: PortId,
+        gateway: Option<[u8; 4]>,
+    },
     Blackhole,
     Reject,
 }
@@ -53,15 +56,22 @@ impl RouteTable {
         let mut lens: HashMap<u8, HashMap<u32, Vec<Route>>> = HashMap::new();
         for r in routes {
             let key = u32::from_be_bytes(r.dst) & mask(r.dst_len);
-            lens.entry(r.dst_len).or_default().entry(key).or_default().push(r);
+            lens.entry(r.dst_len)
+                .or_default()
+                .entry(key)
+                .or_default()
+                .push(r);
         }
         let mut by_len: Vec<_> = lens.into_iter().collect();
-        by_len.sort_by(|a, b| b.0.cmp(&a.0));
+        by_len.sort_by_key(|(len, _)| std::cmp::Reverse(*len));
         RouteTable { by_len }
     }
 
     pub fn len(&self) -> usize {
-        self.by_len.iter().map(|(_, m)| m.values().map(Vec::len).sum::<usize>()).sum()
+        self.by_len
+            .iter()
+            .map(|(_, m)| m.values().map(Vec::len).sum::<usize>())
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -73,11 +83,17 @@ impl RouteTable {
     pub fn lookup(&self, dst: [u8; 4], src: [u8; 4], flow_hash: u64) -> Option<&Route> {
         let dst = u32::from_be_bytes(dst);
         for (len, routes) in &self.by_len {
-            let Some(candidates) = routes.get(&(dst & mask(*len))) else { continue };
-            let matching = || {
-                candidates.iter().filter(|r| r.src.is_none_or(|(p, l)| in_prefix(src, p, l)))
+            let Some(candidates) = routes.get(&(dst & mask(*len))) else {
+                continue;
             };
-            let Some(best) = matching().map(|r| r.weight).min() else { continue };
+            let matching = || {
+                candidates
+                    .iter()
+                    .filter(|r| r.src.is_none_or(|(p, l)| in_prefix(src, p, l)))
+            };
+            let Some(best) = matching().map(|r| r.weight).min() else {
+                continue;
+            };
             let n = matching().filter(|r| r.weight == best).count() as u64;
             let pick = (flow_hash % n) as usize;
             return matching().filter(|r| r.weight == best).nth(pick);
@@ -95,7 +111,10 @@ mod tests {
             dst,
             dst_len: len,
             src: None,
-            next_hop: NextHop::Port { port, gateway: None },
+            next_hop: NextHop::Port {
+                port,
+                gateway: None,
+            },
             weight,
             index: port,
         }
@@ -118,7 +137,10 @@ mod tests {
         assert_eq!(port_of(t.lookup([10, 1, 2, 3], [1, 1, 1, 1], 0)), Some(3));
         assert_eq!(port_of(t.lookup([10, 2, 2, 3], [1, 1, 1, 1], 0)), Some(2));
         assert_eq!(port_of(t.lookup([8, 8, 8, 8], [1, 1, 1, 1], 0)), Some(1));
-        assert_eq!(RouteTable::new([route([10, 0, 0, 0], 8, 2, 0)]).lookup([11, 0, 0, 1], [0; 4], 0), None);
+        assert_eq!(
+            RouteTable::new([route([10, 0, 0, 0], 8, 2, 0)]).lookup([11, 0, 0, 1], [0; 4], 0),
+            None
+        );
     }
 
     #[test]
@@ -128,10 +150,19 @@ mod tests {
             route([10, 0, 0, 0], 8, 2, 10),
             route([10, 0, 0, 0], 8, 3, 10),
         ]);
-        let picks: Vec<_> = (0..8).map(|h| port_of(t.lookup([10, 0, 0, 1], [0; 4], h))).collect();
-        assert!(picks.contains(&Some(2)) && picks.contains(&Some(3)), "both equal routes used: {picks:?}");
+        let picks: Vec<_> = (0..8)
+            .map(|h| port_of(t.lookup([10, 0, 0, 1], [0; 4], h)))
+            .collect();
+        assert!(
+            picks.contains(&Some(2)) && picks.contains(&Some(3)),
+            "both equal routes used: {picks:?}"
+        );
         assert!(!picks.contains(&Some(1)), "the heavier route is never used");
-        assert_eq!(t.lookup([10, 0, 0, 1], [0; 4], 5), t.lookup([10, 0, 0, 1], [0; 4], 5), "stable per flow");
+        assert_eq!(
+            t.lookup([10, 0, 0, 1], [0; 4], 5),
+            t.lookup([10, 0, 0, 1], [0; 4], 5),
+            "stable per flow"
+        );
     }
 
     #[test]
@@ -148,7 +179,10 @@ mod tests {
         let mut b = route([10, 66, 0, 0], 16, 0, 0);
         b.next_hop = NextHop::Blackhole;
         let t = RouteTable::new([b, route([10, 0, 0, 0], 8, 1, 0)]);
-        assert_eq!(t.lookup([10, 66, 1, 1], [0; 4], 0).unwrap().next_hop, NextHop::Blackhole);
+        assert_eq!(
+            t.lookup([10, 66, 1, 1], [0; 4], 0).unwrap().next_hop,
+            NextHop::Blackhole
+        );
         assert_eq!(t.len(), 2);
     }
 
@@ -159,6 +193,9 @@ mod tests {
             route([10, b[1], b[2], b[3]], 32, i as usize, 0)
         });
         let t = RouteTable::new(routes);
-        assert_eq!(port_of(t.lookup([10, 0, 0x27, 0x10], [0; 4], 0)), Some(9_999));
+        assert_eq!(
+            port_of(t.lookup([10, 0, 0x27, 0x10], [0; 4], 0)),
+            Some(9_999)
+        );
     }
 }

@@ -3,7 +3,9 @@
 use super::arp_cache::{Queued, Update};
 use super::route_table::NextHop;
 use super::{filter, DeviceRef, PortId, RouterIf, Step, Tag, Walk};
-use crate::packet::{self, build, Arp, Headers, Ipv4, Mac, L3, L4, ARP_REPLY, ARP_REQUEST, BROADCAST, ETH_HLEN};
+use crate::packet::{
+    self, build, Arp, Headers, Ipv4, Mac, ARP_REPLY, ARP_REQUEST, BROADCAST, ETH_HLEN, L3, L4,
+};
 use vnet_common::{act, Reason};
 
 /// ICMP types and codes the router sends.
@@ -18,10 +20,18 @@ mod icmp {
     pub const TIME_EXCEEDED: u8 = 11;
 }
 
-pub(super) fn process(walk: &mut Walk, router_id: usize, in_port: PortId, frame: Vec<u8>, h: &Headers) {
+pub(super) fn process(
+    walk: &mut Walk,
+    router_id: usize,
+    in_port: PortId,
+    frame: Vec<u8>,
+    h: &Headers,
+) {
     let snap = walk.snap;
     let router = &snap.routers[router_id];
-    walk.step(|| Step::Device { device: DeviceRef::Router(router_id) });
+    walk.step(|| Step::Device {
+        device: DeviceRef::Router(router_id),
+    });
     let Some(port) = snap.ports[in_port].l3 else {
         walk.drop(Reason::NotForRouter, false);
         return;
@@ -48,8 +58,12 @@ pub(super) fn process(walk: &mut Walk, router_id: usize, in_port: PortId, frame:
                     return;
                 }
             }
-            let Ok(h2) = packet::parse(&frame) else { return walk.drop(Reason::Malformed, false) };
-            let L3::Ipv4(ip, l4) = h2.l3 else { return walk.drop(Reason::Malformed, false) };
+            let Ok(h2) = packet::parse(&frame) else {
+                return walk.drop(Reason::Malformed, false);
+            };
+            let L3::Ipv4(ip, l4) = h2.l3 else {
+                return walk.drop(Reason::Malformed, false);
+            };
             ip_input(walk, router_id, in_port, port, frame, h.src, &ip, l4)
         }
         _ => walk.drop(Reason::NotRoutable, false),
@@ -113,8 +127,18 @@ fn ip_packet<'f>(frame: &'f [u8], ip: &Ipv4) -> &'f [u8] {
 }
 
 /// Sends an ICMP error about `frame` back to its sender through `in_port`.
-fn icmp_error(walk: &mut Walk, in_port: PortId, sender: Mac, original: &[u8], kind: u8, code: u8, rest: u32) {
-    let Some(port) = walk.snap.ports[in_port].l3 else { return };
+fn icmp_error(
+    walk: &mut Walk,
+    in_port: PortId,
+    sender: Mac,
+    original: &[u8],
+    kind: u8,
+    code: u8,
+    rest: u32,
+) {
+    let Some(port) = walk.snap.ports[in_port].l3 else {
+        return;
+    };
     walk.step(|| Step::Icmp { kind, code });
     let packet = build::icmp_error(port.addr, kind, code, rest, original);
     walk.inject(in_port, build::ethernet_ipv4(sender, port.mac, &packet));
@@ -124,8 +148,13 @@ fn icmp_error(walk: &mut Walk, in_port: PortId, sender: Mac, original: &[u8], ki
 /// never about an ICMP error, a non-first fragment, or a packet from a
 /// broadcast/multicast/zero source.
 fn may_answer_with_error(ip: &Ipv4, l4: L4) -> bool {
-    let icmp_error = matches!(l4, L4::Icmp { kind, .. } if !matches!(kind, 0 | 8 | 13 | 14 | 17 | 18));
-    !icmp_error && !ip.is_later_fragment() && ip.src != [0; 4] && ip.src[0] < 224 && ip.src != [255; 4]
+    let icmp_error =
+        matches!(l4, L4::Icmp { kind, .. } if !matches!(kind, 0 | 8 | 13 | 14 | 17 | 18));
+    !icmp_error
+        && !ip.is_later_fragment()
+        && ip.src != [0; 4]
+        && ip.src[0] < 224
+        && ip.src != [255; 4]
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -149,7 +178,10 @@ fn ip_input(
         return;
     }
     let multicast = ip.dst[0] >= 224 || ip.dst == [255; 4];
-    let directed_broadcast = router.ports.iter().any(|&p| snap.ports[p].l3.and_then(|l3| l3.broadcast()) == Some(ip.dst));
+    let directed_broadcast = router
+        .ports
+        .iter()
+        .any(|&p| snap.ports[p].l3.and_then(|l3| l3.broadcast()) == Some(ip.dst));
     if multicast || directed_broadcast {
         walk.drop(Reason::NotRoutable, false);
         return;
@@ -168,12 +200,23 @@ fn ip_input(
 
     let hash = flow_hash(ip, l4);
     let route = router.routes.lookup(ip.dst, ip.src, hash);
-    walk.step(|| Step::Route { dst: ip.dst, route: route.map(|r| r.index) });
+    walk.step(|| Step::Route {
+        dst: ip.dst,
+        route: route.map(|r| r.index),
+    });
     let (out_port, gateway) = match route.map(|r| r.next_hop) {
         None => {
             walk.installable = false;
             if may_answer_with_error(ip, l4) {
-                icmp_error(walk, in_port, sender, &original, icmp::DEST_UNREACHABLE, icmp::NET_UNREACHABLE, 0);
+                icmp_error(
+                    walk,
+                    in_port,
+                    sender,
+                    &original,
+                    icmp::DEST_UNREACHABLE,
+                    icmp::NET_UNREACHABLE,
+                    0,
+                );
             }
             walk.drop(Reason::NoRoute, false);
             return;
@@ -185,7 +228,15 @@ fn ip_input(
         Some(NextHop::Reject) => {
             walk.installable = false;
             if may_answer_with_error(ip, l4) {
-                icmp_error(walk, in_port, sender, &original, icmp::DEST_UNREACHABLE, icmp::ADMIN_PROHIBITED, 0);
+                icmp_error(
+                    walk,
+                    in_port,
+                    sender,
+                    &original,
+                    icmp::DEST_UNREACHABLE,
+                    icmp::ADMIN_PROHIBITED,
+                    0,
+                );
             }
             walk.drop(Reason::RejectRoute, false);
             return;
@@ -226,24 +277,39 @@ fn ip_input(
         if ip.dont_fragment {
             if may_answer_with_error(ip, l4) {
                 let rest = egress.mtu as u32;
-                icmp_error(walk, in_port, sender, &original, icmp::DEST_UNREACHABLE, icmp::FRAGMENTATION_NEEDED, rest);
+                icmp_error(
+                    walk,
+                    in_port,
+                    sender,
+                    &original,
+                    icmp::DEST_UNREACHABLE,
+                    icmp::FRAGMENTATION_NEEDED,
+                    rest,
+                );
             }
             walk.drop(Reason::FragmentationNeeded, false);
             return;
         }
-        let Some(fragments) = build::fragment_ipv4(ip_packet(&frame, ip), egress.mtu as usize) else {
+        let Some(fragments) = build::fragment_ipv4(ip_packet(&frame, ip), egress.mtu as usize)
+        else {
             walk.drop(Reason::Malformed, false);
             return;
         };
-        walk.step(|| Step::Fragmented { count: fragments.len() });
+        walk.step(|| Step::Fragmented {
+            count: fragments.len(),
+        });
         for f in fragments {
             let mut copy = frame[..ETH_HLEN].to_vec();
             copy.extend_from_slice(&f);
-            resolve_and_send(walk, router_id, in_port, out_port, egress, next_hop, copy, sender, &original);
+            resolve_and_send(
+                walk, router_id, in_port, out_port, egress, next_hop, copy, sender, &original,
+            );
         }
         return;
     }
-    resolve_and_send(walk, router_id, in_port, out_port, egress, next_hop, frame, sender, &original);
+    resolve_and_send(
+        walk, router_id, in_port, out_port, egress, next_hop, frame, sender, &original,
+    );
 }
 
 /// Resolves the next hop's MAC and sends the frame; queues it while ARP is
@@ -278,9 +344,16 @@ fn resolve_and_send(
                 sender_mac: sender,
                 ip_packet: original.to_vec(),
             },
-            None => Queued::Generated { port: out_port, frame },
+            None => Queued::Generated {
+                port: out_port,
+                frame,
+            },
         };
-        match walk.state.arp.enqueue(router, next_hop, out_port, queued, walk.now_ns) {
+        match walk
+            .state
+            .arp
+            .enqueue(router, next_hop, out_port, queued, walk.now_ns)
+        {
             Some(_) => {
                 walk.step(|| Step::ArpQueued { ip: next_hop });
                 walk.consumed();
@@ -299,12 +372,27 @@ fn resolve_and_send(
 }
 
 fn send_arp_request(walk: &mut Walk, out_port: PortId, egress: RouterIf, target: [u8; 4]) {
-    let request = build::arp_frame(ARP_REQUEST, egress.mac, egress.addr, [0; 6], target, BROADCAST);
+    let request = build::arp_frame(
+        ARP_REQUEST,
+        egress.mac,
+        egress.addr,
+        [0; 6],
+        target,
+        BROADCAST,
+    );
     walk.inject(out_port, request);
 }
 
 /// Packets addressed to one of the router's own addresses.
-fn local_input(walk: &mut Walk, in_port: PortId, port: RouterIf, frame: &[u8], sender: Mac, ip: &Ipv4, l4: L4) {
+fn local_input(
+    walk: &mut Walk,
+    in_port: PortId,
+    port: RouterIf,
+    frame: &[u8],
+    sender: Mac,
+    ip: &Ipv4,
+    l4: L4,
+) {
     let packet = ip_packet(frame, ip).to_vec();
     // Reassembling datagrams for the router itself is not worth it: echo
     // requests bigger than the MTU are not answered.
@@ -324,11 +412,27 @@ fn local_input(walk: &mut Walk, in_port: PortId, port: RouterIf, frame: &[u8], s
         }
         L4::Icmp { .. } => walk.consumed(),
         L4::Ports { .. } => {
-            icmp_error(walk, in_port, sender, &packet, icmp::DEST_UNREACHABLE, icmp::PORT_UNREACHABLE, 0);
+            icmp_error(
+                walk,
+                in_port,
+                sender,
+                &packet,
+                icmp::DEST_UNREACHABLE,
+                icmp::PORT_UNREACHABLE,
+                0,
+            );
             walk.answered();
         }
         L4::None => {
-            icmp_error(walk, in_port, sender, &packet, icmp::DEST_UNREACHABLE, icmp::PROTOCOL_UNREACHABLE, 0);
+            icmp_error(
+                walk,
+                in_port,
+                sender,
+                &packet,
+                icmp::DEST_UNREACHABLE,
+                icmp::PROTOCOL_UNREACHABLE,
+                0,
+            );
             walk.answered();
         }
     }
@@ -343,7 +447,14 @@ fn flow_hash(ip: &Ipv4, l4: L4) -> u64 {
         L4::None => (0, 0),
     };
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in ip.src.iter().chain(&ip.dst).chain(&[ip.proto]).chain(&sp.to_be_bytes()).chain(&dp.to_be_bytes()) {
+    for b in ip
+        .src
+        .iter()
+        .chain(&ip.dst)
+        .chain(&[ip.proto])
+        .chain(&sp.to_be_bytes())
+        .chain(&dp.to_be_bytes())
+    {
         h ^= *b as u64;
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -358,7 +469,10 @@ pub(super) fn timers(walk: &mut Walk) {
     // A stale entry is refreshed from the router port whose subnet holds it.
     let refresh_port = |router: Tag, ip: [u8; 4]| {
         let r = &snap.routers[router_of_tag(router)?];
-        r.ports.iter().copied().find(|&p| snap.ports[p].l3.is_some_and(|l3| l3.contains(ip)))
+        r.ports
+            .iter()
+            .copied()
+            .find(|&p| snap.ports[p].l3.is_some_and(|l3| l3.contains(ip)))
     };
     let due = walk.state.arp.tick(walk.now_ns, refresh_port);
     for (_router, ip, port) in due.requests {
@@ -367,7 +481,13 @@ pub(super) fn timers(walk: &mut Walk) {
         }
     }
     for (_router, q) in due.unresolved {
-        if let Queued::Received { router_port, sender_mac, ip_packet, .. } = q {
+        if let Queued::Received {
+            router_port,
+            sender_mac,
+            ip_packet,
+            ..
+        } = q
+        {
             let (kind, code) = (icmp::DEST_UNREACHABLE, icmp::HOST_UNREACHABLE);
             icmp_error(walk, router_port, sender_mac, &ip_packet, kind, code, 0);
         }

@@ -37,8 +37,16 @@ pub struct Filters {
 
 impl Filters {
     fn of(chains: &Chains, inbound: &Option<String>, outbound: &Option<String>) -> Filters {
-        let id = |n: &Option<String>| n.as_deref().and_then(|n| chains.id(n)).into_iter().collect();
-        Filters { inbound: id(inbound), outbound: id(outbound) }
+        let id = |n: &Option<String>| {
+            n.as_deref()
+                .and_then(|n| chains.id(n))
+                .into_iter()
+                .collect()
+        };
+        Filters {
+            inbound: id(inbound),
+            outbound: id(outbound),
+        }
     }
 }
 
@@ -75,8 +83,10 @@ impl RouterIf {
     }
     /// The subnet's directed broadcast address (none for /31 and /32).
     pub fn broadcast(&self) -> Option<[u8; 4]> {
-        (self.prefix_len < 31)
-            .then(|| (u32::from_be_bytes(self.addr) | !super::route_table::mask(self.prefix_len)).to_be_bytes())
+        (self.prefix_len < 31).then(|| {
+            (u32::from_be_bytes(self.addr) | !super::route_table::mask(self.prefix_len))
+                .to_be_bytes()
+        })
     }
 }
 
@@ -112,7 +122,10 @@ impl Router {
 
     /// The router port that owns `ip` as its address.
     pub fn port_with_addr(&self, snap: &Snapshot, ip: [u8; 4]) -> Option<PortId> {
-        self.ports.iter().copied().find(|&p| snap.ports[p].l3.is_some_and(|l3| l3.addr == ip))
+        self.ports
+            .iter()
+            .copied()
+            .find(|&p| snap.ports[p].l3.is_some_and(|l3| l3.addr == ip))
     }
 }
 
@@ -202,7 +215,10 @@ impl Snapshot {
                     RouteType::Normal => {
                         let port = r.route_port(route)?;
                         let port = *snap.by_name.get(&format!("{rname}/{port}"))?;
-                        NextHop::Port { port, gateway: route.via.map(|v| v.octets()) }
+                        NextHop::Port {
+                            port,
+                            gateway: route.via.map(|v| v.octets()),
+                        }
                     }
                 };
                 Some(Route {
@@ -243,32 +259,45 @@ impl Snapshot {
         let intents = vnet_control::intents::compile(topology);
         self.chains = Chains::compile(topology, &intents.chains, self);
         for (i, (_, b)) in topology.bridges.iter().enumerate() {
-            self.bridges[i].filters = Filters::of(&self.chains, &b.inbound_filter, &b.outbound_filter);
+            self.bridges[i].filters =
+                Filters::of(&self.chains, &b.inbound_filter, &b.outbound_filter);
             for (pname, p) in &b.ports {
                 if let Some(id) = self.port_by_name(&format!("{}/{pname}", self.bridges[i].name)) {
-                    self.ports[id].filters = Filters::of(&self.chains, &p.inbound_filter, &p.outbound_filter);
+                    self.ports[id].filters =
+                        Filters::of(&self.chains, &p.inbound_filter, &p.outbound_filter);
                 }
             }
         }
         for (i, (rname, r)) in topology.routers.iter().enumerate() {
             let user = Filters::of(&self.chains, &r.inbound_filter, &r.outbound_filter);
-            let generated = |map: &std::collections::BTreeMap<String, Vec<String>>| -> Vec<ChainId> {
-                map.get(rname).into_iter().flatten().filter_map(|c| self.chains.id(c)).collect()
+            let generated =
+                |map: &std::collections::BTreeMap<String, Vec<String>>| -> Vec<ChainId> {
+                    map.get(rname)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|c| self.chains.id(c))
+                        .collect()
+                };
+            let mut filters = Filters {
+                inbound: generated(&intents.pre_routing),
+                outbound: generated(&intents.post_routing),
             };
-            let mut filters = Filters { inbound: generated(&intents.pre_routing), outbound: generated(&intents.post_routing) };
             filters.inbound.extend(user.inbound);
             filters.outbound.extend(user.outbound);
             self.routers[i].filters = filters;
             for ((router, port), addrs) in &intents.owned {
                 if router == rname {
                     if let Some(id) = self.port_by_name(&format!("{router}/{port}")) {
-                        self.routers[i].owned.insert(id, addrs.iter().map(|a| a.octets()).collect());
+                        self.routers[i]
+                            .owned
+                            .insert(id, addrs.iter().map(|a| a.octets()).collect());
                     }
                 }
             }
             for (pname, p) in &r.ports {
                 if let Some(id) = self.port_by_name(&format!("{}/{pname}", self.routers[i].name)) {
-                    self.ports[id].filters = Filters::of(&self.chains, &p.inbound_filter, &p.outbound_filter);
+                    self.ports[id].filters =
+                        Filters::of(&self.chains, &p.inbound_filter, &p.outbound_filter);
                 }
             }
         }
@@ -298,8 +327,12 @@ impl Snapshot {
         for b in 0..self.bridges.len() {
             for i in 0..self.bridges[b].ports.len() {
                 let port = self.bridges[b].ports[i];
-                let Binding::Peer(peer) = self.ports[port].binding else { continue };
-                let Some(l3) = self.ports[peer].l3 else { continue };
+                let Binding::Peer(peer) = self.ports[port].binding else {
+                    continue;
+                };
+                let Some(l3) = self.ports[peer].l3 else {
+                    continue;
+                };
                 let bridge = &mut self.bridges[b];
                 bridge.static_macs.entry(l3.mac).or_insert(port);
                 bridge.arp_table.entry(l3.addr).or_insert(l3.mac);
@@ -314,7 +347,10 @@ impl Snapshot {
     fn seed_dhcp_servers(&mut self) {
         for bridge in &mut self.bridges {
             for s in &bridge.dhcp.subnets {
-                bridge.arp_table.entry(s.server).or_insert(bridge.dhcp.server_mac);
+                bridge
+                    .arp_table
+                    .entry(s.server)
+                    .or_insert(bridge.dhcp.server_mac);
             }
         }
     }

@@ -54,12 +54,30 @@ impl Tag {
     /// The connection-tracking state of `tuple` in `zone`.
     pub fn conn(zone: Tag, tuple: &super::conntrack::Tuple) -> Tag {
         let ports = [tuple.sport.to_be_bytes(), tuple.dport.to_be_bytes()].concat();
-        Tag::of(8, &[&zone.0.to_be_bytes(), &[tuple.proto], &tuple.src, &tuple.dst, &ports])
+        Tag::of(
+            8,
+            &[
+                &zone.0.to_be_bytes(),
+                &[tuple.proto],
+                &tuple.src,
+                &tuple.dst,
+                &ports,
+            ],
+        )
     }
     /// The NAT binding of connection `original` in `zone`.
     pub fn nat(zone: Tag, original: &super::conntrack::Tuple) -> Tag {
         let ports = [original.sport.to_be_bytes(), original.dport.to_be_bytes()].concat();
-        Tag::of(9, &[&zone.0.to_be_bytes(), &[original.proto], &original.src, &original.dst, &ports])
+        Tag::of(
+            9,
+            &[
+                &zone.0.to_be_bytes(),
+                &[original.proto],
+                &original.src,
+                &original.dst,
+                &ports,
+            ],
+        )
     }
     /// A router's ARP cache entry for `ip`.
     pub fn arp(router: Tag, ip: [u8; 4]) -> Tag {
