@@ -76,12 +76,23 @@ pub struct DataplaneHealth {
     pub problems: Vec<String>,
 }
 
+/// Why a trace did not run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TraceError {
+    /// The request does not fit the running topology (an unknown port).
+    #[error("{0}")]
+    Invalid(String),
+    /// The dataplane could not answer.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
 /// A running dataplane. Calls may block briefly (they ask the worker); the
 /// API calls them off its async threads.
 pub trait Dataplane: Send + Sync {
     /// The store revision the workers run.
     fn running_revision(&self) -> u64;
-    fn trace(&self, request: TraceRequest) -> Result<TraceReport, String>;
+    fn trace(&self, request: TraceRequest) -> Result<TraceReport, TraceError>;
     fn flows(&self) -> Result<Vec<FlowInfo>, String>;
     fn counters(&self) -> Result<CounterReport, String>;
     fn health(&self) -> Result<DataplaneHealth, String>;

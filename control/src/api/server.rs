@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 use super::convert::{kind_from_pb, kind_to_pb, FieldError};
 use super::pb;
 use super::views::change_to_pb;
-use crate::dataplane::{Dataplane, TraceRequest};
+use crate::dataplane::{Dataplane, TraceError, TraceRequest};
 use crate::diff::diff;
 use crate::model::Topology;
 use crate::objects::{Object, ObjectKind};
@@ -322,10 +322,14 @@ impl pb::vnet_server::Vnet for VnetService {
         request: Request<pb::TraceRequest>,
     ) -> Result<Response<pb::TraceResponse>, Status> {
         let req = TraceRequest::try_from(request.into_inner()).map_err(field_status)?;
-        let report = self.blocking(move |dp| dp.trace(req)).await.map_err(|s| {
-            // A trace that cannot run is the request's fault (unknown port).
-            Status::invalid_argument(s.message())
-        })?;
+        let dp = self.dataplane()?;
+        let report = tokio::task::spawn_blocking(move || dp.trace(req))
+            .await
+            .map_err(|e| Status::internal(format!("dataplane task failed: {e}")))?
+            .map_err(|e| match e {
+                TraceError::Invalid(m) => Status::invalid_argument(m),
+                TraceError::Unavailable(m) => Status::unavailable(m),
+            })?;
         Ok(Response::new(report.into()))
     }
 
