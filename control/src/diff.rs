@@ -118,6 +118,7 @@ fn devices<D, P: PartialEq, O: PartialEq>(
 }
 
 fn unnamed<V: PartialEq>(out: &mut Vec<Change>, kind: &str, old: &[V], new: &[V]) {
+    let before = out.len();
     for (i, v) in old.iter().enumerate() {
         if !new.contains(v) {
             out.push(change(ChangeOp::Removed, format!("{kind}[{i}]")));
@@ -127,6 +128,10 @@ fn unnamed<V: PartialEq>(out: &mut Vec<Change>, kind: &str, old: &[V], new: &[V]
         if !old.contains(v) {
             out.push(change(ChangeOp::Added, format!("{kind}[{i}]")));
         }
+    }
+    // The same entries in another order (or repeated) are a change too.
+    if out.len() == before && old != new {
+        out.push(change(ChangeOp::Changed, kind.to_string()));
     }
 }
 
@@ -160,5 +165,16 @@ mod tests {
             ]
         );
         assert!(diff(&new, &new).is_empty());
+        let nat = |order: &str| {
+            topo(&format!(
+                "version: 1\nrouters:\n  r:\n    ports:\n      up: {{address: 192.0.2.2/24, interface: u}}\nnat:\n{order}"
+            ))
+        };
+        let a =
+            "  - {router: r, type: floating_ip, public: 192.0.2.5, private: 10.0.0.5, port: up}\n";
+        let b =
+            "  - {router: r, type: floating_ip, public: 192.0.2.6, private: 10.0.0.6, port: up}\n";
+        let swapped = diff(&nat(&format!("{a}{b}")), &nat(&format!("{b}{a}")));
+        assert_eq!(swapped[0].to_string(), "~ nat");
     }
 }

@@ -50,6 +50,12 @@ pub fn changed_tags(old: &Topology, new: &Topology) -> Vec<Tag> {
             .or_else(|| path.strip_prefix("port_groups."))
         {
             groups.insert(name.to_string());
+        } else if path == "nat" || path == "firewall" {
+            // Reordered intents: every router with one.
+            for t in [old, new] {
+                tags.extend(t.nat.iter().map(|n| Tag::device(n.router())));
+                tags.extend(t.firewall.iter().map(|f| Tag::device(&f.router)));
+            }
         } else if let Some(router) = intent_router(side, path) {
             tags.insert(Tag::device(&router));
         }

@@ -12,14 +12,13 @@ mod listen;
 mod server;
 mod views;
 
-pub(crate) mod pb {
+mod pb {
     #![allow(clippy::all, missing_docs, unreachable_pub)]
     tonic::include_proto!("vnet.v1");
 }
 
 /// The compiled .proto, for gRPC reflection.
-pub(crate) const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/vnet_descriptor.bin"));
+const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vnet_descriptor.bin"));
 
 pub use client::{ApplyOutcome, Client, ClientError, Health, Listed, Target, Watch};
 pub use convert::FieldError;
