@@ -205,13 +205,15 @@ impl pb::vnet_server::Vnet for VnetService {
     ) -> Result<Response<pb::GetResponse>, Status> {
         let r = request.into_inner();
         let k = kind(r.kind)?.ok_or_else(|| Status::invalid_argument("kind: is required"))?;
-        let current = self.store.current().map_err(store_status)?;
+        // Reads wait while a change is being written: off the async threads.
+        let (current, ids) = self
+            .store_call(|s| Ok((s.current()?, s.object_ids()?)))
+            .await?;
         let path = k.path(&r.name);
         let object = current
             .topology
             .object(k, &r.name)
             .ok_or_else(|| Status::not_found(format!("{path} does not exist")))?;
-        let ids = self.store.object_ids().map_err(store_status)?;
         Ok(Response::new(pb::GetResponse {
             revision: current.revision,
             info: Some(pb::ObjectInfo {
@@ -228,8 +230,9 @@ impl pb::vnet_server::Vnet for VnetService {
         request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
         let k = kind(request.into_inner().kind)?;
-        let current = self.store.current().map_err(store_status)?;
-        let ids = self.store.object_ids().map_err(store_status)?;
+        let (current, ids) = self
+            .store_call(|s| Ok((s.current()?, s.object_ids()?)))
+            .await?;
         let topology = match k {
             Some(k) => current.topology.only(k),
             None => current.topology,
@@ -358,7 +361,7 @@ impl pb::vnet_server::Vnet for VnetService {
         &self,
         _: Request<pb::HealthRequest>,
     ) -> Result<Response<pb::HealthResponse>, Status> {
-        let stored = self.store.current().map_err(store_status)?.revision;
+        let stored = self.store_call(|s| s.current()).await?.revision;
         let mut out = pb::HealthResponse {
             stored_revision: stored,
             ..Default::default()
