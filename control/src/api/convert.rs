@@ -890,6 +890,44 @@ impl From<&Object> for pb::Object {
 mod tests {
     use super::*;
 
+    /// Requests with corrupted bytes decode to anything protobuf allows;
+    /// converting and validating them must give errors, never a panic.
+    #[test]
+    fn corrupted_requests_never_panic() {
+        use prost::Message;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let topo = crate::load_file(&dir.join("tests/data/everything.yaml")).unwrap();
+        let bytes = pb::Topology::from(&topo).encode_to_vec();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let (mut decoded, mut converted) = (0, 0);
+        for _ in 0..3000 {
+            let mut b = bytes.clone();
+            for _ in 0..1 + next() % 4 {
+                let i = (next() % b.len() as u64) as usize;
+                b[i] = next() as u8;
+            }
+            let Ok(p) = pb::Topology::decode(b.as_slice()) else {
+                continue;
+            };
+            decoded += 1;
+            if let Ok(t) = Topology::try_from(p) {
+                converted += 1;
+                let _ = t.validate();
+                let _ = t.to_yaml();
+            }
+        }
+        assert!(
+            decoded > 100 && converted > 10,
+            "{decoded} decoded, {converted} converted"
+        );
+    }
+
     #[test]
     fn errors_name_the_field_inside_the_topology() {
         let mut p = pb::Topology {
