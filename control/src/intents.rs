@@ -44,7 +44,10 @@ fn host(a: Ipv4Addr) -> Ipv4Net {
 }
 
 fn port_ref(router: &str, port: &str) -> PortRef {
-    PortRef { device: router.to_string(), port: port.to_string() }
+    PortRef {
+        device: router.to_string(),
+        port: port.to_string(),
+    }
 }
 
 fn rule(action: Action, condition: Condition) -> Rule {
@@ -52,10 +55,16 @@ fn rule(action: Action, condition: Condition) -> Rule {
 }
 
 fn static_nat(ip: Ipv4Addr) -> NatTarget {
-    NatTarget { ip: Ipv4Range::single(ip), ports: None }
+    NatTarget {
+        ip: Ipv4Range::single(ip),
+        ports: None,
+    }
 }
 
-const HAIRPIN_PORTS: PortRange = PortRange { start: 1024, end: 65535 };
+const HAIRPIN_PORTS: PortRange = PortRange {
+    start: 1024,
+    end: 65535,
+};
 
 pub fn compile(t: &Topology) -> Compiled {
     let mut out = Compiled::default();
@@ -91,8 +100,18 @@ pub fn compile(t: &Topology) -> Compiled {
                 .filter(|n| public_of(n).contains(&fw.public))
                 .map(|n| port_ref(rname, n.port()))
                 .collect();
-            let base = Condition { dst, in_ports: in_ports.clone(), ..Default::default() };
-            fw_in.push(rule(Action::Accept, Condition { conntrack: Some(ConnState::Return), ..base.clone() }));
+            let base = Condition {
+                dst,
+                in_ports: in_ports.clone(),
+                ..Default::default()
+            };
+            fw_in.push(rule(
+                Action::Accept,
+                Condition {
+                    conntrack: Some(ConnState::Return),
+                    ..base.clone()
+                },
+            ));
             for allow in &fw.allow {
                 let c = Condition {
                     protocol: allow.protocol,
@@ -103,7 +122,11 @@ pub fn compile(t: &Topology) -> Compiled {
                 fw_in.push(rule(Action::Accept, c));
             }
             fw_in.push(rule(Action::Drop, base));
-            let track = Condition { src: Some(host(fw.public)), conntrack: Some(ConnState::Forward), ..Default::default() };
+            let track = Condition {
+                src: Some(host(fw.public)),
+                conntrack: Some(ConnState::Forward),
+                ..Default::default()
+            };
             fw_out.push(rule(Action::Continue, track));
         }
 
@@ -119,23 +142,49 @@ pub fn compile(t: &Topology) -> Compiled {
         let mut nat_out_snat = Vec::new();
         for n in &nats {
             match n {
-                NatIntent::FloatingIp(FloatingIpIntent { public, private, port, .. }) => {
+                NatIntent::FloatingIp(FloatingIpIntent {
+                    public,
+                    private,
+                    port,
+                    ..
+                }) => {
                     nat_in.push(rule(
-                        Action::Dnat { to: static_nat(*private), then: FlowAction::Accept },
-                        Condition { dst: Some(host(*public)), ..Default::default() },
+                        Action::Dnat {
+                            to: static_nat(*private),
+                            then: FlowAction::Accept,
+                        },
+                        Condition {
+                            dst: Some(host(*public)),
+                            ..Default::default()
+                        },
                     ));
                     nat_out.push(rule(
-                        Action::Snat { to: static_nat(*public), then: FlowAction::Accept },
-                        Condition { src: Some(host(*private)), out_ports: uplink(port), ..Default::default() },
+                        Action::Snat {
+                            to: static_nat(*public),
+                            then: FlowAction::Accept,
+                        },
+                        Condition {
+                            src: Some(host(*private)),
+                            out_ports: uplink(port),
+                            ..Default::default()
+                        },
                     ));
                 }
                 NatIntent::PortForward(PortForwardIntent {
-                    protocol, public, public_ports, private, private_ports, ..
+                    protocol,
+                    public,
+                    public_ports,
+                    private,
+                    private_ports,
+                    ..
                 }) => {
                     let proto = Some(*protocol);
                     nat_in.push(rule(
                         Action::Dnat {
-                            to: NatTarget { ip: Ipv4Range::single(*private), ports: Some(*private_ports) },
+                            to: NatTarget {
+                                ip: Ipv4Range::single(*private),
+                                ports: Some(*private_ports),
+                            },
                             then: FlowAction::Accept,
                         },
                         Condition {
@@ -146,7 +195,9 @@ pub fn compile(t: &Topology) -> Compiled {
                         },
                     ));
                     nat_out_rev.push(rule(
-                        Action::RevDnat { then: FlowAction::Continue },
+                        Action::RevDnat {
+                            then: FlowAction::Continue,
+                        },
                         Condition {
                             src: Some(host(*private)),
                             protocol: proto,
@@ -155,16 +206,37 @@ pub fn compile(t: &Topology) -> Compiled {
                         },
                     ));
                 }
-                NatIntent::Snat(SnatIntent { from, to, ports, port, .. }) => {
-                    let target = NatTarget { ip: *to, ports: Some(ports.unwrap_or(HAIRPIN_PORTS)) };
+                NatIntent::Snat(SnatIntent {
+                    from,
+                    to,
+                    ports,
+                    port,
+                    ..
+                }) => {
+                    let target = NatTarget {
+                        ip: *to,
+                        ports: Some(ports.unwrap_or(HAIRPIN_PORTS)),
+                    };
                     nat_out_snat.push(rule(
-                        Action::Snat { to: target, then: FlowAction::Accept },
-                        Condition { src: Some(*from), out_ports: uplink(port), ..Default::default() },
+                        Action::Snat {
+                            to: target,
+                            then: FlowAction::Accept,
+                        },
+                        Condition {
+                            src: Some(*from),
+                            out_ports: uplink(port),
+                            ..Default::default()
+                        },
                     ));
                     for addr in range_addrs(to) {
                         nat_in_rev.push(rule(
-                            Action::RevSnat { then: FlowAction::Accept },
-                            Condition { dst: Some(host(addr)), ..Default::default() },
+                            Action::RevSnat {
+                                then: FlowAction::Accept,
+                            },
+                            Condition {
+                                dst: Some(host(addr)),
+                                ..Default::default()
+                            },
                         ));
                     }
                 }
@@ -176,7 +248,10 @@ pub fn compile(t: &Topology) -> Compiled {
             let addr = p.address.addr();
             hairpin.push(rule(
                 Action::Snat {
-                    to: NatTarget { ip: Ipv4Range::single(addr), ports: Some(HAIRPIN_PORTS) },
+                    to: NatTarget {
+                        ip: Ipv4Range::single(addr),
+                        ports: Some(HAIRPIN_PORTS),
+                    },
                     then: FlowAction::Accept,
                 },
                 Condition {
@@ -187,14 +262,26 @@ pub fn compile(t: &Topology) -> Compiled {
                 },
             ));
             nat_in_rev.push(rule(
-                Action::RevSnat { then: FlowAction::Accept },
-                Condition { dst: Some(host(addr)), in_ports: here.clone(), ..Default::default() },
+                Action::RevSnat {
+                    then: FlowAction::Accept,
+                },
+                Condition {
+                    dst: Some(host(addr)),
+                    in_ports: here.clone(),
+                    ..Default::default()
+                },
             ));
             for n in &nats {
-                if let NatIntent::FloatingIp(FloatingIpIntent { public, private, .. }) = n {
+                if let NatIntent::FloatingIp(FloatingIpIntent {
+                    public, private, ..
+                }) = n
+                {
                     if p.address.contains(private) {
                         hairpin.push(rule(
-                            Action::Snat { to: static_nat(*public), then: FlowAction::Accept },
+                            Action::Snat {
+                                to: static_nat(*public),
+                                then: FlowAction::Accept,
+                            },
                             Condition {
                                 in_ports: here.clone(),
                                 out_ports: here.clone(),
@@ -216,14 +303,25 @@ pub fn compile(t: &Topology) -> Compiled {
             }
         };
         add(format!("fw:{rname}"), fw_in, &mut pre);
-        add(format!("nat-in:{rname}"), [nat_in, nat_in_rev].concat(), &mut pre);
-        add(format!("nat-out:{rname}"), [nat_out_rev, hairpin, nat_out, nat_out_snat].concat(), &mut post);
+        add(
+            format!("nat-in:{rname}"),
+            [nat_in, nat_in_rev].concat(),
+            &mut pre,
+        );
+        add(
+            format!("nat-out:{rname}"),
+            [nat_out_rev, hairpin, nat_out, nat_out_snat].concat(),
+            &mut post,
+        );
         add(format!("fw-out:{rname}"), fw_out, &mut post);
         out.pre_routing.insert(rname.clone(), pre);
         out.post_routing.insert(rname.clone(), post);
 
         for n in &nats {
-            let owned = out.owned.entry((rname.clone(), n.port().to_string())).or_default();
+            let owned = out
+                .owned
+                .entry((rname.clone(), n.port().to_string()))
+                .or_default();
             owned.extend(public_of(n));
         }
         for list in out.owned.values_mut() {
