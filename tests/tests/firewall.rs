@@ -185,3 +185,39 @@ fn a_chain_accepting_only_unfragmented_packets_drops_big_pings() -> Result<()> {
     assert!(String::from_utf8_lossy(&mid.stdout).contains(" 2 received"));
     Ok(())
 }
+
+/// The replies counted in `ping` output lines so far (icmp_seq numbers).
+fn replied_seqs(out: &str) -> Vec<u32> {
+    out.lines()
+        .filter_map(|l| l.split("icmp_seq=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_rule_added_while_a_ping_runs_stops_it_and_removing_it_restores_it() -> Result<()> {
+    if !have_root("a_rule_added_while_a_ping_runs_stops_it_and_removing_it_restores_it") {
+        return Ok(());
+    }
+    let mut w = World::new("live-rule")?;
+    let a = w.guest("a", "a-h", "02:00:00:00:0a:01", "10.0.0.1")?;
+    let b = w.guest("b", "b-h", "02:00:00:00:0b:01", "10.0.0.2")?;
+    let open = "version: 1\nchains:\n  c:\n    - {action: accept}\n\
+                bridges:\n  lan:\n    inbound_filter: c\n    ports:\n      a: {interface: a-h}\n      b: {interface: b-h}\n";
+    let closed = open.replace("- {action: accept}", "- {action: drop, match: {protocol: icmp}}");
+    w.start_vnetd(&w.topology_file(open)?)?;
+    // 60 pings at 0.1 s: 6 s in all; the rule is there from 2 s to 4 s.
+    let ping = w.spawn(&a, &["ping", "-n", "-c", "60", "-i", "0.1", "-W", "1", &b.ip])?;
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    w.apply(&closed)?;
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    w.apply(open)?;
+    let out = ping.finish(std::time::Duration::from_secs(10))?;
+    let seqs = replied_seqs(&out);
+    // The established flow is in the kernel: only invalidation by the
+    // chain's tag makes the rule apply to its next packet.
+    let gap = |lo: u32, hi: u32| seqs.iter().filter(|s| (lo..=hi).contains(*s)).count();
+    assert!(gap(1, 15) >= 12, "pings answered before the rule: {seqs:?}");
+    assert_eq!(gap(25, 38), 0, "no ping answered while the rule is in place: {seqs:?}");
+    assert!(gap(48, 60) >= 10, "pings answered again after the rule is removed: {seqs:?}");
+    Ok(())
+}
