@@ -29,6 +29,9 @@ struct Record {
     tags: Vec<Tag>,
     idle_timeout_ns: u64,
     installed_ns: u64,
+    /// When the flow was last known to be used: its installation, or the
+    /// kernel's last-hit time as read by the last sweep that asked.
+    seen_ns: u64,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +106,7 @@ impl FlowTable {
                 tags: flow.tags.clone(),
                 idle_timeout_ns: flow.idle_timeout_ns,
                 installed_ns: now_ns,
+                seen_ns: now_ns,
             },
         );
         self.counters.installed += 1;
@@ -133,16 +137,22 @@ impl FlowTable {
 
     /// Removes flows idle for longer than their timeout. A flow never hit
     /// counts as used when it was installed.
+    ///
+    /// The kernel is asked only about flows whose last known use is older
+    /// than their timeout, so each flow costs at most one map lookup per
+    /// idle period, however often the sweep runs and however many flows
+    /// there are.
     pub fn expire(&mut self, backend: &mut impl FlowBackend, now_ns: u64) -> usize {
-        let idle: Vec<FlowKey> = self
-            .records
-            .iter()
-            .filter(|(key, r)| {
-                let last = backend.last_used_ns(key).unwrap_or(0).max(r.installed_ns);
-                now_ns.saturating_sub(last) > r.idle_timeout_ns
-            })
-            .map(|(key, _)| *key)
-            .collect();
+        let mut idle = Vec::new();
+        for (key, r) in self.records.iter_mut() {
+            if now_ns.saturating_sub(r.seen_ns) <= r.idle_timeout_ns {
+                continue;
+            }
+            r.seen_ns = r.seen_ns.max(backend.last_used_ns(key).unwrap_or(0));
+            if now_ns.saturating_sub(r.seen_ns) > r.idle_timeout_ns {
+                idle.push(*key);
+            }
+        }
         for key in &idle {
             backend.remove(key);
             self.forget(key);
@@ -253,6 +263,57 @@ mod tests {
         assert_eq!(t.expire(&mut k, 55), 1);
         assert!(t.contains(&key(2)) && !t.contains(&key(1)));
         assert_eq!(t.counters.expired, 1);
+    }
+
+    /// Counts kernel lookups.
+    #[derive(Default)]
+    struct Counting {
+        inner: MemoryBackend,
+        lookups: std::cell::Cell<usize>,
+    }
+
+    impl FlowBackend for Counting {
+        fn insert(&mut self, key: &FlowKey, actions: &FlowActions) -> Result<(), InstallError> {
+            self.inner.insert(key, actions)
+        }
+        fn remove(&mut self, key: &FlowKey) {
+            self.inner.remove(key)
+        }
+        fn last_used_ns(&self, key: &FlowKey) -> Option<u64> {
+            self.lookups.set(self.lookups.get() + 1);
+            self.inner.last_used_ns(key)
+        }
+    }
+
+    #[test]
+    fn sweeps_ask_the_kernel_once_per_idle_period_per_flow() {
+        let (mut t, mut k) = (FlowTable::default(), Counting::default());
+        let a = FlowActions::default();
+        for n in 0..100 {
+            t.install(&mut k, key(n), &a, &flow(&[1], 10), 0).unwrap();
+        }
+        for now in 1..=10 {
+            t.expire(&mut k, now);
+        }
+        assert_eq!(
+            k.lookups.get(),
+            0,
+            "recently installed flows are not looked up"
+        );
+        for n in 0..100 {
+            k.inner.flows.get_mut(&key(n)).unwrap().1 = 10; // all hit at 10
+        }
+        t.expire(&mut k, 11);
+        assert_eq!(k.lookups.get(), 100, "each flow once when it might be idle");
+        for now in 12..=20 {
+            t.expire(&mut k, now);
+        }
+        assert_eq!(
+            k.lookups.get(),
+            100,
+            "then not again until its new idle period ends"
+        );
+        assert_eq!(t.expire(&mut k, 21), 100, "never hit again: all expire");
     }
 
     #[test]
