@@ -166,6 +166,7 @@ impl Runtime {
             for i in 0..self.ports.len() {
                 self.service(i);
             }
+            self.flush();
             let now = now_ns();
             if now >= next_sim_timer {
                 self.sim_timers(now);
@@ -213,6 +214,10 @@ impl Runtime {
             self.handle(i, frame);
         }
         self.frames = frames;
+    }
+
+    /// Kicks every socket's transmit ring once per turn of the loop.
+    fn flush(&mut self) {
         for p in &mut self.ports {
             p.xsk.flush();
         }
@@ -287,9 +292,7 @@ impl Runtime {
     fn sim_timers(&mut self, now: u64) {
         let decision = sim::tick(&self.snap, &mut self.state, now);
         self.apply(decision, None, now);
-        for p in &mut self.ports {
-            p.xsk.flush();
-        }
+        self.flush();
     }
 
     fn timers(&mut self, now: u64) {
