@@ -263,7 +263,39 @@ pub(crate) struct Walk<'a> {
     hops: u32,
 }
 
-impl Walk<'_> {
+impl<'a> Walk<'a> {
+    /// A walk from `origin` (exterior port and frame as received), or of
+    /// timers and generated frames when `None` (never installed).
+    fn new(
+        snap: &'a Snapshot,
+        state: &'a mut State,
+        now_ns: u64,
+        tracing: bool,
+        origin: Option<(PortId, &'a [u8])>,
+    ) -> Walk<'a> {
+        let verdict = if origin.is_some() {
+            Verdict::Dropped(Reason::Malformed)
+        } else {
+            Verdict::Consumed
+        };
+        Walk {
+            snap,
+            state,
+            now_ns,
+            tracing,
+            decision: Decision::new(verdict),
+            origin,
+            installable: origin.is_some(),
+            actions: FlowActions::default(),
+            tags: Vec::new(),
+            pending_conns: Vec::new(),
+            dnat_rewritten: false,
+            device_in: None,
+            router_in: None,
+            hops: 0,
+        }
+    }
+
     pub fn step(&mut self, step: impl FnOnce() -> Step) {
         if self.tracing {
             self.decision.trace.push(step());
@@ -424,22 +456,7 @@ pub fn simulate(
     now_ns: u64,
     tracing: bool,
 ) -> Decision {
-    let mut walk = Walk {
-        snap,
-        state,
-        now_ns,
-        tracing,
-        decision: Decision::new(Verdict::Dropped(Reason::Malformed)),
-        origin: Some((in_port, frame)),
-        installable: true,
-        actions: FlowActions::default(),
-        tags: Vec::new(),
-        pending_conns: Vec::new(),
-        dnat_rewritten: false,
-        device_in: None,
-        router_in: None,
-        hops: 0,
-    };
+    let mut walk = Walk::new(snap, state, now_ns, tracing, Some((in_port, frame)));
     ingress(&mut walk, in_port, frame);
     commit_connections(&mut walk);
     walk.decision
@@ -475,22 +492,7 @@ fn commit_connections(walk: &mut Walk) {
 /// for packets whose next hop never answered), refreshes of stale ARP
 /// entries and their expiry. The runtime calls it a few times a second.
 pub fn tick(snap: &Snapshot, state: &mut State, now_ns: u64) -> Decision {
-    let mut walk = Walk {
-        snap,
-        state,
-        now_ns,
-        tracing: false,
-        decision: Decision::new(Verdict::Consumed),
-        origin: None,
-        installable: false,
-        actions: FlowActions::default(),
-        tags: Vec::new(),
-        pending_conns: Vec::new(),
-        dnat_rewritten: false,
-        device_in: None,
-        router_in: None,
-        hops: 0,
-    };
+    let mut walk = Walk::new(snap, state, now_ns, false, None);
     router::timers(&mut walk);
     walk.decision
 }

@@ -144,6 +144,27 @@ fn icmp_error(
     walk.inject(in_port, build::ethernet_ipv4(sender, port.mac, &packet));
 }
 
+/// A packet the router refuses, and where its ICMP error goes.
+struct Offender<'p> {
+    in_port: PortId,
+    sender: Mac,
+    /// The IPv4 packet as received.
+    packet: &'p [u8],
+    /// Whether an ICMP error may be sent about it at all.
+    answerable: bool,
+}
+
+/// Drops the packet, answering its sender with ICMP (type, code, second
+/// header word) when allowed. Never installed: every such packet gets its
+/// own answer.
+fn refuse(walk: &mut Walk, o: &Offender, (kind, code, rest): (u8, u8, u32), reason: Reason) {
+    walk.installable = false;
+    if o.answerable {
+        icmp_error(walk, o.in_port, o.sender, o.packet, kind, code, rest);
+    }
+    walk.drop(reason, false);
+}
+
 /// Whether an ICMP error may be sent about this packet (RFC 1812 §4.3.2.7):
 /// never about an ICMP error, a non-first fragment, or a packet from a
 /// broadcast/multicast/zero source.
@@ -187,15 +208,21 @@ fn ip_input(
         return;
     }
     let original = ip_packet(&frame, ip).to_vec();
+    let offender = Offender {
+        in_port,
+        sender,
+        packet: &original,
+        answerable: may_answer_with_error(ip, l4),
+    };
     if ip.ttl <= 1 {
-        // Not installed: TTL is not in the flow key, and the kernel hands
-        // packets whose TTL would run out to userspace anyway.
-        walk.installable = false;
-        if may_answer_with_error(ip, l4) {
-            icmp_error(walk, in_port, sender, &original, icmp::TIME_EXCEEDED, 0, 0);
-        }
-        walk.drop(Reason::TtlExpired, false);
-        return;
+        // TTL is not in the flow key, and the kernel hands packets whose TTL
+        // would run out to userspace anyway.
+        return refuse(
+            walk,
+            &offender,
+            (icmp::TIME_EXCEEDED, 0, 0),
+            Reason::TtlExpired,
+        );
     }
 
     let hash = flow_hash(ip, l4);
@@ -206,40 +233,16 @@ fn ip_input(
     });
     let (out_port, gateway) = match route.map(|r| r.next_hop) {
         None => {
-            walk.installable = false;
-            if may_answer_with_error(ip, l4) {
-                icmp_error(
-                    walk,
-                    in_port,
-                    sender,
-                    &original,
-                    icmp::DEST_UNREACHABLE,
-                    icmp::NET_UNREACHABLE,
-                    0,
-                );
-            }
-            walk.drop(Reason::NoRoute, false);
-            return;
+            let net_unreachable = (icmp::DEST_UNREACHABLE, icmp::NET_UNREACHABLE, 0);
+            return refuse(walk, &offender, net_unreachable, Reason::NoRoute);
         }
         Some(NextHop::Blackhole) => {
             walk.drop(Reason::Blackhole, true);
             return;
         }
         Some(NextHop::Reject) => {
-            walk.installable = false;
-            if may_answer_with_error(ip, l4) {
-                icmp_error(
-                    walk,
-                    in_port,
-                    sender,
-                    &original,
-                    icmp::DEST_UNREACHABLE,
-                    icmp::ADMIN_PROHIBITED,
-                    0,
-                );
-            }
-            walk.drop(Reason::RejectRoute, false);
-            return;
+            let prohibited = (icmp::DEST_UNREACHABLE, icmp::ADMIN_PROHIBITED, 0);
+            return refuse(walk, &offender, prohibited, Reason::RejectRoute);
         }
         Some(NextHop::Port { port, gateway }) => (port, gateway),
     };
@@ -275,20 +278,12 @@ fn ip_input(
     if ip.total_len > egress.mtu {
         walk.installable = false;
         if ip.dont_fragment {
-            if may_answer_with_error(ip, l4) {
-                let rest = egress.mtu as u32;
-                icmp_error(
-                    walk,
-                    in_port,
-                    sender,
-                    &original,
-                    icmp::DEST_UNREACHABLE,
-                    icmp::FRAGMENTATION_NEEDED,
-                    rest,
-                );
-            }
-            walk.drop(Reason::FragmentationNeeded, false);
-            return;
+            let too_big = (
+                icmp::DEST_UNREACHABLE,
+                icmp::FRAGMENTATION_NEEDED,
+                egress.mtu as u32,
+            );
+            return refuse(walk, &offender, too_big, Reason::FragmentationNeeded);
         }
         let Some(fragments) = build::fragment_ipv4(ip_packet(&frame, ip), egress.mtu as usize)
         else {
