@@ -4,8 +4,8 @@
 //! The kernel map holds actions and counters; this table holds what the
 //! kernel does not need. Both are changed only through [`FlowTable`], so a
 //! flow is in the tag index exactly when it is in the kernel.
+use crate::hash::{HashMap, HashSet};
 use crate::sim::{Flow, Tag};
-use std::collections::{HashMap, HashSet};
 use vnet_common::{FlowActions, FlowKey};
 
 /// Where installed flows live: the kernel's FLOWS map, or a fake in tests.

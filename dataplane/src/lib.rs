@@ -20,6 +20,7 @@ pub mod binding;
 pub mod control_thread;
 pub mod daemon;
 pub mod flows;
+pub mod hash;
 pub mod kernel;
 pub mod lease_file;
 pub mod packet;

@@ -10,8 +10,9 @@
 //!   after `MAX_REQUESTS`, the queued packets get ICMP host unreachable.
 //! - Bounded: a full cache learns nothing new (counted); old entries stay.
 use super::{PortId, Tag};
+use crate::hash::HashMap;
 use crate::packet::Mac;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 pub const REACHABLE_NS: u64 = 60 * 1_000_000_000;
 pub const EXPIRE_NS: u64 = 300 * 1_000_000_000;
@@ -104,8 +105,8 @@ pub struct Due {
 impl ArpCache {
     pub fn with_capacity(capacity: usize) -> ArpCache {
         ArpCache {
-            entries: HashMap::new(),
-            pending: HashMap::new(),
+            entries: HashMap::default(),
+            pending: HashMap::default(),
             capacity,
             counters: ArpCounters::default(),
         }

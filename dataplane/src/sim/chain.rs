@@ -18,8 +18,9 @@
 use super::conntrack::Direction;
 use super::route_table::mask;
 use super::{PortId, Tag};
+use crate::hash::HashMap;
 use crate::packet::{Mac, IPPROTO_ICMP};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use vnet_common::Reason;
 use vnet_control::{
     Action, ConditionField, ConnState, FlowAction, FragmentPolicy, RejectWith, Rule, Topology,
@@ -323,7 +324,7 @@ impl PrefixIndex {
         let pos = match self.lens.iter().position(|(l, _)| *l == len) {
             Some(p) => p,
             None => {
-                self.lens.push((len, HashMap::new()));
+                self.lens.push((len, HashMap::default()));
                 self.lens.len() - 1
             }
         };

@@ -15,7 +15,7 @@
 //! An entry lives while the kernel flows of its connection are used, and
 //! expires after `IDLE_NS` without them.
 use super::Tag;
-use std::collections::HashMap;
+use crate::hash::HashMap;
 
 pub const IDLE_NS: u64 = 60 * 1_000_000_000;
 pub const DEFAULT_CAPACITY: usize = 256 * 1024;
@@ -97,8 +97,8 @@ impl Default for Conntrack {
 impl Conntrack {
     pub fn with_capacity(capacity: usize) -> Conntrack {
         Conntrack {
-            entries: HashMap::new(),
-            replies: HashMap::new(),
+            entries: HashMap::default(),
+            replies: HashMap::default(),
             capacity,
             counters: Default::default(),
         }

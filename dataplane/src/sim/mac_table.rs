@@ -7,8 +7,8 @@
 //! installed flow still uses is kept (the kernel forwards that traffic, so
 //! userspace does not see it to refresh the entry).
 use super::Tag;
+use crate::hash::HashMap;
 use crate::packet::Mac;
-use std::collections::HashMap;
 
 /// Linux bridge's default ageing time.
 pub const DEFAULT_MAX_AGE_NS: u64 = 300 * 1_000_000_000;
@@ -56,7 +56,7 @@ impl Default for MacTable {
 impl MacTable {
     pub fn with_capacity(capacity: usize) -> MacTable {
         MacTable {
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             capacity,
             counters: MacCounters::default(),
         }

@@ -15,8 +15,8 @@
 use super::chain::{Nat, Packet};
 use super::conntrack::Tuple;
 use super::{Step, Tag, Walk};
+use crate::hash::HashMap;
 use crate::packet::{self, checksum, Rewrite, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, L3, L4};
-use std::collections::HashMap;
 use vnet_common::{act, Reason};
 
 pub const IDLE_NS: u64 = super::conntrack::IDLE_NS;
@@ -54,8 +54,8 @@ impl Default for NatTable {
 impl NatTable {
     pub fn with_capacity(capacity: usize) -> NatTable {
         NatTable {
-            forward: HashMap::new(),
-            reverse: HashMap::new(),
+            forward: HashMap::default(),
+            reverse: HashMap::default(),
             capacity,
             counters: NatCounters::default(),
         }

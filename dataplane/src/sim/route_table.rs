@@ -9,7 +9,7 @@
 //! weights share the traffic by flow hash (ECMP). If no route of a length
 //! matches the source, shorter prefixes are tried.
 use super::PortId;
-use std::collections::HashMap;
+use crate::hash::HashMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NextHop {
@@ -53,7 +53,7 @@ pub struct RouteTable {
 
 impl RouteTable {
     pub fn new(routes: impl IntoIterator<Item = Route>) -> RouteTable {
-        let mut lens: HashMap<u8, HashMap<u32, Vec<Route>>> = HashMap::new();
+        let mut lens: HashMap<u8, HashMap<u32, Vec<Route>>> = HashMap::default();
         for r in routes {
             let key = u32::from_be_bytes(r.dst) & mask(r.dst_len);
             lens.entry(r.dst_len)

@@ -4,8 +4,8 @@
 use super::chain::{ChainId, Chains, PortNames};
 use super::route_table::{NextHop, Route, RouteTable};
 use super::Tag;
+use crate::hash::HashMap;
 use crate::packet::Mac;
-use std::collections::HashMap;
 use vnet_control::{RouteType, Topology};
 
 /// Index of a port in `Snapshot::ports`; valid within one snapshot only
@@ -238,7 +238,7 @@ impl Snapshot {
                 ports,
                 routes,
                 filters: Filters::default(),
-                owned: HashMap::new(),
+                owned: HashMap::default(),
             });
         }
 
