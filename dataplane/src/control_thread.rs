@@ -3,7 +3,7 @@
 //! topology into a snapshot and hands it to the worker, which swaps it in
 //! between two polls. The API's dataplane views ask the worker over the same
 //! channel ([`WorkerView`]).
-use crate::runtime::Command;
+use crate::runtime::{Command, Commands};
 use crate::sim::Snapshot;
 use crossbeam_channel::Sender;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,13 +15,13 @@ use vnet_control::dataplane::{
 };
 use vnet_control::store::Store;
 
-/// How long a view waits for the worker (which answers between polls,
-/// every 100 ms at most).
+/// How long a view waits for the worker (woken by each command, it answers
+/// after the packets it is handling).
 const WORKER_WAIT: Duration = Duration::from_secs(3);
 
 /// The worker, as the API sees it.
 pub struct WorkerView {
-    commands: Sender<Command>,
+    commands: Commands,
     running: Arc<AtomicU64>,
 }
 
@@ -75,7 +75,7 @@ impl ControlThread {
     pub fn start(
         store: Arc<dyn Store>,
         listeners: Listeners,
-        commands: Sender<Command>,
+        commands: Commands,
         running: Arc<AtomicU64>,
     ) -> anyhow::Result<ControlThread> {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -121,7 +121,7 @@ impl ControlThread {
 /// the latest matters: revisions stored while one compiles are skipped.
 async fn watch_store(
     store: Arc<dyn Store>,
-    commands: Sender<Command>,
+    commands: Commands,
     mut sent: u64,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {

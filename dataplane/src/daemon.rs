@@ -205,12 +205,14 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         token_file: opts.token_file.clone(),
     })?;
 
-    let (commands, inbox) = crossbeam_channel::unbounded();
+    let (commands, inbox, wake) =
+        crate::runtime::channel().context("creating the worker's wake-up eventfd")?;
     let running = Arc::new(AtomicU64::new(current.revision));
     let mut runtime = Runtime::new(snap.clone(), kernel, bound);
     runtime.keep_leases_in(&opts.state_dir);
     runtime.attach_control(Link {
         commands: inbox,
+        wake,
         running: running.clone(),
         binder,
         topology: Arc::new(current.topology),

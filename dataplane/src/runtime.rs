@@ -19,7 +19,7 @@ use std::sync::Arc;
 use vnet_common::{FlowActions, FlowKey, Reason};
 
 mod control;
-pub use control::{Command, Link};
+pub use control::{channel, Command, Commands, Link, Wakeup};
 
 impl FlowBackend for Kernel {
     fn insert(&mut self, key: &FlowKey, actions: &FlowActions) -> Result<(), InstallError> {
@@ -201,6 +201,9 @@ impl Runtime {
                 )
             })
             .collect();
+        if let Some(link) = &self.ctl {
+            fds.push(PollFd::new(link.wake.fd(), PollFlags::POLLIN));
+        }
         // EINTR (a signal) just ends the wait early.
         let _ = poll(&mut fds, PollTimeout::from(timeout_ms));
     }

@@ -31,9 +31,79 @@ pub enum Command {
     Health(Sender<DataplaneHealth>),
 }
 
+/// An eventfd the worker polls with its sockets: a command wakes it at
+/// once instead of waiting for its next poll timeout.
+pub struct Wakeup(std::os::fd::OwnedFd);
+
+impl Wakeup {
+    pub fn new() -> std::io::Result<Wakeup> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: eventfd returns a new descriptor or -1.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        Ok(Wakeup(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn notify(&self) {
+        use std::os::fd::AsRawFd;
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a live buffer; a full counter (EAGAIN)
+        // already means "wake up".
+        unsafe { libc::write(self.0.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+    }
+
+    /// Resets the counter after a wake-up.
+    fn drain(&self) {
+        use std::os::fd::AsRawFd;
+        let mut buf = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into a live buffer; EAGAIN is fine.
+        unsafe { libc::read(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    }
+
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.0.as_fd()
+    }
+}
+
+/// The control thread's end: sending a command also wakes the worker.
+#[derive(Clone)]
+pub struct Commands {
+    tx: Sender<Command>,
+    wake: Arc<Wakeup>,
+}
+
+impl Commands {
+    /// Fails when the worker has stopped.
+    pub fn send(&self, command: Command) -> Result<(), ()> {
+        self.tx.send(command).map_err(|_| ())?;
+        self.wake.notify();
+        Ok(())
+    }
+}
+
+/// A command channel whose sends wake the worker: the sender, the
+/// receiver, and the wake-up the worker polls.
+pub fn channel() -> std::io::Result<(Commands, Receiver<Command>, Arc<Wakeup>)> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let wake = Arc::new(Wakeup::new()?);
+    Ok((
+        Commands {
+            tx,
+            wake: wake.clone(),
+        },
+        rx,
+        wake,
+    ))
+}
+
 /// The worker's end of the link with the control thread.
 pub struct Link {
     pub commands: Receiver<Command>,
+    pub wake: Arc<Wakeup>,
     /// The revision the worker runs, for the API's Apply to wait on.
     pub running: Arc<AtomicU64>,
     pub binder: Binder,
@@ -53,6 +123,7 @@ impl Runtime {
     /// Carries out what the control thread asked since the last poll.
     pub(super) fn control(&mut self) {
         let Some(link) = &self.ctl else { return };
+        link.wake.drain();
         let commands: Vec<Command> = link.commands.try_iter().collect();
         for c in commands {
             match c {
