@@ -69,6 +69,10 @@ impl Wakeup {
     }
 }
 
+/// The worker has stopped: nobody receives commands any more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerStopped;
+
 /// The control thread's end: sending a command also wakes the worker.
 #[derive(Clone)]
 pub struct Commands {
@@ -78,8 +82,8 @@ pub struct Commands {
 
 impl Commands {
     /// Fails when the worker has stopped.
-    pub fn send(&self, command: Command) -> Result<(), ()> {
-        self.tx.send(command).map_err(|_| ())?;
+    pub fn send(&self, command: Command) -> Result<(), WorkerStopped> {
+        self.tx.send(command).map_err(|_| WorkerStopped)?;
         self.wake.notify();
         Ok(())
     }
