@@ -14,6 +14,10 @@ use anyhow::{anyhow, Context as _};
 
 const PACKAGE: &str = "vnet-ebpf";
 const OBJECT: &str = "vnet-xdp";
+/// The benchmark programs (`ebpf/xdp/src/bench.rs`), embedded by
+/// `src/kernel/bench.rs`; built by the same aya-build call (it builds every
+/// binary of the package).
+const BENCH_OBJECT: &str = "vnet-xdp-bench";
 const BOOTSTRAP_HINT: &str = "run scripts/bootstrap.sh (installs nightly with rust-src and \
      bpf-linker), or set AYA_BUILD_SKIP=1 to build without the XDP program";
 
@@ -22,6 +26,7 @@ fn main() -> anyhow::Result<()> {
         PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR not set")?);
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
     let object = out_dir.join(OBJECT);
+    let bench_object = out_dir.join(BENCH_OBJECT);
     let root_dir = manifest_dir
         .join("../ebpf/xdp")
         .canonicalize()
@@ -41,7 +46,9 @@ fn main() -> anyhow::Result<()> {
         // An empty one (rather than a stale earlier build) makes
         // Kernel::load fail with a clear error instead of loading an
         // outdated program.
-        fs::write(&object, b"").with_context(|| format!("writing {}", object.display()))?;
+        for o in [&object, &bench_object] {
+            fs::write(o, b"").with_context(|| format!("writing {}", o.display()))?;
+        }
         return Ok(());
     }
 
@@ -60,8 +67,10 @@ fn main() -> anyhow::Result<()> {
              messages are in the warnings above"
         )
     })?;
-    if !object.exists() {
-        return Err(anyhow!("aya-build did not produce {}", object.display()));
+    for o in [&object, &bench_object] {
+        if !o.exists() {
+            return Err(anyhow!("aya-build did not produce {}", o.display()));
+        }
     }
     Ok(())
 }

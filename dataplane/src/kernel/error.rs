@@ -32,6 +32,10 @@ pub enum KernelError {
     #[error("loading the XDP object (FLOWS with {max_flows} entries): {}", chain(.error))]
     Load { max_flows: u32, error: EbpfError },
 
+    /// Parsing the benchmark object (`kernel::bench`) or creating its maps.
+    #[error("loading the benchmark XDP object: {}", chain(.error))]
+    LoadBench { error: EbpfError },
+
     #[error("the XDP object has no {what} named {name}")]
     Missing {
         what: &'static str,
@@ -102,7 +106,7 @@ impl KernelError {
     pub fn raw_os_error(&self) -> Option<i32> {
         let top: &(dyn StdError + 'static) = match self {
             KernelError::NotPermitted { error, .. } => error.as_ref(),
-            KernelError::Load { error, .. } => error,
+            KernelError::Load { error, .. } | KernelError::LoadBench { error } => error,
             KernelError::MapType { error, .. } | KernelError::Map { error, .. } => error,
             KernelError::ProgramLoad { error, .. }
             | KernelError::Attach { error, .. }

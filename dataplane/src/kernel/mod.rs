@@ -10,6 +10,7 @@
 //! What the program does with these maps is documented in
 //! `ebpf/xdp/src/main.rs`; the types are `vnet_common`'s.
 
+pub mod bench;
 mod error;
 
 use std::{collections::BTreeMap, ffi::CString, fmt, os::fd::AsRawFd};

@@ -1,0 +1,240 @@
+//! XDP programs for the benchmarks (`benches/`), not for vnetd.
+//!
+//! A separate object (`vnet-xdp-bench`) so that the flow executor in
+//! `main.rs`, and the maps vnetd creates, stay exactly as they are. Loaded by
+//! `dataplane/src/kernel/bench.rs` (`BenchPrograms`). Every program here is
+//! a yardstick for the flow executor or a piece of the traffic harness:
+//!
+//! - `bench_empty`: does nothing (the floor of `BPF_PROG_TEST_RUN`).
+//! - `bench_lookup`: builds a key from the Ethernet header and does one hash
+//!   lookup in a map declared like FLOWS: "an empty XDP program + one hash
+//!   lookup", the baseline PERFORMANCE.md compares the executor with.
+//! - `bench_redirect`: redirects every frame to one interface, the raw
+//!   XDP_REDIRECT veth→veth ceiling of the throughput harness.
+//! - `bench_generate`: the traffic generator, run with
+//!   `BPF_F_TEST_XDP_LIVE_FRAMES`: writes the frame template into the live
+//!   frame (routers downstream rewrite MACs and TTL in place, and the kernel
+//!   recycles the page with those rewrites), optionally stamps a sequence
+//!   number into the UDP ports (one new 5-tuple per frame), and redirects it.
+//! - `bench_count`: counts and drops the generator's frames (IPv4 UDP) at
+//!   the far end of a path, and passes everything else.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
+
+use aya_ebpf::{
+    bindings::{
+        xdp_action::{XDP_DROP, XDP_PASS},
+        BPF_F_NO_PREALLOC,
+    },
+    helpers::bpf_redirect,
+    macros::{map, xdp},
+    maps::{Array, HashMap, PerCpuArray},
+    programs::XdpContext,
+};
+use vnet_common::{FlowKey, FlowValue, DEFAULT_MAX_FLOWS};
+
+/// Length of the generator's frame template. The harness sends 64-byte
+/// frames; a longer live frame keeps its tail as given to the test run.
+const TEMPLATE_LEN: usize = 64;
+
+/// Same type and flags as the executor's FLOWS, so a lookup costs the same.
+#[map]
+static BENCH_FLOWS: HashMap<FlowKey, FlowValue> =
+    HashMap::with_max_entries(DEFAULT_MAX_FLOWS, BPF_F_NO_PREALLOC);
+
+/// `[0]`: ifindex `bench_redirect` and `bench_generate` redirect to.
+/// `[1]`: non-zero makes `bench_generate` stamp a sequence number into the
+/// UDP ports of every frame.
+#[map]
+static BENCH_CONFIG: Array<u32> = Array::with_max_entries(2, 0);
+
+/// The generator's frame template (the first `TEMPLATE_LEN` bytes).
+#[map]
+static BENCH_TEMPLATE: Array<[u64; TEMPLATE_LEN / 8]> = Array::with_max_entries(1, 0);
+
+/// The generator's sequence number (one generator runs at a time, on one
+/// CPU, so a plain add is enough; a lost update only repeats a tuple).
+#[map]
+static BENCH_SEQ: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Frames seen by `bench_count`.
+#[map]
+static BENCH_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const IPPROTO_UDP: u8 = 17;
+const IPV4_HLEN: usize = 20;
+/// Offset of the UDP ports in the template (Ethernet + IPv4 without options).
+const UDP_PORTS: usize = ETH_HLEN + IPV4_HLEN;
+
+#[xdp]
+pub fn bench_empty(_ctx: XdpContext) -> u32 {
+    XDP_DROP
+}
+
+#[xdp]
+pub fn bench_lookup(ctx: XdpContext) -> u32 {
+    let (data, end) = (ctx.data(), ctx.data_end());
+    if data + ETH_HLEN > end {
+        return XDP_PASS;
+    }
+    let key = FlowKey {
+        ifindex: ctx.ingress_ifindex() as u32,
+        eth_dst: mac_at(data),
+        eth_src: mac_at(data + 6),
+        ethertype: u16::from_be(raw16(data + 12)),
+        ..FlowKey::default()
+    };
+    match BENCH_FLOWS.get_ptr(key) {
+        Some(_) => XDP_DROP,
+        None => XDP_PASS,
+    }
+}
+
+#[xdp]
+pub fn bench_redirect(_ctx: XdpContext) -> u32 {
+    let ifindex = BENCH_CONFIG.get(0).copied().unwrap_or(0);
+    unsafe { bpf_redirect(ifindex, 0) as u32 }
+}
+
+#[xdp]
+pub fn bench_generate(ctx: XdpContext) -> u32 {
+    let (data, end) = (ctx.data(), ctx.data_end());
+    if data + TEMPLATE_LEN <= end {
+        if let Some(t) = BENCH_TEMPLATE.get(0) {
+            let mut i = 0;
+            while i < TEMPLATE_LEN / 8 {
+                set_raw64(data + i * 8, t[i]);
+                i += 1;
+            }
+        }
+        if BENCH_CONFIG.get(1).copied().unwrap_or(0) != 0 {
+            if let Some(seq) = BENCH_SEQ.get_ptr_mut(0) {
+                let n = unsafe { *seq };
+                unsafe { *seq = n + 1 };
+                // Source port from the low 16 bits, destination port from
+                // the next 16: 2^32 distinct tuples before one repeats. The
+                // template's UDP checksum is 0 ("none"), so nothing else
+                // changes.
+                set_raw32(
+                    data + UDP_PORTS,
+                    ((n as u16).to_be() as u32) | (((n >> 16) as u16).to_be() as u32) << 16,
+                );
+            }
+        }
+    }
+    let ifindex = BENCH_CONFIG.get(0).copied().unwrap_or(0);
+    unsafe { bpf_redirect(ifindex, 0) as u32 }
+}
+
+/// Counts and drops IPv4 UDP frames (the generator's); passes everything
+/// else, so that the far end still answers ARP and ping (a router resolving
+/// it, the latency runs) while the counter is attached.
+#[xdp]
+pub fn bench_count(ctx: XdpContext) -> u32 {
+    let (data, end) = (ctx.data(), ctx.data_end());
+    if data + UDP_PORTS > end {
+        return XDP_PASS;
+    }
+    if u16::from_be(raw16(data + 12)) != ETH_P_IP || u8_at(data + ETH_HLEN + 9) != IPPROTO_UDP {
+        return XDP_PASS;
+    }
+    if let Some(c) = BENCH_COUNT.get_ptr_mut(0) {
+        // Per-CPU slot, XDP runs with migration disabled: exact.
+        unsafe { *c += 1 };
+    }
+    XDP_DROP
+}
+
+#[inline(always)]
+fn u8_at(addr: usize) -> u8 {
+    unsafe { *(addr as *const u8) }
+}
+
+#[inline(always)]
+fn mac_at(addr: usize) -> [u8; 6] {
+    let a = raw32(addr).to_ne_bytes();
+    let b = raw16(addr + 4).to_ne_bytes();
+    [a[0], a[1], a[2], a[3], b[0], b[1]]
+}
+
+// Unaligned packet accesses as single BPF instructions, for the same reason
+// as in main.rs (LLVM's BPF backend splits unaligned Rust accesses into
+// byte loads); the host build has plain-Rust twins.
+#[cfg(target_arch = "bpf")]
+#[inline(always)]
+fn raw16(addr: usize) -> u16 {
+    let v: u64;
+    unsafe {
+        core::arch::asm!("{v} = *(u16 *)({a} + 0)", v = out(reg) v, a = in(reg) addr,
+            options(readonly, nostack, preserves_flags));
+    }
+    v as u16
+}
+
+#[cfg(target_arch = "bpf")]
+#[inline(always)]
+fn raw32(addr: usize) -> u32 {
+    let v: u64;
+    unsafe {
+        core::arch::asm!("{v} = *(u32 *)({a} + 0)", v = out(reg) v, a = in(reg) addr,
+            options(readonly, nostack, preserves_flags));
+    }
+    v as u32
+}
+
+#[cfg(target_arch = "bpf")]
+#[inline(always)]
+fn set_raw32(addr: usize, v: u32) {
+    unsafe {
+        core::arch::asm!("*(u32 *)({a} + 0) = {v}", a = in(reg) addr, v = in(reg) v as u64,
+            options(nostack, preserves_flags));
+    }
+}
+
+#[cfg(target_arch = "bpf")]
+#[inline(always)]
+fn set_raw64(addr: usize, v: u64) {
+    unsafe {
+        core::arch::asm!("*(u64 *)({a} + 0) = {v}", a = in(reg) addr, v = in(reg) v,
+            options(nostack, preserves_flags));
+    }
+}
+
+#[cfg(not(target_arch = "bpf"))]
+mod host_twins {
+    pub(crate) fn raw16(addr: usize) -> u16 {
+        unsafe { core::ptr::read_unaligned(addr as *const u16) }
+    }
+    pub(crate) fn raw32(addr: usize) -> u32 {
+        unsafe { core::ptr::read_unaligned(addr as *const u32) }
+    }
+    pub(crate) fn set_raw32(addr: usize, v: u32) {
+        unsafe { core::ptr::write_unaligned(addr as *mut u32, v) }
+    }
+    pub(crate) fn set_raw64(addr: usize, v: u64) {
+        unsafe { core::ptr::write_unaligned(addr as *mut u64, v) }
+    }
+}
+#[cfg(not(target_arch = "bpf"))]
+use host_twins::{raw16, raw32, set_raw32, set_raw64};
+
+#[cfg(all(target_arch = "bpf", not(test)))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 11] = *b"Apache-2.0\0";
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {
+    eprintln!(
+        "vnet-xdp-bench holds the benchmark XDP programs: built for bpfel-unknown-none and \
+         embedded by dataplane/build.rs; this host build does nothing."
+    );
+}
