@@ -451,36 +451,49 @@ fn vlan_tagged_frames_are_filtered_on_their_inner_fields() {
     assert_eq!(d.verdict, DROP);
 }
 
-/// 10 000 host rules: the indexed chain gives the same answers as the
-/// rules read in order.
+/// 10 000 host and port rules: the indexed chain gives the same answers as
+/// the rules read in order.
 #[test]
 fn indexed_classification_agrees_with_rule_order() {
+    // Every third rule matches a destination port, every seventh (of the
+    // rest) a source port, the others a host; some overlap.
+    let kind = |i: u32| {
+        if i % 3 == 0 {
+            0
+        } else if i % 7 == 1 {
+            1
+        } else {
+            2
+        }
+    };
     let mut rules = String::from("  c:\n");
-    // Every third rule matches by port, the rest by host; some overlap.
     for i in 0..10_000u32 {
         let b = i.to_be_bytes();
         let action = if i % 2 == 0 { "drop" } else { "accept" };
-        if i % 3 == 0 {
-            rules += &format!(
+        rules += &match kind(i) {
+            0 => format!(
                 "    - {{action: {action}, match: {{protocol: udp, dst_ports: {}}}}}\n",
                 1000 + i % 500
-            );
-        } else {
-            rules += &format!(
+            ),
+            1 => format!(
+                "    - {{action: {action}, match: {{protocol: udp, src_ports: {}}}}}\n",
+                2000 + i % 300
+            ),
+            _ => format!(
                 "    - {{action: {action}, match: {{dst: 10.{}.{}.{}/32}}}}\n",
                 b[1], b[2], b[3]
-            );
-        }
+            ),
+        };
     }
     rules += "    - {action: drop, match: {src: 10.0.0.0/8}}\n";
     let snap = bridge_with(&rules, "c");
-    let expected = |dst: [u8; 4], dport: u16| -> Verdict {
+    let expected = |dst: [u8; 4], sport: u16, dport: u16| -> Verdict {
         for i in 0..10_000u32 {
             let b = i.to_be_bytes();
-            let hit = if i % 3 == 0 {
-                dport == (1000 + i % 500) as u16
-            } else {
-                dst == [10, b[1], b[2], b[3]]
+            let hit = match kind(i) {
+                0 => dport == (1000 + i % 500) as u16,
+                1 => sport == (2000 + i % 300) as u16,
+                _ => dst == [10, b[1], b[2], b[3]],
             };
             if hit {
                 return if i % 2 == 0 { DROP } else { PASS };
@@ -488,20 +501,28 @@ fn indexed_classification_agrees_with_rule_order() {
         }
         DROP
     };
-    for (n, dport) in [
-        (1u32, 7u16),
-        (2, 1000),
-        (4, 1002),
-        (9_998, 1499),
-        (9_999, 1),
-        (10_001, 9),
-        (7, 1003),
-    ] {
+    let cases = [
+        (1u32, 1u16, 7u16),
+        (2, 1, 1000),
+        (4, 1, 1002),
+        (9_998, 1, 1499),
+        (9_999, 1, 1),
+        (10_001, 1, 9),
+        (7, 1, 1003),
+        (10_002, 2008, 9),
+        (10_003, 2299, 9),
+        (5, 2001, 1700),
+    ];
+    for (n, sport, dport) in cases {
         let b = n.to_be_bytes();
         let dst = [10, b[1], b[2], b[3]];
-        let frame = udp_frame(A_MAC, B_MAC, A, dst, 1, dport, b"");
+        let frame = udp_frame(A_MAC, B_MAC, A, dst, sport, dport, b"");
         let got = run(&snap, &mut State::default(), "b/a", &frame).verdict;
-        assert_eq!(got, expected(dst, dport), "dst {dst:?} port {dport}");
+        assert_eq!(
+            got,
+            expected(dst, sport, dport),
+            "dst {dst:?} ports {sport} -> {dport}"
+        );
     }
 }
 

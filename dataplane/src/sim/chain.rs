@@ -11,8 +11,8 @@
 //!
 //! Classification does not scan: each rule is indexed under one field it
 //! requires — its destination prefix, else its source prefix, else its
-//! destination port — in per-prefix-length hash maps (as the route table)
-//! and a port map; a packet's candidate rules are the ones in the buckets
+//! destination port, else its source port — in per-prefix-length hash maps
+//! (as the route table) and port maps; a packet's candidate rules are the ones in the buckets
 //! it hits plus the few that no field can index, merged in rule order. A
 //! chain of 10 000 host rules costs a handful of hash probes per packet.
 use super::conntrack::Direction;
@@ -340,6 +340,15 @@ impl PrefixIndex {
     }
 }
 
+/// The (protocol, port) a rule can be indexed under: it requires one TCP or
+/// UDP protocol and one port, neither inverted.
+fn single_port(c: &Cond, ports: Option<(u16, u16)>, field: ConditionField) -> Option<(u8, u16)> {
+    let plain = |f: ConditionField| !c.invert && c.inverted & bit(f) == 0;
+    let (proto, (lo, hi)) = (c.proto?, ports?);
+    (lo == hi && proto != IPPROTO_ICMP && plain(field) && plain(ConditionField::Protocol))
+        .then_some((proto, lo))
+}
+
 /// Below this many rules a scan is cheaper than the index.
 const INDEX_MIN_RULES: usize = 16;
 
@@ -348,6 +357,7 @@ struct Index {
     by_dst: PrefixIndex,
     by_src: PrefixIndex,
     by_dport: HashMap<(u8, u16), Vec<u32>>,
+    by_sport: HashMap<(u8, u16), Vec<u32>>,
     always: Vec<u32>,
 }
 
@@ -373,17 +383,10 @@ impl Chain {
                 ix.by_dst.insert(net, i);
             } else if let (Some(net), true) = (c.src, plain(ConditionField::Src)) {
                 ix.by_src.insert(net, i);
-            } else if let (Some(proto), Some((lo, hi)), true, true) = (
-                c.proto,
-                c.dst_ports,
-                plain(ConditionField::DstPorts),
-                plain(ConditionField::Protocol),
-            ) {
-                if lo == hi && proto != IPPROTO_ICMP {
-                    ix.by_dport.entry((proto, lo)).or_default().push(i);
-                } else {
-                    ix.always.push(i);
-                }
+            } else if let Some(key) = single_port(c, c.dst_ports, ConditionField::DstPorts) {
+                ix.by_dport.entry(key).or_default().push(i);
+            } else if let Some(key) = single_port(c, c.src_ports, ConditionField::SrcPorts) {
+                ix.by_sport.entry(key).or_default().push(i);
             } else {
                 ix.always.push(i);
             }
@@ -402,8 +405,11 @@ impl Chain {
         if let Some(ip) = p.ip {
             ix.by_dst.collect(ip.dst, out);
             ix.by_src.collect(ip.src, out);
-            if let (Some((_, dport)), false) = (ip.l4, ip.proto == IPPROTO_ICMP) {
+            if let (Some((sport, dport)), false) = (ip.l4, ip.proto == IPPROTO_ICMP) {
                 if let Some(rules) = ix.by_dport.get(&(ip.proto, dport)) {
+                    out.extend_from_slice(rules);
+                }
+                if let Some(rules) = ix.by_sport.get(&(ip.proto, sport)) {
                     out.extend_from_slice(rules);
                 }
             }
