@@ -458,7 +458,7 @@ fn indexed_classification_agrees_with_rule_order() {
     // Every third rule matches a destination port, every seventh (of the
     // rest) a source port, the others a host; some overlap.
     let kind = |i: u32| {
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             0
         } else if i % 7 == 1 {
             1
