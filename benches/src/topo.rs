@@ -79,10 +79,10 @@ pub enum ChainKind {
     /// rule is indexed by its destination prefix, as a firewall's host
     /// rules are, so a packet's candidates are a few hash probes away.
     Indexed,
-    /// Rule `i` drops UDP from source port 10000 + i (which the measured
-    /// packet, from a port below 10000, never has): a field the classifier
-    /// does not index, so every rule is a candidate — the worst case, a
-    /// linear scan.
+    /// Rule `i` drops UDP from source ports 10000 + i and the next one (which
+    /// the measured packet, from a port below 10000, never has): a port
+    /// range, which the classifier does not index (it indexes single ports),
+    /// so every rule is a candidate — the worst case, a linear scan.
     Unindexed,
 }
 
@@ -152,8 +152,9 @@ nat:
                 ChainKind::Unindexed => {
                     writeln!(
                         y,
-                        "    - {{action: drop, match: {{protocol: udp, src_ports: {}}}}}",
-                        10_000 + i % 55_000
+                        "    - {{action: drop, match: {{protocol: udp, src_ports: {}-{}}}}}",
+                        10_000 + i % 55_000,
+                        10_001 + i % 55_000
                     )
                 }
             };
