@@ -553,7 +553,11 @@ impl World {
         cmd.extend_from_slice(args);
         let out = self.exec(guest, &cmd)?;
         if !out.status.success() {
-            bail!("ip route add {args:?} in {}: {}", guest.name, String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "ip route add {args:?} in {}: {}",
+                guest.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(())
     }
@@ -563,7 +567,11 @@ impl World {
     pub fn python(&self, guest: &Guest, code: &str) -> Result<String> {
         let out = self.exec(guest, &["/usr/bin/python3", "-c", code])?;
         if !out.status.success() {
-            bail!("python in {}: {}", guest.name, String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "python in {}: {}",
+                guest.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }

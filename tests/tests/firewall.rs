@@ -7,7 +7,11 @@ use vnet_e2e::{have_root, Guest, World};
 /// or `timeout` / `refused` / `unreachable` (EHOSTUNREACH: an ICMP host or
 /// administratively prohibited unreachable).
 fn client(proto: &str, host: &str, port: u16) -> String {
-    let kind = if proto == "tcp" { "SOCK_STREAM" } else { "SOCK_DGRAM" };
+    let kind = if proto == "tcp" {
+        "SOCK_STREAM"
+    } else {
+        "SOCK_DGRAM"
+    };
     format!(
         "import socket\ns=socket.socket(socket.AF_INET,socket.{kind})\ns.settimeout(2)\n\
          try:\n    s.connect(('{host}',{port}))\n    s.send(b'ping')\n    print(s.recv(100).decode())\n\
@@ -65,15 +69,31 @@ fn peephole_lets_replies_in_and_nothing_else() -> Result<()> {
     for (proto, port) in [("udp", 5000), ("tcp", 7000)] {
         let srv = serve(&w, &outside, proto, port)?;
         let got = w.python(&inside, &client(proto, &outside.ip, port))?;
-        assert_eq!(got.trim(), "pong", "{proto}: inside opens, the reply comes back");
+        assert_eq!(
+            got.trim(),
+            "pong",
+            "{proto}: inside opens, the reply comes back"
+        );
         drop(srv);
         let srv = serve(&w, &inside, proto, port + 1)?;
         let got = w.python(&outside, &client(proto, &inside.ip, port + 1))?;
-        assert_eq!(got.trim(), "timeout", "{proto}: outside cannot open a connection");
+        assert_eq!(
+            got.trim(),
+            "timeout",
+            "{proto}: outside cannot open a connection"
+        );
         drop(srv);
     }
-    assert_eq!(w.ping(&inside, &outside.ip, 3)?, 3, "echo replies are return traffic");
-    assert_eq!(w.ping(&outside, &inside.ip, 2)?, 0, "echo requests from outside are not");
+    assert_eq!(
+        w.ping(&inside, &outside.ip, 3)?,
+        3,
+        "echo replies are return traffic"
+    );
+    assert_eq!(
+        w.ping(&outside, &inside.ip, 2)?,
+        0,
+        "echo requests from outside are not"
+    );
     Ok(())
 }
 
@@ -97,7 +117,10 @@ fn only_icmp_errors_related_to_a_connection_pass() -> Result<()> {
          iface='eth0', count=3, verbose=False)\n",
     )?;
     let seen = cap.finish()?;
-    assert!(seen.iter().all(|l| !l.contains("5555")), "unrelated ICMP error leaked: {seen:?}");
+    assert!(
+        seen.iter().all(|l| !l.contains("5555")),
+        "unrelated ICMP error leaked: {seen:?}"
+    );
     Ok(())
 }
 
@@ -123,15 +146,31 @@ fn reject_answers_connection_refused_and_port_unreachable() -> Result<()> {
     // b listens on every port used, so a refusal can only come from vnet.
     let _s1 = serve(&w, &b, "tcp", 7)?;
     let _s2 = serve(&w, &b, "udp", 7)?;
-    assert_eq!(w.python(&a, &client("tcp", &b.ip, 7))?.trim(), "refused", "tcp-reset: connection refused");
-    assert_eq!(w.python(&a, &client("udp", &b.ip, 7))?.trim(), "refused", "icmp-port-unreachable");
+    assert_eq!(
+        w.python(&a, &client("tcp", &b.ip, 7))?.trim(),
+        "refused",
+        "tcp-reset: connection refused"
+    );
+    assert_eq!(
+        w.python(&a, &client("udp", &b.ip, 7))?.trim(),
+        "refused",
+        "icmp-port-unreachable"
+    );
     let nc = w.exec(&a, &["nc", "-z", "-w", "2", &b.ip, "7"])?;
     assert!(!nc.status.success(), "nc sees the port closed");
     // The default reject (ICMP administratively prohibited) fails the
     // connection at once with "no route to host".
-    assert_eq!(w.python(&a, &client("tcp", &b.ip, 8))?.trim(), "unreachable", "admin prohibited");
+    assert_eq!(
+        w.python(&a, &client("tcp", &b.ip, 8))?.trim(),
+        "unreachable",
+        "admin prohibited"
+    );
     let _s3 = serve(&w, &b, "tcp", 9)?;
-    assert_eq!(w.python(&a, &client("tcp", &b.ip, 9))?.trim(), "pong", "other ports pass");
+    assert_eq!(
+        w.python(&a, &client("tcp", &b.ip, 9))?.trim(),
+        "pong",
+        "other ports pass"
+    );
     Ok(())
 }
 
@@ -154,12 +193,52 @@ fn ethertype_and_masked_mac_matches() -> Result<()> {
     )?;
     w.start_vnetd(&topo)?;
     assert_eq!(w.ping(&b, &a.ip, 2)?, 0, "a cannot answer ARP");
-    w.exec(&a, &["ip", "neigh", "replace", &b.ip, "lladdr", "02:00:00:00:0b:01", "dev", "eth0"])?;
-    w.exec(&b, &["ip", "neigh", "replace", &a.ip, "lladdr", "02:00:00:00:0a:01", "dev", "eth0"])?;
-    assert_eq!(w.ping(&b, &a.ip, 2)?, 2, "with static neighbours, IPv4 from a passes: only ARP was dropped");
+    w.exec(
+        &a,
+        &[
+            "ip",
+            "neigh",
+            "replace",
+            &b.ip,
+            "lladdr",
+            "02:00:00:00:0b:01",
+            "dev",
+            "eth0",
+        ],
+    )?;
+    w.exec(
+        &b,
+        &[
+            "ip",
+            "neigh",
+            "replace",
+            &a.ip,
+            "lladdr",
+            "02:00:00:00:0a:01",
+            "dev",
+            "eth0",
+        ],
+    )?;
+    assert_eq!(
+        w.ping(&b, &a.ip, 2)?,
+        2,
+        "with static neighbours, IPv4 from a passes: only ARP was dropped"
+    );
     assert_eq!(w.ping(&c, &b.ip, 2)?, 0, "c's MAC matches the masked rule");
     assert_eq!(w.ping(&q, &b.ip, 2)?, 0, "so does q's");
-    w.exec(&b, &["ip", "neigh", "replace", &c.ip, "lladdr", "02:00:00:00:0c:01", "dev", "eth0"])?;
+    w.exec(
+        &b,
+        &[
+            "ip",
+            "neigh",
+            "replace",
+            &c.ip,
+            "lladdr",
+            "02:00:00:00:0c:01",
+            "dev",
+            "eth0",
+        ],
+    )?;
     Ok(())
 }
 
@@ -180,7 +259,10 @@ fn a_chain_accepting_only_unfragmented_packets_drops_big_pings() -> Result<()> {
     assert_eq!(w.ping(&a, &b.ip, 2)?, 2);
     let big = w.exec(&a, &["ping", "-c", "2", "-W", "1", "-s", "3000", &b.ip])?;
     let text = String::from_utf8_lossy(&big.stdout);
-    assert!(text.contains(" 0 received"), "ping -s 3000 must be dropped: {text}");
+    assert!(
+        text.contains(" 0 received"),
+        "ping -s 3000 must be dropped: {text}"
+    );
     let mid = w.exec(&a, &["ping", "-c", "2", "-W", "1", "-s", "1000", &b.ip])?;
     assert!(String::from_utf8_lossy(&mid.stdout).contains(" 2 received"));
     Ok(())
@@ -189,7 +271,14 @@ fn a_chain_accepting_only_unfragmented_packets_drops_big_pings() -> Result<()> {
 /// The replies counted in `ping` output lines so far (icmp_seq numbers).
 fn replied_seqs(out: &str) -> Vec<u32> {
     out.lines()
-        .filter_map(|l| l.split("icmp_seq=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .filter_map(|l| {
+            l.split("icmp_seq=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
         .collect()
 }
 
@@ -203,10 +292,16 @@ fn a_rule_added_while_a_ping_runs_stops_it_and_removing_it_restores_it() -> Resu
     let b = w.guest("b", "b-h", "02:00:00:00:0b:01", "10.0.0.2")?;
     let open = "version: 1\nchains:\n  c:\n    - {action: accept}\n\
                 bridges:\n  lan:\n    inbound_filter: c\n    ports:\n      a: {interface: a-h}\n      b: {interface: b-h}\n";
-    let closed = open.replace("- {action: accept}", "- {action: drop, match: {protocol: icmp}}");
+    let closed = open.replace(
+        "- {action: accept}",
+        "- {action: drop, match: {protocol: icmp}}",
+    );
     w.start_vnetd(&w.topology_file(open)?)?;
     // 60 pings at 0.1 s: 6 s in all; the rule is there from 2 s to 4 s.
-    let ping = w.spawn(&a, &["ping", "-n", "-c", "60", "-i", "0.1", "-W", "1", &b.ip])?;
+    let ping = w.spawn(
+        &a,
+        &["ping", "-n", "-c", "60", "-i", "0.1", "-W", "1", &b.ip],
+    )?;
     std::thread::sleep(std::time::Duration::from_secs(2));
     w.apply(&closed)?;
     std::thread::sleep(std::time::Duration::from_secs(2));
@@ -217,7 +312,14 @@ fn a_rule_added_while_a_ping_runs_stops_it_and_removing_it_restores_it() -> Resu
     // chain's tag makes the rule apply to its next packet.
     let gap = |lo: u32, hi: u32| seqs.iter().filter(|s| (lo..=hi).contains(*s)).count();
     assert!(gap(1, 15) >= 12, "pings answered before the rule: {seqs:?}");
-    assert_eq!(gap(25, 38), 0, "no ping answered while the rule is in place: {seqs:?}");
-    assert!(gap(48, 60) >= 10, "pings answered again after the rule is removed: {seqs:?}");
+    assert_eq!(
+        gap(25, 38),
+        0,
+        "no ping answered while the rule is in place: {seqs:?}"
+    );
+    assert!(
+        gap(48, 60) >= 10,
+        "pings answered again after the rule is removed: {seqs:?}"
+    );
     Ok(())
 }

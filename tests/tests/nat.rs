@@ -28,16 +28,37 @@ fn tenant(test: &str, topology: Option<&str>) -> Result<Tenant> {
     let vm1 = w.guest("vm1", "vm1-h", "02:00:00:00:01:01", "10.0.0.11")?;
     let vm2 = w.guest("vm2", "vm2-h", "02:00:00:00:01:02", "10.0.0.12")?;
     let vm3 = match topology {
-        Some(yaml) if yaml.contains("vm3-h") => Some(w.guest("vm3", "vm3-h", "02:00:00:00:01:03", "10.0.0.13")?),
+        Some(yaml) if yaml.contains("vm3-h") => {
+            Some(w.guest("vm3", "vm3-h", "02:00:00:00:01:03", "10.0.0.13")?)
+        }
         _ => None,
     };
     let out = w.guest("out", "uplink-h", "02:00:00:00:09:01", "192.0.2.1")?;
     let far = w.guest("far", "far-h", "02:00:00:00:09:02", "198.18.0.2")?;
     // far's link goes to `out`, which routes between it and the uplink.
-    run(&["ip", "-n", &w.host, "link", "set", "far-h", "netns", &out.netns])?;
-    run(&["ip", "-n", &out.netns, "addr", "add", "198.18.0.1/24", "dev", "far-h"])?;
+    run(&[
+        "ip", "-n", &w.host, "link", "set", "far-h", "netns", &out.netns,
+    ])?;
+    run(&[
+        "ip",
+        "-n",
+        &out.netns,
+        "addr",
+        "add",
+        "198.18.0.1/24",
+        "dev",
+        "far-h",
+    ])?;
     run(&["ip", "-n", &out.netns, "link", "set", "far-h", "up"])?;
-    run(&["ip", "netns", "exec", &out.netns, "sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        &out.netns,
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_forward=1",
+    ])?;
     w.route(&far, &["default", "via", "198.18.0.1"])?;
     w.route(&vm1, &["default", "via", "10.0.0.1"])?;
     w.route(&vm2, &["default", "via", "10.0.0.1"])?;
@@ -49,7 +70,13 @@ fn tenant(test: &str, topology: Option<&str>) -> Result<Tenant> {
         None => repo_root().join("examples/tenant-nat.yaml"),
     };
     w.start_vnetd(&path)?;
-    Ok(Tenant { w, vm1, vm2, far, vm3 })
+    Ok(Tenant {
+        w,
+        vm1,
+        vm2,
+        far,
+        vm3,
+    })
 }
 
 fn whoami(t: &Tenant, g: &Guest) -> Result<Background> {
@@ -85,13 +112,24 @@ fn guests_reach_the_outside_through_snat_and_their_floating_ip() -> Result<()> {
     }
     let t = tenant("snat", None)?;
     let _web = whoami(&t, &t.far)?;
-    assert_eq!(curl(&t, &t.vm2, "http://198.18.0.2/")?, "192.0.2.10", "vm2 leaves as the SNAT address");
-    assert_eq!(curl(&t, &t.vm1, "http://198.18.0.2/")?, "192.0.2.50", "vm1 leaves as its floating IP");
+    assert_eq!(
+        curl(&t, &t.vm2, "http://198.18.0.2/")?,
+        "192.0.2.10",
+        "vm2 leaves as the SNAT address"
+    );
+    assert_eq!(
+        curl(&t, &t.vm1, "http://198.18.0.2/")?,
+        "192.0.2.50",
+        "vm1 leaves as its floating IP"
+    );
     // After the first packets, NAT'ed traffic stays in the kernel.
     let before = t.w.kernel_flow_packets("vm2-h")?;
     assert_eq!(t.w.ping(&t.vm2, "198.18.0.2", 50)?, 50);
     let in_kernel = t.w.kernel_flow_packets("vm2-h")? - before;
-    assert!(in_kernel >= 96, "only {in_kernel} of 100 NAT'ed packets were handled by kernel flows");
+    assert!(
+        in_kernel >= 96,
+        "only {in_kernel} of 100 NAT'ed packets were handled by kernel flows"
+    );
     Ok(())
 }
 
@@ -103,9 +141,17 @@ fn the_floating_ip_is_reachable_through_its_firewall_only() -> Result<()> {
     let t = tenant("floating", None)?;
     assert_eq!(t.w.ping(&t.far, "192.0.2.50", 3)?, 3, "icmp is allowed");
     let _ssh = pong_server(&t, &t.vm1, 22)?;
-    assert_eq!(tcp_client(&t, &t.far, "192.0.2.50", 22)?, "pong", "tcp/22 is allowed");
+    assert_eq!(
+        tcp_client(&t, &t.far, "192.0.2.50", 22)?,
+        "pong",
+        "tcp/22 is allowed"
+    );
     let _web = pong_server(&t, &t.vm1, 80)?;
-    assert_eq!(tcp_client(&t, &t.far, "192.0.2.50", 80)?, "timeout", "tcp/80 is dropped");
+    assert_eq!(
+        tcp_client(&t, &t.far, "192.0.2.50", 80)?,
+        "timeout",
+        "tcp/80 is dropped"
+    );
     Ok(())
 }
 
@@ -116,7 +162,11 @@ fn the_port_forward_reaches_vm2() -> Result<()> {
     }
     let t = tenant("forward", None)?;
     let _web = whoami(&t, &t.vm2)?;
-    assert_eq!(curl(&t, &t.far, "http://192.0.2.10:8080/")?, "198.18.0.2", "DNAT keeps the client's address");
+    assert_eq!(
+        curl(&t, &t.far, "http://192.0.2.10:8080/")?,
+        "198.18.0.2",
+        "DNAT keeps the client's address"
+    );
     Ok(())
 }
 
@@ -127,12 +177,39 @@ fn icmp_errors_cross_the_nat_both_ways() -> Result<()> {
     }
     let t = tenant("icmp", None)?;
     // traceroute through SNAT: out's time exceeded is translated back.
-    let trace = t.w.exec(&t.vm2, &["traceroute", "-n", "-q", "2", "-w", "1", "-m", "4", "198.18.0.2"])?;
+    let trace = t.w.exec(
+        &t.vm2,
+        &[
+            "traceroute",
+            "-n",
+            "-q",
+            "2",
+            "-w",
+            "1",
+            "-m",
+            "4",
+            "198.18.0.2",
+        ],
+    )?;
     let trace = String::from_utf8_lossy(&trace.stdout).into_owned();
-    let hop = |n: usize| trace.lines().find(|l| l.trim_start().starts_with(&format!("{n} "))).unwrap_or("");
-    assert!(hop(1).contains("10.0.0.1"), "hop 1 is the tenant router: {trace}");
-    assert!(hop(2).contains("192.0.2.1"), "hop 2 answered through SNAT: {trace}");
-    assert!(hop(3).contains("198.18.0.2"), "hop 3 is the destination: {trace}");
+    let hop = |n: usize| {
+        trace
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{n} ")))
+            .unwrap_or("")
+    };
+    assert!(
+        hop(1).contains("10.0.0.1"),
+        "hop 1 is the tenant router: {trace}"
+    );
+    assert!(
+        hop(2).contains("192.0.2.1"),
+        "hop 2 answered through SNAT: {trace}"
+    );
+    assert!(
+        hop(3).contains("198.18.0.2"),
+        "hop 3 is the destination: {trace}"
+    );
     // A port unreachable about vm1's datagram comes back through the
     // floating IP's DNAT with its quoted header restored: the socket sees
     // "connection refused".
@@ -140,7 +217,11 @@ fn icmp_errors_cross_the_nat_both_ways() -> Result<()> {
                 s.connect(('198.18.0.2',9))\ns.send(b'x')\ntry:\n    s.recv(10)\n    print('data')\n\
                 except ConnectionRefusedError:\n    print('refused')\nexcept socket.timeout:\n    print('timeout')\n";
     assert_eq!(t.w.python(&t.vm1, code)?.trim(), "refused");
-    assert_eq!(t.w.python(&t.vm2, code)?.trim(), "refused", "and through SNAT");
+    assert_eq!(
+        t.w.python(&t.vm2, code)?.trim(),
+        "refused",
+        "and through SNAT"
+    );
     Ok(())
 }
 
@@ -150,13 +231,30 @@ fn hairpin_to_the_floating_ip_and_the_port_forward() -> Result<()> {
         return Ok(());
     }
     let t = tenant("hairpin", None)?;
-    let ping = t.w.exec(&t.vm2, &["ping", "-c", "3", "-i", "0.2", "-W", "1", "192.0.2.50"])?;
+    let ping = t.w.exec(
+        &t.vm2,
+        &["ping", "-c", "3", "-i", "0.2", "-W", "1", "192.0.2.50"],
+    )?;
     let text = String::from_utf8_lossy(&ping.stdout);
-    assert!(text.contains("3 received"), "vm2 reaches vm1's floating IP: {text}");
-    assert!(text.contains("from 192.0.2.50"), "and the replies come from it: {text}");
-    assert_eq!(t.w.ping(&t.vm1, "192.0.2.50", 2)?, 2, "vm1 reaches its own floating IP");
+    assert!(
+        text.contains("3 received"),
+        "vm2 reaches vm1's floating IP: {text}"
+    );
+    assert!(
+        text.contains("from 192.0.2.50"),
+        "and the replies come from it: {text}"
+    );
+    assert_eq!(
+        t.w.ping(&t.vm1, "192.0.2.50", 2)?,
+        2,
+        "vm1 reaches its own floating IP"
+    );
     let _web = whoami(&t, &t.vm2)?;
-    assert_eq!(curl(&t, &t.vm1, "http://192.0.2.10:8080/")?, "10.0.0.1", "through the router, SNAT'ed to its port");
+    assert_eq!(
+        curl(&t, &t.vm1, "http://192.0.2.10:8080/")?,
+        "10.0.0.1",
+        "through the router, SNAT'ed to its port"
+    );
     Ok(())
 }
 
@@ -165,8 +263,10 @@ fn two_guests_pinging_out_with_the_same_icmp_id() -> Result<()> {
     if !have_root("two_guests_pinging_out_with_the_same_icmp_id") {
         return Ok(());
     }
-    let yaml = std::fs::read_to_string(repo_root().join("examples/tenant-nat.yaml"))?
-        .replace("      vm2: {interface: vm2-h}\n", "      vm2: {interface: vm2-h}\n      vm3: {interface: vm3-h}\n");
+    let yaml = std::fs::read_to_string(repo_root().join("examples/tenant-nat.yaml"))?.replace(
+        "      vm2: {interface: vm2-h}\n",
+        "      vm2: {interface: vm2-h}\n      vm3: {interface: vm3-h}\n",
+    );
     let t = tenant("echo-id", Some(&yaml))?;
     let vm3 = t.vm3.as_ref().expect("the topology has vm3");
     let echo = "from scapy.all import IP, ICMP, sr1\n\
@@ -174,7 +274,15 @@ fn two_guests_pinging_out_with_the_same_icmp_id() -> Result<()> {
                 print('none' if r is None else '%s %d' % (r[IP].src, r[ICMP].id))\n";
     let a = t.w.python(&t.vm2, echo)?;
     let b = t.w.python(vm3, echo)?;
-    assert_eq!(a.trim(), "198.18.0.2 4242", "vm2's echo comes back with its id");
-    assert_eq!(b.trim(), "198.18.0.2 4242", "vm3's too, although both left through one address");
+    assert_eq!(
+        a.trim(),
+        "198.18.0.2 4242",
+        "vm2's echo comes back with its id"
+    );
+    assert_eq!(
+        b.trim(),
+        "198.18.0.2 4242",
+        "vm3's too, although both left through one address"
+    );
     Ok(())
 }

@@ -7,7 +7,11 @@ fn route(w: &World, g: &Guest, args: &[&str]) -> Result<()> {
     let mut cmd = vec!["ip", "route", "add"];
     cmd.extend_from_slice(args);
     let out = w.exec(g, &cmd)?;
-    anyhow::ensure!(out.status.success(), "ip route add {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(
+        out.status.success(),
+        "ip route add {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }
 
@@ -33,17 +37,29 @@ fn guests_of_the_example_router_reach_each_other_through_the_kernel() -> Result<
     let before = w.kernel_flow_packets("vm1-h")?;
     assert_eq!(w.ping(&vm1, &vm2.ip, 50)?, 50);
     let in_kernel = w.kernel_flow_packets("vm1-h")? - before;
-    assert!(in_kernel >= 48, "only {in_kernel} of 50 requests were routed by kernel flows");
+    assert!(
+        in_kernel >= 48,
+        "only {in_kernel} of 50 requests were routed by kernel flows"
+    );
     let ttl = stdout(w.exec(&vm1, &["ping", "-c", "1", &vm2.ip])?);
-    assert!(ttl.contains("ttl=63"), "one router decrements TTL once: {ttl}");
+    assert!(
+        ttl.contains("ttl=63"),
+        "one router decrements TTL once: {ttl}"
+    );
 
     // 3000-byte pings travel as three fragments; after the first datagram
     // the later fragments hit the flow in the kernel too (FRAGS map).
     let before = w.kernel_flow_packets("vm1-h")?;
-    let big = stdout(w.exec(&vm1, &["ping", "-c", "10", "-i", "0.1", "-s", "3000", &vm2.ip])?);
+    let big = stdout(w.exec(
+        &vm1,
+        &["ping", "-c", "10", "-i", "0.1", "-s", "3000", &vm2.ip],
+    )?);
     assert!(big.contains("10 received"), "ping -s 3000: {big}");
     let in_kernel = w.kernel_flow_packets("vm1-h")? - before;
-    assert!(in_kernel >= 24, "only {in_kernel} of 30 request fragments were routed by kernel flows");
+    assert!(
+        in_kernel >= 24,
+        "only {in_kernel} of 30 request fragments were routed by kernel flows"
+    );
     Ok(())
 }
 
@@ -99,14 +115,30 @@ fn two_routers_in_a_row_and_an_uplink() -> Result<()> {
     }
     let (w, vm1, vm3, out) = two_routers("two-routers")?;
     assert_eq!(w.ping(&vm1, &vm3.ip, 3)?, 3, "across two routers");
-    assert_eq!(w.ping(&out, &vm3.ip, 3)?, 3, "from the outside through the uplink");
-    assert_eq!(w.ping(&vm3, &out.ip, 3)?, 3, "to the outside through the default route");
+    assert_eq!(
+        w.ping(&out, &vm3.ip, 3)?,
+        3,
+        "from the outside through the uplink"
+    );
+    assert_eq!(
+        w.ping(&vm3, &out.ip, 3)?,
+        3,
+        "to the outside through the default route"
+    );
     let ttl = stdout(w.exec(&vm1, &["ping", "-c", "1", &vm3.ip])?);
     assert!(ttl.contains("ttl=62"), "two routers, two decrements: {ttl}");
 
     // traceroute names each router by the address of the port it entered.
-    let trace = stdout(w.exec(&vm1, &["traceroute", "-n", "-q", "2", "-w", "1", "-m", "5", &vm3.ip])?);
-    let hop = |n: usize| trace.lines().find(|l| l.trim_start().starts_with(&format!("{n} "))).unwrap_or("");
+    let trace = stdout(w.exec(
+        &vm1,
+        &["traceroute", "-n", "-q", "2", "-w", "1", "-m", "5", &vm3.ip],
+    )?);
+    let hop = |n: usize| {
+        trace
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{n} ")))
+            .unwrap_or("")
+    };
     assert!(hop(1).contains("10.1.0.1"), "hop 1 is r1: {trace}");
     assert!(hop(2).contains("10.9.0.2"), "hop 2 is r2: {trace}");
     assert!(hop(3).contains("10.3.0.10"), "hop 3 is vm3: {trace}");
@@ -122,13 +154,26 @@ fn fragments_and_path_mtu_across_routers() -> Result<()> {
     assert_eq!(w.ping(&vm1, &vm3.ip, 2)?, 2);
     // 3000-byte pings leave vm1 as fragments; r2's far port (MTU 1000)
     // fragments them again; vm3 reassembles and answers in fragments.
-    let out = w.exec(&vm1, &["ping", "-c", "3", "-i", "0.2", "-W", "2", "-s", "3000", &vm3.ip])?;
+    let out = w.exec(
+        &vm1,
+        &[
+            "ping", "-c", "3", "-i", "0.2", "-W", "2", "-s", "3000", &vm3.ip,
+        ],
+    )?;
     let text = stdout(out);
     assert!(text.contains("3 received"), "ping -s 3000: {text}");
     // With DF and a packet too big for r2's far port: fragmentation needed.
-    let out = w.exec(&vm1, &["ping", "-c", "2", "-W", "1", "-M", "do", "-s", "1400", &vm3.ip])?;
+    let out = w.exec(
+        &vm1,
+        &[
+            "ping", "-c", "2", "-W", "1", "-M", "do", "-s", "1400", &vm3.ip,
+        ],
+    )?;
     let text = stdout(out);
-    assert!(text.contains("mtu = 1000") || text.contains("mtu=1000"), "ping -M do: {text}");
+    assert!(
+        text.contains("mtu = 1000") || text.contains("mtu=1000"),
+        "ping -M do: {text}"
+    );
     Ok(())
 }
 
@@ -138,13 +183,27 @@ fn arp_on_the_uplink_answers_and_ignores_spoofing() -> Result<()> {
         return Ok(());
     }
     let (w, vm1, _vm3, out) = two_routers("arp")?;
-    let reply = stdout(w.exec(&out, &["arping", "-c", "2", "-w", "3", "-I", "eth0", "192.0.2.2"])?);
-    assert!(reply.to_lowercase().contains("reply") || reply.contains("bytes from"), "arping: {reply}");
+    let reply = stdout(w.exec(
+        &out,
+        &["arping", "-c", "2", "-w", "3", "-I", "eth0", "192.0.2.2"],
+    )?);
+    assert!(
+        reply.to_lowercase().contains("reply") || reply.contains("bytes from"),
+        "arping: {reply}"
+    );
     // The router's uplink MAC, as the outside sees it.
     assert_eq!(w.ping(&out, "192.0.2.2", 1)?, 1);
     let neigh = stdout(w.exec(&out, &["ip", "neigh", "show", "192.0.2.2"])?);
-    let router_mac = neigh.split_whitespace().skip_while(|t| *t != "lladdr").nth(1).unwrap_or_default().to_string();
-    assert!(!router_mac.is_empty(), "router MAC learned by the outside: {neigh}");
+    let router_mac = neigh
+        .split_whitespace()
+        .skip_while(|t| *t != "lladdr")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        !router_mac.is_empty(),
+        "router MAC learned by the outside: {neigh}"
+    );
     // The outside claims vm1's address: the reply comes from outside the
     // uplink's subnet, so r1 must ignore it and keep delivering to vm1.
     let spoof = format!(
@@ -155,6 +214,10 @@ fn arp_on_the_uplink_answers_and_ignores_spoofing() -> Result<()> {
     // Debian's python3, which has python3-scapy (not a pyenv one on PATH).
     let sent = w.exec(&out, &["/usr/bin/python3", "-c", &spoof])?;
     assert!(sent.status.success(), "scapy: {}", stdout(sent));
-    assert_eq!(w.ping(&out, &vm1.ip, 3)?, 3, "vm1 still reachable after the spoofed reply");
+    assert_eq!(
+        w.ping(&out, &vm1.ip, 3)?,
+        3,
+        "vm1 still reachable after the spoofed reply"
+    );
     Ok(())
 }
