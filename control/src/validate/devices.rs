@@ -40,27 +40,27 @@ impl Validator<'_> {
         self.router_macs();
     }
 
+    /// The inbound and outbound filters of the object at `path` name chains.
+    fn filters(&mut self, path: &str, inbound: Option<&String>, outbound: Option<&String>) {
+        self.chain_ref(format!("{path}.inbound_filter"), inbound);
+        self.chain_ref(format!("{path}.outbound_filter"), outbound);
+    }
+
     fn bridge(&mut self, name: &str, bridge: &Bridge) {
         let path = format!("bridges.{name}");
         self.name(&path, name);
-        self.chain_ref(
-            format!("{path}.inbound_filter"),
+        self.filters(
+            &path,
             bridge.inbound_filter.as_ref(),
-        );
-        self.chain_ref(
-            format!("{path}.outbound_filter"),
             bridge.outbound_filter.as_ref(),
         );
 
         for (pname, port) in &bridge.ports {
             let ppath = format!("{path}.ports.{pname}");
             self.name(&ppath, pname);
-            self.chain_ref(
-                format!("{ppath}.inbound_filter"),
+            self.filters(
+                &ppath,
                 port.inbound_filter.as_ref(),
-            );
-            self.chain_ref(
-                format!("{ppath}.outbound_filter"),
                 port.outbound_filter.as_ref(),
             );
             if let Some(vlan) = port.vlan {
@@ -121,24 +121,18 @@ impl Validator<'_> {
 
     fn router(&mut self, name: &str, router: &Router) {
         let path = format!("routers.{name}");
-        self.chain_ref(
-            format!("{path}.inbound_filter"),
+        self.filters(
+            &path,
             router.inbound_filter.as_ref(),
-        );
-        self.chain_ref(
-            format!("{path}.outbound_filter"),
             router.outbound_filter.as_ref(),
         );
 
         for (pname, port) in &router.ports {
             let ppath = format!("{path}.ports.{pname}");
             self.name(&ppath, pname);
-            self.chain_ref(
-                format!("{ppath}.inbound_filter"),
+            self.filters(
+                &ppath,
                 port.inbound_filter.as_ref(),
-            );
-            self.chain_ref(
-                format!("{ppath}.outbound_filter"),
                 port.outbound_filter.as_ref(),
             );
             let a = port.address;
