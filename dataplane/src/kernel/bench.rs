@@ -15,16 +15,18 @@
 //! One [`BenchPrograms`] has one set of maps (one redirect target, one
 //! counter): load one per role.
 
-use std::{ffi::CString, time::Duration};
+use std::time::Duration;
 
 use aya::{
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray},
+    maps::{Array, HashMap, MapData, PerCpuArray},
     programs::{xdp::XdpLinkId, Xdp},
     Ebpf, EbpfLoader, TestRun as _, TestRunAttrs, TestRunOptions,
 };
 use vnet_common::{FlowKey, FlowValue};
 
-use super::{error, AttachMode, KernelError, TestRun, MAX_TEST_FRAME, MIN_TEST_FRAME};
+use super::{
+    error, ifindex, take_map, AttachMode, KernelError, TestRun, MAX_TEST_FRAME, MIN_TEST_FRAME,
+};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vnet-xdp-bench"));
 
@@ -395,22 +397,4 @@ fn program_ref(ebpf: &Ebpf, p: BenchProgram) -> Result<&Xdp, KernelError> {
             program: p.name(),
             error,
         })
-}
-
-fn take_map<M>(
-    ebpf: &mut Ebpf,
-    name: &'static str,
-    convert: impl FnOnce(aya::maps::Map) -> Result<M, MapError>,
-) -> Result<M, KernelError> {
-    let map = ebpf
-        .take_map(name)
-        .ok_or(KernelError::Missing { what: "map", name })?;
-    convert(map).map_err(|error| KernelError::MapType { map: name, error })
-}
-
-fn ifindex(ifname: &str) -> Option<u32> {
-    let c = CString::new(ifname).ok()?;
-    // SAFETY: `c` is a valid NUL-terminated string for the call's duration.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    (i != 0).then_some(i)
 }

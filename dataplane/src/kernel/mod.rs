@@ -476,7 +476,7 @@ impl Drop for Kernel {
 }
 
 /// Takes map `name` out of `ebpf` as the typed map `convert` makes of it.
-fn take_map<M>(
+pub(super) fn take_map<M>(
     ebpf: &mut Ebpf,
     name: &'static str,
     convert: impl FnOnce(aya::maps::Map) -> Result<M, MapError>,
@@ -487,7 +487,7 @@ fn take_map<M>(
     convert(map).map_err(|error| KernelError::MapType { map: name, error })
 }
 
-fn ifindex(ifname: &str) -> Option<u32> {
+pub(super) fn ifindex(ifname: &str) -> Option<u32> {
     // A name with a NUL byte cannot exist (and would make CString fail).
     let c = CString::new(ifname).ok()?;
     // SAFETY: `c` is a valid NUL-terminated string for the call's duration.
