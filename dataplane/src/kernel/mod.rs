@@ -142,18 +142,7 @@ impl Kernel {
                 }
             })?;
 
-        let program: &mut Xdp = ebpf
-            .program_mut(XDP_PROGRAM)
-            .ok_or(KernelError::Missing {
-                what: "program",
-                name: XDP_PROGRAM,
-            })?
-            .try_into()
-            .map_err(|error| KernelError::ProgramLoad {
-                program: XDP_PROGRAM,
-                error,
-            })?;
-        program.load().map_err(|error| {
+        xdp_program(&mut ebpf)?.load().map_err(|error| {
             if error::is_permission(&error) {
                 KernelError::NotPermitted {
                     call: format!("loading program {XDP_PROGRAM}"),
@@ -190,17 +179,7 @@ impl Kernel {
     }
 
     fn program(&mut self) -> Result<&mut Xdp, KernelError> {
-        self.ebpf
-            .program_mut(XDP_PROGRAM)
-            .ok_or(KernelError::Missing {
-                what: "program",
-                name: XDP_PROGRAM,
-            })?
-            .try_into()
-            .map_err(|error| KernelError::ProgramLoad {
-                program: XDP_PROGRAM,
-                error,
-            })
+        xdp_program(&mut self.ebpf)
     }
 
     fn program_ref(&self) -> Result<&Xdp, KernelError> {
@@ -473,6 +452,20 @@ impl Drop for Kernel {
             }
         }
     }
+}
+
+/// The flow executor program in `ebpf`.
+fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, KernelError> {
+    ebpf.program_mut(XDP_PROGRAM)
+        .ok_or(KernelError::Missing {
+            what: "program",
+            name: XDP_PROGRAM,
+        })?
+        .try_into()
+        .map_err(|error| KernelError::ProgramLoad {
+            program: XDP_PROGRAM,
+            error,
+        })
 }
 
 /// Takes map `name` out of `ebpf` as the typed map `convert` makes of it.
