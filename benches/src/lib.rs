@@ -171,7 +171,15 @@ impl SimFixture {
     /// Routed, bridge → router → bridge, ARP for vm2 resolved.
     pub fn routed() -> Result<SimFixture, String> {
         let topo = vnet_control::load_str(ROUTED_TOPOLOGY).map_err(|e| e.to_string())?;
-        let snap = Snapshot::compile(&topo, 1);
+        let mut f = Self::routed_from(&topo)?;
+        f.expect_installed_forward("routed, ARP resolved")?;
+        Ok(f)
+    }
+
+    /// vm1 → vm2 across r1 (red/vm1 to blue/vm2) on `topo`, with r1 having
+    /// resolved vm2: the first packet makes r1 ask, vm2's reply answers.
+    fn routed_from(topo: &vnet_control::Topology) -> Result<SimFixture, String> {
+        let snap = Snapshot::compile(topo, 1);
         let (vm1, vm2) = (
             Self::port(&snap, "red/vm1")?,
             Self::port(&snap, "blue/vm2")?,
@@ -180,18 +188,15 @@ impl SimFixture {
         let gw_blue = router_mac(&snap, "r1/blue")?;
         let mut state = State::default();
         let frame = udp64(VM1_MAC, gw_red, RT_VM1, RT_VM2, 5000, 6000);
-        // The first packet makes r1 ask for vm2; vm2's reply resolves it.
         sim::simulate(&snap, &mut state, vm1, &frame, NOW_NS, false);
         let reply = build::arp_frame(ARP_REPLY, VM2_MAC, RT_VM2, gw_blue, RT_GW2, gw_blue);
         sim::simulate(&snap, &mut state, vm2, &reply, NOW_NS, false);
-        let mut f = SimFixture {
+        Ok(SimFixture {
             snap,
             state,
             in_port: vm1,
             frame,
-        };
-        f.expect_installed_forward("routed, ARP resolved")?;
-        Ok(f)
+        })
     }
 
     /// Routed through r1 with SNAT (and, with `rules` > 0, r1's inbound
@@ -202,26 +207,7 @@ impl SimFixture {
     pub fn routed_snat(rules: usize, kind: topo::ChainKind) -> Result<SimFixture, String> {
         let text = topo::routed_snat_chain_topology(rules, kind);
         let topo = vnet_control::load_str(&text).map_err(|e| e.to_string())?;
-        let snap = Snapshot::compile(&topo, 1);
-        let (vm1, vm2) = (
-            Self::port(&snap, "red/vm1")?,
-            Self::port(&snap, "blue/vm2")?,
-        );
-        let gw_red = router_mac(&snap, "r1/red")?;
-        let gw_blue = router_mac(&snap, "r1/blue")?;
-        let mut state = State::default();
-        // r1 learns vm2 from its ARP reply (r1 asked for it: the first
-        // packet), as in the routed fixture.
-        let frame = udp64(VM1_MAC, gw_red, RT_VM1, RT_VM2, 5000, 6000);
-        sim::simulate(&snap, &mut state, vm1, &frame, NOW_NS, false);
-        let reply = build::arp_frame(ARP_REPLY, VM2_MAC, RT_VM2, gw_blue, RT_GW2, gw_blue);
-        sim::simulate(&snap, &mut state, vm2, &reply, NOW_NS, false);
-        let mut f = SimFixture {
-            snap,
-            state,
-            in_port: vm1,
-            frame,
-        };
+        let mut f = Self::routed_from(&topo)?;
         f.expect_installed_forward("routed with SNAT")?;
         let d = sim::simulate(&f.snap, &mut f.state, f.in_port, &f.frame, NOW_NS, true);
         let flow = d.install.ok_or("routed with SNAT: no flow")?;
