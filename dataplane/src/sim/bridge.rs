@@ -66,7 +66,7 @@ pub(super) fn process(
     }
 
     if packet::is_multicast(&h.dst) {
-        flood(walk, bridge_id, in_port, &frame);
+        flood(walk, bridge_id, in_port, frame);
         return;
     }
 
@@ -83,7 +83,7 @@ pub(super) fn process(
         is_static,
     });
     let Some(out_port) = out_port else {
-        flood(walk, bridge_id, in_port, &frame);
+        flood(walk, bridge_id, in_port, frame);
         return;
     };
 
@@ -138,12 +138,10 @@ fn learn(walk: &mut Walk, bridge_id: usize, in_port: PortId, h: &Headers) {
 /// or interior. Flooded frames are never installed as flows: the set of
 /// ports changes as MACs are learned, and the next frame to a learned MAC
 /// must take the unicast path.
-fn flood(walk: &mut Walk, bridge_id: usize, in_port: PortId, frame: &[u8]) {
-    let mut frame = frame.to_vec();
+fn flood(walk: &mut Walk, bridge_id: usize, in_port: PortId, mut frame: Vec<u8>) {
     if !outbound_filter(walk, bridge_id, in_port, None, &mut frame) {
         return;
     }
-    let frame = frame.as_slice();
     let snap = walk.snap;
     let ports: Vec<PortId> = snap.bridges[bridge_id]
         .ports
