@@ -143,6 +143,7 @@ pub fn step(
         Step::Egress { port } => format!("out of {}", p(port)),
         Step::VlanPushed { vid } => format!("VLAN {vid} added"),
         Step::Drop { reason } => format!("dropped: {}", reason.name()),
+        Step::NotInstalled { why } => format!("not installed as a flow: {why}"),
         Step::Link { from, to } => format!("{} -> {}", p(from), p(to)),
         Step::ArpLearned { ip: a, mac: m } => format!("{} is at {}", ip(a), mac(m)),
         Step::ArpIgnored { ip: a } => {

@@ -306,7 +306,7 @@ impl Runtime {
     fn counter_report(&self) -> CounterReport {
         let kernel = self.kernel.stats().ok();
         let mut reasons = Vec::new();
-        for r in Reason::ALL {
+        for &r in Reason::ALL {
             let n = match &kernel {
                 Some(k) if (r as usize) < k.len() => k[r as usize],
                 _ => self.counters.by_reason.get(&r).copied().unwrap_or(0),

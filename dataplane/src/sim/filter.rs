@@ -102,7 +102,8 @@ impl Env for FilterEnv<'_, '_> {
                 // not hold the quoted packet, so this decision is never
                 // installed: the next error between the same hosts may
                 // quote another connection.
-                self.walk.installable = false;
+                self.walk
+                    .not_installable("an ICMP error: the key does not hold the packet it quotes");
                 let ct = &self.walk.state.conntrack;
                 let related =
                     ct.is_known(self.zone, &t) || ct.classify(self.zone, &t) == Direction::Return;
@@ -138,7 +139,8 @@ impl Env for FilterEnv<'_, '_> {
         self.walk.dnat_rewritten
     }
     fn fragment_sensitive(&mut self) {
-        self.walk.installable = false;
+        self.walk
+            .not_installable("a rule tells fragments apart, and all fragments share one flow");
     }
     fn depends_on(&mut self, tag: Tag) {
         self.walk.tags.push(tag);
@@ -191,7 +193,7 @@ fn run_one(walk: &mut Walk, chain: ChainId, frame: &mut Vec<u8>, at: Point) -> b
 /// REJECT: on a router, answer the sender (ICMP or TCP RST); on a bridge,
 /// drop. Never installed: every rejected packet gets its answer.
 fn reject(walk: &mut Walk, frame: &[u8], with: RejectWith, at: Point) {
-    walk.installable = false;
+    walk.not_installable("REJECT answers every packet");
     let Some((port, via, sender)) = at.reply_via else {
         walk.drop(Reason::FilterReject, false);
         return;

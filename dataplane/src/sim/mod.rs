@@ -195,6 +195,11 @@ pub enum Step {
     Drop {
         reason: Reason,
     },
+    /// The decision depends on something the flow key cannot hold, so it is
+    /// not installed: every such packet comes to userspace.
+    NotInstalled {
+        why: &'static str,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -326,6 +331,15 @@ impl<'a> Walk<'a> {
                 idle_timeout_ns: FLOW_IDLE_TIMEOUT_NS,
             });
         }
+    }
+
+    /// The decision read something outside the flow key (the key rule on
+    /// `vnet_common::FlowKey`): it must not be reused for other packets.
+    pub fn not_installable(&mut self, why: &'static str) {
+        if self.installable && self.origin.is_some() {
+            self.step(|| Step::NotInstalled { why });
+        }
+        self.installable = false;
     }
 
     pub fn answered(&mut self) {

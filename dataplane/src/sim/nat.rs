@@ -375,7 +375,7 @@ fn apply_to_error(
     ip: &packet::Ipv4,
     nat: &Nat,
 ) -> Result<(), Reason> {
-    walk.installable = false;
+    walk.not_installable("NAT of an ICMP error rewrites the quoted packet");
     let Some(q) = packet::icmp_quote(frame, ip) else {
         return Ok(());
     };

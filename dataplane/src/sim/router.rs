@@ -158,7 +158,7 @@ struct Offender<'p> {
 /// header word) when allowed. Never installed: every such packet gets its
 /// own answer.
 fn refuse(walk: &mut Walk, o: &Offender, (kind, code, rest): (u8, u8, u32), reason: Reason) {
-    walk.installable = false;
+    walk.not_installable("the router answers every such packet with ICMP");
     if o.answerable {
         icmp_error(walk, o.in_port, o.sender, o.packet, kind, code, rest);
     }
@@ -276,7 +276,7 @@ fn ip_input(
         walk.actions.mtu = egress.mtu;
     }
     if ip.total_len > egress.mtu {
-        walk.installable = false;
+        walk.not_installable("larger than the egress MTU (the kernel sends such packets up anyway)");
         if ip.dont_fragment {
             let too_big = (
                 icmp::DEST_UNREACHABLE,
@@ -330,7 +330,7 @@ fn resolve_and_send(
         mac = walk.state.arp.lookup(router, next_hop);
     }
     let Some(mac) = mac else {
-        walk.installable = false;
+        walk.not_installable("the next hop's MAC is not known yet");
         let queued = match walk.origin {
             Some((origin, received)) => Queued::Received {
                 origin,

@@ -145,191 +145,191 @@ pub struct IfaceConfig {
     pub _pad: u32,
 }
 
-/// Why a packet went where it went. One list for the kernel program, the
-/// userspace dataplane, the counters, the API and the trace. The kernel
-/// counts the first group in the per-CPU STATS array, indexed by the value.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Reason {
+/// Declares `Reason` once: each variant with its doc and its stable name.
+/// `ALL` and `name()` are generated, so a reason cannot be listed in one
+/// place and forgotten in another.
+macro_rules! reasons {
+    ($( $(#[doc = $doc:literal])* $variant:ident = $name:literal, )*) => {
+        /// Why a packet went where it went. One list for the kernel program,
+        /// the userspace dataplane, the counters, the API and the trace. The
+        /// kernel counts the first group (up to `XDP_COUNT`) in the per-CPU
+        /// STATS array, indexed by the value.
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Reason {
+            $( $(#[doc = $doc])* $variant, )*
+        }
+
+        impl Reason {
+            pub const ALL: &'static [Reason] = &[ $( Reason::$variant, )* ];
+
+            /// Stable snake_case name, used in logs, counters and the API.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $( Reason::$variant => $name, )*
+                }
+            }
+        }
+    };
+}
+
+reasons! {
     // --- counted by the XDP program ---
     /// A frame entered the XDP program.
-    XdpRx = 0,
+    XdpRx = "xdp_rx",
     /// Flow hit, actions applied, frame redirected.
-    XdpHitRedirect,
+    XdpHitRedirect = "xdp_hit_redirect",
     /// Flow hit with a drop action.
-    XdpHitDrop,
+    XdpHitDrop = "xdp_hit_drop",
     /// No flow: sent to userspace.
-    XdpMiss,
+    XdpMiss = "xdp_miss",
     /// Not parsable by the kernel program (too short, QinQ, ...): sent to
     /// userspace, which decides.
-    XdpUnparsed,
+    XdpUnparsed = "xdp_unparsed",
     /// The interface has no AF_XDP socket: dropped (never passed to the host
     /// stack, which must not see tenant traffic).
-    XdpNoSocket,
+    XdpNoSocket = "xdp_no_socket",
     /// A flow hit whose action could not be applied (bad length after a VLAN
     /// change, TTL already 0): sent to userspace.
-    XdpActionFailed,
+    XdpActionFailed = "xdp_action_failed",
     /// A later fragment whose first fragment was not seen: sent to userspace.
-    XdpFragUnknown,
+    XdpFragUnknown = "xdp_frag_unknown",
+    /// An IPv4 packet the kernel will not key (bad header checksum, lengths
+    /// that disagree with the frame, a bad TCP/UDP header): sent to
+    /// userspace, which drops it with the precise reason.
+    XdpMalformed = "xdp_malformed",
+    /// A frame larger than an AF_XDP frame that missed the flow table: it
+    /// cannot reach userspace, so it is dropped and counted here.
+    XdpTooBig = "xdp_too_big",
     // --- counted by userspace ---
     /// A frame too short or malformed for the simulation.
-    Malformed,
+    Malformed = "malformed",
+    /// An IPv4 header whose checksum is wrong (RFC 1812 5.2.2).
+    Ipv4BadChecksum = "ipv4_bad_checksum",
+    /// An IPv4 header whose lengths disagree with the frame (IHL under 5,
+    /// total length beyond the frame or under the header).
+    Ipv4BadLength = "ipv4_bad_length",
+    /// A TCP or UDP header inconsistent with its packet (UDP length under 8
+    /// or beyond the packet, TCP data offset under 5 or beyond the packet).
+    L4BadHeader = "l4_bad_header",
     /// The ingress interface is bound to no port.
-    UnknownInterface,
+    UnknownInterface = "unknown_interface",
     /// The ingress or egress port is administratively down.
-    PortDown,
+    PortDown = "port_down",
     /// A frame whose VLAN tag does not match the port's.
-    VlanMismatch,
+    VlanMismatch = "vlan_mismatch",
     /// The destination MAC is on the ingress port itself.
-    SameSegment,
+    SameSegment = "same_segment",
     /// A flood found no other port that is up.
-    NoEgress,
+    NoEgress = "no_egress",
     /// The flow table is full: the packet was forwarded but no flow installed.
-    FlowTableFull,
+    FlowTableFull = "flow_table_full",
+    /// The device's (tenant's) share of the flow table is used up: the packet
+    /// was forwarded but no flow installed.
+    DeviceFlowLimit = "device_flow_limit",
     /// A frame with a reserved (IEEE 802.1D link-local) destination.
-    LinkLocalDrop,
+    LinkLocalDrop = "link_local_drop",
     /// A transmit ring was full.
-    TxRingFull,
+    TxRingFull = "tx_ring_full",
+    /// Frames the kernel dropped at an AF_XDP receive ring that was full
+    /// (counted from the socket's statistics).
+    RxRingFull = "rx_ring_full",
+    /// Frames the kernel dropped because the fill ring had no free frame.
+    FillRingEmpty = "fill_ring_empty",
+    /// Frames the kernel dropped at an AF_XDP socket for another reason
+    /// (a frame larger than the UMEM frame among them).
+    RxDropped = "rx_dropped",
+    /// A first packet over its port's upcall budget: dropped so that one
+    /// port flooding new flows cannot delay the others' first packets.
+    UpcallBudget = "upcall_budget",
+    /// A guest frame whose source MAC the port does not own (port security).
+    SpoofedMac = "spoofed_mac",
+    /// A guest IPv4 packet whose source address the port does not own
+    /// (port security).
+    SpoofedIp = "spoofed_ip",
+    /// A guest ARP whose sender MAC or address the port does not own
+    /// (port security), or whose sender MAC is not a unicast address.
+    SpoofedArp = "spoofed_arp",
+    /// A guest ARP claiming an address the network itself owns (a router
+    /// port, a NAT or floating address, the DHCP server): never flooded nor
+    /// learned, whatever the port's setting.
+    ArpClaimsNetworkAddress = "arp_claims_network_address",
     /// A router got a frame addressed to another MAC.
-    NotForRouter,
+    NotForRouter = "not_for_router",
+    /// A source address no router forwards (RFC 1812 5.3.7: 0/8, 127/8,
+    /// multicast, class E, limited broadcast, the router's own addresses).
+    MartianSource = "martian_source",
+    /// A destination address no router forwards (0/8, 127/8, class E).
+    MartianDestination = "martian_destination",
+    /// The source fails the ingress port's reverse-path check.
+    ReversePath = "reverse_path",
     /// No route to the destination (ICMP net unreachable sent).
-    NoRoute,
+    NoRoute = "no_route",
     /// A blackhole route: dropped silently.
-    Blackhole,
+    Blackhole = "blackhole",
     /// A reject route (ICMP administratively prohibited sent).
-    RejectRoute,
+    RejectRoute = "reject_route",
     /// TTL ran out at a router (ICMP time exceeded sent).
-    TtlExpired,
+    TtlExpired = "ttl_expired",
     /// Bigger than the egress MTU with DF set (ICMP fragmentation needed).
-    FragmentationNeeded,
+    FragmentationNeeded = "fragmentation_needed",
     /// The next hop's ARP queue was full.
-    ArpQueueFull,
+    ArpQueueFull = "arp_queue_full",
     /// The next hop never answered ARP (ICMP host unreachable sent).
-    ArpUnresolved,
+    ArpUnresolved = "arp_unresolved",
     /// Broadcast, multicast or otherwise unroutable destination at a router.
-    NotRoutable,
+    NotRoutable = "not_routable",
     /// The walk crossed more devices than any sane topology needs (a loop).
-    HopLimit,
+    HopLimit = "hop_limit",
+    /// A later fragment whose first fragment was not seen, where the
+    /// decision needs the first fragment's ports (NAT): dropped rather than
+    /// sent untranslated.
+    FragmentUnknown = "fragment_unknown",
+    /// The fragment table (first fragments' ports) is full.
+    FragmentTableFull = "fragment_table_full",
     /// A DHCP request whose IPv4 or UDP lengths do not match the frame (or
     /// a fragment of one).
-    DhcpBadLength,
+    DhcpBadLength = "dhcp_bad_length",
     /// A DHCP message cut short: under the fixed header, or options without
     /// their END.
-    DhcpTruncated,
+    DhcpTruncated = "dhcp_truncated",
     /// A request without the DHCP magic cookie (plain BOOTP).
-    DhcpNoCookie,
+    DhcpNoCookie = "dhcp_no_cookie",
     /// A DHCP option whose length runs past the message or does not suit
     /// its code, or a request without a message type.
-    DhcpBadOption,
+    DhcpBadOption = "dhcp_bad_option",
     /// A DHCP request with option overload (52): options in sname/file.
-    DhcpOverload,
+    DhcpOverload = "dhcp_overload",
     /// Not a BOOTREQUEST from an Ethernet client (op, htype, hlen).
-    DhcpBadHeader,
+    DhcpBadHeader = "dhcp_bad_header",
     /// A frame to a bridge's DHCP server that it does not answer: the server
     /// answers DHCP (and ARP) only, and nothing else owns its MAC.
-    DhcpUnanswered,
+    DhcpUnanswered = "dhcp_unanswered",
+    /// A port holds as many dynamic leases as it may: no new one.
+    DhcpLeaseLimit = "dhcp_lease_limit",
     /// A filter chain dropped the packet.
-    FilterDrop,
+    FilterDrop = "filter_drop",
     /// A filter chain rejected the packet (an ICMP error or TCP RST was sent
-    /// where the device can answer).
-    FilterReject,
+    /// back to the sender).
+    FilterReject = "filter_reject",
     /// The connection-tracking table is full: a new connection was refused.
-    ConntrackFull,
+    ConntrackFull = "conntrack_full",
+    /// The zone's (device's) share of the connection-tracking table is used
+    /// up: a new connection was refused.
+    DeviceConntrackLimit = "device_conntrack_limit",
+    /// The bridge's share of the MAC table is used up: the MAC was not learned.
+    DeviceMacLimit = "device_mac_limit",
     /// No free NAT binding (address and port) for a new connection.
-    NatExhausted,
+    NatExhausted = "nat_exhausted",
+    /// The zone's share of the NAT table is used up.
+    DeviceNatLimit = "device_nat_limit",
     /// A reverse NAT action found no binding for the packet.
-    NatNoBinding,
+    NatNoBinding = "nat_no_binding",
 }
 
 impl Reason {
     /// Number of reasons the kernel counts (the size of the STATS array).
-    pub const XDP_COUNT: u32 = Reason::XdpFragUnknown as u32 + 1;
-    pub const ALL: [Reason; 39] = [
-        Reason::XdpRx,
-        Reason::XdpHitRedirect,
-        Reason::XdpHitDrop,
-        Reason::XdpMiss,
-        Reason::XdpUnparsed,
-        Reason::XdpNoSocket,
-        Reason::XdpActionFailed,
-        Reason::XdpFragUnknown,
-        Reason::Malformed,
-        Reason::UnknownInterface,
-        Reason::PortDown,
-        Reason::VlanMismatch,
-        Reason::SameSegment,
-        Reason::NoEgress,
-        Reason::FlowTableFull,
-        Reason::LinkLocalDrop,
-        Reason::TxRingFull,
-        Reason::NotForRouter,
-        Reason::NoRoute,
-        Reason::Blackhole,
-        Reason::RejectRoute,
-        Reason::TtlExpired,
-        Reason::FragmentationNeeded,
-        Reason::ArpQueueFull,
-        Reason::ArpUnresolved,
-        Reason::NotRoutable,
-        Reason::HopLimit,
-        Reason::DhcpBadLength,
-        Reason::DhcpTruncated,
-        Reason::DhcpNoCookie,
-        Reason::DhcpBadOption,
-        Reason::DhcpOverload,
-        Reason::DhcpBadHeader,
-        Reason::DhcpUnanswered,
-        Reason::FilterDrop,
-        Reason::FilterReject,
-        Reason::ConntrackFull,
-        Reason::NatExhausted,
-        Reason::NatNoBinding,
-    ];
-
-    /// Stable snake_case name, used in logs, counters and the API.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Reason::XdpRx => "xdp_rx",
-            Reason::XdpHitRedirect => "xdp_hit_redirect",
-            Reason::XdpHitDrop => "xdp_hit_drop",
-            Reason::XdpMiss => "xdp_miss",
-            Reason::XdpUnparsed => "xdp_unparsed",
-            Reason::XdpNoSocket => "xdp_no_socket",
-            Reason::XdpActionFailed => "xdp_action_failed",
-            Reason::XdpFragUnknown => "xdp_frag_unknown",
-            Reason::Malformed => "malformed",
-            Reason::UnknownInterface => "unknown_interface",
-            Reason::PortDown => "port_down",
-            Reason::VlanMismatch => "vlan_mismatch",
-            Reason::SameSegment => "same_segment",
-            Reason::NoEgress => "no_egress",
-            Reason::FlowTableFull => "flow_table_full",
-            Reason::LinkLocalDrop => "link_local_drop",
-            Reason::TxRingFull => "tx_ring_full",
-            Reason::NotForRouter => "not_for_router",
-            Reason::NoRoute => "no_route",
-            Reason::Blackhole => "blackhole",
-            Reason::RejectRoute => "reject_route",
-            Reason::TtlExpired => "ttl_expired",
-            Reason::FragmentationNeeded => "fragmentation_needed",
-            Reason::ArpQueueFull => "arp_queue_full",
-            Reason::ArpUnresolved => "arp_unresolved",
-            Reason::NotRoutable => "not_routable",
-            Reason::HopLimit => "hop_limit",
-            Reason::DhcpBadLength => "dhcp_bad_length",
-            Reason::DhcpTruncated => "dhcp_truncated",
-            Reason::DhcpNoCookie => "dhcp_no_cookie",
-            Reason::DhcpBadOption => "dhcp_bad_option",
-            Reason::DhcpOverload => "dhcp_overload",
-            Reason::DhcpBadHeader => "dhcp_bad_header",
-            Reason::DhcpUnanswered => "dhcp_unanswered",
-            Reason::FilterDrop => "filter_drop",
-            Reason::FilterReject => "filter_reject",
-            Reason::ConntrackFull => "conntrack_full",
-            Reason::NatExhausted => "nat_exhausted",
-            Reason::NatNoBinding => "nat_no_binding",
-        }
-    }
+    pub const XDP_COUNT: u32 = Reason::XdpTooBig as u32 + 1;
 }
 
 #[cfg(feature = "user")]
@@ -381,6 +381,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(Reason::XDP_COUNT, 8);
+        assert_eq!(Reason::XDP_COUNT, 10);
     }
 }
