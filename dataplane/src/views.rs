@@ -201,19 +201,23 @@ pub fn verdict(v: &Verdict) -> String {
 /// A flow key as a one-line match.
 pub fn key(k: &FlowKey) -> String {
     let mut s = format!("eth {} > {}", mac(&k.eth_src), mac(&k.eth_dst));
-    if k.vlan != 0 {
-        s.push_str(&format!(" vlan {}", k.vlan));
+    if k.tagged() {
+        s.push_str(&format!(" vlan {} pcp {}", k.vid(), k.vlan_tci >> 13));
     }
     match k.ethertype {
         ETHERTYPE_ARP => s.push_str(&format!(
             " arp op {} {} > {}",
-            k.proto,
+            k.l4_dst,
             ip(&k.src),
             ip(&k.dst)
         )),
         ETHERTYPE_IPV4 => {
             let proto = vnet_control::Protocol(k.proto);
-            s.push_str(&format!(" ipv4 {} > {} {proto}", ip(&k.src), ip(&k.dst)));
+            s.push_str(&format!(" ipv4 {} > {}", ip(&k.src), ip(&k.dst)));
+            if k.tos != 0 {
+                s.push_str(&format!(" tos {}", k.tos));
+            }
+            s.push_str(&format!(" {proto}"));
             if k.frag != 0 {
                 s.push_str(" fragment");
             }

@@ -25,6 +25,20 @@ pub const MAX_FRAGS: u32 = 16 * 1024;
 /// Capacity of the interface table and of the XSKMAP.
 pub const MAX_IFACES: u32 = 256;
 
+/// Size of one AF_XDP UMEM frame (vnetd's sockets use this for every
+/// frame of their UMEM).
+pub const XSK_FRAME_SIZE: u32 = 4096;
+/// Headroom vnetd's UMEM asks for in front of each received frame
+/// (`UmemConfig::headroom`).
+pub const XSK_HEADROOM: u32 = 0;
+/// Headroom the kernel itself keeps in every AF_XDP receive frame
+/// (`XDP_PACKET_HEADROOM`), in front of the socket's own.
+pub const XDP_PACKET_HEADROOM: u32 = 256;
+/// Largest frame an AF_XDP socket of vnetd can receive: the kernel drops a
+/// longer one at the socket (`rx_dropped`) after the redirect succeeded,
+/// so the XDP program drops it itself, counted (`XdpTooBig`).
+pub const XSK_MAX_RX_FRAME: u32 = XSK_FRAME_SIZE - XDP_PACKET_HEADROOM - XSK_HEADROOM;
+
 /// `FlowKey::frag`: the packet is not an IPv4 fragment.
 pub const FRAG_NONE: u8 = 0;
 /// `FlowKey::frag`: the packet is an IPv4 fragment (first or later). A later
@@ -32,14 +46,30 @@ pub const FRAG_NONE: u8 = 0;
 /// one (through the FRAGS map), so all fragments of a datagram share one flow.
 pub const FRAG_FRAGMENT: u8 = 1;
 
+/// `FlowKey::flags`: the frame carries an 802.1Q tag. A priority-tagged
+/// frame (VID 0) and an untagged one have the same `vlan_tci` (0 when the
+/// PCP and DEI are 0 too), and the simulation treats them differently (an
+/// untagged port drops the tagged one), so the key must tell them apart.
+pub const KEY_TAGGED: u8 = 1 << 0;
+
 /// Exact-match flow key.
 ///
-/// The one rule: the key holds every field the parser extracts from the
-/// packet and nothing is wildcarded; a field that the packet does not have
-/// (ports of an ICMP packet, IP addresses of a non-IP frame) is zero. For ARP,
-/// `src`/`dst` are the sender/target protocol addresses and `proto` is the
-/// low byte of the opcode. For ICMP, `l4_src` is the echo identifier (echo
-/// request/reply only, else 0) and `l4_dst` is `type << 8 | code`.
+/// THE rule: the key holds every field of the packet that the simulation
+/// reads, and nothing is wildcarded; a field that the packet does not have
+/// (ports of an ICMP packet, IP addresses of a non-IP frame) is zero. A
+/// decision that depends on anything the key cannot hold is not installed.
+/// So: the ingress ifindex; the MACs; the whole 802.1Q TCI (PCP, DEI and
+/// VID) and whether a tag is present (`KEY_TAGGED`); the EtherType after
+/// the tag; for IPv4 the addresses, the protocol, whether it is a fragment,
+/// the TOS byte (DSCP and ECN: a chain can match it) and the transport
+/// fields: TCP/UDP ports, or for ICMP the echo identifier in `l4_src` (echo
+/// request/reply only, else 0) and `type << 8 | code` in `l4_dst`. For ARP,
+/// `src`/`dst` are the sender/target protocol addresses, `proto` is 0 and
+/// `l4_dst` is the full 16-bit opcode.
+///
+/// The kernel keys only well-formed IPv4 (header checksum, lengths and
+/// TCP/UDP header consistent with the frame, see `XdpMalformed`): a flow is
+/// never applied to a packet the simulation would have dropped as malformed.
 /// Multi-byte integers are in host order; addresses are in wire order.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -47,17 +77,35 @@ pub struct FlowKey {
     pub ifindex: u32,
     pub eth_src: [u8; 6],
     pub eth_dst: [u8; 6],
-    /// VID of the 802.1Q tag, 0 when untagged.
-    pub vlan: u16,
+    /// The whole 802.1Q tag control information (PCP, DEI, VID), 0 when
+    /// untagged.
+    pub vlan_tci: u16,
     /// EtherType after the VLAN tag.
     pub ethertype: u16,
     pub src: [u8; 4],
     pub dst: [u8; 4],
+    /// IPv4 protocol; 0 for ARP and other EtherTypes.
     pub proto: u8,
     pub frag: u8,
     pub l4_src: u16,
+    /// Destination port, ICMP `type << 8 | code`, or the ARP opcode.
     pub l4_dst: u16,
-    pub _pad: u16,
+    /// IPv4 TOS byte (DSCP and ECN), 0 for anything else.
+    pub tos: u8,
+    /// `KEY_*` bits.
+    pub flags: u8,
+}
+
+impl FlowKey {
+    /// The VID of the key's 802.1Q tag (0 when untagged or priority-tagged).
+    pub const fn vid(&self) -> u16 {
+        self.vlan_tci & 0x0fff
+    }
+
+    /// Whether the frame carried an 802.1Q tag.
+    pub const fn tagged(&self) -> bool {
+        self.flags & KEY_TAGGED != 0
+    }
 }
 
 /// Flow action bits. The actions of one flow are a set applied in this fixed
@@ -118,9 +166,13 @@ pub struct FlowValue {
 }
 
 /// Key of the fragment map: identifies the datagram a fragment belongs to.
+/// The ingress interface is part of it: tenants behind different
+/// interfaces may use the same addresses (and IP ids), and their fragments
+/// must not pick up each other's ports.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FragKey {
+    pub ifindex: u32,
     pub src: [u8; 4],
     pub dst: [u8; 4],
     pub id: u16,
@@ -323,8 +375,9 @@ reasons! {
     NatExhausted = "nat_exhausted",
     /// The zone's share of the NAT table is used up.
     DeviceNatLimit = "device_nat_limit",
-    /// A reverse NAT action found no binding for the packet.
-    NatNoBinding = "nat_no_binding",
+    /// A packet a dynamic NAT cannot name a binding for (an ICMP query
+    /// other than echo): dropped rather than sent with its private address.
+    NatUntranslatable = "nat_untranslatable",
 }
 
 impl Reason {
@@ -352,19 +405,32 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<FlowKey>(), 36);
+        assert_eq!(offset_of!(FlowKey, ifindex), 0);
         assert_eq!(offset_of!(FlowKey, eth_src), 4);
-        assert_eq!(offset_of!(FlowKey, vlan), 16);
+        assert_eq!(offset_of!(FlowKey, eth_dst), 10);
+        assert_eq!(offset_of!(FlowKey, vlan_tci), 16);
+        assert_eq!(offset_of!(FlowKey, ethertype), 18);
         assert_eq!(offset_of!(FlowKey, src), 20);
+        assert_eq!(offset_of!(FlowKey, dst), 24);
         assert_eq!(offset_of!(FlowKey, proto), 28);
+        assert_eq!(offset_of!(FlowKey, frag), 29);
         assert_eq!(offset_of!(FlowKey, l4_src), 30);
-        assert_eq!(offset_of!(FlowKey, _pad), 34);
+        assert_eq!(offset_of!(FlowKey, l4_dst), 32);
+        assert_eq!(offset_of!(FlowKey, tos), 34);
+        assert_eq!(offset_of!(FlowKey, flags), 35);
         assert_eq!(size_of::<FlowActions>(), 40);
         assert_eq!(offset_of!(FlowActions, vlan), 32);
         assert_eq!(offset_of!(FlowActions, mtu), 34);
         assert_eq!(offset_of!(FlowActions, ttl_dec), 36);
         assert_eq!(size_of::<FlowValue>(), 64);
         assert_eq!(offset_of!(FlowValue, packets), 40);
-        assert_eq!(size_of::<FragKey>(), 12);
+        assert_eq!(size_of::<FragKey>(), 16);
+        assert_eq!(offset_of!(FragKey, ifindex), 0);
+        assert_eq!(offset_of!(FragKey, src), 4);
+        assert_eq!(offset_of!(FragKey, dst), 8);
+        assert_eq!(offset_of!(FragKey, id), 12);
+        assert_eq!(offset_of!(FragKey, proto), 14);
+        assert_eq!(offset_of!(FragKey, _pad), 15);
         assert_eq!(size_of::<FragPorts>(), 4);
         assert_eq!(size_of::<IfaceConfig>(), 8);
     }

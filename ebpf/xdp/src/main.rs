@@ -3,14 +3,19 @@
 //! One program, attached to every bound interface, that knows no topology:
 //!
 //! 1. parse the frame into a [`FlowKey`] by the rule written on `FlowKey`
-//!    (the same parser, field for field, as `dataplane/src/packet`);
+//!    (the same parser, field for field, as `dataplane/src/packet`); IPv4
+//!    that the userspace parser rejects as malformed (bad header checksum,
+//!    lengths that disagree with the frame, a bad TCP/UDP header) is not
+//!    keyed at all, so no installed flow ever applies to it;
 //! 2. look the key up in `FLOWS`;
 //! 3. hit: apply the flow's actions in the fixed order of `vnet_common::act`,
 //!    update the flow's counters, then redirect (`OUTPUT`) or drop;
 //! 4. miss, a frame this parser does not take, or an action that cannot be
 //!    applied: hand the frame, as received, to the interface's AF_XDP socket
 //!    (`IFACES` → `XSKS`); without a socket the frame is dropped, never passed
-//!    to the host stack, which must not see tenant traffic.
+//!    to the host stack, which must not see tenant traffic. A frame larger
+//!    than an AF_XDP frame holds is dropped and counted (`XdpTooBig`): the
+//!    socket would drop it anyway, uncounted by us.
 //!
 //! Everything that needs thought happens in userspace and arrives here as
 //! plain data in `FLOWS`. Every `Reason::Xdp*` counter is bumped in the
@@ -37,14 +42,14 @@ use aya_ebpf::{
         xdp_action::{XDP_DROP, XDP_REDIRECT},
         BPF_F_NO_PREALLOC,
     },
-    helpers::{bpf_ktime_get_ns, bpf_redirect, bpf_xdp_adjust_head},
+    helpers::{bpf_ktime_get_ns, bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_get_buff_len},
     macros::{map, xdp},
     maps::{HashMap, LruHashMap, PerCpuArray, XskMap},
     programs::XdpContext,
 };
 use vnet_common::{
     act, FlowActions, FlowKey, FlowValue, FragKey, FragPorts, IfaceConfig, Reason,
-    DEFAULT_MAX_FLOWS, FRAG_FRAGMENT, MAX_FRAGS, MAX_IFACES,
+    DEFAULT_MAX_FLOWS, FRAG_FRAGMENT, KEY_TAGGED, MAX_FRAGS, MAX_IFACES, XSK_MAX_RX_FRAME,
 };
 
 // Map names are the statics' names (`#[map]` exports the identifier), which
@@ -89,7 +94,9 @@ const IP_TTL: usize = 8;
 const IP_CSUM: usize = 10;
 const IP_SRC: usize = 12;
 const IP_DST: usize = 16;
+const TCP_DOFF: usize = 12;
 const TCP_CSUM: usize = 16;
+const UDP_LEN: usize = 4;
 const UDP_CSUM: usize = 6;
 const ICMP_CSUM: usize = 2;
 const ICMP_ECHO_ID: usize = 4;
@@ -274,14 +281,15 @@ fn ip_at(addr: usize) -> [u8; 4] {
 
 /// Builds the flow key. `Err` carries the reason the frame goes to
 /// userspace unlooked-up: `XdpUnparsed` (the userspace parser decides what
-/// it is) or `XdpFragUnknown` (a later fragment whose first one we did not
-/// see, so its ports are unknown).
+/// it is), `XdpMalformed` (IPv4 that userspace drops as malformed: never
+/// matched against a flow) or `XdpFragUnknown` (a later fragment whose first
+/// one we did not see, so its ports are unknown).
 #[inline(always)]
 fn parse(ctx: &XdpContext) -> Result<Parsed, Reason> {
     const UNPARSED: Reason = Reason::XdpUnparsed;
     let f = Frame::new(ctx);
     let eth = f.at(0, ETH_HLEN).map_err(|()| UNPARSED)?;
-    // Zeroed first: every field the packet lacks, and the padding, is 0.
+    // Zeroed first: every field the packet lacks is 0.
     let mut key = FlowKey {
         ifindex: ctx.ingress_ifindex() as u32,
         eth_dst: mac_at(eth),
@@ -292,10 +300,10 @@ fn parse(ctx: &XdpContext) -> Result<Parsed, Reason> {
     let mut l2_len = ETH_HLEN;
     if ethertype == ETH_P_8021Q {
         let tag = f.at(ETH_HLEN, VLAN_HLEN).map_err(|()| UNPARSED)?;
-        // A priority tag (VID 0) gives vlan 0 like an untagged frame, as in
-        // the userspace parser; the executor looks at `l2_len`, not at the
-        // VID, to know whether the frame is tagged.
-        key.vlan = be16(tag) & 0x0fff;
+        // The whole TCI (a chain or a port may tell priorities apart), and
+        // the presence of the tag: a priority tag (VID 0) is not untagged.
+        key.vlan_tci = be16(tag);
+        key.flags |= KEY_TAGGED;
         ethertype = be16(tag + 2);
         l2_len = ETH_HLEN + VLAN_HLEN;
     }
@@ -321,23 +329,29 @@ fn parse(ctx: &XdpContext) -> Result<Parsed, Reason> {
 }
 
 /// Ethernet/IPv4 ARP only (htype 1, ptype 0x0800, hlen 6, plen 4): key
-/// src/dst are the sender/target protocol addresses, proto the opcode's
-/// low byte.
+/// src/dst are the sender/target protocol addresses, l4_dst the whole
+/// 16-bit opcode (proto stays 0).
 #[inline(always)]
 fn parse_arp(f: &Frame, p: &mut Parsed) -> Result<(), ()> {
     let arp = f.at(p.l2_len, 28)?;
     if be16(arp) != 1 || be16(arp + 2) != ETH_P_IP || u8_at(arp + 4) != 6 || u8_at(arp + 5) != 4 {
         return Err(());
     }
-    p.key.proto = be16(arp + 6) as u8;
+    p.key.l4_dst = be16(arp + 6);
     p.key.src = ip_at(arp + 14);
     p.key.dst = ip_at(arp + 24);
     Ok(())
 }
 
+/// Keys an IPv4 packet, or refuses it as the userspace parser does
+/// (`packet::parse`): lengths first, then the header checksum, then the
+/// transport header of a packet that carries one. The checks are those of
+/// Linux's `ip_rcv_core` and `udp_rcv`/`tcp_v4_rcv`; a packet failing them
+/// is `XdpMalformed`, for userspace to drop with the precise reason.
 #[inline(always)]
 fn parse_ipv4(f: &Frame, p: &mut Parsed) -> Result<(), Reason> {
     const UNPARSED: Reason = Reason::XdpUnparsed;
+    const MALFORMED: Reason = Reason::XdpMalformed;
     let ip = f.at(p.l2_len, 20).map_err(|()| UNPARSED)?;
     let vihl = u8_at(ip);
     if vihl >> 4 != 4 {
@@ -346,15 +360,23 @@ fn parse_ipv4(f: &Frame, p: &mut Parsed) -> Result<(), Reason> {
     // IHL 5..=15 words. The mask also tells the verifier the offset of the
     // transport header is bounded (at most 60 bytes past the IP header).
     let ip_len = ((vihl & 0x0f) as usize) * 4;
-    if ip_len < 20 || (be16(ip + 2) as usize) < ip_len {
-        return Err(UNPARSED);
+    if ip_len < 20 {
+        return Err(MALFORMED);
     }
-    // The options must be in the frame too.
-    f.at(p.l2_len, ip_len).map_err(|()| UNPARSED)?;
+    // The packet must fit in the frame (Ethernet padding after it is legal)
+    // and hold its own header; the options are then in the frame too.
+    let total = be16(ip + 2) as usize;
+    if total < ip_len || p.l2_len + total > f.end - f.data {
+        return Err(MALFORMED);
+    }
+    if !ipv4_checksum_ok(f, p.l2_len, ip_len) {
+        return Err(MALFORMED);
+    }
     p.ip_len = ip_len;
     let frag = be16(ip + 6);
     let proto = u8_at(ip + 9);
     p.key.proto = proto;
+    p.key.tos = u8_at(ip + 1);
     p.key.src = ip_at(ip + IP_SRC);
     p.key.dst = ip_at(ip + IP_DST);
 
@@ -363,6 +385,7 @@ fn parse_ipv4(f: &Frame, p: &mut Parsed) -> Result<(), Reason> {
         p.key.frag = FRAG_FRAGMENT;
     }
     let frag_key = FragKey {
+        ifindex: p.key.ifindex,
         src: p.key.src,
         dst: p.key.dst,
         id: be16(ip + 4),
@@ -382,14 +405,47 @@ fn parse_ipv4(f: &Frame, p: &mut Parsed) -> Result<(), Reason> {
     }
 
     p.has_l4 = true;
-    let l4_off = p.l2_len + ip_len;
+    // Verifier workaround: LLVM knows from the length checks above that
+    // the transport header is inside the frame and would drop the bounds
+    // checks below, which the verifier needs; the opaque mask (a no-op: at
+    // most 18 + 60) keeps them.
+    let l4_off = bounded::<0x7f>(p.l2_len + ip_len);
+    // Transport bytes of this packet (not of the frame: padding is not
+    // part of the packet).
+    let l4_room = total - ip_len;
     match proto {
-        IPPROTO_TCP | IPPROTO_UDP => {
-            let l4 = f.at(l4_off, 4).map_err(|()| UNPARSED)?;
+        IPPROTO_TCP => {
+            // The whole fixed header, and the options its data offset
+            // claims, inside the packet.
+            if l4_room < 20 {
+                return Err(MALFORMED);
+            }
+            let l4 = f.at(l4_off, 20).map_err(|()| MALFORMED)?;
+            let doff = ((u8_at(l4 + TCP_DOFF) >> 4) as usize) * 4;
+            if doff < 20 || doff > l4_room {
+                return Err(MALFORMED);
+            }
+            p.key.l4_src = be16(l4);
+            p.key.l4_dst = be16(l4 + 2);
+        }
+        IPPROTO_UDP => {
+            if l4_room < 8 {
+                return Err(MALFORMED);
+            }
+            let l4 = f.at(l4_off, 8).map_err(|()| MALFORMED)?;
+            // A first fragment's UDP length covers the whole datagram,
+            // which this packet does not hold: only its floor is checked.
+            let udp_len = be16(l4 + UDP_LEN) as usize;
+            if udp_len < 8 || (!is_fragment && udp_len > l4_room) {
+                return Err(MALFORMED);
+            }
             p.key.l4_src = be16(l4);
             p.key.l4_dst = be16(l4 + 2);
         }
         IPPROTO_ICMP => {
+            if l4_room < 8 {
+                return Err(UNPARSED);
+            }
             let l4 = f.at(l4_off, 8).map_err(|()| UNPARSED)?;
             let kind = u8_at(l4);
             let code = u8_at(l4 + 1);
@@ -411,6 +467,37 @@ fn parse_ipv4(f: &Frame, p: &mut Parsed) -> Result<(), Reason> {
         let _ = FRAGS.insert(frag_key, ports, 0);
     }
     Ok(())
+}
+
+/// Whether the IPv4 header of `ip_len` bytes at `ip_off` has a correct
+/// checksum: its one's-complement sum, checksum field included, is 0xffff.
+/// Summed as 32-bit words (5 to 15 of them) and folded: the same sum as
+/// over 16-bit words (RFC 1071 §2(B)), with fewer loads.
+#[inline(always)]
+fn ipv4_checksum_ok(f: &Frame, ip_off: usize, ip_len: usize) -> bool {
+    // Verifier workaround: a loop with a constant trip count (15 words, the
+    // longest header) and an early exit, instead of one bounded by the IHL,
+    // which the verifier cannot prove finite; and every load re-proves its
+    // own bounds through `Frame::at`, as the verifier does not carry the
+    // length check of the caller into the loop. `bounded` gives the header
+    // offset a range again after it went through the stack (it is 14 or 18).
+    let ip_off = bounded::<0x1f>(ip_off);
+    let mut sum: u64 = 0;
+    let mut i = 0;
+    while i < 15 {
+        if i * 4 >= ip_len {
+            break;
+        }
+        let Ok(word) = f.at(ip_off + i * 4, 4) else {
+            return false;
+        };
+        sum += raw32(word) as u64;
+        i += 1;
+    }
+    // At most 15 words of 32 bits: two folds to 32 bits, two to 16.
+    let sum = (sum & 0xffff_ffff) + (sum >> 32);
+    let sum = (sum & 0xffff_ffff) + (sum >> 32);
+    csum_fold(sum as u32) == 0xffff
 }
 
 /// Applies the rewrites of a flow that outputs. All preconditions are
@@ -741,7 +828,9 @@ unsafe fn atomic_add(addr: *mut u64, v: u64) {
 
 /// Hands the frame to the ingress interface's AF_XDP socket; drops it when
 /// the interface has none (never `XDP_PASS`: the host stack must not see
-/// tenant traffic).
+/// tenant traffic), or when it is larger than the socket's frames: the
+/// redirect would succeed and the socket drop it (`rx_dropped`), where no
+/// reason is kept.
 #[inline(always)]
 fn to_userspace(ctx: &XdpContext) -> u32 {
     let ifindex = ctx.ingress_ifindex() as u32;
@@ -749,6 +838,13 @@ fn to_userspace(ctx: &XdpContext) -> u32 {
         count(Reason::XdpNoSocket);
         return XDP_DROP;
     };
+    // The whole frame, fragments of a multi-buffer frame included (a
+    // BPF_PROG_TEST_RUN can make one; attached, this program only sees
+    // linear frames).
+    if unsafe { bpf_xdp_get_buff_len(ctx.ctx) } > u64::from(XSK_MAX_RX_FRAME) {
+        count(Reason::XdpTooBig);
+        return XDP_DROP;
+    }
     // An empty slot returns the fallback action in the flags: XDP_DROP.
     match XSKS.redirect(cfg.xsk_slot, XDP_DROP as u64) {
         Ok(_) => XDP_REDIRECT,
@@ -865,6 +961,49 @@ mod tests {
                 "word {i}: {old:#06x} -> {new:#06x}: incremental {got:#06x}, from scratch {scratch:#06x}"
             );
             words[5] = got;
+        }
+    }
+
+    /// The header checksum check over real headers of every IHL: right
+    /// checksums pass, any single flipped bit fails, and a header cut by
+    /// the frame end fails rather than reading past it.
+    #[test]
+    fn ipv4_checksum_ok_checks_every_header_word() {
+        for ihl in 5..=15usize {
+            let len = ihl * 4;
+            // 14 bytes of Ethernet header, then the IPv4 header.
+            let mut buf = vec![0u8; ETH_HLEN + len];
+            let ip = &mut buf[ETH_HLEN..];
+            ip[0] = 0x40 | ihl as u8;
+            ip[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            ip[8] = 64;
+            ip[9] = IPPROTO_UDP;
+            for (i, b) in ip[12..].iter_mut().enumerate() {
+                *b = (i as u8).wrapping_mul(37).wrapping_add(ihl as u8);
+            }
+            let words: Vec<u16> = ip
+                .chunks(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                .collect();
+            let c = checksum(&words);
+            ip[10..12].copy_from_slice(&c.to_be_bytes());
+            let frame = |b: &[u8]| Frame {
+                data: b.as_ptr() as usize,
+                end: b.as_ptr() as usize + b.len(),
+            };
+            assert!(ipv4_checksum_ok(&frame(&buf), ETH_HLEN, len), "IHL {ihl}");
+            for bit in 0..len * 8 {
+                let mut bad = buf.clone();
+                bad[ETH_HLEN + bit / 8] ^= 1 << (bit % 8);
+                assert!(
+                    !ipv4_checksum_ok(&frame(&bad), ETH_HLEN, len),
+                    "IHL {ihl}, bit {bit} flipped"
+                );
+            }
+            assert!(
+                !ipv4_checksum_ok(&frame(&buf[..buf.len() - 1]), ETH_HLEN, len),
+                "IHL {ihl}, cut"
+            );
         }
     }
 
