@@ -30,6 +30,7 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::str::FromStr;
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
@@ -201,6 +202,27 @@ pub struct BridgePort {
     /// Administrative state; a down port neither receives nor sends.
     #[serde(default = "default_true", skip_serializing_if = "is_true")]
     pub up: bool,
+    /// Anti-spoofing: frames whose source MAC or IPv4 address (and ARP
+    /// whose sender) the port does not own are dropped. Absent: on when
+    /// the port owns addresses (`addresses` or `allowed_address_pairs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_security: Option<bool>,
+    /// The MAC/IP pairs the port owns (`"MAC IP"`, or `"MAC"` alone: its IPs
+    /// are then the bridge's DHCP host entries for that MAC).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<PortAddress>,
+    /// More sources the port may use (`"IP"`, `"IP/LEN"` or `"MAC IP"`), as
+    /// Neutron's allowed address pairs (a VIP shared by two VMs, say).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_address_pairs: Vec<PortAddress>,
+}
+
+impl BridgePort {
+    /// Whether port security applies (see `port_security`).
+    pub fn port_security_on(&self) -> bool {
+        self.port_security
+            .unwrap_or(!self.addresses.is_empty() || !self.allowed_address_pairs.is_empty())
+    }
 }
 
 impl Default for BridgePort {
@@ -212,6 +234,9 @@ impl Default for BridgePort {
             inbound_filter: None,
             outbound_filter: None,
             up: true,
+            port_security: None,
+            addresses: Vec::new(),
+            allowed_address_pairs: Vec::new(),
         }
     }
 }
@@ -387,6 +412,52 @@ pub struct RouterPort {
     pub outbound_filter: Option<String>,
     #[serde(default = "default_true", skip_serializing_if = "is_true")]
     pub up: bool,
+    /// Reverse-path check on packets entering through this port. Absent:
+    /// `loose` on a port the router's default route leaves by (an uplink:
+    /// anything may arrive there, and paths may be asymmetric), `strict`
+    /// elsewhere (only the networks routed through a port, and its own
+    /// subnet, may send from behind it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverse_path: Option<ReversePath>,
+}
+
+/// RFC 3704 reverse-path filtering of a router port's incoming packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReversePath {
+    /// The route back to the source must leave by the ingress port.
+    Strict,
+    /// Some route back to the source must exist (not a blackhole/reject).
+    Loose,
+    Off,
+}
+
+impl ReversePath {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReversePath::Strict => "strict",
+            ReversePath::Loose => "loose",
+            ReversePath::Off => "off",
+        }
+    }
+}
+
+impl std::fmt::Display for ReversePath {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ReversePath {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        match s {
+            "strict" => Ok(ReversePath::Strict),
+            "loose" => Ok(ReversePath::Loose),
+            "off" => Ok(ReversePath::Off),
+            _ => Err(ValueError(format!("`{s}` is not strict, loose or off"))),
+        }
+    }
 }
 
 impl RouterPort {
@@ -401,7 +472,23 @@ impl RouterPort {
             inbound_filter: None,
             outbound_filter: None,
             up: true,
+            reverse_path: None,
         }
+    }
+
+    /// The reverse-path check in force (see `reverse_path`).
+    pub fn effective_reverse_path(&self, router: &Router, name: &str) -> ReversePath {
+        self.reverse_path.unwrap_or_else(|| {
+            let default_route_here = router
+                .routes
+                .iter()
+                .any(|r| r.dst.prefix_len() == 0 && router.route_port(r) == Some(name));
+            if default_route_here {
+                ReversePath::Loose
+            } else {
+                ReversePath::Strict
+            }
+        })
     }
 
     /// The configured MAC, or one derived from the names.

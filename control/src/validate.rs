@@ -20,6 +20,7 @@ mod chains;
 mod devices;
 mod dhcp;
 mod intents;
+mod port_security;
 
 pub(crate) fn validate(topo: &Topology) -> Vec<ValidationError> {
     let mut v = Validator {

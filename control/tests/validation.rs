@@ -907,3 +907,74 @@ fn all_errors_are_collected_and_listed_one_per_line() {
         "  version: unsupported format version 3; this vnet reads version 1"
     );
 }
+
+// --- port security --------------------------------------------------------
+
+#[test]
+fn port_security_addresses_need_a_mac_and_one_owner() {
+    let t = bridge("").replace(
+        "vm1: {interface: vm1-h}",
+        "vm1: {interface: vm1-h, addresses: [\"10.0.0.11\"]}",
+    );
+    assert_only_error(&t, "bridges.b.ports.vm1.addresses[0]", "has no MAC");
+    let t = bridge("")
+        .replace(
+            "vm1: {interface: vm1-h}",
+            "vm1: {interface: vm1-h, addresses: [\"02:00:00:00:01:01 10.0.0.11\"]}",
+        )
+        .replace(
+            "vm2: {interface: vm2-h}",
+            "vm2: {interface: vm2-h, addresses: [\"02:00:00:00:01:01 10.0.0.12\"]}",
+        );
+    assert_only_error(
+        &t,
+        "bridges.b.ports.vm2.addresses[0]",
+        "already owned by port vm1",
+    );
+    let t = bridge("").replace(
+        "vm1: {interface: vm1-h}",
+        "vm1: {interface: vm1-h, allowed_address_pairs: [\"ff:ff:ff:ff:ff:ff 10.0.0.9\"]}",
+    );
+    assert_only_error(
+        &t,
+        "bridges.b.ports.vm1.allowed_address_pairs[0]",
+        "not a unicast MAC",
+    );
+}
+
+#[test]
+fn no_guest_port_may_own_the_networks_addresses() {
+    let t = BASE.replace(
+        "vm1: {interface: vm1-h}",
+        "vm1: {interface: vm1-h, allowed_address_pairs: [\"10.1.0.0/24\"]}",
+    );
+    assert_only_error(
+        &t,
+        "bridges.red.ports.vm1.allowed_address_pairs[0]",
+        "10.1.0.1 belongs to router port r1/red",
+    );
+    let t = BASE.replace(
+        "gw: {peer: r1/red}",
+        "gw: {peer: r1/red, port_security: true}",
+    );
+    assert_only_error(&t, "bridges.red.ports.gw.port_security", "exterior ports");
+}
+
+#[test]
+fn a_port_address_of_the_wrong_form_is_a_parse_error() {
+    let t = bridge("").replace(
+        "vm1: {interface: vm1-h}",
+        "vm1: {interface: vm1-h, addresses: [\"02:00:00:00:01:01 10.0.0.300\"]}",
+    );
+    let err = parse_str(&t).unwrap_err().to_string();
+    assert!(err.contains("MAC IP"), "{err}");
+    let t = edge(
+        "      lan: {address: 10.0.0.1/24, interface: lan-h, reverse_path: sometimes}\n",
+        "",
+    );
+    let err = parse_str(&t).unwrap_err().to_string();
+    assert!(
+        err.contains("reverse_path") || err.contains("sometimes"),
+        "{err}"
+    );
+}

@@ -36,7 +36,10 @@ struct Bench {
 
 impl Bench {
     fn new() -> Bench {
-        let topo = vnet_control::parse_str(TOPOLOGY).expect("test topology is valid");
+        Bench::with(TOPOLOGY)
+    }
+    fn with(topology: &str) -> Bench {
+        let topo = vnet_control::parse_str(topology).expect("test topology is valid");
         Bench {
             snap: Snapshot::compile(&topo, 1),
             state: State::default(),
@@ -316,4 +319,24 @@ fn trace_names_every_step() {
         is_static: false
     }));
     assert_eq!(d.trace.last(), Some(&Step::Egress { port: vm1 }));
+}
+
+#[test]
+fn a_flood_reaches_every_port_of_a_large_bridge() {
+    // Cloud bridges have hundreds of ports; the hop limit counts the depth
+    // of one path, not the copies of a flood.
+    let mut yaml = String::from("version: 1\nbridges:\n  big:\n    ports:\n");
+    for i in 0..100 {
+        yaml.push_str(&format!("      p{i}: {{interface: big{i}-h}}\n"));
+    }
+    let mut b = Bench::with(&yaml);
+    let request = arp_frame(ARP_REQUEST, M1, IP1, [0; 6], IP2, BROADCAST);
+    let d = b.send("big/p0", &request);
+    assert_eq!(d.verdict, Verdict::Flooded);
+    let reached = b.emitted_to(&d);
+    assert_eq!(reached.len(), 99, "every other port gets the broadcast");
+    assert!(!reached.contains(&"big/p0".to_string()));
+    assert!(!d.trace.contains(&Step::Drop {
+        reason: Reason::HopLimit
+    }));
 }

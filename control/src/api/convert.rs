@@ -277,6 +277,15 @@ impl TryFrom<pb::BridgePort> for BridgePort {
             inbound_filter: p.inbound_filter,
             outbound_filter: p.outbound_filter,
             up: p.up.unwrap_or(true),
+            port_security: p.port_security,
+            addresses: list(p.addresses, |a| {
+                text("", &a, "an address of the documented form")
+            })
+            .map_err(|e| e.within("addresses"))?,
+            allowed_address_pairs: list(p.allowed_address_pairs, |a| {
+                text("", &a, "an address of the documented form")
+            })
+            .map_err(|e| e.within("allowed_address_pairs"))?,
         })
     }
 }
@@ -290,6 +299,13 @@ impl From<&BridgePort> for pb::BridgePort {
             inbound_filter: p.inbound_filter.clone(),
             outbound_filter: p.outbound_filter.clone(),
             up: Some(p.up),
+            port_security: p.port_security,
+            addresses: p.addresses.iter().map(ToString::to_string).collect(),
+            allowed_address_pairs: p
+                .allowed_address_pairs
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
         }
     }
 }
@@ -426,6 +442,7 @@ impl TryFrom<pb::RouterPort> for RouterPort {
             inbound_filter: p.inbound_filter,
             outbound_filter: p.outbound_filter,
             up: p.up.unwrap_or(true),
+            reverse_path: opt("reverse_path", &p.reverse_path)?,
         })
     }
 }
@@ -441,6 +458,7 @@ impl From<&RouterPort> for pb::RouterPort {
             inbound_filter: p.inbound_filter.clone(),
             outbound_filter: p.outbound_filter.clone(),
             up: Some(p.up),
+            reverse_path: s_opt(&p.reverse_path),
         }
     }
 }

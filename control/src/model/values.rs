@@ -418,6 +418,85 @@ string_serde!(
 );
 
 // ---------------------------------------------------------------------------
+// Addresses a port owns (port security)
+
+/// A MAC and/or IPv4 address (or prefix) that a bridge port may use as a
+/// source, written `MAC`, `IP`, `IP/LEN`, `MAC IP` or `MAC IP/LEN`
+/// (Neutron's fixed IPs and allowed address pairs). A missing part means
+/// "the port's own": an IP without a MAC goes with any MAC the port owns,
+/// a MAC without an IP takes the port's addresses from the bridge's DHCP
+/// host entries for that MAC.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct PortAddress {
+    pub mac: Option<MacAddr>,
+    pub ip: Option<ipnet::Ipv4Net>,
+}
+
+impl fmt::Display for PortAddress {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let ip = |f: &mut fmt::Formatter, n: &ipnet::Ipv4Net| {
+            if n.prefix_len() == 32 {
+                write!(f, "{}", n.addr())
+            } else {
+                write!(f, "{n}")
+            }
+        };
+        match (&self.mac, &self.ip) {
+            (Some(m), Some(n)) => {
+                write!(f, "{m} ")?;
+                ip(f, n)
+            }
+            (Some(m), None) => write!(f, "{m}"),
+            (None, Some(n)) => ip(f, n),
+            (None, None) => Ok(()),
+        }
+    }
+}
+
+impl FromStr for PortAddress {
+    type Err = ValueError;
+
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        let bad = || {
+            value_error(
+                s,
+                "`MAC`, `IP`, `IP/LEN` or `MAC IP` (like \"02:00:00:00:00:11 10.0.0.11\")",
+            )
+        };
+        let ip = |t: &str| -> Result<ipnet::Ipv4Net, ValueError> {
+            if t.contains('/') {
+                t.parse::<ipnet::Ipv4Net>().map_err(|_| bad())
+            } else {
+                t.parse::<Ipv4Addr>()
+                    .map(ipnet::Ipv4Net::from)
+                    .map_err(|_| bad())
+            }
+        };
+        let parts: Vec<&str> = s.split_whitespace().collect();
+        match parts.as_slice() {
+            [one] if one.contains(':') => Ok(PortAddress {
+                mac: Some(one.parse().map_err(|_| bad())?),
+                ip: None,
+            }),
+            [one] => Ok(PortAddress {
+                mac: None,
+                ip: Some(ip(one)?),
+            }),
+            [mac, addr] => Ok(PortAddress {
+                mac: Some(mac.parse().map_err(|_| bad())?),
+                ip: Some(ip(addr)?),
+            }),
+            _ => Err(bad()),
+        }
+    }
+}
+
+string_serde!(
+    PortAddress,
+    "a port address: `MAC`, `IP`, `IP/LEN` or `MAC IP`"
+);
+
+// ---------------------------------------------------------------------------
 // IP protocol
 
 /// An IP protocol number, written as a name (`tcp`, `udp`, `icmp`) or a

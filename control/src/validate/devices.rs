@@ -117,6 +117,7 @@ impl Validator<'_> {
         }
 
         self.dhcp(&path, bridge);
+        self.port_security(name, bridge);
     }
 
     fn router(&mut self, name: &str, router: &Router) {

@@ -22,6 +22,11 @@ pub(super) fn process(
         walk.drop(Reason::LinkLocalDrop, false);
         return;
     }
+    if matches!(h.l3, L3::Arp(_)) {
+        // Port security, ARP suppression and the routers read the sender
+        // and target hardware addresses, which the flow key does not hold.
+        walk.not_installable("ARP: the key does not hold the hardware addresses");
+    }
 
     let parsed;
     let mut h = h;
@@ -38,7 +43,7 @@ pub(super) fn process(
         // A NAT rule may have rewritten the frame.
         parsed = match packet::parse(&frame) {
             Ok(p) => p,
-            Err(_) => return walk.drop(Reason::Malformed, false),
+            Err(e) => return walk.drop(e.reason(), false),
         };
         h = &parsed;
     }
@@ -130,7 +135,9 @@ fn learn(walk: &mut Walk, bridge_id: usize, in_port: PortId, h: &Headers) {
             });
             walk.decision.invalidate.push(Tag::mac(bridge.tag, &h.src));
         }
-        Learned::TableFull => walk.step(|| Step::MacTableFull { mac: h.src }),
+        Learned::TableFull | Learned::BridgeLimit => {
+            walk.step(|| Step::MacTableFull { mac: h.src })
+        }
     }
 }
 

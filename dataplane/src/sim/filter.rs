@@ -93,6 +93,7 @@ impl Env for FilterEnv<'_, '_> {
         let Ok(h) = packet::parse(self.frame) else {
             return Direction::Forward;
         };
+        let h = super::fragments::view(self.walk, &h);
         let state = match tuple_of(self.frame, &h) {
             None => Direction::Forward,
             Some((t, true)) => {
@@ -161,6 +162,7 @@ fn run_one(walk: &mut Walk, chain: ChainId, frame: &mut Vec<u8>, at: Point) -> b
         walk.drop(Reason::Malformed, false);
         return false;
     };
+    let h = super::fragments::view(walk, &h);
     let mut p = packet_of(&h, at.in_port, at.out_port);
     let snap = walk.snap;
     let verdict = {
@@ -190,12 +192,14 @@ fn run_one(walk: &mut Walk, chain: ChainId, frame: &mut Vec<u8>, at: Point) -> b
     }
 }
 
-/// REJECT: on a router, answer the sender (ICMP or TCP RST); on a bridge,
-/// drop. Never installed: every rejected packet gets its answer.
+/// REJECT: on a router, answer the sender (ICMP or TCP RST) from the
+/// ingress port; on a bridge, answer as OVN's reject does, from the
+/// original destination. Never installed: every rejected packet gets its
+/// answer.
 fn reject(walk: &mut Walk, frame: &[u8], with: RejectWith, at: Point) {
     walk.not_installable("REJECT answers every packet");
     let Some((port, via, sender)) = at.reply_via else {
-        walk.drop(Reason::FilterReject, false);
+        reject_on_bridge(walk, frame, with, at);
         return;
     };
     let Ok(h) = packet::parse(frame) else {
@@ -215,6 +219,37 @@ fn reject(walk: &mut Walk, frame: &[u8], with: RejectWith, at: Point) {
     if let Some(answer) = answer {
         walk.step(|| Step::Rejected { with });
         walk.inject(port, build::ethernet_ipv4(sender, via.mac, &answer));
+    }
+    walk.drop(Reason::FilterReject, false);
+}
+
+/// REJECT on a bridge (MidoNet dropped): TCP gets a RST, anything else ICMP
+/// port unreachable (what `icmp-port-unreachable` asks for TCP too), sent
+/// from the original destination's addresses back out of the ingress port,
+/// so the sender sees what a host that refused would have said. Nothing is
+/// answered where a host would stay silent (RFC 1812 4.3.2.7: ICMP errors,
+/// later fragments, broadcast or multicast).
+fn reject_on_bridge(walk: &mut Walk, frame: &[u8], with: RejectWith, at: Point) {
+    let answer = (|| {
+        let port = at.in_port?;
+        let h = packet::parse(frame).ok()?;
+        let L3::Ipv4(ip, l4) = h.l3 else { return None };
+        let broadcast = packet::is_multicast(&h.dst) || ip.dst[0] >= 224 || ip.dst == [255; 4];
+        if broadcast || !super::router::may_answer_with_error(&ip, l4) {
+            return None;
+        }
+        let end = (h.l3_offset + ip.total_len as usize).min(frame.len());
+        let original = &frame[h.l3_offset..end];
+        let packet = if ip.proto == IPPROTO_TCP && with != RejectWith::IcmpPortUnreachable {
+            build::tcp_reset_for(original)?
+        } else {
+            build::icmp_error(ip.dst, 3, 3, 0, original)
+        };
+        Some((port, build::ethernet_ipv4(h.src, h.dst, &packet)))
+    })();
+    if let Some((port, reply)) = answer {
+        walk.step(|| Step::Rejected { with });
+        walk.inject(port, reply);
     }
     walk.drop(Reason::FilterReject, false);
 }

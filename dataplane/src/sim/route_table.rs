@@ -78,6 +78,28 @@ impl RouteTable {
         self.by_len.is_empty()
     }
 
+    /// Whether one of the best routes for a packet from `src` to `dst` (any
+    /// of the equal-cost ones, whatever the flow hash) satisfies `pred`;
+    /// false when no route matches. For reverse-path checks.
+    pub fn any_best(&self, dst: [u8; 4], src: [u8; 4], pred: impl Fn(&Route) -> bool) -> bool {
+        let dst = u32::from_be_bytes(dst);
+        for (len, routes) in &self.by_len {
+            let Some(candidates) = routes.get(&(dst & mask(*len))) else {
+                continue;
+            };
+            let matching = || {
+                candidates
+                    .iter()
+                    .filter(|r| r.src.is_none_or(|(p, l)| in_prefix(src, p, l)))
+            };
+            let Some(best) = matching().map(|r| r.weight).min() else {
+                continue;
+            };
+            return matching().filter(|r| r.weight == best).any(pred);
+        }
+        false
+    }
+
     /// The route for a packet from `src` to `dst`; `flow_hash` picks among
     /// equal-cost routes, so one flow always takes the same path.
     pub fn lookup(&self, dst: [u8; 4], src: [u8; 4], flow_hash: u64) -> Option<&Route> {

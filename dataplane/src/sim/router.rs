@@ -7,6 +7,7 @@ use crate::packet::{
     self, build, Arp, Headers, Ipv4, Mac, ARP_REPLY, ARP_REQUEST, BROADCAST, ETH_HLEN, L3, L4,
 };
 use vnet_common::{act, Reason};
+use vnet_control::ReversePath;
 
 /// ICMP types and codes the router sends.
 mod icmp {
@@ -47,6 +48,12 @@ pub(super) fn process(
             // Pre-routing: the router's inbound filters (DNAT, reverse
             // SNAT, firewall) see the packet before anything else.
             let mut frame = frame;
+            // ICMP errors follow the NAT binding of what they quote.
+            if walk.origin.is_some() {
+                if let Err(r) = super::nat::translate_related_error(walk, &mut frame, router.tag) {
+                    return walk.drop(r, false);
+                }
+            }
             if walk.origin.is_some() && !router.filters.inbound.is_empty() {
                 let at = filter::Point {
                     in_port: Some(in_port),
@@ -168,7 +175,7 @@ fn refuse(walk: &mut Walk, o: &Offender, (kind, code, rest): (u8, u8, u32), reas
 /// Whether an ICMP error may be sent about this packet (RFC 1812 §4.3.2.7):
 /// never about an ICMP error, a non-first fragment, or a packet from a
 /// broadcast/multicast/zero source.
-fn may_answer_with_error(ip: &Ipv4, l4: L4) -> bool {
+pub(super) fn may_answer_with_error(ip: &Ipv4, l4: L4) -> bool {
     let icmp_error =
         matches!(l4, L4::Icmp { kind, .. } if !matches!(kind, 0 | 8 | 13 | 14 | 17 | 18));
     !icmp_error
@@ -191,6 +198,19 @@ fn ip_input(
 ) {
     let snap = walk.snap;
     let router = &snap.routers[router_id];
+
+    // RFC 1812 5.3.7 and RFC 3704, before anything else (Linux checks
+    // both before local delivery too). The decision reads addresses, which
+    // are in the key, and the routes, which are tagged: a drop is installed.
+    if let Some(reason) = martian(snap, router, port, ip) {
+        walk.drop(reason, true);
+        return;
+    }
+    let check = snap.ports[in_port].reverse_path;
+    if !port.contains(ip.src) && !reverse_path_ok(router, check, in_port, ip) {
+        walk.drop(Reason::ReversePath, true);
+        return;
+    }
 
     // Packets for the router itself (any of its addresses, from any side,
     // and its NAT addresses when no rule translated them).
@@ -259,6 +279,11 @@ fn ip_input(
     walk.actions.ttl_dec = walk.actions.ttl_dec.saturating_add(1);
 
     // Post-routing: the router's outbound filters (SNAT, reverse DNAT).
+    if walk.origin.is_some() {
+        if let Err(r) = super::nat::translate_related_error_out(walk, &mut frame, router.tag) {
+            return walk.drop(r, false);
+        }
+    }
     if walk.origin.is_some() && !router.filters.outbound.is_empty() {
         let at = filter::Point {
             in_port: Some(in_port),
@@ -276,7 +301,9 @@ fn ip_input(
         walk.actions.mtu = egress.mtu;
     }
     if ip.total_len > egress.mtu {
-        walk.not_installable("larger than the egress MTU (the kernel sends such packets up anyway)");
+        walk.not_installable(
+            "larger than the egress MTU (the kernel sends such packets up anyway)",
+        );
         if ip.dont_fragment {
             let too_big = (
                 icmp::DEST_UNREACHABLE,
@@ -305,6 +332,53 @@ fn ip_input(
     resolve_and_send(
         walk, router_id, in_port, out_port, egress, next_hop, frame, sender, &original,
     );
+}
+
+/// Addresses no router forwards (RFC 1812 5.3.7). Sources: "this network"
+/// 0/8, loopback 127/8, multicast and class E (224/3, with the limited
+/// broadcast), the subnet's own broadcast, and the router's own addresses
+/// (a guest posing as its gateway). Destinations: 0/8, 127/8 and class E
+/// (multicast and broadcast destinations are `NotRoutable`). 169.254/16 is
+/// left alone: clouds route their metadata service there.
+fn martian(
+    snap: &super::Snapshot,
+    router: &super::snapshot::Router,
+    port: RouterIf,
+    ip: &Ipv4,
+) -> Option<Reason> {
+    let reserved = |a: [u8; 4]| a[0] == 0 || a[0] == 127;
+    let own = router.port_with_addr(snap, ip.src).is_some();
+    if reserved(ip.src) || ip.src[0] >= 224 || port.broadcast() == Some(ip.src) || own {
+        return Some(Reason::MartianSource);
+    }
+    if reserved(ip.dst) || (ip.dst[0] >= 240 && ip.dst != [255; 4]) {
+        return Some(Reason::MartianDestination);
+    }
+    None
+}
+
+/// The ingress port's reverse-path check (a source inside the port's own
+/// subnet, which is on-link, passes before this): strict wants a best
+/// route back to the source through the ingress port (any of the
+/// equal-cost ones), loose any forwarding route back.
+fn reverse_path_ok(
+    router: &super::snapshot::Router,
+    check: ReversePath,
+    in_port: PortId,
+    ip: &Ipv4,
+) -> bool {
+    let routes = &router.routes;
+    match check {
+        ReversePath::Off => true,
+        ReversePath::Loose => routes.any_best(ip.src, ip.dst, |r| {
+            matches!(r.next_hop, NextHop::Port { .. })
+        }),
+        ReversePath::Strict => routes.any_best(
+            ip.src,
+            ip.dst,
+            |r| matches!(r.next_hop, NextHop::Port { port, .. } if port == in_port),
+        ),
+    }
 }
 
 /// Resolves the next hop's MAC and sends the frame; queues it while ARP is

@@ -6,7 +6,7 @@ use super::route_table::{NextHop, Route, RouteTable};
 use super::Tag;
 use crate::hash::HashMap;
 use crate::packet::Mac;
-use vnet_control::{RouteType, Topology};
+use vnet_control::{ReversePath, RouteType, Topology};
 
 /// Index of a port in `Snapshot::ports`; valid within one snapshot only
 /// (tags are the ids that survive snapshots).
@@ -66,6 +66,57 @@ pub struct Port {
     /// Connection-tracking zone of the port's filters: its stateful port
     /// group, or its device.
     pub zone: Tag,
+    /// Anti-spoofing of an exterior bridge port (`None`: off).
+    pub security: Option<PortSecurity>,
+    /// Reverse-path check of a router port (`Off` on bridge ports).
+    pub reverse_path: ReversePath,
+}
+
+/// What a port with port security on owns: the sources its guest may use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortSecurity {
+    pub macs: Vec<Mac>,
+    /// IPv4 prefixes with the MAC they go with (`None`: any owned MAC).
+    pub ips: Vec<(Option<Mac>, [u8; 4], u8)>,
+}
+
+impl PortSecurity {
+    pub fn owns_mac(&self, mac: &Mac) -> bool {
+        self.macs.contains(mac)
+    }
+
+    /// Whether `ip` may be sent with source MAC `mac`.
+    pub fn owns_ip(&self, mac: &Mac, ip: [u8; 4]) -> bool {
+        self.ips.iter().any(|(m, net, len)| {
+            m.is_none_or(|m| m == *mac) && super::route_table::in_prefix(ip, *net, *len)
+        })
+    }
+
+    fn compile(port: &vnet_control::BridgePort, bridge: &vnet_control::Bridge) -> PortSecurity {
+        let mut sec = PortSecurity::default();
+        for a in port.addresses.iter().chain(&port.allowed_address_pairs) {
+            if let Some(mac) = a.mac {
+                if !sec.macs.contains(&mac.0) {
+                    sec.macs.push(mac.0);
+                }
+            }
+            match (a.mac, a.ip) {
+                (mac, Some(net)) => {
+                    sec.ips
+                        .push((mac.map(|m| m.0), net.network().octets(), net.prefix_len()))
+                }
+                // A MAC alone: its addresses are the bridge's DHCP hosts.
+                (Some(mac), None) => {
+                    let hosts = bridge.dhcp.iter().flat_map(|s| &s.hosts);
+                    for h in hosts.filter(|h| h.mac == mac) {
+                        sec.ips.push((Some(mac.0), h.ip.octets(), 32));
+                    }
+                }
+                (None, None) => {}
+            }
+        }
+        sec
+    }
 }
 
 /// Address, MAC and MTU of a router port.
@@ -101,6 +152,9 @@ pub struct Bridge {
     /// The DHCP subnets the bridge serves.
     pub dhcp: super::dhcp::Config,
     pub filters: Filters,
+    /// Addresses the network owns on this bridge (linked router ports,
+    /// their NAT addresses, DHCP servers): no guest may claim them in ARP.
+    pub network_addrs: Vec<[u8; 4]>,
 }
 
 #[derive(Debug, Clone)]
@@ -162,6 +216,9 @@ impl Snapshot {
                 if let Some(peer) = &p.peer {
                     peers.push((id, format!("{}/{}", peer.device, peer.port)));
                 }
+                if p.interface.is_some() && p.port_security_on() {
+                    snap.ports[id].security = Some(PortSecurity::compile(p, b));
+                }
                 ports.push(id);
             }
             let bridge_name = bname.clone();
@@ -186,6 +243,7 @@ impl Snapshot {
                 arp_table,
                 dhcp: super::dhcp::Config::compile(bname, &b.dhcp),
                 filters: Filters::default(),
+                network_addrs: Vec::new(),
             });
         }
 
@@ -206,6 +264,7 @@ impl Snapshot {
                 if let Some(peer) = &p.peer {
                     peers.push((id, format!("{}/{}", peer.device, peer.port)));
                 }
+                snap.ports[id].reverse_path = p.effective_reverse_path(r, pname);
                 ports.push(id);
             }
             let routes = r.routes.iter().enumerate().filter_map(|(index, route)| {
@@ -250,7 +309,37 @@ impl Snapshot {
         snap.seed_router_peers();
         snap.seed_dhcp_servers();
         snap.attach_filters(topology);
+        snap.seed_network_addresses();
         snap
+    }
+
+    /// The addresses each bridge must protect from guests' ARP: those of the
+    /// router ports linked to it, the NAT addresses their routers own on
+    /// those ports, and the bridge's DHCP servers.
+    fn seed_network_addresses(&mut self) {
+        for b in 0..self.bridges.len() {
+            let mut addrs: Vec<[u8; 4]> = self.bridges[b]
+                .dhcp
+                .subnets
+                .iter()
+                .map(|s| s.server)
+                .collect();
+            for &port in &self.bridges[b].ports {
+                let Binding::Peer(peer) = self.ports[port].binding else {
+                    continue;
+                };
+                let Some(l3) = self.ports[peer].l3 else {
+                    continue;
+                };
+                addrs.push(l3.addr);
+                if let DeviceRef::Router(r) = self.ports[peer].device {
+                    addrs.extend(self.routers[r].owned.get(&peer).into_iter().flatten());
+                }
+            }
+            addrs.sort_unstable();
+            addrs.dedup();
+            self.bridges[b].network_addrs = addrs;
+        }
     }
 
     /// Compiles the chains and attaches them to ports and devices; sets
@@ -370,6 +459,8 @@ impl Snapshot {
             l3: None,
             filters: Filters::default(),
             zone: Tag(0),
+            security: None,
+            reverse_path: ReversePath::Off,
         });
         id
     }
