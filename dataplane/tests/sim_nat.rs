@@ -3,12 +3,12 @@
 //! variant of it.
 use vnet_common::{act, Reason};
 use vnet_dataplane::packet::build::{
-    arp_frame, ethernet_ipv4, icmp_echo_frame, icmp_error, tcp_frame, udp_frame,
+    arp_frame, ethernet_ipv4, fragment_ipv4, icmp_echo_frame, icmp_error, tcp_frame, udp_frame,
 };
 use vnet_dataplane::packet::{
     self, checksum, Mac, ARP_REPLY, ARP_REQUEST, BROADCAST, ETH_HLEN, L3, L4,
 };
-use vnet_dataplane::sim::{simulate, Decision, Snapshot, State, Verdict};
+use vnet_dataplane::sim::{simulate, Decision, Snapshot, State, Step, Verdict};
 
 const VM1_MAC: Mac = [2, 0, 0, 0, 1, 1];
 const VM2_MAC: Mac = [2, 0, 0, 0, 1, 2];
@@ -202,24 +202,24 @@ fn two_guests_with_the_same_icmp_id_get_distinct_ids() {
     let gw = tenant_gw(&n);
     let d2 = n.send(
         "tenant/vm2",
-        &icmp_echo_frame(VM2_MAC, gw, VM2, REMOTE, true, 77, 1, b"ping"),
+        &icmp_echo_frame(VM2_MAC, gw, VM2, REMOTE, true, 7777, 1, b"ping"),
     );
     let d3 = n.send(
         "tenant/vm3",
-        &icmp_echo_frame(VM3_MAC, gw, VM3, REMOTE, true, 77, 1, b"ping"),
+        &icmp_echo_frame(VM3_MAC, gw, VM3, REMOTE, true, 7777, 1, b"ping"),
     );
     let (_, src2, _, id2, _) = single(&n, &d2);
     let (_, src3, _, id3, _) = single(&n, &d3);
     assert_eq!((src2, src3), (SNAT_IP, SNAT_IP));
-    assert_eq!(id2, 77, "the first keeps its id");
-    assert_ne!(id3, 77, "the second is translated");
+    assert_eq!(id2, 7777, "the first keeps its id (inside the range)");
+    assert_ne!(id3, 7777, "the second is translated");
     for (id, guest, vm) in [(id2, "tenant/vm2", VM2), (id3, "tenant/vm3", VM3)] {
         let mut reply = icmp_echo_frame(GW_MAC, [0; 6], REMOTE, SNAT_IP, false, id, 1, b"ping");
         n.addressed_from_outside(&mut reply);
         let d = n.send("edge/uplink", &reply);
         assert_eq!(
             single(&n, &d),
-            (guest.into(), REMOTE, vm, 77, 0),
+            (guest.into(), REMOTE, vm, 7777, 0),
             "reply with id {id}"
         );
     }
@@ -511,4 +511,569 @@ fn bindings_are_bounded_and_expire_with_their_connection() {
         n.out(&d).iter().all(|(p, _)| p != "tenant/vm2"),
         "an expired binding translates nothing"
     );
+}
+
+// --- issue 11: NAT is complete --------------------------------------------
+
+/// `frame` (an Ethernet IPv4 frame) with IP id `id`, split into fragments of
+/// at most `mtu` bytes of IPv4 each, as Ethernet frames with its MACs.
+fn fragmented(frame: &[u8], id: u16, mtu: usize) -> Vec<Vec<u8>> {
+    let mut ip = frame[ETH_HLEN..].to_vec();
+    ip[4..6].copy_from_slice(&id.to_be_bytes());
+    ip[10..12].copy_from_slice(&[0, 0]);
+    let c = checksum::ipv4_header(&ip[..20]);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    fragment_ipv4(&ip, mtu)
+        .unwrap()
+        .into_iter()
+        .map(|f| {
+            let mut e = frame[..ETH_HLEN].to_vec();
+            e.extend_from_slice(&f);
+            e
+        })
+        .collect()
+}
+
+fn ipv4_of(f: &[u8]) -> packet::Ipv4 {
+    let L3::Ipv4(ip, _) = packet::parse(f).unwrap().l3 else {
+        panic!("not IPv4")
+    };
+    ip
+}
+
+/// Reassembles fragments (Ethernet frames) as the receiver would: they
+/// must share addresses, protocol and id, and cover the datagram exactly.
+fn reassemble(frags: &[Vec<u8>]) -> Vec<u8> {
+    let first = ipv4_of(&frags[0]);
+    let mut data = Vec::new();
+    for (i, f) in frags.iter().enumerate() {
+        let ip = ipv4_of(f);
+        let o = ETH_HLEN;
+        assert_eq!(
+            checksum::ipv4_header(&f[o..o + ip.header_len]),
+            0,
+            "fragment {i}: IPv4 header checksum"
+        );
+        assert_eq!(
+            (ip.src, ip.dst, ip.proto, ip.id),
+            (first.src, first.dst, first.proto, first.id),
+            "fragment {i} belongs to the datagram"
+        );
+        assert_eq!(
+            ip.frag_offset as usize * 8,
+            data.len(),
+            "fragment {i} in order"
+        );
+        assert_eq!(ip.more_fragments, i + 1 < frags.len());
+        data.extend_from_slice(&f[o + ip.header_len..o + ip.total_len as usize]);
+    }
+    let mut ip = frags[0][ETH_HLEN..ETH_HLEN + first.header_len].to_vec();
+    let total = (ip.len() + data.len()) as u16;
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    ip[6..8].copy_from_slice(&[0, 0]);
+    ip[10..12].copy_from_slice(&[0, 0]);
+    let c = checksum::ipv4_header(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    ip.extend_from_slice(&data);
+    let mut whole = frags[0][..ETH_HLEN].to_vec();
+    whole.extend_from_slice(&ip);
+    verify_checksums(&whole);
+    whole
+}
+
+/// (src, dst, sport, dport) of a whole UDP/TCP frame.
+fn ports_of(f: &[u8]) -> ([u8; 4], [u8; 4], u16, u16) {
+    let h = packet::parse(f).unwrap();
+    let L3::Ipv4(ip, L4::Ports { src, dst }) = h.l3 else {
+        panic!("no ports")
+    };
+    (ip.src, ip.dst, src, dst)
+}
+
+/// Sends every fragment on `port`; each must come out alone on `expect`.
+fn send_all(n: &mut Net, port: &str, frags: &[Vec<u8>], expect: &str) -> Vec<Vec<u8>> {
+    frags
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let d = n.send(port, f);
+            let out = n.out(&d);
+            assert_eq!(out.len(), 1, "fragment {i}: {:?} {:?}", d.verdict, d.trace);
+            assert_eq!(out[0].0, expect, "fragment {i}");
+            out[0].1.clone()
+        })
+        .collect()
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + 3) as u8).collect()
+}
+
+#[test]
+fn every_fragment_of_a_first_datagram_is_translated_and_reassembles() {
+    let mut n = Net::new(&variant());
+    let gw = tenant_gw(&n);
+    // vm3 holds source port 5000 towards the remote, so vm2's is translated:
+    // its later fragments must stay consistent with a rewritten first one.
+    let d = n.send(
+        "tenant/vm3",
+        &udp_frame(VM3_MAC, gw, VM3, REMOTE, 5000, 53, b"x"),
+    );
+    assert_eq!(single(&n, &d).3, 5000);
+    let payload = pattern(2000);
+    let datagram = udp_frame(VM2_MAC, gw, VM2, REMOTE, 5000, 53, &payload);
+    let frags = fragmented(&datagram, 0x4242, 1000);
+    assert_eq!(frags.len(), 3);
+    let out = send_all(&mut n, "tenant/vm2", &frags, "edge/uplink");
+    for (i, (sent, got)) in frags.iter().zip(&out).enumerate().skip(1) {
+        let (a, b) = (ipv4_of(sent), ipv4_of(got));
+        assert_eq!((b.src, b.dst), (SNAT_IP, REMOTE), "fragment {i} translated");
+        assert_eq!(
+            &got[ETH_HLEN + b.header_len..],
+            &sent[ETH_HLEN + a.header_len..],
+            "fragment {i}: only the addresses are rewritten (ports live in the first)"
+        );
+    }
+    let whole = reassemble(&out);
+    let (src, dst, sport, dport) = ports_of(&whole);
+    assert_eq!((src, dst, dport), (SNAT_IP, REMOTE, 53));
+    assert_ne!(sport, 5000, "the first fragment's port was translated");
+    assert_eq!(&whole[ETH_HLEN + 28..], &payload[..]);
+
+    // The fragmented answer comes back whole to vm2.
+    let mut reply = udp_frame(GW_MAC, [0; 6], REMOTE, SNAT_IP, 53, sport, &payload);
+    n.addressed_from_outside(&mut reply);
+    let frags = fragmented(&reply, 0x5151, 1000);
+    let out = send_all(&mut n, "edge/uplink", &frags, "tenant/vm2");
+    let whole = reassemble(&out);
+    assert_eq!(ports_of(&whole), (REMOTE, VM2, 53, 5000));
+}
+
+#[test]
+fn later_fragments_follow_a_port_forward() {
+    let mut n = Net::new(&variant());
+    let mut f = udp_frame(GW_MAC, [0; 6], REMOTE, SNAT_IP, 52000, 8003, &pattern(1800));
+    n.addressed_from_outside(&mut f);
+    let frags = fragmented(&f, 7, 800);
+    let out = send_all(&mut n, "edge/uplink", &frags, "tenant/vm3");
+    let whole = reassemble(&out);
+    assert_eq!(ports_of(&whole), (REMOTE, VM3, 52000, 83));
+}
+
+#[test]
+fn a_later_fragment_without_its_first_is_dropped_at_dynamic_nat_only() {
+    let mut n = Net::new(&example());
+    let gw = tenant_gw(&n);
+    let frags = fragmented(
+        &udp_frame(VM2_MAC, gw, VM2, REMOTE, 6000, 53, &pattern(1500)),
+        9,
+        1000,
+    );
+    let d = n.send("tenant/vm2", &frags[1]);
+    assert_eq!(
+        d.verdict,
+        Verdict::Dropped(Reason::FragmentUnknown),
+        "never sent with the private source: {:?}",
+        d.trace
+    );
+    // A first fragment is remembered for a few seconds only.
+    n.send("tenant/vm2", &frags[0]);
+    n.now += vnet_dataplane::sim::fragments::TIMEOUT_NS + 1;
+    let d = n.send("tenant/vm2", &frags[1]);
+    assert_eq!(d.verdict, Verdict::Dropped(Reason::FragmentUnknown));
+
+    // A static translation (vm1's floating IP) needs no ports.
+    let frags = fragmented(
+        &udp_frame(VM1_MAC, gw, VM1, REMOTE, 6000, 53, &pattern(1500)),
+        10,
+        1000,
+    );
+    let d = n.send("tenant/vm1", &frags[1]);
+    let out = n.out(&d);
+    assert_eq!(out.len(), 1, "{:?}", d.trace);
+    let ip = ipv4_of(&out[0].1);
+    assert_eq!((out[0].0.as_str(), ip.src), ("edge/uplink", FLOATING));
+}
+
+#[test]
+fn the_fragment_table_is_bounded_per_zone() {
+    use vnet_dataplane::sim::fragments::FragmentTable;
+    let mut n = Net::new(&variant());
+    n.st.fragments = FragmentTable::with_limits(2, 1);
+    let gw = tenant_gw(&n);
+    let vm2 = fragmented(
+        &udp_frame(VM2_MAC, gw, VM2, REMOTE, 5000, 53, &pattern(1500)),
+        1,
+        1000,
+    );
+    let vm3 = fragmented(
+        &udp_frame(VM3_MAC, gw, VM3, REMOTE, 5000, 53, &pattern(1500)),
+        2,
+        1000,
+    );
+    let d = n.send("tenant/vm2", &vm2[0]);
+    assert_eq!(d.verdict, Verdict::Forwarded);
+    let d = n.send("tenant/vm3", &vm3[0]);
+    assert_eq!(
+        d.verdict,
+        Verdict::Dropped(Reason::FragmentTableFull),
+        "the tenant bridge holds its share"
+    );
+    // The uplink is another zone (the router): it still has room.
+    let mut reply = udp_frame(GW_MAC, [0; 6], REMOTE, SNAT_IP, 53, 5000, &pattern(1500));
+    n.addressed_from_outside(&mut reply);
+    let back = fragmented(&reply, 3, 1000);
+    let out = send_all(&mut n, "edge/uplink", &back, "tenant/vm2");
+    assert_eq!(ports_of(&reassemble(&out)), (REMOTE, VM2, 53, 5000));
+    // And the old entry is intact.
+    let d = n.send("tenant/vm2", &vm2[1]);
+    let (port, src, ..) = (n.out(&d)[0].0.clone(), ipv4_of(&n.out(&d)[0].1).src);
+    assert_eq!((port.as_str(), src), ("edge/uplink", SNAT_IP));
+    assert_eq!(n.st.fragments.counters.full, 1);
+}
+
+/// The quoted packet of the ICMP error `f`, checked: quoted IPv4 header
+/// checksum, and the quoted TCP/UDP checksum when the quote is whole.
+fn quote_of(f: &[u8]) -> packet::Quote {
+    let ip = ipv4_of(f);
+    let q = packet::icmp_quote(f, &ip).expect("a quoted packet");
+    assert_eq!(
+        checksum::ipv4_header(&f[q.offset..q.offset + q.header_len]),
+        0,
+        "quoted IPv4 checksum"
+    );
+    let qlen = u16::from_be_bytes([f[q.offset + 2], f[q.offset + 3]]) as usize;
+    let end = ETH_HLEN + ip.total_len as usize;
+    if q.offset + qlen <= end && q.proto != 1 {
+        let seg = &f[q.offset + q.header_len..q.offset + qlen];
+        let acc = checksum::pseudo_header(q.src, q.dst, q.proto, seg.len() as u16);
+        assert_eq!(
+            checksum::finish(checksum::sum(seg, acc)),
+            0,
+            "quoted L4 checksum"
+        );
+    }
+    q
+}
+
+#[test]
+fn icmp_errors_from_inside_hosts_leave_translated() {
+    let mut n = Net::new(&variant());
+    let gw = tenant_gw(&n);
+    // Through SNAT, with a translated port: vm2 answers a reply it got
+    // with port unreachable.
+    n.send(
+        "tenant/vm3",
+        &udp_frame(VM3_MAC, gw, VM3, REMOTE, 5000, 53, b"x"),
+    );
+    let d = n.send(
+        "tenant/vm2",
+        &udp_frame(VM2_MAC, gw, VM2, REMOTE, 5000, 53, b"q"),
+    );
+    let sport = single(&n, &d).3;
+    assert_ne!(sport, 5000);
+    let mut reply = udp_frame(GW_MAC, [0; 6], REMOTE, SNAT_IP, 53, sport, b"answer");
+    n.addressed_from_outside(&mut reply);
+    let d = n.send("edge/uplink", &reply);
+    let got = n.out(&d)[0].1.clone();
+    let err = ethernet_ipv4(gw, VM2_MAC, &icmp_error(VM2, 3, 3, 0, &got[ETH_HLEN..]));
+    let d = n.send("tenant/vm2", &err);
+    assert_eq!(
+        single(&n, &d),
+        ("edge/uplink".into(), SNAT_IP, REMOTE, 3, 3),
+        "the outer source is the SNAT address"
+    );
+    let q = quote_of(&n.out(&d)[0].1);
+    assert_eq!(
+        (q.src, q.sport, q.dst, q.dport),
+        (REMOTE, 53, SNAT_IP, sport),
+        "the quote is the reply as the remote sent it"
+    );
+    assert!(d.install.is_none(), "never installed");
+
+    // Through a port forward: vm2 says fragmentation needed about what
+    // the remote sent to the public port (path-MTU discovery).
+    let mut syn = tcp_frame(GW_MAC, [0; 6], REMOTE, SNAT_IP, 51000, 8080, 0x18);
+    n.addressed_from_outside(&mut syn);
+    let d = n.send("edge/uplink", &syn);
+    let got = n.out(&d)[0].1.clone();
+    assert_eq!(ports_of(&got), (REMOTE, VM2, 51000, 80));
+    let err = ethernet_ipv4(gw, VM2_MAC, &icmp_error(VM2, 3, 4, 1400, &got[ETH_HLEN..]));
+    let d = n.send("tenant/vm2", &err);
+    assert_eq!(
+        single(&n, &d),
+        ("edge/uplink".into(), SNAT_IP, REMOTE, 3, 4)
+    );
+    let out = &n.out(&d)[0].1;
+    let q = quote_of(out);
+    assert_eq!(
+        (q.src, q.sport, q.dst, q.dport),
+        (REMOTE, 51000, SNAT_IP, 8080)
+    );
+    let icmp = ETH_HLEN + 20;
+    assert_eq!(
+        &out[icmp + 4..icmp + 8],
+        &1400u32.to_be_bytes(),
+        "the MTU is kept"
+    );
+
+    // Static (the floating IP) still works: vm1 refuses what it got.
+    let mut syn = tcp_frame(GW_MAC, [0; 6], REMOTE, FLOATING, 40000, 22, 0x02);
+    n.addressed_from_outside(&mut syn);
+    let d = n.send("edge/uplink", &syn);
+    let got = n.out(&d)[0].1.clone();
+    assert_eq!(ports_of(&got), (REMOTE, VM1, 40000, 22));
+    let quoted = got[ETH_HLEN..].to_vec();
+    let err = ethernet_ipv4(gw, VM1_MAC, &icmp_error(VM1, 3, 3, 0, &quoted));
+    let d = n.send("tenant/vm1", &err);
+    assert_eq!(
+        single(&n, &d),
+        ("edge/uplink".into(), FLOATING, REMOTE, 3, 3)
+    );
+    let q = quote_of(&n.out(&d)[0].1);
+    assert_eq!((q.src, q.dst), (REMOTE, FLOATING));
+}
+
+#[test]
+fn echo_ids_honour_the_snat_port_range() {
+    let mut n = Net::new(&example());
+    let d = n.send(
+        "tenant/vm2",
+        &icmp_echo_frame(VM2_MAC, tenant_gw(&n), VM2, REMOTE, true, 77, 1, b"ping"),
+    );
+    let (_, src, _, id, _) = single(&n, &d);
+    assert_eq!(src, SNAT_IP);
+    assert!(
+        (1024..=65535).contains(&id),
+        "id {id} is inside the SNAT range"
+    );
+    let mut reply = icmp_echo_frame(GW_MAC, [0; 6], REMOTE, SNAT_IP, false, id, 1, b"ping");
+    n.addressed_from_outside(&mut reply);
+    let d = n.send("edge/uplink", &reply);
+    assert_eq!(single(&n, &d), ("tenant/vm2".into(), REMOTE, VM2, 77, 0));
+    // An error about the translated request finds vm2's id again.
+    let request = icmp_echo_frame(VM2_MAC, tenant_gw(&n), VM2, REMOTE, true, 77, 2, b"ping");
+    let d = n.send("tenant/vm2", &request);
+    let sent = n.out(&d)[0].1.clone();
+    let mut err = ethernet_ipv4(
+        GW_MAC,
+        [0; 6],
+        &icmp_error([192, 0, 2, 1], 11, 0, 0, &sent[ETH_HLEN..]),
+    );
+    n.addressed_from_outside(&mut err);
+    let d = n.send("edge/uplink", &err);
+    assert_eq!(
+        single(&n, &d),
+        ("tenant/vm2".into(), [192, 0, 2, 1], VM2, 11, 0)
+    );
+    let q = quote_of(&n.out(&d)[0].1);
+    assert_eq!((q.src, q.sport), (VM2, 77));
+}
+
+#[test]
+fn snat_never_takes_a_port_a_port_forward_owns() {
+    let mut n = Net::new(&variant());
+    let gw = tenant_gw(&n);
+    // 192.0.2.10 forwards tcp/8080 and udp/8000-8009.
+    let d = n.send(
+        "tenant/vm2",
+        &tcp_frame(VM2_MAC, gw, VM2, REMOTE, 8080, 80, 0x02),
+    );
+    let (_, src, _, sport, _) = single(&n, &d);
+    assert_eq!(src, SNAT_IP);
+    assert!(sport != 8080 && sport >= 1024, "tcp/{sport}");
+    for p in 8000..=8009 {
+        let d = n.send(
+            "tenant/vm2",
+            &udp_frame(VM2_MAC, gw, VM2, REMOTE, p, 53, b"x"),
+        );
+        let sport = single(&n, &d).3;
+        assert!(!(8000..=8009).contains(&sport), "udp/{p} got {sport}");
+    }
+    let d = n.send(
+        "tenant/vm2",
+        &udp_frame(VM2_MAC, gw, VM2, REMOTE, 8080, 53, b"x"),
+    );
+    assert_eq!(single(&n, &d).3, 8080, "udp/8080 is not forwarded: kept");
+    // The SNAT'ed connection's reply and the port forward both still work.
+    let mut back = tcp_frame(GW_MAC, [0; 6], REMOTE, SNAT_IP, 80, sport, 0x12);
+    n.addressed_from_outside(&mut back);
+    let d = n.send("edge/uplink", &back);
+    assert_eq!(single(&n, &d), ("tenant/vm2".into(), REMOTE, VM2, 80, 8080));
+    let mut syn = tcp_frame(GW_MAC, [0; 6], REMOTE, SNAT_IP, 80, 8080, 0x02);
+    n.addressed_from_outside(&mut syn);
+    let d = n.send("edge/uplink", &syn);
+    assert_eq!(single(&n, &d), ("tenant/vm2".into(), REMOTE, VM2, 80, 80));
+}
+
+#[test]
+fn a_reverse_nat_without_binding_is_not_installed() {
+    let mut n = Net::new(&example());
+    let gw = tenant_gw(&n);
+    // vm2 sends from its forwarded port before any connection came in:
+    // the port forward's reverse DNAT has nothing to undo.
+    let d = n.send(
+        "tenant/vm2",
+        &tcp_frame(VM2_MAC, gw, VM2, REMOTE, 80, 51000, 0x12),
+    );
+    assert_eq!(d.verdict, Verdict::Forwarded);
+    assert!(
+        d.install.is_none(),
+        "installed, the flow would skip the binding that comes next"
+    );
+    assert!(
+        d.trace
+            .iter()
+            .any(|s| matches!(s, Step::NotInstalled { why } if why.contains("reverse NAT"))),
+        "the trace says why: {:?}",
+        d.trace
+    );
+    // The connection that then comes in is answered from the public port.
+    let mut syn = tcp_frame(GW_MAC, [0; 6], REMOTE, SNAT_IP, 51000, 8080, 0x02);
+    n.addressed_from_outside(&mut syn);
+    n.send("edge/uplink", &syn);
+    let d = n.send(
+        "tenant/vm2",
+        &tcp_frame(VM2_MAC, gw, VM2, REMOTE, 80, 51000, 0x12),
+    );
+    assert_eq!(
+        single(&n, &d),
+        ("edge/uplink".into(), SNAT_IP, REMOTE, 8080, 51000)
+    );
+}
+
+/// The example plus a second tenant behind its own router `edge2`, with
+/// the same private subnet and its own SNAT address.
+fn two_tenants() -> String {
+    example()
+        .replace(
+            "bridges:\n",
+            "bridges:\n  tenant2:\n    ports:\n      vm4: {interface: vm4-h}\n      gw: {peer: edge2/tenant}\n",
+        )
+        .replace(
+            "routers:\n",
+            "routers:\n  edge2:\n    ports:\n      tenant: {address: 10.0.0.1/24, peer: tenant2/gw}\n      \
+             uplink: {address: 192.0.2.3/24, interface: uplink2-h}\n    routes:\n      \
+             - {dst: 10.0.0.0/24, port: tenant}\n      - {dst: 192.0.2.0/24, port: uplink}\n      \
+             - {dst: 0.0.0.0/0, port: uplink, via: 192.0.2.1}\n",
+        )
+        .replace(
+            "nat:\n",
+            "nat:\n  - {router: edge2, type: snat, from: 10.0.0.0/24, to: 192.0.2.20, ports: 1024-65535, port: uplink}\n",
+        )
+}
+
+#[test]
+fn one_tenant_at_its_nat_limit_leaves_the_others_allocating() {
+    use vnet_dataplane::sim::nat::NatTable;
+    let mut n = Net::new(&two_tenants());
+    let up2 = n.mac("edge2/uplink");
+    n.send(
+        "edge2/uplink",
+        &arp_frame(ARP_REPLY, GW_MAC, [192, 0, 2, 1], up2, [192, 0, 2, 3], up2),
+    );
+    n.st.nat = NatTable::with_limits(100, 2);
+    let gw = tenant_gw(&n);
+    for sport in [7000, 7001] {
+        let d = n.send(
+            "tenant/vm2",
+            &udp_frame(VM2_MAC, gw, VM2, REMOTE, sport, 53, b"a"),
+        );
+        assert_eq!(d.verdict, Verdict::Forwarded);
+    }
+    let d = n.send(
+        "tenant/vm2",
+        &udp_frame(VM2_MAC, gw, VM2, REMOTE, 7002, 53, b"a"),
+    );
+    assert_eq!(d.verdict, Verdict::Dropped(Reason::DeviceNatLimit));
+    assert_eq!(n.st.nat.counters.zone_limited, 1);
+    // The other tenant (same private address) still gets bindings.
+    const VM4_MAC: Mac = [2, 0, 0, 0, 2, 4];
+    let gw2 = n.mac("edge2/tenant");
+    let d = n.send(
+        "tenant2/vm4",
+        &udp_frame(VM4_MAC, gw2, VM2, REMOTE, 7002, 53, b"a"),
+    );
+    assert_eq!(
+        single(&n, &d),
+        ("edge2/uplink".into(), [192, 0, 2, 20], REMOTE, 7002, 53)
+    );
+}
+
+#[test]
+fn errors_about_a_port_forwards_replies_reach_the_inside_host() {
+    let mut n = Net::new(&example());
+    let gw = tenant_gw(&n);
+    let mut syn = tcp_frame(GW_MAC, [0; 6], REMOTE, SNAT_IP, 51000, 8080, 0x02);
+    n.addressed_from_outside(&mut syn);
+    n.send("edge/uplink", &syn);
+    let d = n.send(
+        "tenant/vm2",
+        &tcp_frame(VM2_MAC, gw, VM2, REMOTE, 80, 51000, 0x12),
+    );
+    let sent = n.out(&d)[0].1.clone();
+    assert_eq!(ports_of(&sent), (SNAT_IP, REMOTE, 8080, 51000));
+    // A link beyond the remote's gateway is smaller: path-MTU discovery
+    // must reach vm2 about its own segment.
+    let mut err = ethernet_ipv4(
+        GW_MAC,
+        [0; 6],
+        &icmp_error([192, 0, 2, 1], 3, 4, 1280, &sent[ETH_HLEN..]),
+    );
+    n.addressed_from_outside(&mut err);
+    let d = n.send("edge/uplink", &err);
+    assert_eq!(
+        single(&n, &d),
+        ("tenant/vm2".into(), [192, 0, 2, 1], VM2, 3, 4)
+    );
+    let q = quote_of(&n.out(&d)[0].1);
+    assert_eq!((q.src, q.sport, q.dst, q.dport), (VM2, 80, REMOTE, 51000));
+}
+
+#[test]
+fn fragments_of_tenants_with_overlapping_addresses_stay_apart() {
+    let mut n = Net::new(&two_tenants());
+    let up2 = n.mac("edge2/uplink");
+    n.send(
+        "edge2/uplink",
+        &arp_frame(ARP_REPLY, GW_MAC, [192, 0, 2, 1], up2, [192, 0, 2, 3], up2),
+    );
+    const VM4_MAC: Mac = [2, 0, 0, 0, 2, 4];
+    let (gw, gw2) = (tenant_gw(&n), n.mac("edge2/tenant"));
+    // Both tenants' guests are 10.0.0.12 and send datagram id 77 to the
+    // same remote, from different ports.
+    let a = fragmented(
+        &udp_frame(VM2_MAC, gw, VM2, REMOTE, 5000, 53, &pattern(1500)),
+        77,
+        1000,
+    );
+    let b = fragmented(
+        &udp_frame(VM4_MAC, gw2, VM2, REMOTE, 6000, 53, &pattern(1500)),
+        77,
+        1000,
+    );
+    let a0 = send_all(&mut n, "tenant/vm2", &a[..1], "edge/uplink");
+    let b0 = send_all(&mut n, "tenant2/vm4", &b[..1], "edge2/uplink");
+    let a1 = send_all(&mut n, "tenant/vm2", &a[1..], "edge/uplink");
+    let b1 = send_all(&mut n, "tenant2/vm4", &b[1..], "edge2/uplink");
+    let whole_a = reassemble(&[a0, a1].concat());
+    let whole_b = reassemble(&[b0, b1].concat());
+    assert_eq!(ports_of(&whole_a), (SNAT_IP, REMOTE, 5000, 53));
+    assert_eq!(ports_of(&whole_b), ([192, 0, 2, 20], REMOTE, 6000, 53));
+}
+
+#[test]
+fn an_icmp_query_dynamic_snat_cannot_bind_is_dropped_not_leaked() {
+    let mut n = Net::new(&example());
+    let gw = tenant_gw(&n);
+    // ICMP timestamp request (type 13): no echo id to bind.
+    let mut icmp = vec![13, 0, 0, 0, 0x12, 0x34, 0, 1];
+    icmp.extend_from_slice(&[0; 12]);
+    let c = checksum::finish(checksum::sum(&icmp, 0));
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let ip = vnet_dataplane::packet::build::ipv4_packet(VM2, REMOTE, 1, 9, &icmp);
+    let frame = vnet_dataplane::packet::build::ethernet_ipv4(gw, VM2_MAC, &ip);
+    let d = n.send("tenant/vm2", &frame);
+    assert_eq!(d.verdict, Verdict::Dropped(Reason::NatUntranslatable));
+    assert!(d.emit.is_empty(), "nothing leaves with the private source");
 }

@@ -1,9 +1,11 @@
 //! NAT end to end on the example tenant-nat.yaml: SNAT, the floating IP
-//! behind its firewall, the port forward, ICMP through NAT, hairpin.
+//! behind its firewall, the port forward, ICMP through NAT (both ways),
+//! fragments of a first datagram, hairpin.
 //!
 //! The outside: `out` is the uplink's gateway 192.0.2.1 and forwards to
 //! `far` (198.18.0.2), one hop further, where the test servers run.
 use anyhow::Result;
+use std::time::Duration;
 use vnet_e2e::{have_root, repo_root, run, Background, Guest, World};
 
 /// A web server that answers with the client's address as it sees it.
@@ -283,6 +285,71 @@ fn two_guests_pinging_out_with_the_same_icmp_id() -> Result<()> {
         b.trim(),
         "198.18.0.2 4242",
         "vm3's too, although both left through one address"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_fragmented_first_datagram_reassembles_behind_snat() -> Result<()> {
+    if !have_root("a_fragmented_first_datagram_reassembles_behind_snat") {
+        return Ok(());
+    }
+    let t = tenant("frag", None)?;
+    let server = t.w.spawn(
+        &t.far,
+        &[
+            "/usr/bin/python3",
+            "-c",
+            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+             s.bind(('0.0.0.0',9999))\ns.settimeout(5)\ntry:\n    d,a=s.recvfrom(65535)\n    \
+             print(len(d), a[0])\nexcept socket.timeout:\n    print('timeout')\n",
+        ],
+    )?;
+    // vm2's very first datagram to far is larger than its MTU: its kernel
+    // sends it in three fragments, all simulated before any flow exists.
+    t.w.python(
+        &t.vm2,
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         s.sendto(b'x'*4000,('198.18.0.2',9999))\n",
+    )?;
+    assert_eq!(
+        server.finish(Duration::from_secs(7))?.trim(),
+        "4000 192.0.2.10",
+        "far reassembles the datagram, every fragment from the SNAT address"
+    );
+    Ok(())
+}
+
+#[test]
+fn an_inside_hosts_port_unreachable_leaves_translated() -> Result<()> {
+    if !have_root("an_inside_hosts_port_unreachable_leaves_translated") {
+        return Ok(());
+    }
+    let t = tenant("icmp-out", None)?;
+    // far answers vm2's datagram after vm2 closed its socket: vm2's kernel
+    // answers with port unreachable, which must reach far from the SNAT
+    // address and quoting far's own packet, so far's socket sees it.
+    let far_code = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+                    s.bind(('0.0.0.0',9999))\ns.settimeout(5)\ntry:\n    d,a=s.recvfrom(100)\n    \
+                    s.connect(a)\n    s.send(b'reply')\n    s.recv(100)\n    print('data')\n\
+                    except ConnectionRefusedError:\n    print('refused', a[0], a[1])\n\
+                    except socket.timeout:\n    print('timeout')\n";
+    let cap = t.w.capture(&t.far, "icmp")?;
+    let server = t.w.spawn(&t.far, &["/usr/bin/python3", "-c", far_code])?;
+    t.w.python(
+        &t.vm2,
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         s.bind(('0.0.0.0',5555))\ns.sendto(b'hello',('198.18.0.2',9999))\ns.close()\n",
+    )?;
+    let got = server.finish(Duration::from_secs(7))?;
+    let lines = cap.finish()?;
+    assert_eq!(got.trim(), "refused 192.0.2.10 5555", "capture: {lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l
+                .contains("192.0.2.10 > 198.18.0.2: ICMP 192.0.2.10 udp port 5555 unreachable")),
+        "the error leaves from the SNAT address about the SNAT port: {lines:?}"
     );
     Ok(())
 }

@@ -54,7 +54,8 @@ pub struct IpFields {
     pub src: [u8; 4],
     pub dst: [u8; 4],
     pub frag: Frag,
-    /// TCP/UDP ports; for ICMP (type, code). `None` on later fragments.
+    /// TCP/UDP ports; for ICMP (type, code). A later fragment has its first
+    /// fragment's (sim/fragments.rs); `None` when that one was not seen.
     pub l4: Option<(u16, u16)>,
 }
 
@@ -79,13 +80,81 @@ pub enum Nat {
         ports: Option<(u16, u16)>,
         match_ports: Option<(u16, u16)>,
     },
+    /// `forwarded`: for a dynamic SNAT, the destinations DNAT rules own on
+    /// its target addresses, which it must not allocate.
     Snat {
         start: [u8; 4],
         end: [u8; 4],
         ports: Option<(u16, u16)>,
+        forwarded: Vec<Forwarded>,
     },
     RevDnat,
     RevSnat,
+}
+
+/// What a DNAT rule matches (a port forward's public side): a connection
+/// SNAT gave such a source would have its replies taken by the DNAT rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forwarded {
+    /// Destination prefix (network, length); `None`: any address.
+    pub dst: Option<(u32, u8)>,
+    /// `None`: any protocol.
+    pub proto: Option<u8>,
+    /// TCP/UDP destination ports; `None`: the whole address (every port,
+    /// every ICMP id).
+    pub ports: Option<(u16, u16)>,
+}
+
+impl Forwarded {
+    /// Whether it owns anything of `addr`.
+    fn on(&self, addr: [u8; 4]) -> bool {
+        self.dst.is_none_or(|net| in_net(addr, net))
+    }
+
+    /// The ports (ICMP: ids) of protocol `proto` it owns on `addr`.
+    pub fn owned(&self, addr: [u8; 4], proto: u8) -> Option<(u16, u16)> {
+        if !self.on(addr) || self.proto.is_some_and(|p| p != proto) {
+            return None;
+        }
+        match self.ports {
+            None => Some((0, u16::MAX)),
+            // Port conditions match TCP and UDP only.
+            Some(r) => (proto != IPPROTO_ICMP).then_some(r),
+        }
+    }
+
+    /// The DNAT rules of the chains, as SNAT must avoid them. Only plain
+    /// conditions are taken: an inverted destination, protocol or port
+    /// condition owns "everything but", which SNAT cannot sensibly avoid.
+    fn of_rules<'r>(rules: impl Iterator<Item = &'r Rule>) -> Vec<Forwarded> {
+        let mut out = Vec::new();
+        for r in rules {
+            if !matches!(r.action, Action::Dnat { .. }) {
+                continue;
+            }
+            let c = &r.condition;
+            let plain = [
+                ConditionField::Dst,
+                ConditionField::Protocol,
+                ConditionField::DstPorts,
+            ]
+            .iter()
+            .all(|f| !c.not.contains(f));
+            if c.invert || !plain {
+                continue;
+            }
+            out.push(Forwarded {
+                dst: c.dst.map(|n| (u32::from(n.network()), n.prefix_len())),
+                proto: c.protocol.map(|p| p.0),
+                ports: c
+                    .dst_ports
+                    .map(|r| (r.start.min(r.end), r.start.max(r.end))),
+            });
+        }
+        out.sort_unstable_by_key(|f| (f.dst, f.proto, f.ports));
+        out.dedup();
+        out
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -281,7 +350,11 @@ impl Cond {
                 return false;
             }
         }
-        let policy = self.fragments.unwrap_or(if self.has_l4() {
+        // Default policy: a rule on L4 fields cannot match a packet that
+        // lacks them (a later fragment whose first fragment was not seen),
+        // even through an inverted field; a later fragment that has its
+        // datagram's fields is decided as its first fragment.
+        let policy = self.fragments.unwrap_or(if self.has_l4() && l4.is_none() {
             FragmentPolicy::Header
         } else {
             FragmentPolicy::Any
@@ -456,10 +529,11 @@ impl Chains {
                 index: None,
             });
         }
+        let forwarded = Forwarded::of_rules(all().flat_map(|(_, rules)| rules.iter()));
         for (name, rules) in all() {
             let compiled: Vec<CRule> = rules
                 .iter()
-                .map(|r| compile_rule(r, topology, ports, &chains.by_name))
+                .map(|r| compile_rule(r, topology, ports, &chains.by_name, &forwarded))
                 .collect();
             let id = chains.by_name[name];
             chains.chains[id].index = Chain::build_index(&compiled);
@@ -552,6 +626,7 @@ fn compile_rule(
     topo: &Topology,
     ports: &dyn PortNames,
     chains: &HashMap<String, ChainId>,
+    forwarded: &[Forwarded],
 ) -> CRule {
     let c = &rule.condition;
     let port_list = |refs: &Vec<vnet_control::PortRef>| -> Vec<PortId> {
@@ -632,7 +707,29 @@ fn compile_rule(
         }
         Action::Snat { to, then } => {
             let (start, end, ports) = range(to);
-            CAction::Nat(Nat::Snat { start, end, ports }, *then)
+            // A dynamic SNAT keeps the DNAT rules that own something of its
+            // addresses (a static one allocates nothing).
+            let (lo, hi) = (u32::from_be_bytes(start), u32::from_be_bytes(end));
+            let forwarded = match ports {
+                None => Vec::new(),
+                Some(_) => forwarded
+                    .iter()
+                    .filter(|f| match f.dst {
+                        None => true,
+                        Some((net, len)) => net <= hi.max(lo) && (net | !mask(len)) >= lo,
+                    })
+                    .copied()
+                    .collect(),
+            };
+            CAction::Nat(
+                Nat::Snat {
+                    start,
+                    end,
+                    ports,
+                    forwarded,
+                },
+                *then,
+            )
         }
         Action::RevDnat { then } => CAction::Nat(Nat::RevDnat, *then),
         Action::RevSnat { then } => CAction::Nat(Nat::RevSnat, *then),

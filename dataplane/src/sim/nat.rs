@@ -3,24 +3,58 @@
 //!
 //! - Static targets (ports 0) rewrite the address only, statelessly.
 //! - Dynamic targets allocate a binding once per connection: SNAT picks a
-//!   source port (the original one when free, for ICMP echo the original
-//!   id) that is free for (target address, protocol, remote address, remote
-//!   port); DNAT keeps the offset of the destination port within the
+//!   source port in the target range (the original one when in range and
+//!   free; an ICMP echo id is treated as a port) that is free for (target
+//!   address, protocol, remote address, remote port) and that no DNAT rule
+//!   owns (a port forward on the same public address would take the
+//!   replies); DNAT keeps the offset of the destination port within the
 //!   matched range (public 8001 → private 81 when 8000-8009 maps to 80-89).
-//!   Replies are translated back through the reverse index. Bindings are
-//!   bounded (allocation failure is counted and the packet dropped, never
-//!   mis-translated) and expire with their connection.
-//! - An ICMP error is translated in its outer header and, mirrored, in the
-//!   packet it quotes, with the checksums of both.
-use super::chain::{Nat, Packet};
+//!   Replies are translated back through the reverse index. A reverse NAT
+//!   that finds no binding leaves the packet alone and is not installed:
+//!   the binding may appear later, and the flow would skip it.
+//! - Bindings are bounded (allocation failure is counted and the packet
+//!   dropped, never mis-translated) and expire with their connection. A
+//!   rewrite that cannot be made drops the packet (`Malformed`), so no flow
+//!   is installed that would do what this packet did not get. Each
+//!   zone (the router, a tenant's) may hold at most `zone_share` of them —
+//!   by default a quarter of the table, at least 1024 — so one tenant
+//!   opening connections as fast as it can leaves room for the others
+//!   (`DeviceNatLimit`); the whole table full is `NatExhausted`.
+//! - Fragments: a later fragment is translated as its datagram (its first
+//!   fragment's ports come from sim/fragments.rs). Only its addresses are
+//!   rewritten, since the ports and the transport checksum are in the first
+//!   fragment, which gets the same translation. A later fragment whose
+//!   first fragment is unknown cannot name its binding: meeting a dynamic
+//!   NAT rule it is dropped (`FragmentUnknown`) rather than sent with its
+//!   untranslated private address (the receiver could not reassemble it
+//!   anyway); a static rule needs no ports and translates it.
+//! - ICMP errors are translated by the binding of the connection they
+//!   quote, whatever rule they meet, as Linux's conntrack relates them,
+//!   before the router's chains: at pre-routing (`translate_related_error`)
+//!   when the error's destination changes (it goes back to a translated
+//!   sender, and routing must see the real one), else at post-routing
+//!   (`translate_related_error_out`: an inside host's error leaves with
+//!   the NAT address, which the ingress checks must not see, as Linux
+//!   changes sources after routing). For a binding original O → translated T, an error quoting T (coming
+//!   back to the translated sender) becomes one quoting O, and an error
+//!   quoting O's reply as the inside host received it (port unreachable,
+//!   fragmentation needed, sent by that host) becomes one quoting T's
+//!   reply; the outer addresses that are the quoted packet's are mapped
+//!   the same way, and the quoted and ICMP checksums are fixed. Static
+//!   translations (floating IPs) have no binding: their rules translate
+//!   the errors they match, in the outer header and mirrored in the quote.
+//!   Neither is ever installed: the flow key does not hold the quote.
+use super::chain::{Forwarded, Nat, Packet};
 use super::conntrack::Tuple;
-use super::{Step, Tag, Walk};
+use super::{fragments, Step, Tag, Walk};
 use crate::hash::HashMap;
 use crate::packet::{self, checksum, Rewrite, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, L3, L4};
 use vnet_common::{act, Reason};
 
 pub const IDLE_NS: u64 = super::conntrack::IDLE_NS;
 pub const DEFAULT_CAPACITY: usize = 256 * 1024;
+/// The least share of the table a zone may use, whatever the capacity.
+pub const MIN_ZONE_SHARE: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Binding {
@@ -33,6 +67,8 @@ pub struct NatCounters {
     pub allocated: u64,
     pub expired: u64,
     pub exhausted: u64,
+    /// Allocations refused because the zone held its share.
+    pub zone_limited: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -41,7 +77,10 @@ pub struct NatTable {
     forward: HashMap<(Tag, Tuple), Binding>,
     /// (zone, reply tuple as it arrives) → original tuple.
     reverse: HashMap<(Tag, Tuple), Tuple>,
+    /// Bindings per zone (only zones that hold some).
+    per_zone: HashMap<Tag, usize>,
     capacity: usize,
+    zone_share: usize,
     pub counters: NatCounters,
 }
 
@@ -52,13 +91,27 @@ impl Default for NatTable {
 }
 
 impl NatTable {
+    /// A table of `capacity` bindings, a quarter of it (at least
+    /// `MIN_ZONE_SHARE`) per zone.
     pub fn with_capacity(capacity: usize) -> NatTable {
+        NatTable::with_limits(capacity, (capacity / 4).max(MIN_ZONE_SHARE))
+    }
+
+    /// A table of `capacity` bindings, at most `zone_share` per zone.
+    pub fn with_limits(capacity: usize, zone_share: usize) -> NatTable {
         NatTable {
             forward: HashMap::default(),
             reverse: HashMap::default(),
+            per_zone: HashMap::default(),
             capacity,
+            zone_share: zone_share.min(capacity),
             counters: NatCounters::default(),
         }
+    }
+
+    /// The number of bindings `zone` holds.
+    pub fn zone_len(&self, zone: Tag) -> usize {
+        self.per_zone.get(&zone).copied().unwrap_or(0)
     }
 
     pub fn len(&self) -> usize {
@@ -91,6 +144,10 @@ impl NatTable {
             self.counters.exhausted += 1;
             return Err(Reason::NatExhausted);
         }
+        if self.zone_len(zone) >= self.zone_share {
+            self.counters.zone_limited += 1;
+            return Err(Reason::DeviceNatLimit);
+        }
         for t in candidates {
             if self.reverse.contains_key(&(zone, t.reply())) {
                 continue;
@@ -103,6 +160,7 @@ impl NatTable {
                 },
             );
             self.reverse.insert((zone, t.reply()), original);
+            *self.per_zone.entry(zone).or_default() += 1;
             self.counters.allocated += 1;
             return Ok(t);
         }
@@ -112,11 +170,27 @@ impl NatTable {
 
     /// The original tuple of a connection whose reply is `reply`.
     fn original_of_reply(&mut self, zone: Tag, reply: &Tuple, now_ns: u64) -> Option<Tuple> {
+        self.binding_of_reply(zone, reply, now_ns).map(|(o, _)| o)
+    }
+
+    /// (original, translated) of the connection whose reply is `reply`.
+    fn binding_of_reply(
+        &mut self,
+        zone: Tag,
+        reply: &Tuple,
+        now_ns: u64,
+    ) -> Option<(Tuple, Tuple)> {
         let original = *self.reverse.get(&(zone, *reply))?;
-        if let Some(b) = self.forward.get_mut(&(zone, original)) {
-            b.last_seen_ns = now_ns;
-        }
-        Some(original)
+        let b = self.forward.get_mut(&(zone, original))?;
+        b.last_seen_ns = now_ns;
+        Some((original, b.translated))
+    }
+
+    /// The translation of connection `original`, if it has a binding.
+    fn translation_of(&mut self, zone: Tag, original: &Tuple, now_ns: u64) -> Option<Tuple> {
+        let b = self.forward.get_mut(&(zone, *original))?;
+        b.last_seen_ns = now_ns;
+        Some(b.translated)
     }
 
     /// Removes idle bindings whose flows are unused; returns their tags.
@@ -136,6 +210,12 @@ impl NatTable {
         });
         for (zone, reply, _) in &gone {
             self.reverse.remove(&(*zone, *reply));
+            if let Some(n) = self.per_zone.get_mut(zone) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_zone.remove(zone);
+                }
+            }
         }
         self.counters.expired += gone.len() as u64;
         gone.into_iter().map(|(_, _, tag)| tag).collect()
@@ -155,16 +235,41 @@ fn ip_u32(a: [u8; 4]) -> u32 {
     u32::from_be_bytes(a)
 }
 
+/// The port ranges of `t`'s protocol that DNAT rules own on `addr`,
+/// sorted and merged, for a binary search.
+fn owned_ranges(forwarded: &[Forwarded], addr: [u8; 4], proto: u8) -> Vec<(u16, u16)> {
+    let mut ranges: Vec<(u16, u16)> = forwarded
+        .iter()
+        .filter_map(|f| f.owned(addr, proto))
+        .collect();
+    ranges.sort_unstable();
+    let mut merged: Vec<(u16, u16)> = Vec::with_capacity(ranges.len());
+    for (lo, hi) in ranges {
+        match merged.last_mut() {
+            Some(last) if lo <= last.1.saturating_add(1) => last.1 = last.1.max(hi),
+            _ => merged.push((lo, hi)),
+        }
+    }
+    merged
+}
+
+fn in_ranges(ranges: &[(u16, u16)], port: u16) -> bool {
+    let i = ranges.partition_point(|&(lo, _)| lo <= port);
+    i > 0 && ranges[i - 1].1 >= port
+}
+
 /// Candidate translations of `t`'s source within a target range: each
 /// address, and for each the preferred port first (the original one if in
-/// range — for ICMP echo the original id whatever the range, since an echo
-/// keeps its id unless it collides), then the rest of the range.
-fn snat_candidates(
+/// range, else one derived from it), then the rest of the range, skipping
+/// the ports DNAT rules own on that address. An ICMP echo id is a port
+/// here: it keeps its value only inside the range.
+fn snat_candidates<'f>(
     t: Tuple,
     start: [u8; 4],
     end: [u8; 4],
     ports: (u16, u16),
-) -> impl Iterator<Item = Tuple> {
+    forwarded: &'f [Forwarded],
+) -> impl Iterator<Item = Tuple> + 'f {
     let (lo, hi) = (ip_u32(start), ip_u32(end).max(ip_u32(start)));
     let (plo, phi) = (ports.0.min(ports.1), ports.0.max(ports.1));
     let span = (phi - plo) as u32 + 1;
@@ -173,21 +278,17 @@ fn snat_candidates(
     } else {
         rotate(t.sport as u64, span as u64) as u32
     };
-    let keep_id = (t.proto == IPPROTO_ICMP && !(plo..=phi).contains(&t.sport)).then_some(t.sport);
     (lo..=hi).flat_map(move |addr| {
-        let kept = keep_id.map(|id| Tuple {
-            src: addr.to_be_bytes(),
-            sport: id,
-            ..t
-        });
-        kept.into_iter().chain((0..span).map(move |k| {
-            let port = plo + ((first + k) % span) as u16;
-            Tuple {
-                src: addr.to_be_bytes(),
+        let src = addr.to_be_bytes();
+        let owned = owned_ranges(forwarded, src, t.proto);
+        (0..span)
+            .map(move |k| plo + ((first + k) % span) as u16)
+            .filter(move |&port| !in_ranges(&owned, port))
+            .map(move |port| Tuple {
+                src,
                 sport: port,
                 ..t
-            }
-        }))
+            })
     })
 }
 
@@ -208,6 +309,14 @@ fn tuple_of(p: &Packet, echo_id: Option<u16>) -> Option<Tuple> {
     })
 }
 
+/// Whether the translation is static (address only, no binding).
+fn is_static(nat: &Nat) -> bool {
+    matches!(
+        nat,
+        Nat::Snat { ports: None, .. } | Nat::Dnat { ports: None, .. }
+    )
+}
+
 /// Applies a NAT action to the frame, the packet view and the walk's flow.
 pub(super) fn apply(
     walk: &mut Walk,
@@ -219,6 +328,8 @@ pub(super) fn apply(
     let Ok(h) = packet::parse(frame) else {
         return Err(Reason::Malformed);
     };
+    // A later fragment is translated as its datagram.
+    let h = fragments::view(walk, &h);
     let L3::Ipv4(ip, l4) = h.l3 else {
         return Ok(());
     };
@@ -233,11 +344,31 @@ pub(super) fn apply(
             ..
         }
     );
-    if icmp_error {
-        return apply_to_error(walk, frame, zone, &h, &ip, nat);
+    if icmp_error && !ip.is_later_fragment() {
+        return apply_to_error(walk, frame, nat);
     }
-    let Some(t) = tuple_of(p, echo_id) else {
-        return Ok(());
+    let t = match tuple_of(p, echo_id) {
+        Some(t) => t,
+        // A static translation needs the addresses only.
+        None if is_static(nat) => Tuple {
+            proto: ip.proto,
+            src: ip.src,
+            dst: ip.dst,
+            sport: 0,
+            dport: 0,
+        },
+        // Its binding cannot be named: dropped rather than sent with an
+        // untranslated address (see the module comment).
+        None if ip.is_later_fragment() && l4 == L4::None && fragments::has_ports(ip.proto) => {
+            return Err(Reason::FragmentUnknown)
+        }
+        // An ICMP query other than echo has no identifier to bind: a
+        // dynamic translation cannot be undone for its reply, and sending
+        // it on would leak the private address.
+        None if matches!(nat, Nat::Snat { .. } | Nat::Dnat { .. }) => {
+            return Err(Reason::NatUntranslatable)
+        }
+        None => return Ok(()),
     };
     let now = walk.now_ns;
     // The translated tuple and the binding the flow depends on.
@@ -252,6 +383,7 @@ pub(super) fn apply(
             start,
             end,
             ports: Some(range),
+            ref forwarded,
         } => {
             // Protocols without ports get the address only, still bound.
             let range = if matches!(t.proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMP) {
@@ -259,10 +391,8 @@ pub(super) fn apply(
             } else {
                 (0, 0)
             };
-            let new = walk
-                .state
-                .nat
-                .bind(zone, t, now, snat_candidates(t, start, end, range))?;
+            let candidates = snat_candidates(t, start, end, range, forwarded);
+            let new = walk.state.nat.bind(zone, t, now, candidates)?;
             (new, Some(t))
         }
         Nat::Dnat {
@@ -305,9 +435,10 @@ pub(super) fn apply(
                 (back, None)
             }
             None => {
-                walk.step(|| Step::Drop {
-                    reason: Reason::NatNoBinding,
-                });
+                // Nothing to undo: the packet goes on as it is. Not as a
+                // flow, though: a binding for this tuple may appear (a
+                // port forward's connection), and the flow would skip it.
+                walk.not_installable("a reverse NAT found no binding (one may appear later)");
                 return Ok(());
             }
         },
@@ -325,8 +456,30 @@ pub(super) fn apply(
         dport: (new.dport != t.dport && t.proto != IPPROTO_ICMP).then_some(new.dport),
     };
     let end = h.l3_offset + ip.total_len as usize;
-    packet::rewrite_ipv4(frame, h.l3_offset, end, &rw);
+    // The flow must do what was done to this packet: a rewrite that could
+    // not be made drops the packet instead of installing it untranslated.
+    if !packet::rewrite_ipv4(frame, h.l3_offset, end, &rw) {
+        return Err(Reason::Malformed);
+    }
     record(walk, &rw);
+    // The datagram's ports as they now are, for its later fragments (a
+    // later fragment's own bytes hold no ports: they live in the first).
+    walk.datagram_l4 = match l4 {
+        L4::Ports { .. } => L4::Ports {
+            src: new.sport,
+            dst: new.dport,
+        },
+        L4::Icmp {
+            kind,
+            code,
+            echo_id: Some(_),
+        } => L4::Icmp {
+            kind,
+            code,
+            echo_id: Some(new.sport),
+        },
+        other => other,
+    };
     if let Some(ipf) = p.ip.as_mut() {
         ipf.src = new.src;
         ipf.dst = new.dst;
@@ -364,28 +517,168 @@ fn record(walk: &mut Walk, rw: &Rewrite) {
     }
 }
 
-/// An ICMP error: the outer header is translated as the connection's
-/// reply, the quoted packet as the connection's own packet. The kernel
-/// executor does not rewrite quoted headers, so this is never installed.
-fn apply_to_error(
+/// The ICMP error in `frame` and the connection it quotes: (outer header,
+/// end of the packet in the frame, quote). The quote is read within the
+/// packet only (bytes past its total length are not part of it).
+fn icmp_error_of(frame: &[u8]) -> Option<(packet::Headers, packet::Ipv4, usize, packet::Quote)> {
+    let h = packet::parse(frame).ok()?;
+    let L3::Ipv4(ip, L4::Icmp { kind, .. }) = h.l3 else {
+        return None;
+    };
+    if !matches!(kind, 3 | 11 | 12) {
+        return None;
+    }
+    let end = (h.l3_offset + ip.total_len as usize).min(frame.len());
+    let q = packet::icmp_quote(&frame[..end], &ip)?;
+    Some((h, ip, end, q))
+}
+
+/// Rewrites an ICMP error: `quoted` in the quoted packet and `outer` in
+/// its own header, then its ICMP checksum, which covers the quote.
+fn rewrite_error(
+    frame: &mut [u8],
+    h: &packet::Headers,
+    ip: &packet::Ipv4,
+    end: usize,
+    q: &packet::Quote,
+    (outer, quoted): (Rewrite, Rewrite),
+) -> Result<(), Reason> {
+    if !packet::rewrite_ipv4(frame, q.offset, end, &quoted)
+        || !packet::rewrite_ipv4(frame, h.l3_offset, end, &outer)
+    {
+        return Err(Reason::Malformed);
+    }
+    let icmp = ip.l4_offset();
+    if icmp + 4 <= end {
+        frame[icmp + 2] = 0;
+        frame[icmp + 3] = 0;
+        let c = checksum::finish(checksum::sum(&frame[icmp..end], 0));
+        frame[icmp + 2..icmp + 4].copy_from_slice(&c.to_be_bytes());
+    }
+    Ok(())
+}
+
+/// Where a router translates related ICMP errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hook {
+    PreRouting,
+    PostRouting,
+}
+
+/// Translates an ICMP error by the NAT binding (in `zone`) of the
+/// connection it quotes, as Linux's conntrack relates errors to their
+/// connection (see the module comment). Returns whether it did. Run at a
+/// router's pre-routing point, before its chains, for the errors whose
+/// destination changes (coming back to a translated sender): routing and
+/// the rules then see the error as it travels on, and it reaches the host
+/// it is for, not the router that owns the NAT address. Never installed.
+pub(super) fn translate_related_error(
     walk: &mut Walk,
     frame: &mut [u8],
     zone: Tag,
-    h: &packet::Headers,
-    ip: &packet::Ipv4,
-    nat: &Nat,
-) -> Result<(), Reason> {
-    walk.not_installable("NAT of an ICMP error rewrites the quoted packet");
-    let Some(q) = packet::icmp_quote(frame, ip) else {
-        return Ok(());
+) -> Result<bool, Reason> {
+    translate_error_at(walk, frame, zone, Hook::PreRouting)
+}
+
+/// The same at a router's post-routing point, before its outbound chains,
+/// for the errors whose destination stays (an inside host's error leaving
+/// with the NAT address as source): as Linux changes sources after
+/// routing, so the ingress checks (reverse path) see the sender's own.
+pub(super) fn translate_related_error_out(
+    walk: &mut Walk,
+    frame: &mut [u8],
+    zone: Tag,
+) -> Result<bool, Reason> {
+    translate_error_at(walk, frame, zone, Hook::PostRouting)
+}
+
+fn translate_error_at(
+    walk: &mut Walk,
+    frame: &mut [u8],
+    zone: Tag,
+    hook: Hook,
+) -> Result<bool, Reason> {
+    if walk.state.nat.is_empty() {
+        return Ok(false);
+    }
+    let Some((h, ip, end, q)) = icmp_error_of(frame) else {
+        return Ok(false);
     };
-    let inner = Tuple {
+    let quoted = Tuple {
         proto: q.proto,
         src: q.src,
         dst: q.dst,
         sport: q.sport,
         dport: q.dport,
     };
+    let now = walk.now_ns;
+    let nat = &mut walk.state.nat;
+    // What the quoted packet becomes: the quote is either a translated
+    // packet T (its reply names the binding in the reverse index: it
+    // becomes the original O), or a reply of O as the inside host got it
+    // (its reply is O, in the forward index: it becomes T's reply).
+    let to = match nat.binding_of_reply(zone, &quoted.reply(), now) {
+        Some((original, _)) => original,
+        None => match nat.translation_of(zone, &quoted.reply(), now) {
+            Some(translated) => translated.reply(),
+            None => return Ok(false),
+        },
+    };
+    let from = quoted;
+    // The outer addresses that are the quoted packet's follow it: the
+    // error's destination is the quoted sender, and its source may be the
+    // quoted destination; a router in between keeps its own address.
+    let map = |a: [u8; 4]| {
+        if a == from.src {
+            to.src
+        } else if a == from.dst {
+            to.dst
+        } else {
+            a
+        }
+    };
+    let (src, dst) = (map(ip.src), map(ip.dst));
+    // Each error is translated at exactly one of the two points: both
+    // compute the same mapping from the same binding.
+    let here = if dst != ip.dst {
+        Hook::PreRouting
+    } else {
+        Hook::PostRouting
+    };
+    if hook != here {
+        return Ok(false);
+    }
+    walk.not_installable("NAT of an ICMP error rewrites the quoted packet");
+    let outer = Rewrite {
+        src: (src != ip.src).then_some(src),
+        dst: (dst != ip.dst).then_some(dst),
+        ..Default::default()
+    };
+    let inner = Rewrite {
+        src: (to.src != from.src).then_some(to.src),
+        dst: (to.dst != from.dst).then_some(to.dst),
+        sport: (to.sport != from.sport).then_some(to.sport),
+        dport: (to.dport != from.dport && to.proto != IPPROTO_ICMP).then_some(to.dport),
+    };
+    rewrite_error(frame, &h, &ip, end, &q, (outer, inner))?;
+    walk.step(|| Step::Nat {
+        src,
+        dst,
+        sport: 0,
+        dport: 0,
+    });
+    Ok(true)
+}
+
+/// An ICMP error meeting a static NAT rule: the outer header is translated
+/// as the connection's reply, the quoted packet as the connection's own
+/// packet. Dynamic translations and their reverse have nothing to do here:
+/// the router's pre-routing point translated the error by its binding
+/// already (`translate_related_error`), and a second translation would
+/// undo it. The kernel executor does not rewrite quoted headers, so this
+/// is never installed.
+fn apply_to_error(walk: &mut Walk, frame: &mut [u8], nat: &Nat) -> Result<(), Reason> {
+    walk.not_installable("NAT of an ICMP error rewrites the quoted packet");
     let (outer, quoted) = match *nat {
         // Static: the outer destination and the quoted source are the same
         // address (the error travels back to the quoted packet's sender).
@@ -413,54 +706,12 @@ fn apply_to_error(
                 ..Default::default()
             },
         ),
-        Nat::RevSnat | Nat::RevDnat => {
-            // The quoted packet is the translated connection as it was
-            // sent; its reply tuple names the binding.
-            let Some(original) =
-                walk.state
-                    .nat
-                    .original_of_reply(zone, &inner.reply(), walk.now_ns)
-            else {
-                return Ok(());
-            };
-            if matches!(nat, Nat::RevSnat) {
-                let outer = Rewrite {
-                    dst: Some(original.src),
-                    ..Default::default()
-                };
-                let quoted = Rewrite {
-                    src: Some(original.src),
-                    sport: Some(original.sport),
-                    ..Default::default()
-                };
-                (outer, quoted)
-            } else {
-                let outer = Rewrite {
-                    src: Some(original.dst),
-                    ..Default::default()
-                };
-                let quoted = Rewrite {
-                    dst: Some(original.dst),
-                    dport: Some(original.dport),
-                    ..Default::default()
-                };
-                (outer, quoted)
-            }
-        }
-        // A new connection does not start with an ICMP error.
-        Nat::Snat { .. } | Nat::Dnat { .. } => return Ok(()),
+        _ => return Ok(()),
     };
-    let end = (h.l3_offset + ip.total_len as usize).min(frame.len());
-    packet::rewrite_ipv4(frame, q.offset, end, &quoted);
-    packet::rewrite_ipv4(frame, h.l3_offset, end, &outer);
-    // The ICMP checksum covers the quoted packet: recompute it whole.
-    let icmp = ip.l4_offset();
-    if icmp + 4 <= end {
-        frame[icmp + 2] = 0;
-        frame[icmp + 3] = 0;
-        let c = checksum::finish(checksum::sum(&frame[icmp..end], 0));
-        frame[icmp + 2..icmp + 4].copy_from_slice(&c.to_be_bytes());
-    }
+    let Some((h, ip, end, q)) = icmp_error_of(frame) else {
+        return Ok(());
+    };
+    rewrite_error(frame, &h, &ip, end, &q, (outer, quoted))?;
     if matches!(nat, Nat::Dnat { .. }) {
         walk.dnat_rewritten = true;
     }
