@@ -79,13 +79,7 @@ impl Binder {
         match result {
             Ok(xsk) => {
                 self.used.insert(slot);
-                Ok(BoundPort {
-                    port,
-                    ifindex,
-                    xsk,
-                    slot,
-                    rx: 0,
-                })
+                Ok(BoundPort::new(port, ifindex, xsk, slot))
             }
             Err(e) => {
                 undo(kernel);

@@ -6,7 +6,7 @@
 use crate::binding::Binder;
 use crate::control_thread::ControlThread;
 use crate::kernel::{AttachMode, Kernel};
-use crate::runtime::{Link, Runtime};
+use crate::runtime::{upcalls, Limits, Link, Runtime, UpcallLimit};
 use crate::sim::Snapshot;
 use crate::veth::{self, PeerOutcome};
 use anyhow::{bail, Context};
@@ -58,6 +58,45 @@ pub struct Options {
     /// Capacity of the kernel flow table.
     #[arg(long, default_value_t = vnet_common::DEFAULT_MAX_FLOWS)]
     pub max_flows: u32,
+    /// First packets (upcalls to the worker) each port may send per second;
+    /// the excess is dropped and counted (`upcall_budget`). 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = upcalls::DEFAULT_PER_SEC)]
+    pub upcall_rate: u32,
+    /// First packets a quiet port may send at once, over its rate.
+    #[arg(long, value_name = "N", default_value_t = upcalls::DEFAULT_BURST)]
+    pub upcall_burst: u32,
+    /// Installed flows one device (bridge or router) may hold, charged to
+    /// the flow's ingress device [default: a quarter of --max-flows].
+    #[arg(long, value_name = "N")]
+    pub max_flows_per_device: Option<usize>,
+    /// Learned MACs one bridge may hold.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().macs_per_bridge)]
+    pub max_macs_per_bridge: usize,
+    /// Tracked connections one zone (device or stateful port group) may hold.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().conntrack_per_zone)]
+    pub max_conntrack_per_zone: usize,
+    /// Dynamic DHCP leases (offers included) one bridge port may hold.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().dhcp_leases_per_port)]
+    pub dhcp_leases_per_port: usize,
+}
+
+impl Options {
+    /// The per-tenant limits the flags ask for.
+    pub fn limits(&self) -> Limits {
+        let defaults = Limits::for_max_flows(self.max_flows);
+        Limits {
+            upcalls: UpcallLimit {
+                per_sec: self.upcall_rate,
+                burst: self.upcall_burst,
+            },
+            flows_per_device: self
+                .max_flows_per_device
+                .unwrap_or(defaults.flows_per_device),
+            macs_per_bridge: self.max_macs_per_bridge,
+            conntrack_per_zone: self.max_conntrack_per_zone,
+            dhcp_leases_per_port: self.dhcp_leases_per_port,
+        }
+    }
 }
 
 /// `vnetd --check FILE`: prints the verdict; returns whether it is valid.
@@ -208,7 +247,9 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let (commands, inbox, wake) =
         crate::runtime::channel().context("creating the worker's wake-up eventfd")?;
     let running = Arc::new(AtomicU64::new(current.revision));
-    let mut runtime = Runtime::new(snap.clone(), kernel, bound);
+    let limits = opts.limits();
+    tracing::info!(?limits, "per-port and per-device limits");
+    let mut runtime = Runtime::new(snap.clone(), kernel, bound, limits);
     runtime.keep_leases_in(&opts.state_dir);
     runtime.attach_control(Link {
         commands: inbox,

@@ -4,9 +4,28 @@
 //! The kernel map holds actions and counters; this table holds what the
 //! kernel does not need. Both are changed only through [`FlowTable`], so a
 //! flow is in the tag index exactly when it is in the kernel.
+//!
+//! Each flow is charged to the device (tenant) of its ingress port, and a
+//! device may hold at most `per_device` flows: by default a quarter of the
+//! kernel table ([`default_per_device`]: 262 144 of vnetd's 1 048 576), so a
+//! tenant opening flows as fast as it can fills its share, not the table,
+//! and the others' new flows are still installed. Over its share a packet
+//! is forwarded as decided but its flow is not installed
+//! ([`InstallError::DeviceLimit`], counted as `device_flow_limit`): the next
+//! packet of that flow comes to userspace again.
 use crate::hash::{HashMap, HashSet};
 use crate::sim::{Flow, Tag};
-use vnet_common::{FlowActions, FlowKey};
+use vnet_common::{FlowActions, FlowKey, DEFAULT_MAX_FLOWS};
+
+/// Smallest per-device share [`default_per_device`] gives (or the whole
+/// table when it is smaller).
+pub const MIN_PER_DEVICE: usize = 4096;
+
+/// The default share of one device in a kernel table of `capacity` flows:
+/// a quarter, at least [`MIN_PER_DEVICE`], at most the whole table.
+pub fn default_per_device(capacity: usize) -> usize {
+    (capacity / 4).max(MIN_PER_DEVICE).min(capacity)
+}
 
 /// Where installed flows live: the kernel's FLOWS map, or a fake in tests.
 pub trait FlowBackend {
@@ -20,6 +39,8 @@ pub trait FlowBackend {
 pub enum InstallError {
     #[error("the flow table is full")]
     Full,
+    #[error("the ingress device holds its share of the flow table")]
+    DeviceLimit,
     #[error("installing the flow failed: {0}")]
     Other(String),
 }
@@ -27,6 +48,8 @@ pub enum InstallError {
 #[derive(Debug, Clone)]
 struct Record {
     tags: Vec<Tag>,
+    /// The device the flow is charged to.
+    device: Option<Tag>,
     idle_timeout_ns: u64,
     installed_ns: u64,
     /// When the flow was last known to be used: its installation, or the
@@ -41,16 +64,49 @@ pub struct FlowCounters {
     pub expired: u64,
     pub install_failed: u64,
     pub table_full: u64,
+    /// Flows not installed because their device held its share.
+    pub device_limit: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FlowTable {
     records: HashMap<FlowKey, Record>,
     by_tag: HashMap<Tag, HashSet<FlowKey>>,
+    /// Flows charged to each device (no zero counts kept).
+    per_device_len: HashMap<Tag, usize>,
+    per_device: usize,
     pub counters: FlowCounters,
 }
 
+impl Default for FlowTable {
+    /// A table for vnetd's default kernel capacity.
+    fn default() -> Self {
+        FlowTable::with_device_limit(default_per_device(DEFAULT_MAX_FLOWS as usize))
+    }
+}
+
 impl FlowTable {
+    /// A table in which one device may hold `per_device` flows.
+    pub fn with_device_limit(per_device: usize) -> FlowTable {
+        FlowTable {
+            records: HashMap::default(),
+            by_tag: HashMap::default(),
+            per_device_len: HashMap::default(),
+            per_device,
+            counters: FlowCounters::default(),
+        }
+    }
+
+    /// How many flows one device may hold.
+    pub fn per_device(&self) -> usize {
+        self.per_device
+    }
+
+    /// How many flows are charged to `device`.
+    pub fn device_len(&self, device: Tag) -> usize {
+        self.per_device_len.get(&device).copied().unwrap_or(0)
+    }
+
     pub fn len(&self) -> usize {
         self.records.len()
     }
@@ -79,8 +135,9 @@ impl FlowTable {
         self.by_tag.get(&tag).is_some_and(|s| !s.is_empty())
     }
 
-    /// Installs (or replaces) the flow for `key`. `actions` are the flow's
-    /// actions with the output interface resolved.
+    /// Installs (or replaces) the flow for `key`, charged to no device (for
+    /// callers with a single tenant: benchmarks, tests of the table).
+    /// `actions` are the flow's actions with the output interface resolved.
     pub fn install(
         &mut self,
         backend: &mut impl FlowBackend,
@@ -89,6 +146,41 @@ impl FlowTable {
         flow: &Flow,
         now_ns: u64,
     ) -> Result<(), InstallError> {
+        self.charge_and_install(backend, None, key, actions, flow, now_ns)
+    }
+
+    /// Installs (or replaces) the flow for `key`, charged to `device`, the
+    /// device of its ingress port. A new flow of a device that holds its
+    /// share is refused (nothing changes, in the kernel or here).
+    pub fn install_for(
+        &mut self,
+        backend: &mut impl FlowBackend,
+        device: Tag,
+        key: FlowKey,
+        actions: &FlowActions,
+        flow: &Flow,
+        now_ns: u64,
+    ) -> Result<(), InstallError> {
+        self.charge_and_install(backend, Some(device), key, actions, flow, now_ns)
+    }
+
+    fn charge_and_install(
+        &mut self,
+        backend: &mut impl FlowBackend,
+        device: Option<Tag>,
+        key: FlowKey,
+        actions: &FlowActions,
+        flow: &Flow,
+        now_ns: u64,
+    ) -> Result<(), InstallError> {
+        if let Some(d) = device {
+            // Replacing one of the device's own flows needs no room.
+            let replacing = self.records.get(&key).is_some_and(|r| r.device == device);
+            if !replacing && self.device_len(d) >= self.per_device {
+                self.counters.device_limit += 1;
+                return Err(InstallError::DeviceLimit);
+            }
+        }
         if let Err(e) = backend.insert(&key, actions) {
             self.counters.install_failed += 1;
             if e == InstallError::Full {
@@ -100,10 +192,14 @@ impl FlowTable {
         for tag in &flow.tags {
             self.by_tag.entry(*tag).or_default().insert(key);
         }
+        if let Some(d) = device {
+            *self.per_device_len.entry(d).or_default() += 1;
+        }
         self.records.insert(
             key,
             Record {
                 tags: flow.tags.clone(),
+                device,
                 idle_timeout_ns: flow.idle_timeout_ns,
                 installed_ns: now_ns,
                 seen_ns: now_ns,
@@ -133,6 +229,7 @@ impl FlowTable {
         }
         self.records.clear();
         self.by_tag.clear();
+        self.per_device_len.clear();
     }
 
     /// Removes flows idle for longer than their timeout. A flow never hit
@@ -161,9 +258,18 @@ impl FlowTable {
         idle.len()
     }
 
-    /// Drops `key` from the records and the tag index (not from the kernel).
+    /// Drops `key` from the records, the tag index and its device's count
+    /// (not from the kernel).
     fn forget(&mut self, key: &FlowKey) {
         if let Some(r) = self.records.remove(key) {
+            if let Some(d) = r.device {
+                if let Some(held) = self.per_device_len.get_mut(&d) {
+                    *held -= 1;
+                    if *held == 0 {
+                        self.per_device_len.remove(&d);
+                    }
+                }
+            }
             for tag in r.tags {
                 if let Some(set) = self.by_tag.get_mut(&tag) {
                     set.remove(key);
@@ -331,5 +437,50 @@ mod tests {
         );
         assert_eq!(t.counters.table_full, 1);
         assert!(t.contains(&key(1)) && !t.contains(&key(2)));
+    }
+
+    #[test]
+    fn a_device_at_its_share_installs_nothing_new_and_the_others_still_do() {
+        let (mut t, mut k) = (FlowTable::with_device_limit(2), MemoryBackend::default());
+        let (a, b) = (Tag(100), Tag(200));
+        let acts = FlowActions::default();
+        let f = flow(&[1], 10);
+        t.install_for(&mut k, a, key(1), &acts, &f, 0).unwrap();
+        t.install_for(&mut k, a, key(2), &acts, &f, 0).unwrap();
+        assert_eq!(
+            t.install_for(&mut k, a, key(3), &acts, &f, 0),
+            Err(InstallError::DeviceLimit)
+        );
+        assert!(!k.flows.contains_key(&key(3)), "nothing reached the kernel");
+        assert_eq!(t.counters.device_limit, 1);
+        // Its own flows can still be replaced (a re-decided flow).
+        t.install_for(&mut k, a, key(2), &acts, &flow(&[2], 10), 1)
+            .unwrap();
+        // Another device is not affected.
+        t.install_for(&mut k, b, key(3), &acts, &f, 1).unwrap();
+        t.install_for(&mut k, b, key(4), &acts, &f, 1).unwrap();
+        assert_eq!((t.device_len(a), t.device_len(b)), (2, 2));
+        // Flows going (invalidated, expired) make room again.
+        assert_eq!(t.invalidate(&mut k, Tag(2)), 1);
+        assert_eq!(t.device_len(a), 1);
+        t.install_for(&mut k, a, key(5), &acts, &f, 2).unwrap();
+        k.flows.get_mut(&key(5)).unwrap().1 = 20;
+        for n in [3, 4] {
+            k.flows.get_mut(&key(n)).unwrap().1 = 20;
+        }
+        assert_eq!(t.expire(&mut k, 25), 1, "key(1) was idle");
+        assert_eq!(t.device_len(a), 1);
+        t.clear(&mut k);
+        assert_eq!((t.device_len(a), t.device_len(b)), (0, 0));
+    }
+
+    #[test]
+    fn the_default_share_is_a_quarter_with_a_floor() {
+        assert_eq!(
+            FlowTable::default().per_device(),
+            DEFAULT_MAX_FLOWS as usize / 4
+        );
+        assert_eq!(default_per_device(10_000), MIN_PER_DEVICE);
+        assert_eq!(default_per_device(100), 100);
     }
 }

@@ -200,6 +200,7 @@ mod tests {
         leases
             .bind(
                 "tenant",
+                crate::sim::Tag::port("tenant/vm1"),
                 [2, 0, 0, 0, 0, 9],
                 [10, 0, 0, 150],
                 100 * S,
@@ -238,7 +239,14 @@ mod tests {
         let mut file = LeaseFile::new(&dir);
         assert_eq!(file.load(&mut leases, 0, 1_000).unwrap(), 0);
         leases
-            .bind("tenant", [2, 0, 0, 0, 0, 9], [10, 0, 0, 150], 10 * S, 0)
+            .bind(
+                "tenant",
+                crate::sim::Tag::port("tenant/vm1"),
+                [2, 0, 0, 0, 0, 9],
+                [10, 0, 0, 150],
+                10 * S,
+                0,
+            )
             .unwrap();
         file.save_if_changed(&leases, 0, 1_000).unwrap();
         let mut after = Leases::default();

@@ -2,15 +2,26 @@
 //! the kernel missed, transmits what it emits and installs its flow. It also
 //! runs the timers (flow expiry, MAC ageing) and counts reasons.
 //!
+//! Fairness between ports (tenants): each turn of the loop serves every
+//! port's receive ring once, at most [`crate::afxdp::BATCH`] frames each,
+//! starting one port further every turn, so a port with a full ring cannot
+//! take a turn; each frame is first charged to its port's upcall budget
+//! ([`upcalls`]), so a port flooding new flows gets its rate and no more;
+//! each device (tenant) may hold only its share of each table ([`Limits`]);
+//! and the kernel's drops at each socket are read every second and counted
+//! by reason (`rx_ring_full`, `fill_ring_empty`, `rx_dropped`).
+//!
 //! One worker thread owns the sockets and the state tables, so the state
 //! needs no locks. (Several workers, one per queue, arrive with multi-queue
 //! interfaces; veth has one queue.)
-use crate::afxdp::Xsk;
-use crate::flows::{FlowBackend, FlowTable, InstallError};
+use crate::afxdp::{RxDrops, Xsk};
+use crate::flows::{self, FlowBackend, FlowTable, InstallError};
 use crate::kernel::{Kernel, KernelError};
 use crate::lease_file::{self, LeaseFile};
 use crate::packet;
-use crate::sim::{self, mac_table, PortId, Snapshot, State, Verdict};
+use crate::sim::dhcp::leases::{self, Leases};
+use crate::sim::{self, conntrack, mac_table, Conntrack, DeviceRef, MacTable, PortId};
+use crate::sim::{Snapshot, State, Tag, Verdict};
 use std::collections::HashMap;
 use std::os::fd::BorrowedFd;
 use std::path::Path;
@@ -19,7 +30,56 @@ use std::sync::Arc;
 use vnet_common::{FlowActions, FlowKey, Reason};
 
 mod control;
+pub mod upcalls;
 pub use control::{channel, Command, Commands, Link, Wakeup};
+pub use upcalls::UpcallLimit;
+
+/// The per-tenant limits of the worker's tables and upcalls (vnetd's
+/// flags). The defaults give each device a quarter of each table (see
+/// each table's module) and each port [`UpcallLimit::default`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub upcalls: UpcallLimit,
+    /// Installed flows charged to one ingress device.
+    pub flows_per_device: usize,
+    /// Learned MACs of one bridge.
+    pub macs_per_bridge: usize,
+    /// Tracked connections of one zone.
+    pub conntrack_per_zone: usize,
+    /// Dynamic DHCP leases (offers included) of one bridge port.
+    pub dhcp_leases_per_port: usize,
+}
+
+impl Limits {
+    /// The defaults for a kernel flow table of `max_flows`.
+    pub fn for_max_flows(max_flows: u32) -> Limits {
+        Limits {
+            upcalls: UpcallLimit::default(),
+            flows_per_device: flows::default_per_device(max_flows as usize),
+            macs_per_bridge: mac_table::default_per_bridge(mac_table::DEFAULT_CAPACITY),
+            conntrack_per_zone: conntrack::default_per_zone(conntrack::DEFAULT_CAPACITY),
+            dhcp_leases_per_port: leases::DEFAULT_PER_PORT,
+        }
+    }
+
+    /// Empty state tables with these limits.
+    fn state(&self) -> State {
+        let mut state = State {
+            macs: MacTable::with_limits(mac_table::DEFAULT_CAPACITY, self.macs_per_bridge),
+            conntrack: Conntrack::with_limits(conntrack::DEFAULT_CAPACITY, self.conntrack_per_zone),
+            ..State::default()
+        };
+        state.dhcp.leases =
+            Leases::with_limits(leases::DEFAULT_CAPACITY, self.dhcp_leases_per_port);
+        state
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::for_max_flows(vnet_common::DEFAULT_MAX_FLOWS)
+    }
+}
 
 impl FlowBackend for Kernel {
     fn insert(&mut self, key: &FlowKey, actions: &FlowActions) -> Result<(), InstallError> {
@@ -56,8 +116,29 @@ pub struct BoundPort {
     pub xsk: Xsk,
     /// XSKMAP slot of the socket.
     pub slot: u32,
-    /// Frames received from the kernel (misses).
+    /// Frames received from the kernel (misses) within the budget.
     pub rx: u64,
+    /// The port's upcall budget.
+    upcalls: upcalls::TokenBucket,
+    /// Frames over the budget, dropped.
+    pub upcall_dropped: u64,
+    /// The socket's drop counters at their last reading.
+    pub drops: RxDrops,
+}
+
+impl BoundPort {
+    pub fn new(port: PortId, ifindex: u32, xsk: Xsk, slot: u32) -> BoundPort {
+        BoundPort {
+            port,
+            ifindex,
+            xsk,
+            slot,
+            rx: 0,
+            upcalls: upcalls::TokenBucket::default(),
+            upcall_dropped: 0,
+            drops: RxDrops::default(),
+        }
+    }
 }
 
 /// Userspace counters by reason (the kernel counts its own).
@@ -73,7 +154,13 @@ pub struct Counters {
 
 impl Counters {
     fn count(&mut self, reason: Reason) {
-        *self.by_reason.entry(reason).or_default() += 1;
+        self.add(reason, 1);
+    }
+
+    fn add(&mut self, reason: Reason, n: u64) {
+        if n > 0 {
+            *self.by_reason.entry(reason).or_default() += n;
+        }
     }
 }
 
@@ -86,6 +173,9 @@ pub struct Runtime {
     /// Snapshot port → index in `ports`.
     bound: HashMap<PortId, usize>,
     pub counters: Counters,
+    limits: Limits,
+    /// The port the next turn of the loop serves first.
+    first_port: usize,
     frames: Vec<Vec<u8>>,
     /// Where the DHCP leases are kept, once `keep_leases_in` was called.
     lease_file: Option<LeaseFile>,
@@ -99,16 +189,23 @@ const SIM_TIMER_NS: u64 = 50_000_000;
 const STATS_LOG_NS: u64 = 10 * TIMER_NS;
 
 impl Runtime {
-    pub fn new(snap: Arc<Snapshot>, kernel: Kernel, ports: Vec<BoundPort>) -> Runtime {
+    pub fn new(
+        snap: Arc<Snapshot>,
+        kernel: Kernel,
+        ports: Vec<BoundPort>,
+        limits: Limits,
+    ) -> Runtime {
         let bound = ports.iter().enumerate().map(|(i, b)| (b.port, i)).collect();
         Runtime {
             snap,
-            state: State::default(),
-            flows: FlowTable::default(),
+            state: limits.state(),
+            flows: FlowTable::with_device_limit(limits.flows_per_device),
             kernel,
             ports,
             bound,
             counters: Counters::default(),
+            limits,
+            first_port: 0,
             frames: Vec::new(),
             lease_file: None,
             ctl: None,
@@ -163,9 +260,7 @@ impl Runtime {
         while !stop.load(Ordering::Relaxed) {
             self.wait(100);
             self.control();
-            for i in 0..self.ports.len() {
-                self.service(i);
-            }
+            self.serve_ports();
             self.flush();
             let now = now_ns();
             if now >= next_sim_timer {
@@ -208,15 +303,67 @@ impl Runtime {
         let _ = poll(&mut fds, PollTimeout::from(timeout_ms));
     }
 
-    /// Handles what port `i` received.
+    /// One turn: every port once, round-robin from `first_port`.
+    fn serve_ports(&mut self) {
+        let n = self.ports.len();
+        if n == 0 {
+            return;
+        }
+        let first = self.first_port % n;
+        for k in 0..n {
+            self.service((first + k) % n);
+        }
+        self.first_port = (first + 1) % n;
+    }
+
+    /// Handles what port `i` received: at most `afxdp::BATCH` frames, each
+    /// charged to the port's budget before it is even copied.
     fn service(&mut self, i: usize) {
         let mut frames = std::mem::take(&mut self.frames);
         frames.clear();
-        self.ports[i].xsk.receive(|f| frames.push(f.to_vec()));
+        let now = now_ns();
+        let limit = self.limits.upcalls;
+        let port = &mut self.ports[i];
+        let (xsk, budget) = (&mut port.xsk, &mut port.upcalls);
+        let mut over = 0;
+        xsk.receive(|f| {
+            if budget.take(now, &limit) {
+                frames.push(f.to_vec());
+            } else {
+                over += 1;
+            }
+        });
+        port.upcall_dropped += over;
+        self.counters.add(Reason::UpcallBudget, over);
         for frame in &frames {
             self.handle(i, frame);
         }
         self.frames = frames;
+    }
+
+    /// Adds what the kernel dropped at each socket since the last reading
+    /// to the counters.
+    fn read_socket_drops(&mut self) {
+        for p in &mut self.ports {
+            let Some(total) = p.xsk.drops() else {
+                continue;
+            };
+            let new = total.since(&p.drops);
+            p.drops = total;
+            self.counters.add(Reason::RxRingFull, new.ring_full);
+            self.counters
+                .add(Reason::FillRingEmpty, new.fill_ring_empty);
+            self.counters.add(Reason::RxDropped, new.other);
+        }
+    }
+
+    /// The device (tenant) a flow entering by `port` is charged to.
+    fn device_tag(&self, port: PortId) -> Option<Tag> {
+        let p = self.snap.ports.get(port)?;
+        Some(match p.device {
+            DeviceRef::Bridge(b) => self.snap.bridges.get(b)?.tag,
+            DeviceRef::Router(r) => self.snap.routers.get(r)?.tag,
+        })
     }
 
     /// Kicks every socket's transmit ring once per turn of the loop.
@@ -273,6 +420,9 @@ impl Runtime {
         let Some(key) = packet::parse(frame).ok().and_then(|h| h.flow_key(ifindex)) else {
             return;
         };
+        let Some(device) = self.device_tag(self.ports[i].port) else {
+            return;
+        };
         let mut actions = flow.actions;
         if let Some(out) = flow.output {
             match self.bound.get(&out) {
@@ -282,10 +432,11 @@ impl Runtime {
         }
         match self
             .flows
-            .install(&mut self.kernel, key, &actions, &flow, now)
+            .install_for(&mut self.kernel, device, key, &actions, &flow, now)
         {
             Ok(()) => {}
             Err(InstallError::Full) => self.counters.count(Reason::FlowTableFull),
+            Err(InstallError::DeviceLimit) => self.counters.count(Reason::DeviceFlowLimit),
             Err(e) => tracing::warn!(error = %e, "installing a flow"),
         }
     }
@@ -317,9 +468,16 @@ impl Runtime {
         }
         self.state.dhcp.leases.expire(now);
         self.save_leases();
+        self.read_socket_drops();
     }
 
     pub fn log_stats(&self) {
+        let over_budget: Vec<(&str, u64)> = self
+            .ports
+            .iter()
+            .filter(|p| p.upcall_dropped > 0)
+            .map(|p| (p.xsk.ifname.as_str(), p.upcall_dropped))
+            .collect();
         let kernel = self.kernel.stats().ok();
         let k = |r: Reason| kernel.as_ref().map(|s| s[r as usize]).unwrap_or(0);
         tracing::info!(
@@ -333,6 +491,7 @@ impl Runtime {
             flows = self.flows.len(),
             macs = self.state.macs.len(),
             drops = ?self.counters.by_reason,
+            upcall_budget_by_port = ?over_budget,
             "stats"
         );
     }

@@ -846,14 +846,31 @@ fn malformed_requests_are_counted_and_dropped() {
     set16(&mut short_udp, udp + 4, 7);
     let mut fragment = frame.clone();
     fragment[ip + 6] = 0x20; // more fragments
-    for (what, f) in [
-        ("IP total length past the frame", long_ip),
-        ("UDP length past the IP packet", long_udp),
-        ("UDP length under its header", short_udp),
-        ("a first fragment", fragment),
+    fragment[ip + 10..ip + 12].copy_from_slice(&[0, 0]);
+    let c = packet::checksum::ipv4_header(&fragment[ip..ip + 20]);
+    fragment[ip + 10..ip + 12].copy_from_slice(&c.to_be_bytes());
+    // Lengths inconsistent with the frame never reach DHCP: the parser
+    // drops them first (as the kernel refuses to key them).
+    for (what, f, reason) in [
+        (
+            "IP total length past the frame",
+            long_ip,
+            Reason::Ipv4BadLength,
+        ),
+        (
+            "UDP length past the IP packet",
+            long_udp,
+            Reason::L4BadHeader,
+        ),
+        (
+            "UDP length under its header",
+            short_udp,
+            Reason::L4BadHeader,
+        ),
+        ("a first fragment", fragment, Reason::DhcpBadLength),
     ] {
         let d = b.send("tenant/vm1", &f);
-        assert_eq!(d.verdict, Verdict::Dropped(Reason::DhcpBadLength), "{what}");
+        assert_eq!(d.verdict, Verdict::Dropped(reason), "{what}");
         assert!(d.emit.is_empty() && d.install.is_none(), "{what}");
     }
 
@@ -927,4 +944,70 @@ routers:
         (r.kind(), r.msg.yiaddr, r.ip_src),
         (MessageType::Ack, VM1, [10, 0, 0, 1])
     );
+}
+
+/// A DISCOVER from `port` by a client (spoofed or not) with `mac`; returns
+/// the decision and the offered address, if one came.
+fn discover_from(b: &mut Bench, port: &str, mac: Mac) -> (Decision, Option<[u8; 4]>) {
+    let d = b.send(port, &req(MessageType::Discover, mac).frame());
+    let offered =
+        (d.verdict == Verdict::Answered).then(|| Reply::parse(&d.emit[0].frame).msg.yiaddr);
+    (d, offered)
+}
+
+fn spoofed(n: u8) -> Mac {
+    [2, 0, 0, 0x5f, 0, n]
+}
+
+#[test]
+fn spoofed_clients_on_one_port_get_its_share_of_the_pool_and_no_more() {
+    let small = example().replace("10.0.0.100-10.0.0.199", "10.0.0.100-10.0.0.109");
+    let mut b = Bench::new(&small);
+    let mut offered = 0;
+    for n in 0..40 {
+        match discover_from(&mut b, "tenant/vm3", spoofed(n)) {
+            (_, Some(_)) => offered += 1,
+            (d, None) => {
+                assert_eq!(d.verdict, Verdict::Dropped(Reason::DhcpLeaseLimit));
+                assert!(d.emit.is_empty(), "neither answered nor flooded");
+                assert_eq!(Bench::no_reply_why(&d), Some(NoReply::PortLeaseLimit));
+            }
+        }
+    }
+    let vm3 = b.snap.ports[b.port("tenant/vm3")].tag;
+    assert_eq!(offered, 4, "the default share of a port");
+    assert_eq!(b.state.dhcp.leases.port_leases(vm3, b.now), 4);
+    assert_eq!(b.state.dhcp.leases.counters.port_limit, 36);
+    // The pool still serves the clients of the other ports.
+    assert!(discover_from(&mut b, "tenant/vm1", NEW_MAC).1.is_some());
+    assert!(discover_from(&mut b, "tenant/vm2", OTHER_MAC).1.is_some());
+    // And the spoofing port's own clients renew as before.
+    let first = b.state.dhcp.leases.lease("tenant", &spoofed(0), b.now);
+    let ip = first.expect("the first spoofed client was offered").ip;
+    let d = b.send(
+        "tenant/vm3",
+        &req(MessageType::Request, spoofed(0)).requested(ip).frame(),
+    );
+    assert_eq!(d.verdict, Verdict::Answered);
+    assert_eq!(Reply::parse(&d.emit[0].frame).kind(), MessageType::Ack);
+}
+
+#[test]
+fn offers_never_taken_free_the_pool_within_seconds() {
+    // Four addresses, held by four clients of one port that never ask for
+    // their offers (as spoofed DISCOVERs never do).
+    let tiny = example().replace("10.0.0.100-10.0.0.199", "10.0.0.100-10.0.0.103");
+    let mut b = Bench::new(&tiny);
+    for n in 0..4 {
+        assert!(discover_from(&mut b, "tenant/vm3", spoofed(n)).1.is_some());
+    }
+    let (d, offered) = discover_from(&mut b, "tenant/vm1", NEW_MAC);
+    assert_eq!(offered, None);
+    assert_eq!(Bench::no_reply_why(&d), Some(NoReply::PoolExhausted));
+    // Ten seconds later (not a minute) the pool is free again.
+    b.now += 10 * S;
+    let ip = discover_from(&mut b, "tenant/vm1", NEW_MAC)
+        .1
+        .expect("an offer");
+    assert_eq!(ip[..3], [10, 0, 0]);
 }

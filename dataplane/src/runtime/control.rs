@@ -140,6 +140,8 @@ impl Runtime {
                     let _ = reply.send(self.flow_infos());
                 }
                 Command::Counters(reply) => {
+                    // The sockets' drops as of now, not of the last timer.
+                    self.read_socket_drops();
                     let _ = reply.send(self.counter_report());
                 }
                 Command::Health(reply) => {
@@ -153,6 +155,8 @@ impl Runtime {
     /// swaps the snapshot and invalidates exactly the flows whose ports or
     /// devices changed.
     fn reconfigure(&mut self, snap: Arc<Snapshot>, topology: Arc<Topology>) {
+        // Sockets about to be closed take their last drops with them.
+        self.read_socket_drops();
         let Some(link) = self.ctl.as_mut() else {
             return;
         };
@@ -309,7 +313,7 @@ impl Runtime {
         for &r in Reason::ALL {
             let n = match &kernel {
                 Some(k) if (r as usize) < k.len() => k[r as usize],
-                _ => self.counters.by_reason.get(&r).copied().unwrap_or(0),
+                _ => self.userspace_count(r),
             };
             reasons.push((r.name().to_string(), n));
         }
@@ -361,6 +365,18 @@ impl Runtime {
             ports,
             devices: devices.into_iter().collect(),
         }
+    }
+
+    /// How often userspace counted `reason`: the packets' verdicts, and
+    /// what the tables count themselves (a MAC not learned is no verdict:
+    /// its frame still goes where it should).
+    fn userspace_count(&self, reason: Reason) -> u64 {
+        let counted = self.counters.by_reason.get(&reason).copied().unwrap_or(0);
+        counted
+            + match reason {
+                Reason::DeviceMacLimit => self.state.macs.counters.bridge_limit,
+                _ => 0,
+            }
     }
 
     fn health(&self) -> DataplaneHealth {

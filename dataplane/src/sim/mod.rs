@@ -14,8 +14,10 @@ pub mod chain;
 pub mod conntrack;
 pub mod dhcp;
 mod filter;
+pub mod fragments;
 pub mod mac_table;
 pub mod nat;
+mod port_security;
 pub mod route_table;
 mod router;
 pub mod snapshot;
@@ -35,7 +37,9 @@ use vnet_common::{act, FlowActions, Reason};
 /// keep-alive stays in the kernel.
 pub const FLOW_IDLE_TIMEOUT_NS: u64 = 30 * 1_000_000_000;
 
-/// More devices than any sane path crosses: a loop in the topology.
+/// More ports than any sane path crosses: a loop in the topology. It counts
+/// the depth of one path, not the copies of a flood (a bridge of hundreds of
+/// ports floods to all of them).
 const MAX_HOPS: u32 = 32;
 
 /// A frame to transmit on an exterior port.
@@ -237,6 +241,7 @@ pub struct State {
     pub arp: ArpCache,
     pub conntrack: Conntrack,
     pub nat: nat::NatTable,
+    pub fragments: fragments::FragmentTable,
     pub dhcp: dhcp::DhcpState,
 }
 
@@ -261,11 +266,15 @@ pub(crate) struct Walk<'a> {
     pub pending_conns: Vec<(Tag, conntrack::Tuple)>,
     /// A DNAT rule rewrote the destination.
     pub dnat_rewritten: bool,
+    /// The transport fields of the datagram being walked, as rewritten so
+    /// far: what its later fragments are decided by (`fragments`).
+    pub datagram_l4: packet::L4,
     /// The port the frame entered the current device by.
     pub device_in: Option<PortId>,
     /// On a router: its ingress port and the sender, where REJECT answers.
     pub router_in: Option<(PortId, RouterIf, Mac)>,
-    hops: u32,
+    /// Ports crossed on the current path (not counting flood siblings).
+    depth: u32,
 }
 
 impl<'a> Walk<'a> {
@@ -295,9 +304,10 @@ impl<'a> Walk<'a> {
             tags: Vec::new(),
             pending_conns: Vec::new(),
             dnat_rewritten: false,
+            datagram_l4: packet::L4::None,
             device_in: None,
             router_in: None,
-            hops: 0,
+            depth: 0,
         }
     }
 
@@ -354,12 +364,17 @@ impl<'a> Walk<'a> {
     /// `port`: on its interface if exterior, into the peer device if
     /// interior. A unicast delivery to an exterior port ends the walk and,
     /// when installable, installs the flow built along the way.
-    pub fn deliver(&mut self, port: PortId, mut frame: Vec<u8>) {
-        self.hops += 1;
-        if self.hops > MAX_HOPS {
+    pub fn deliver(&mut self, port: PortId, frame: Vec<u8>) {
+        if self.depth >= MAX_HOPS {
             self.drop(Reason::HopLimit, false);
             return;
         }
+        self.depth += 1;
+        self.deliver_on_path(port, frame);
+        self.depth -= 1;
+    }
+
+    fn deliver_on_path(&mut self, port: PortId, mut frame: Vec<u8>) {
         let p = &self.snap.ports[port];
         self.tags.push(p.tag);
         if !p.up {
@@ -471,13 +486,16 @@ pub fn simulate(
     tracing: bool,
 ) -> Decision {
     let mut walk = Walk::new(snap, state, now_ns, tracing, Some((in_port, frame)));
-    ingress(&mut walk, in_port, frame);
+    if fragments::ingress(&mut walk, in_port, frame) {
+        ingress(&mut walk, in_port, frame);
+    }
     commit_connections(&mut walk);
     walk.decision
 }
 
-/// Records the connections a forwarded packet opened. A full table refuses
-/// the packet instead (its replies could not be recognised).
+/// Records the connections a forwarded packet opened. A full table, or a
+/// zone holding its share of it, refuses the packet instead (its replies
+/// could not be recognised); the zone's existing connections go on.
 fn commit_connections(walk: &mut Walk) {
     if !matches!(
         walk.decision.verdict,
@@ -489,13 +507,12 @@ fn commit_connections(walk: &mut Walk) {
         match walk.state.conntrack.commit(zone, tuple, walk.now_ns) {
             Ok(Some(tag)) => walk.decision.invalidate.push(tag),
             Ok(None) => {}
-            Err(conntrack::TableFull) => {
+            Err(refused) => {
+                let reason = refused.reason();
                 walk.decision.emit.clear();
                 walk.decision.install = None;
-                walk.decision.verdict = Verdict::Dropped(Reason::ConntrackFull);
-                walk.step(|| Step::Drop {
-                    reason: Reason::ConntrackFull,
-                });
+                walk.decision.verdict = Verdict::Dropped(reason);
+                walk.step(|| Step::Drop { reason });
                 return;
             }
         }
@@ -520,8 +537,8 @@ fn ingress(walk: &mut Walk, in_port: PortId, frame: &[u8]) {
     };
     let headers = match packet::parse(frame) {
         Ok(h) => h,
-        Err(_) => {
-            walk.drop(Reason::Malformed, false);
+        Err(e) => {
+            walk.drop(e.reason(), false);
             return;
         }
     };
@@ -543,6 +560,11 @@ fn ingress(walk: &mut Walk, in_port: PortId, frame: &[u8]) {
             return;
         }
     };
+    if let DeviceRef::Bridge(bridge) = port.device {
+        if !port_security::admit(walk, bridge, in_port, &headers) {
+            return;
+        }
+    }
     device_ingress(walk, in_port, frame);
 }
 
@@ -551,8 +573,8 @@ fn ingress(walk: &mut Walk, in_port: PortId, frame: &[u8]) {
 fn device_ingress(walk: &mut Walk, port: PortId, mut frame: Vec<u8>) {
     let headers = match packet::parse(&frame) {
         Ok(h) => h,
-        Err(_) => {
-            walk.drop(Reason::Malformed, false);
+        Err(e) => {
+            walk.drop(e.reason(), false);
             return;
         }
     };
@@ -572,8 +594,8 @@ fn device_ingress(walk: &mut Walk, port: PortId, mut frame: Vec<u8>) {
     }
     let headers = match packet::parse(&frame) {
         Ok(h) => h,
-        Err(_) => {
-            walk.drop(Reason::Malformed, false);
+        Err(e) => {
+            walk.drop(e.reason(), false);
             return;
         }
     };

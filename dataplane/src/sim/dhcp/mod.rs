@@ -113,6 +113,7 @@ pub(crate) fn process(
         config,
         leases: &mut state.leases,
         bridge: &bridge.name,
+        port: snap.ports[in_port].tag,
         now_ns: walk.now_ns,
     }
     .handle(&req, kind);
@@ -150,6 +151,12 @@ pub(crate) fn process(
             state.counters.unanswered += 1;
             walk.step(|| Step::DhcpNoReply { why });
             walk.consumed();
+            true
+        }
+        Outcome::Refused(why) => {
+            state.counters.unanswered += 1;
+            walk.step(|| Step::DhcpNoReply { why });
+            walk.drop(Reason::DhcpLeaseLimit, false);
             true
         }
         Outcome::Pass(why) => {

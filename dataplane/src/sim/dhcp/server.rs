@@ -2,9 +2,10 @@
 //! lease table in, the reply (or the reason for silence) out. It knows
 //! nothing of frames; `super::process` parses and addresses them.
 use super::config::{Config, Host};
-use super::leases::{Holder, Leases};
+use super::leases::{Holder, Leases, Refused};
 use super::message::{opt, Message, MessageType, HEADER_LEN, OP_REPLY};
 use crate::packet::Mac;
+use crate::sim::Tag;
 
 /// What the server did with a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +18,9 @@ pub enum Outcome {
     /// Not for vnet to answer: as in MidoNet, the frame goes on through the
     /// bridge, where another DHCP server may answer it.
     Pass(NoReply),
+    /// For this server, which will not answer it: the frame is dropped
+    /// (passing it on would flood every port with a guest's excess).
+    Refused(NoReply),
 }
 
 /// Why no reply was sent.
@@ -30,6 +34,8 @@ pub enum NoReply {
     PoolExhausted,
     /// The lease table is full.
     LeaseTableFull,
+    /// The client's port holds as many leases as it may.
+    PortLeaseLimit,
     /// The client named another server (option 54).
     OtherServer,
     /// A REQUEST without requested address or ciaddr, a DECLINE without
@@ -54,6 +60,8 @@ pub struct Server<'a> {
     pub config: &'a Config,
     pub leases: &'a mut Leases,
     pub bridge: &'a str,
+    /// The bridge port the request came in by, charged with its lease.
+    pub port: Tag,
     pub now_ns: u64,
 }
 
@@ -138,13 +146,13 @@ impl<'a> Server<'a> {
                 Err(why) => return Outcome::Pass(why),
             },
         };
-        if host.is_none()
-            && self
+        if host.is_none() {
+            let offered = self
                 .leases
-                .offer(self.bridge, mac, ip, self.now_ns)
-                .is_err()
-        {
-            return Outcome::Pass(NoReply::LeaseTableFull);
+                .offer(self.bridge, self.port, mac, ip, self.now_ns);
+            if let Err(refused) = offered {
+                return not_recorded(refused);
+            }
         }
         Outcome::Reply(self.reply(req, MessageType::Offer, subnet, ip, host))
     }
@@ -187,12 +195,11 @@ impl<'a> Server<'a> {
         if host.is_none() {
             let lease_ns = u64::from(s.lease_secs) * 1_000_000_000;
             let mac = req.client_mac();
-            if self
+            let bound = self
                 .leases
-                .bind(self.bridge, mac, ip, lease_ns, self.now_ns)
-                .is_err()
-            {
-                return Outcome::Pass(NoReply::LeaseTableFull);
+                .bind(self.bridge, self.port, mac, ip, lease_ns, self.now_ns);
+            if let Err(refused) = bound {
+                return not_recorded(refused);
             }
         }
         let mut reply = self.reply(req, MessageType::Ack, subnet, ip, host);
@@ -331,6 +338,16 @@ impl<'a> Server<'a> {
             options: fit(req, must, rest),
             ..reply_header(req)
         }
+    }
+}
+
+/// What the server does when the lease table refuses a lease: a full
+/// table is the server's own limit (another server may answer); a port
+/// over its share is the guest's, dropped.
+fn not_recorded(refused: Refused) -> Outcome {
+    match refused {
+        Refused::Full => Outcome::Pass(NoReply::LeaseTableFull),
+        Refused::PortLimit => Outcome::Refused(NoReply::PortLeaseLimit),
     }
 }
 
