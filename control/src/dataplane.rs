@@ -54,6 +54,8 @@ pub struct TrafficCounters {
     pub kernel_packets: u64,
     pub kernel_bytes: u64,
     pub flows: u32,
+    /// Frames over the upcall budget, dropped before the worker.
+    pub upcall_budget: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -322,7 +322,16 @@ impl Runtime {
         let mut frames = std::mem::take(&mut self.frames);
         frames.clear();
         let now = now_ns();
-        let limit = self.limits.upcalls;
+        let uplink = self
+            .snap
+            .ports
+            .get(self.ports[i].port)
+            .is_some_and(|p| matches!(p.device, DeviceRef::Router(_)));
+        let limit = if uplink {
+            self.limits.upcalls.for_uplink()
+        } else {
+            self.limits.upcalls
+        };
         let port = &mut self.ports[i];
         let (xsk, budget) = (&mut port.xsk, &mut port.upcalls);
         let mut over = 0;

@@ -185,6 +185,17 @@ fn a_guest_flooding_new_flows_does_not_keep_another_from_connecting() -> Result<
         "the flood was one ({sent} new flows)"
     );
     assert!(over_budget > 0, "the flood's excess is counted: {stats}");
+    // ... and charged to the flooder's port, not to the client's.
+    let port_over = |port: &str| {
+        stats["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["port"] == port)
+            .and_then(|p| p["upcall_budget"].as_u64())
+    };
+    assert_eq!(port_over("tenant/flooder"), Some(over_budget), "{stats}");
+    assert_eq!(port_over("tenant/client"), Some(0), "{stats}");
     // The flooder's first packets reached the simulation at its rate, no
     // faster (the budget is checked before anything else is done).
     let allowed = RATE * flood_time.as_secs_f64().ceil() as u64 + BURST;

@@ -175,6 +175,7 @@ impl From<CounterReport> for pb::CountersResponse {
                     kernel_packets: t.kernel_packets,
                     kernel_bytes: t.kernel_bytes,
                     flows: t.flows,
+                    upcall_budget: t.upcall_budget,
                 })
                 .collect(),
             devices: c
@@ -186,6 +187,7 @@ impl From<CounterReport> for pb::CountersResponse {
                     kernel_packets: t.kernel_packets,
                     kernel_bytes: t.kernel_bytes,
                     flows: t.flows,
+                    upcall_budget: t.upcall_budget,
                 })
                 .collect(),
         }
@@ -210,6 +212,7 @@ impl From<pb::CountersResponse> for CounterReport {
                             kernel_packets: p.kernel_packets,
                             kernel_bytes: p.kernel_bytes,
                             flows: p.flows,
+                            upcall_budget: p.upcall_budget,
                         },
                     )
                 })
@@ -225,6 +228,7 @@ impl From<pb::CountersResponse> for CounterReport {
                             kernel_packets: d.kernel_packets,
                             kernel_bytes: d.kernel_bytes,
                             flows: d.flows,
+                            upcall_budget: d.upcall_budget,
                         },
                     )
                 })

@@ -423,7 +423,7 @@ async fn run(cli: Cli) -> Result<()> {
                         serde_json::json!({
                             "port": p, "interface": i, "userspace_rx": t.userspace_rx,
                             "kernel_packets": t.kernel_packets, "kernel_bytes": t.kernel_bytes,
-                            "flows": t.flows,
+                            "flows": t.flows, "upcall_budget": t.upcall_budget,
                         })
                     })
                     .collect();
@@ -434,7 +434,7 @@ async fn run(cli: Cli) -> Result<()> {
                         serde_json::json!({
                             "device": d, "userspace_rx": t.userspace_rx,
                             "kernel_packets": t.kernel_packets, "kernel_bytes": t.kernel_bytes,
-                            "flows": t.flows,
+                            "flows": t.flows, "upcall_budget": t.upcall_budget,
                         })
                     })
                     .collect();
@@ -463,6 +463,7 @@ async fn run(cli: Cli) -> Result<()> {
                     t.kernel_packets.to_string(),
                     t.kernel_bytes.to_string(),
                     t.flows.to_string(),
+                    t.upcall_budget.to_string(),
                 ]
             };
             let rows = c
@@ -482,6 +483,7 @@ async fn run(cli: Cli) -> Result<()> {
                     "KERNEL_PKTS",
                     "KERNEL_BYTES",
                     "FLOWS",
+                    "OVER_BUDGET",
                 ],
                 rows,
             );
@@ -502,6 +504,7 @@ async fn run(cli: Cli) -> Result<()> {
                     "KERNEL_PKTS",
                     "KERNEL_BYTES",
                     "FLOWS",
+                    "OVER_BUDGET",
                 ],
                 rows,
             );

@@ -345,6 +345,7 @@ impl Runtime {
         for b in &self.ports {
             let mut t = by_ifindex.get(&b.ifindex).cloned().unwrap_or_default();
             t.userspace_rx = b.rx;
+            t.upcall_budget = b.upcall_dropped;
             let port = views::port_name(&self.snap, b.port);
             if let Some(p) = self.snap.ports.get(b.port) {
                 let d = devices
@@ -354,6 +355,7 @@ impl Runtime {
                 d.kernel_packets += t.kernel_packets;
                 d.kernel_bytes += t.kernel_bytes;
                 d.flows += t.flows;
+                d.upcall_budget += t.upcall_budget;
             }
             ports.push((port, b.xsk.ifname.clone(), t));
         }

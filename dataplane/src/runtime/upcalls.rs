@@ -24,11 +24,27 @@ pub struct UpcallLimit {
 pub const DEFAULT_PER_SEC: u32 = 2000;
 pub const DEFAULT_BURST: u32 = 500;
 
+/// How many guests' worth of budget a router's exterior port (an uplink)
+/// gets: the first packets of every tenant's inbound connections and
+/// replies arrive there, so a guest's budget would cap the whole host,
+/// while an unbounded one would let the outside flood the worker.
+pub const UPLINK_FACTOR: u32 = 16;
+
 impl Default for UpcallLimit {
     fn default() -> Self {
         UpcallLimit {
             per_sec: DEFAULT_PER_SEC,
             burst: DEFAULT_BURST,
+        }
+    }
+}
+
+impl UpcallLimit {
+    /// The budget of an uplink (`UPLINK_FACTOR` guests' worth).
+    pub fn for_uplink(self) -> UpcallLimit {
+        UpcallLimit {
+            per_sec: self.per_sec.saturating_mul(UPLINK_FACTOR),
+            burst: self.burst.saturating_mul(UPLINK_FACTOR),
         }
     }
 }
@@ -80,6 +96,18 @@ mod tests {
 
     fn taken(b: &mut TokenBucket, now_ns: u64, n: u32, limit: &UpcallLimit) -> u32 {
         (0..n).filter(|_| b.take(now_ns, limit)).count() as u32
+    }
+
+    #[test]
+    fn an_uplink_gets_sixteen_guests_worth() {
+        let limit = UpcallLimit::default().for_uplink();
+        assert_eq!((limit.per_sec, limit.burst), (32_000, 8_000));
+        let off = UpcallLimit {
+            per_sec: 0,
+            burst: 0,
+        }
+        .for_uplink();
+        assert_eq!(off.per_sec, 0, "no limit stays no limit");
     }
 
     #[test]
