@@ -59,7 +59,21 @@ impl Binder {
                 ),
             }
         }
-        let ifindex = kernel.attach(ifname, self.mode)?;
+        let ifindex = match kernel.attach(ifname, self.mode) {
+            // Native XDP takes no frame larger than a page on veth (ERANGE
+            // for a jumbo MTU): such an interface runs the program in SKB
+            // mode, which takes any MTU. Flow hits of any size are then
+            // forwarded; misses too large for a socket are counted
+            // (`xdp_too_big`).
+            Err(e) if self.mode == AttachMode::Native && e.raw_os_error() == Some(libc::ERANGE) => {
+                tracing::warn!(
+                    interface = %ifname,
+                    "its MTU is too large for native XDP; attaching in SKB mode instead"
+                );
+                kernel.attach(ifname, AttachMode::Skb)?
+            }
+            other => other?,
+        };
         let undo = |kernel: &mut Kernel| {
             let _ = kernel.clear_xsk(slot);
             let _ = kernel.detach(ifname);

@@ -146,3 +146,61 @@ fn a_field_outside_the_kernel_flow_cannot_bypass_a_rule() -> Result<()> {
     assert!(reason(&w, "filter_drop")? >= 1);
     Ok(())
 }
+
+#[test]
+fn jumbo_frames_work_in_the_kernel_or_are_dropped_with_a_counter() -> Result<()> {
+    if !have_root("jumbo_frames_work_in_the_kernel_or_are_dropped_with_a_counter") {
+        return Ok(());
+    }
+    let mut w = World::new("jumbo")?;
+    let a = w.guest("a", "ja-h", "02:00:00:00:0a:01", "10.0.0.1")?;
+    let b = w.guest("b", "jb-h", "02:00:00:00:0b:01", "10.0.0.2")?;
+    for (g, host_if) in [(&a, "ja-h"), (&b, "jb-h")] {
+        vnet_e2e::run(&["ip", "-n", &w.host, "link", "set", host_if, "mtu", "9000"])?;
+        w.exec(g, &["ip", "link", "set", "eth0", "mtu", "9000"])?;
+    }
+    let topo = w.topology_file(
+        "version: 1\nbridges:\n  lan:\n    ports:\n      a: {interface: ja-h}\n      b: {interface: jb-h}\n",
+    )?;
+    w.start_vnetd(&topo)?;
+    // TCP: the SYN is small and installs the flow; 9000-byte segments then
+    // run in the kernel.
+    let sink = w.spawn(
+        &b,
+        &[
+            "/usr/bin/python3",
+            "-c",
+            "import socket\ns=socket.socket()\ns.bind(('0.0.0.0',7100))\ns.listen()\n\
+             c,_=s.accept()\nn=0\nwhile True:\n    d=c.recv(65536)\n    if not d: break\n    n+=len(d)\nprint(n)\n",
+        ],
+    )?;
+    w.python(
+        &a,
+        "import socket\ns=socket.create_connection(('10.0.0.2',7100), timeout=10)\n\
+         s.sendall(b'x' * 2000000)\ns.close()\n",
+    )?;
+    let got = sink.finish(std::time::Duration::from_secs(10))?;
+    assert_eq!(
+        got.trim(),
+        "2000000",
+        "the whole stream crossed with a 9000 MTU"
+    );
+    assert!(
+        w.kernel_flow_packets("ja-h")? > 100,
+        "the big segments ran in the kernel"
+    );
+    // A flow whose first packet is larger than a socket frame cannot be
+    // simulated: dropped and counted, not lost silently.
+    assert_eq!(w.ping(&a, "10.0.0.2", 2)?, 2);
+    let _ = w.exec(
+        &a,
+        &[
+            "ping", "-c", "2", "-s", "8000", "-W", "1", "-M", "do", "10.0.0.2",
+        ],
+    )?;
+    assert!(
+        reason(&w, "xdp_too_big")? >= 2,
+        "the oversized first packets are counted"
+    );
+    Ok(())
+}
