@@ -1,8 +1,11 @@
 //! The virtual bridge, on packet bytes: frames in, decisions out.
+mod common;
+
+use common::Bench;
 use vnet_common::{act, Reason};
 use vnet_dataplane::packet::build::{arp_frame, udp_frame, with_vlan};
 use vnet_dataplane::packet::{Mac, ARP_REPLY, ARP_REQUEST, BROADCAST};
-use vnet_dataplane::sim::{simulate, Decision, PortId, Snapshot, State, Step, Tag, Verdict};
+use vnet_dataplane::sim::{Step, Tag, Verdict};
 
 const TOPOLOGY: &str = r#"
 version: 1
@@ -28,50 +31,13 @@ const M_STATIC: Mac = [2, 0, 0, 0, 0, 0x99];
 const IP1: [u8; 4] = [10, 0, 0, 1];
 const IP2: [u8; 4] = [10, 0, 0, 2];
 
-struct Bench {
-    snap: Snapshot,
-    state: State,
-    now: u64,
-}
-
-impl Bench {
-    fn new() -> Bench {
-        Bench::with(TOPOLOGY)
-    }
-    fn with(topology: &str) -> Bench {
-        let topo = vnet_control::parse_str(topology).expect("test topology is valid");
-        Bench {
-            snap: Snapshot::compile(&topo, 1),
-            state: State::default(),
-            now: 1,
-        }
-    }
-    fn port(&self, name: &str) -> PortId {
-        self.snap.port_by_name(name).expect("port exists")
-    }
-    fn send(&mut self, port: &str, frame: &[u8]) -> Decision {
-        self.now += 1000;
-        let p = self.port(port);
-        simulate(&self.snap, &mut self.state, p, frame, self.now, true)
-    }
-    fn emitted_to(&self, d: &Decision) -> Vec<String> {
-        let mut v: Vec<String> = d
-            .emit
-            .iter()
-            .map(|e| self.snap.ports[e.port].name.clone())
-            .collect();
-        v.sort();
-        v
-    }
-}
-
 fn udp(src: Mac, dst: Mac) -> Vec<u8> {
     udp_frame(src, dst, IP1, IP2, 1000, 2000, b"data")
 }
 
 #[test]
 fn unknown_unicast_floods_to_every_other_port_that_is_up() {
-    let mut b = Bench::new();
+    let mut b = Bench::new(TOPOLOGY);
     let f = udp(M1, M2);
     let d = b.send("tenant/vm1", &f);
     assert_eq!(d.verdict, Verdict::Flooded);
@@ -100,7 +66,7 @@ fn unknown_unicast_floods_to_every_other_port_that_is_up() {
 
 #[test]
 fn broadcast_floods_and_learns_the_source() {
-    let mut b = Bench::new();
+    let mut b = Bench::new(TOPOLOGY);
     let d = b.send(
         "tenant/vm1",
         &arp_frame(ARP_REQUEST, M1, IP1, [0; 6], IP2, BROADCAST),
@@ -115,7 +81,7 @@ fn broadcast_floods_and_learns_the_source() {
 
 #[test]
 fn learned_destination_goes_to_one_port_and_installs_a_flow() {
-    let mut b = Bench::new();
+    let mut b = Bench::new(TOPOLOGY);
     b.send("tenant/vm1", &udp(M1, BROADCAST));
     let f = udp(M2, M1);
     let d = b.send("tenant/vm2", &f);
@@ -139,7 +105,7 @@ fn learned_destination_goes_to_one_port_and_installs_a_flow() {
 
 #[test]
 fn a_mac_moving_to_another_port_invalidates_its_flows() {
-    let mut b = Bench::new();
+    let mut b = Bench::new(TOPOLOGY);
     b.send("tenant/vm1", &udp(M1, BROADCAST));
     let d = b.send("tenant/vm3", &udp(M1, BROADCAST));
     let bridge = Tag::device("tenant");
@@ -159,7 +125,7 @@ fn a_mac_moving_to_another_port_invalidates_its_flows() {
 
 #[test]
 fn static_mac_entries_forward_and_are_not_relearned() {
-    let mut b = Bench::new();
+    let mut b = Bench::new(TOPOLOGY);
     let d = b.send("tenant/vm1", &udp(M1, M_STATIC));
     assert_eq!(b.emitted_to(&d), ["tenant/vm3"]);
     assert!(d.install.is_some());
@@ -172,7 +138,7 @@ fn static_mac_entries_forward_and_are_not_relearned() {
 
 #[test]
 fn arp_requests_for_the_arp_table_are_answered_not_flooded() {
-    let mut b = Bench::new();
+    let mut b = Bench::new(TOPOLOGY);
     let target = [10, 0, 0, 50];
     let d = b.send(
         "tenant/vm1",
@@ -196,7 +162,7 @@ fn arp_requests_for_the_arp_table_are_answered_not_flooded() {
 
 #[test]
 fn a_port_that_is_down_neither_sends_nor_receives() {
-    let mut b = Bench::new();
+    let mut b = Bench::new(TOPOLOGY);
     let d = b.send("tenant/off", &udp(M1, M2));
     assert_eq!(d.verdict, Verdict::Dropped(Reason::PortDown));
     let flow = d.install.expect("a drop flow");
@@ -208,7 +174,7 @@ fn a_port_that_is_down_neither_sends_nor_receives() {
 
 #[test]
 fn vlan_access_port_pops_and_pushes_its_tag() {
-    let mut b = Bench::new();
+    let mut b = Bench::new(TOPOLOGY);
     b.send("tenant/vm1", &udp(M1, BROADCAST));
     let inner = udp(M2, M1);
     let d = b.send("tenant/tagged", &with_vlan(&inner, 10));
@@ -230,7 +196,7 @@ fn vlan_access_port_pops_and_pushes_its_tag() {
 
 #[test]
 fn frames_with_the_wrong_vlan_are_dropped() {
-    let mut b = Bench::new();
+    let mut b = Bench::new(TOPOLOGY);
     let d = b.send("tenant/tagged", &udp(M2, M1));
     assert_eq!(
         d.verdict,
@@ -253,7 +219,7 @@ fn frames_with_the_wrong_vlan_are_dropped() {
 
 #[test]
 fn bridges_are_isolated_even_with_the_same_macs() {
-    let mut b = Bench::new();
+    let mut b = Bench::new(TOPOLOGY);
     b.send("tenant/vm1", &udp(M1, BROADCAST));
     let d = b.send("other/b", &udp(M2, M1));
     assert_eq!(
@@ -266,7 +232,7 @@ fn bridges_are_isolated_even_with_the_same_macs() {
 
 #[test]
 fn frames_to_their_own_segment_are_dropped_in_the_kernel() {
-    let mut b = Bench::new();
+    let mut b = Bench::new(TOPOLOGY);
     b.send("tenant/vm1", &udp(M1, BROADCAST));
     b.send("tenant/vm1", &udp(M2, BROADCAST));
     let d = b.send("tenant/vm1", &udp(M2, M1));
@@ -276,7 +242,7 @@ fn frames_to_their_own_segment_are_dropped_in_the_kernel() {
 
 #[test]
 fn link_local_frames_are_not_forwarded() {
-    let mut b = Bench::new();
+    let mut b = Bench::new(TOPOLOGY);
     let stp = udp(M1, [0x01, 0x80, 0xc2, 0, 0, 0]);
     let d = b.send("tenant/vm1", &stp);
     assert_eq!(d.verdict, Verdict::Dropped(Reason::LinkLocalDrop));
@@ -285,7 +251,7 @@ fn link_local_frames_are_not_forwarded() {
 
 #[test]
 fn multicast_is_flooded() {
-    let mut b = Bench::new();
+    let mut b = Bench::new(TOPOLOGY);
     let d = b.send("tenant/vm1", &udp(M1, [0x01, 0x00, 0x5e, 0, 0, 1]));
     assert_eq!(d.verdict, Verdict::Flooded);
     assert_eq!(d.emit.len(), 3);
@@ -293,7 +259,7 @@ fn multicast_is_flooded() {
 
 #[test]
 fn malformed_frames_are_dropped_and_counted() {
-    let mut b = Bench::new();
+    let mut b = Bench::new(TOPOLOGY);
     let f = udp(M1, M2);
     for len in [0, 5, 13, 20, 33] {
         let d = b.send("tenant/vm1", &f[..len]);
@@ -308,7 +274,7 @@ fn malformed_frames_are_dropped_and_counted() {
 
 #[test]
 fn trace_names_every_step() {
-    let mut b = Bench::new();
+    let mut b = Bench::new(TOPOLOGY);
     b.send("tenant/vm1", &udp(M1, BROADCAST));
     let d = b.send("tenant/vm2", &udp(M2, M1));
     let vm1 = b.port("tenant/vm1");
@@ -329,7 +295,7 @@ fn a_flood_reaches_every_port_of_a_large_bridge() {
     for i in 0..100 {
         yaml.push_str(&format!("      p{i}: {{interface: big{i}-h}}\n"));
     }
-    let mut b = Bench::with(&yaml);
+    let mut b = Bench::new(&yaml);
     let request = arp_frame(ARP_REQUEST, M1, IP1, [0; 6], IP2, BROADCAST);
     let d = b.send("big/p0", &request);
     assert_eq!(d.verdict, Verdict::Flooded);

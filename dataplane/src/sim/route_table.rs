@@ -78,49 +78,41 @@ impl RouteTable {
         self.by_len.is_empty()
     }
 
-    /// Whether one of the best routes for a packet from `src` to `dst` (any
-    /// of the equal-cost ones, whatever the flow hash) satisfies `pred`;
-    /// false when no route matches. For reverse-path checks.
-    pub fn any_best(&self, dst: [u8; 4], src: [u8; 4], pred: impl Fn(&Route) -> bool) -> bool {
+    /// The best routes for a packet from `src` to `dst`: those of the
+    /// longest matching prefix whose source prefix matches, at the lowest
+    /// weight (the equal-cost ones, in table order); `None` when no route
+    /// matches.
+    fn best(&self, dst: [u8; 4], src: [u8; 4]) -> Option<impl Iterator<Item = &Route> + Clone> {
         let dst = u32::from_be_bytes(dst);
         for (len, routes) in &self.by_len {
             let Some(candidates) = routes.get(&(dst & mask(*len))) else {
                 continue;
             };
-            let matching = || {
-                candidates
-                    .iter()
-                    .filter(|r| r.src.is_none_or(|(p, l)| in_prefix(src, p, l)))
-            };
-            let Some(best) = matching().map(|r| r.weight).min() else {
+            let matching = candidates
+                .iter()
+                .filter(move |r| r.src.is_none_or(|(p, l)| in_prefix(src, p, l)));
+            let Some(best) = matching.clone().map(|r| r.weight).min() else {
                 continue;
             };
-            return matching().filter(|r| r.weight == best).any(pred);
+            return Some(matching.filter(move |r| r.weight == best));
         }
-        false
+        None
+    }
+
+    /// Whether one of the best routes for a packet from `src` to `dst` (any
+    /// of the equal-cost ones, whatever the flow hash) satisfies `pred`;
+    /// false when no route matches. For reverse-path checks.
+    pub fn any_best(&self, dst: [u8; 4], src: [u8; 4], pred: impl Fn(&Route) -> bool) -> bool {
+        self.best(dst, src)
+            .is_some_and(|mut routes| routes.any(pred))
     }
 
     /// The route for a packet from `src` to `dst`; `flow_hash` picks among
     /// equal-cost routes, so one flow always takes the same path.
     pub fn lookup(&self, dst: [u8; 4], src: [u8; 4], flow_hash: u64) -> Option<&Route> {
-        let dst = u32::from_be_bytes(dst);
-        for (len, routes) in &self.by_len {
-            let Some(candidates) = routes.get(&(dst & mask(*len))) else {
-                continue;
-            };
-            let matching = || {
-                candidates
-                    .iter()
-                    .filter(|r| r.src.is_none_or(|(p, l)| in_prefix(src, p, l)))
-            };
-            let Some(best) = matching().map(|r| r.weight).min() else {
-                continue;
-            };
-            let n = matching().filter(|r| r.weight == best).count() as u64;
-            let pick = (flow_hash % n) as usize;
-            return matching().filter(|r| r.weight == best).nth(pick);
-        }
-        None
+        let mut routes = self.best(dst, src)?;
+        let n = routes.clone().count() as u64;
+        routes.nth((flow_hash % n) as usize)
     }
 }
 
