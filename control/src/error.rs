@@ -1,5 +1,6 @@
 //! Errors of reading and checking a topology.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -14,12 +15,57 @@ pub struct ValidationError {
 }
 
 impl ValidationError {
+    /// Path and message are made [`visible`] here, once: they quote names
+    /// and values of the input, which may hold newlines or terminal escapes
+    /// that would otherwise forge lines or drive the operator's terminal.
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        let (path, message) = (path.into(), message.into());
         ValidationError {
-            path: path.into(),
-            message: message.into(),
+            path: visible(&path).into_owned(),
+            message: visible(&message).into_owned(),
         }
     }
+}
+
+/// `text` with every character that a terminal would not show as itself
+/// written out as a Rust escape (`\n`, `\u{1b}`): control characters, and
+/// the invisible format characters that reorder or hide text (bidi
+/// overrides, zero-width spaces, the byte-order mark). Anything else, other
+/// scripts included, stays as it is. A backslash is left alone, so that
+/// escaping an escaped text changes nothing (client and server both do it).
+pub fn visible(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(hidden) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if hidden(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// [`visible`], keeping line breaks: for multi-line texts (a list of
+/// errors) whose lines are each already escaped.
+pub fn visible_lines(text: &str) -> String {
+    text.split('\n')
+        .map(|l| visible(l).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{200b}'..='\u{200f}'   // zero-width spaces and marks
+            | '\u{2028}'..='\u{202e}' // line/paragraph separators, bidi embeddings
+            | '\u{2060}'..='\u{2069}' // word joiner, bidi isolates
+            | '\u{feff}')
 }
 
 /// Why a topology could not be loaded.
@@ -66,7 +112,8 @@ impl TopologyError {
         TopologyError::Syntax {
             line: loc.as_ref().map(|l| l.line()),
             column: loc.as_ref().map(|l| l.column()),
-            message: e.to_string(),
+            // The parser quotes the offending key or value as written.
+            message: visible(&e.to_string()).into_owned(),
         }
     }
 
@@ -76,7 +123,7 @@ impl TopologyError {
         TopologyError::Syntax {
             line: known.then_some(e.line()),
             column: known.then_some(e.column()),
-            message: e.to_string(),
+            message: visible(&e.to_string()).into_owned(),
         }
     }
 }

@@ -13,21 +13,28 @@ pub mod api;
 pub mod dataplane;
 pub mod diff;
 mod error;
+mod input_limits;
 pub mod intents;
 pub mod model;
 pub mod objects;
 pub mod store;
 mod validate;
 
-pub use error::{TopologyError, ValidationError};
+pub use error::{visible, visible_lines, TopologyError, ValidationError};
+pub use input_limits::{MAX_TOPOLOGY_BYTES, MAX_TOPOLOGY_DEPTH};
 pub use model::*;
 
 /// Parses a topology from YAML or JSON text. Checks the shape only (types,
 /// names of fields, required fields); call [`Topology::validate`] or use
 /// [`load_str`] to check that the objects fit together.
+///
+/// Text larger than [`MAX_TOPOLOGY_BYTES`] or nested deeper than
+/// [`MAX_TOPOLOGY_DEPTH`] is refused before parsing, so that the time spent
+/// is linear in the length of the text.
 pub fn parse_str(text: &str) -> Result<Topology, TopologyError> {
     // A byte-order mark is invisible in editors; do not let it break parsing.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    input_limits::check(text)?;
     // JSON is valid YAML too, but serde_json's messages about JSON syntax are
     // clearer than YAML's for a file that is plainly JSON.
     if text.trim_start().starts_with('{') {

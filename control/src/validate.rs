@@ -64,9 +64,16 @@ impl Validator<'_> {
                 .bytes()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
         if !ok {
+            // A name of megabytes is quoted by its start and its length.
+            let shown = match name.char_indices().nth(64) {
+                Some((cut, _)) => format!("{}... ({} bytes)", &name[..cut], name.len()),
+                None => name.to_string(),
+            };
             self.err(
                 path,
-                format!("name `{name}` is not valid: use 1 to 64 letters, digits, '-', '_' or '.'"),
+                format!(
+                    "name `{shown}` is not valid: use 1 to 64 letters, digits, '-', '_' or '.'"
+                ),
             );
         }
     }

@@ -450,3 +450,215 @@ async fn standard_health_and_reflection_services_answer() {
     assert!(names.contains(&"vnet.v1.Vnet"), "{names:?}");
     server.stop().await;
 }
+
+/// Runs the vnetctl binary against `server` off the runtime's thread (the
+/// server answers on it meanwhile).
+async fn vnetctl(
+    server: &Server,
+    args: &[&str],
+    stdout: std::process::Stdio,
+) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_vnetctl"));
+    cmd.arg("--socket")
+        .arg(server.socket())
+        .args(args)
+        .stdout(stdout)
+        .stderr(std::process::Stdio::piped());
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
+/// A topology with `n` validation errors, each naming its own port.
+fn with_errors(n: usize) -> String {
+    let mut yaml = "version: 1\nbridges:\n  b:\n    ports:\n".to_string();
+    for i in 0..n {
+        yaml.push_str(&format!(
+            "      port{i}: {{interface: if{i}, vlan: 5000}}\n"
+        ));
+    }
+    yaml
+}
+
+/// Past ~90 errors the list overflowed the 16 KiB trailer limit and the
+/// client saw only "h2 protocol error".
+#[tokio::test]
+async fn every_validation_error_reaches_the_client_however_many() {
+    let server = start("many-errors").await;
+    let mut c = server.client().await;
+    let n = 2000;
+    let topo = parse_str(&with_errors(n)).unwrap();
+    assert_eq!(topo.validate().unwrap_err().len(), n);
+    let e = c.apply(&topo, true, None).await.unwrap_err();
+    assert_eq!(code(&e), tonic::Code::InvalidArgument, "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains(&format!("invalid topology ({n} errors)")),
+        "{text}"
+    );
+    assert!(text.contains("bridges.b.ports.port0.vlan"), "{text}");
+    assert!(text.contains("more (`vnetd --check FILE`"), "{text}");
+    assert_eq!(e.validation_error_count(), Some(n));
+    // vnetctl lists every one of them.
+    let file = server.dir.join("many.yaml");
+    std::fs::write(&file, with_errors(n)).unwrap();
+    let out = vnetctl(
+        &server,
+        &["apply", "-f", file.to_str().unwrap()],
+        std::process::Stdio::piped(),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for i in 0..n {
+        assert!(
+            err.contains(&format!("bridges.b.ports.port{i}.vlan:")),
+            "port{i} missing from vnetctl's errors: {err}"
+        );
+    }
+    assert!(err.contains("nothing changed"), "{err}");
+    assert_eq!(c.list(None).await.unwrap().revision, 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn names_with_control_characters_are_shown_escaped() {
+    let server = start("escaped").await;
+    let mut c = server.client().await;
+    let evil = "evil\u{1b}[2J\nbridges.b: fine";
+    let e = c
+        .create(evil, &Object::Bridge(Default::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), tonic::Code::InvalidArgument, "{e}");
+    let text = e.to_string();
+    assert!(
+        !text.contains('\u{1b}') && !text.contains("\nbridges.b: fine"),
+        "raw control characters: {text:?}"
+    );
+    assert!(text.contains("evil\\u{1b}[2J\\nbridges.b: fine"), "{text}");
+    let e = c.get(ObjectKind::Bridge, evil).await.unwrap_err();
+    assert_eq!(code(&e), tonic::Code::NotFound);
+    assert!(!e.to_string().contains('\u{1b}'), "{e:?}");
+    let e = c.delete(ObjectKind::Chain, evil).await.unwrap_err();
+    assert!(!e.to_string().contains('\u{1b}'), "{e:?}");
+    server.stop().await;
+}
+
+#[test]
+fn a_socket_path_that_is_not_a_socket_is_refused_and_kept() {
+    let dir = temp_dir("not-a-socket");
+    let path = dir.join("precious.txt");
+    std::fs::write(&path, "keep me").unwrap();
+    let e = Listeners::bind(&ApiConfig {
+        socket: path.clone(),
+        listen: None,
+        token_file: None,
+    })
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("is not a socket"), "{e}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "keep me");
+    std::fs::create_dir(dir.join("a-dir")).unwrap();
+    let e = Listeners::bind(&ApiConfig {
+        socket: dir.join("a-dir"),
+        listen: None,
+        token_file: None,
+    })
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("is not a socket"), "{e}");
+    assert!(dir.join("a-dir").is_dir());
+}
+
+#[tokio::test]
+async fn vnetctl_ends_quietly_when_its_reader_goes_away() {
+    use std::os::unix::process::ExitStatusExt;
+    let server = start("epipe").await;
+    let topo = load_file(&all_files()[0]).unwrap();
+    server
+        .client()
+        .await
+        .apply(&topo, false, None)
+        .await
+        .unwrap();
+    for args in [
+        &["get"][..],
+        &["get", "-o", "yaml"],
+        &["watch", "--from", "0"],
+    ] {
+        // `vnetctl get | head -0`: the reading end is closed before vnetctl
+        // writes anything.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = vnetctl(&server, args, writer.into()).await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGPIPE),
+            "vnetctl {args:?}: {:?} {err}",
+            out.status
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    server.stop().await;
+}
+
+/// Deleting an object that many others use: vnetctl lists every reference
+/// the deletion breaks, not only the ones that fit in the server's answer.
+#[tokio::test]
+async fn vnetctl_delete_lists_every_broken_reference() {
+    let server = start("many-refs").await;
+    let n = 1000;
+    let mut yaml = "version: 1\nchains:\n  c: []\nbridges:\n  b:\n    ports:\n".to_string();
+    for i in 0..n {
+        yaml.push_str(&format!(
+            "      port{i}: {{interface: if{i}, inbound_filter: c}}\n"
+        ));
+    }
+    let topo = vnet_control::load_str(&yaml).unwrap();
+    let rev = server
+        .client()
+        .await
+        .apply(&topo, false, None)
+        .await
+        .unwrap()
+        .revision;
+    let out = vnetctl(
+        &server,
+        &["delete", "chain", "c"],
+        std::process::Stdio::piped(),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for i in 0..n {
+        assert!(
+            err.contains(&format!("bridges.b.ports.port{i}.inbound_filter:")),
+            "port{i} missing from vnetctl's errors: {err}"
+        );
+    }
+    let listed = server.client().await.list(None).await.unwrap();
+    assert_eq!((listed.revision, listed.topology), (rev, topo));
+    server.stop().await;
+}
+
+/// A name far longer than any trailer can carry still gets its error back.
+#[tokio::test]
+async fn an_enormous_name_gets_a_bounded_error_not_a_protocol_error() {
+    let server = start("long-name").await;
+    let mut c = server.client().await;
+    let name = "x".repeat(100_000);
+    let e = c
+        .create(&name, &Object::Bridge(Default::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), tonic::Code::InvalidArgument, "{e}");
+    assert!(e.to_string().contains("is not valid"), "{e}");
+    assert!(e.to_string().len() < 8192, "{} bytes", e.to_string().len());
+    let e = c.get(ObjectKind::Bridge, &name).await.unwrap_err();
+    assert_eq!(code(&e), tonic::Code::NotFound, "{e}");
+    let e = c.delete(ObjectKind::Chain, &name).await.unwrap_err();
+    assert_eq!(code(&e), tonic::Code::NotFound, "{e}");
+    server.stop().await;
+}

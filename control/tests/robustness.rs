@@ -165,3 +165,36 @@ fn deep_nesting_and_alias_bombs_are_errors() {
     let bomb = "version: 1\nip_groups:\n  a: &a [1.1.1.1,1.1.1.1,1.1.1.1,1.1.1.1,1.1.1.1,1.1.1.1,1.1.1.1,1.1.1.1,1.1.1.1]\n  b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n  c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n  d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\n  e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\n  f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n  g: [*f,*f,*f,*f,*f,*f,*f,*f,*f]\n";
     assert!(parse_str(bomb).is_err());
 }
+
+/// Deep nesting used to cost time quadratic in the input inside libyaml
+/// (200 KB of `[` after a key: 48 s); it is refused up front, in linear
+/// time, naming the limit.
+#[test]
+fn deep_nesting_is_refused_quickly_naming_the_limit() {
+    for text in [
+        format!("version: 1\nbridges: {}", "[".repeat(200_000)),
+        "[".repeat(200_000),
+        format!("version: 1\nip_groups:\n  g: {}", "{a: ".repeat(50_000)),
+        "- ".repeat(100_000),
+    ] {
+        let started = std::time::Instant::now();
+        let e = parse_str(&text).unwrap_err().to_string();
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert!(e.contains("deeper than 64 levels"), "{e}");
+    }
+}
+
+/// Keys and values that hold terminal escapes or newlines are shown escaped
+/// in parse errors, never raw.
+#[test]
+fn parse_errors_show_control_characters_escaped() {
+    let e = parse_str("version: 1\n\"evil\\e[31m\\nkey\": 1\n")
+        .unwrap_err()
+        .to_string();
+    assert!(!e.contains('\u{1b}') && !e.contains('\n'), "{e:?}");
+    assert!(e.contains("evil\\u{1b}[31m\\nkey"), "{e}");
+}

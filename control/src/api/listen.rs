@@ -2,7 +2,7 @@
 //! TCP address (only when configured, and then only with a bearer token).
 
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -35,6 +35,10 @@ pub enum ApiError {
     },
     #[error("API socket {0} is in use by a running vnetd (stop it, or choose another --socket)")]
     InUse(PathBuf),
+    #[error(
+        "--socket {0} exists and is not a socket; refusing to replace it (choose another path)"
+    )]
+    NotASocket(PathBuf),
     #[error("--listen {0} needs --token-file: TCP clients must present a bearer token")]
     NoToken(SocketAddr),
     #[error("token file {path}: {message}")]
@@ -121,7 +125,12 @@ fn bind_unix(path: &Path) -> Result<std::os::unix::net::UnixListener, ApiError> 
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(err("creating its directory"))?;
     }
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        // Only a socket may be replaced: anything else at the path (a file,
+        // a directory, a symlink) is someone's data, named by mistake.
+        if !meta.file_type().is_socket() {
+            return Err(ApiError::NotASocket(path.to_path_buf()));
+        }
         // A socket nobody answers on is left over from a vnetd that died.
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(ApiError::InUse(path.to_path_buf()));

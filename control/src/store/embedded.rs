@@ -171,17 +171,24 @@ impl EmbeddedStore {
             path: path.display().to_string(),
             message: format!("cannot serialize: {e}"),
         })?;
-        let mut f = OpenOptions::new()
+        let written = OpenOptions::new()
             .create(true)
             .truncate(true)
             .write(true)
             .mode(0o600)
             .open(&tmp)
-            .map_err(io(&tmp))?;
-        f.write_all(&bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        drop(f);
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+            .and_then(|mut f| {
+                f.write_all(&bytes)?;
+                f.sync_all()
+            })
+            .map_err(io(&tmp))
+            .and_then(|()| std::fs::rename(&tmp, &path).map_err(io(&path)));
+        if let Err(e) = written {
+            // A partial temporary file (a full disk) would hold the space
+            // that the next attempt, or anything else on the disk, needs.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
         // The rename is durable only once the directory is synced.
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
@@ -251,7 +258,14 @@ impl Store for EmbeddedStore {
                 changes,
             });
         }
-        let revision = current.revision + 1;
+        // A revision number that wrapped would hand watchers and the
+        // dataplane an older number for a newer topology.
+        let revision = current
+            .revision
+            .checked_add(1)
+            .ok_or(StoreError::RevisionsExhausted {
+                current: current.revision,
+            })?;
         let mut next = guard.clone();
         next.history.push_back(Entry {
             revision,
@@ -423,6 +437,45 @@ mod tests {
             Err(StoreError::Compacted { .. })
         ));
         assert_eq!(s.events_since(60).unwrap().len(), HISTORY + 5 - 60);
+    }
+
+    #[test]
+    fn a_failed_write_removes_its_temporary_file() {
+        let d = dir("full");
+        let s = EmbeddedStore::open(&d).unwrap();
+        // The temporary file lands on a full disk: /dev/full fails every
+        // write with ENOSPC.
+        std::os::unix::fs::symlink("/dev/full", d.join(TMP)).unwrap();
+        let err = s.apply(topo(A), None).unwrap_err();
+        assert!(err.to_string().contains("No space left"), "{err}");
+        assert!(
+            std::fs::symlink_metadata(d.join(TMP)).is_err(),
+            "the temporary file is removed"
+        );
+        assert_eq!(s.current().unwrap().revision, 0, "nothing changed");
+        // The next write, with space, succeeds.
+        assert_eq!(s.apply(topo(A), None).unwrap().revision, 1);
+        assert!(std::fs::symlink_metadata(d.join(TMP)).is_err());
+    }
+
+    #[test]
+    fn the_last_revision_number_refuses_changes_instead_of_wrapping() {
+        let d = dir("last-revision");
+        std::fs::create_dir_all(&d).unwrap();
+        let mut contents = Contents::empty();
+        contents.history.push_back(Entry {
+            revision: u64::MAX,
+            topology: topo(A),
+        });
+        std::fs::write(d.join(FILE), serde_json::to_vec(&contents).unwrap()).unwrap();
+        let s = EmbeddedStore::open(&d).unwrap();
+        let err = s.apply(topo(B), None).unwrap_err();
+        assert!(
+            matches!(err, StoreError::RevisionsExhausted { current: u64::MAX }),
+            "{err}"
+        );
+        let cur = s.current().unwrap();
+        assert_eq!((cur.revision, cur.topology), (u64::MAX, topo(A)));
     }
 
     #[test]

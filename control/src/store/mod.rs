@@ -53,9 +53,13 @@ pub enum StoreError {
     /// The resulting topology is not valid; nothing was stored.
     #[error("{}", crate::error::TopologyError::Invalid(.0.clone()))]
     Invalid(Vec<ValidationError>),
-    #[error("{path} does not exist")]
+    // Paths hold names as a request sent them: shown escaped.
+    #[error("{} does not exist", crate::error::visible(path))]
     NotFound { path: String },
-    #[error("{path} already exists; use update to change it")]
+    #[error(
+        "{} already exists; use update to change it",
+        crate::error::visible(path)
+    )]
     AlreadyExists { path: String },
     /// Optimistic concurrency: the topology changed since it was read.
     #[error("the topology is at revision {actual}, not {expected}: read it again and retry")]
@@ -75,6 +79,9 @@ pub enum StoreError {
     },
     #[error("store {path} is in use by another process (another vnetd on the same --state-dir?)")]
     Locked { path: String },
+    /// Revision numbers never wrap: a store at the last one refuses changes.
+    #[error("the store is at revision {current}, the last one it can number; no further change can be stored")]
+    RevisionsExhausted { current: u64 },
 }
 
 /// A topology store. Implementations serialise changes: each one sees the
