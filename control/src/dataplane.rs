@@ -76,6 +76,38 @@ pub struct DataplaneHealth {
     pub interfaces: Vec<(String, String, u32)>,
     /// Things the dataplane could not do (an interface that does not exist).
     pub problems: Vec<String>,
+    /// Every exterior port of the running topology and its binding.
+    pub ports: Vec<PortStatus>,
+}
+
+/// An exterior port and its interface, as the dataplane follows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortStatus {
+    pub port: String,
+    pub interface: String,
+    pub state: PortState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortState {
+    Bound {
+        ifindex: u32,
+    },
+    /// The interface does not exist (yet): bound when it appears.
+    Waiting,
+    /// Binding failed, with why.
+    Failed(String),
+}
+
+impl PortState {
+    /// `bound`, `waiting` or `failed`, as the API and `vnetctl` show it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PortState::Bound { .. } => "bound",
+            PortState::Waiting => "waiting",
+            PortState::Failed(_) => "failed",
+        }
+    }
 }
 
 /// Why a trace did not run.
