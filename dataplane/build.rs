@@ -3,6 +3,11 @@
 //! `src/kernel` embeds. `AYA_BUILD_SKIP=1` skips the eBPF build (for hosts
 //! without nightly or bpf-linker): an empty object is embedded instead and
 //! `Kernel::load` reports that.
+//!
+//! It also sets `VNET_GIT_REVISION` (for `vnetd --version` and the
+//! metrics' build info): `git rev-parse --short HEAD`, or "unknown" outside
+//! a git checkout or without git. It does so before the eBPF build, so
+//! `AYA_BUILD_SKIP=1` builds carry it too.
 
 use std::{
     env, fs,
@@ -36,6 +41,7 @@ fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow!("path {} is not UTF-8", root_dir.display()))?;
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
+    git_revision(&manifest_dir);
 
     if skipped() {
         println!(
@@ -73,6 +79,38 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Sets `VNET_GIT_REVISION` and reruns this script when HEAD moves. A
+/// failure of git is no build failure: the revision is then "unknown".
+fn git_revision(manifest_dir: &Path) {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(manifest_dir)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    let revision = git(&["rev-parse", "--short", "HEAD"]);
+    println!(
+        "cargo:rustc-env=VNET_GIT_REVISION={}",
+        revision.as_deref().unwrap_or("unknown")
+    );
+    // HEAD names a branch whose ref file (or packed-refs) moves on commit;
+    // watching all three catches checkouts and commits alike.
+    if let Some(git_dir) = git(&["rev-parse", "--absolute-git-dir"]) {
+        let git_dir = PathBuf::from(git_dir);
+        let mut watched = vec![git_dir.join("HEAD"), git_dir.join("packed-refs")];
+        if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
+            watched.push(git_dir.join(branch));
+        }
+        for p in watched.iter().filter(|p| p.exists()) {
+            println!("cargo:rerun-if-changed={}", p.display());
+        }
+    }
 }
 
 /// Same test as aya-build's, which we cannot ask.

@@ -8,7 +8,8 @@ set -euo pipefail
 BPF_LINKER_VERSION=0.10.3
 APT_PACKAGES=(iproute2 ethtool tcpdump iputils-ping netcat-openbsd curl
   isc-dhcp-client udhcpc dhcpcd-base arping traceroute python3-scapy bpftool
-  procps nftables)
+  procps nftables
+  prometheus)  # prometheus: the server and promtool that tests/tests/metrics.rs runs
 
 step() { printf '[bootstrap] %s\n' "$*"; }
 

@@ -11,9 +11,11 @@
 //! - [`runtime`]: the worker loop joining them.
 //! - [`veth`]: preparing veth peers for native XDP redirects.
 //! - [`binding`]: binding ports to interfaces (XDP, socket, maps).
+//! - [`link_watch`]: netlink link events: interfaces appearing and vanishing.
 //! - [`control_thread`]: the API and the store watch, feeding the worker.
 //! - [`reconfig`]: which flows a topology change touches.
 //! - [`views`]: text forms of traces, flow keys and actions.
+//! - [`metrics`]: the Prometheus endpoint (`vnetd --metrics`).
 //! - [`daemon`] — `vnetd` itself.
 pub mod afxdp;
 pub mod binding;
@@ -23,6 +25,8 @@ pub mod flows;
 pub mod hash;
 pub mod kernel;
 pub mod lease_file;
+pub mod link_watch;
+pub mod metrics;
 pub mod packet;
 pub mod reconfig;
 pub mod runtime;
