@@ -48,6 +48,19 @@ pub fn run(args: &[&str]) -> Result<Output> {
     Ok(out)
 }
 
+/// Runs a command that prints JSON and parses it, failing with the output
+/// when it is not JSON.
+pub fn json_of(args: &[&str]) -> Result<serde_json::Value> {
+    let out = run(args)?;
+    serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "{} printed no JSON: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
 /// The repository root (for examples/).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -211,16 +224,21 @@ impl World {
     /// Starts vnetd in the host namespace on `topology` and waits until it
     /// has bound its interfaces.
     pub fn start_vnetd(&mut self, topology: &Path) -> Result<()> {
-        self.start_vnetd_with(Some(topology))
+        self.start_vnetd_with(Some(topology), &[])
+    }
+
+    /// Starts vnetd like [`World::start_vnetd`], with more flags.
+    pub fn start_vnetd_args(&mut self, topology: &Path, args: &[&str]) -> Result<()> {
+        self.start_vnetd_with(Some(topology), args)
     }
 
     /// Starts vnetd on the topology its state directory stored (from an
     /// earlier run or `vnetctl apply`).
     pub fn start_vnetd_stored(&mut self) -> Result<()> {
-        self.start_vnetd_with(None)
+        self.start_vnetd_with(None, &[])
     }
 
-    fn start_vnetd_with(&mut self, topology: Option<&Path>) -> Result<()> {
+    fn start_vnetd_with(&mut self, topology: Option<&Path>, args: &[&str]) -> Result<()> {
         let vnetd = vnetd_path()?;
         let log = std::fs::File::create(&self.log)?;
         let mut command = Command::new("ip");
@@ -233,6 +251,7 @@ impl World {
             .arg(self.dir.join("state"))
             .arg("--socket")
             .arg(self.dir.join("vnetd.sock"))
+            .args(args)
             .env("VNET_LOG", "info")
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -350,15 +369,16 @@ impl World {
                 to,
             ],
         )?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let received = text
-            .lines()
-            .find(|l| l.contains("received"))
-            .and_then(|l| l.split(", ").nth(1))
-            .and_then(|s| s.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
-        Ok(received)
+        // A ping that could not run ("Network is unreachable", no such
+        // command) has no summary: that is an error, not zero replies.
+        received_count(&String::from_utf8_lossy(&out.stdout)).with_context(|| {
+            format!(
+                "ping {to} from {}: no \"N received\" summary in its output:\n{}{}",
+                from.name,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
     }
 
     /// Starts tcpdump in a guest, writing what it captures to a file;
@@ -395,37 +415,50 @@ impl World {
     /// (packets that never left the kernel), read with bpftool from the
     /// FLOWS map of the program attached to `ifname`.
     pub fn kernel_flow_packets(&self, ifname: &str) -> Result<u64> {
-        let links: serde_json::Value = serde_json::from_slice(
-            &run(&["ip", "-n", &self.host, "-j", "link", "show", ifname])?.stdout,
-        )?;
+        let links = json_of(&["ip", "-n", &self.host, "-j", "link", "show", ifname])?;
         let prog = links[0]["xdp"]["prog"]["id"]
             .as_u64()
-            .context("no XDP program attached")?;
-        let info: serde_json::Value = serde_json::from_slice(
-            &run(&["bpftool", "-j", "prog", "show", "id", &prog.to_string()])?.stdout,
-        )?;
+            .with_context(|| format!("no XDP program attached to {ifname}: {links}"))?;
+        let info = json_of(&["bpftool", "-j", "prog", "show", "id", &prog.to_string()])?;
         let mut total = 0;
+        let mut found = false;
         for id in info["map_ids"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(|v| v.as_u64())
         {
-            let map: serde_json::Value = serde_json::from_slice(
-                &run(&["bpftool", "-j", "map", "show", "id", &id.to_string()])?.stdout,
-            )?;
+            let map = json_of(&["bpftool", "-j", "map", "show", "id", &id.to_string()])?;
             if map["name"].as_str() != Some("FLOWS") {
                 continue;
             }
-            let dump: serde_json::Value = serde_json::from_slice(
-                &run(&["bpftool", "-j", "map", "dump", "id", &id.to_string()])?.stdout,
-            )?;
-            for entry in dump.as_array().into_iter().flatten() {
-                total += flow_packets(entry).unwrap_or(0);
+            let dump = json_of(&["bpftool", "-j", "map", "dump", "id", &id.to_string()])?;
+            let entries = dump
+                .as_array()
+                .with_context(|| format!("bpftool map dump id {id}: not a list: {dump}"))?;
+            for entry in entries {
+                total += flow_packets(entry)
+                    .with_context(|| format!("FLOWS entry without a packet counter: {entry}"))?;
             }
+            found = true;
+        }
+        if !found {
+            bail!("no FLOWS map among the maps of XDP program {prog} on {ifname}: {info}");
         }
         Ok(total)
     }
+}
+
+/// The `N received` of ping's summary line
+/// (`3 packets transmitted, 3 received, 0% packet loss`).
+fn received_count(text: &str) -> Option<u32> {
+    text.lines()
+        .find(|l| l.contains(" received"))?
+        .split(", ")
+        .find_map(|part| part.strip_suffix(" received"))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The packet counter of one dumped FLOWS entry: bytes 40..48 of the value
@@ -505,6 +538,45 @@ impl Capture {
     }
 }
 
+/// How long a process [`World::spawn`] starts may take to open its socket.
+const SPAWN_READY: Duration = Duration::from_secs(10);
+
+/// Whether process `pid` has a socket ready for its work: a TCP socket
+/// listening, a UDP socket bound to a port, or a raw, ICMP or packet
+/// socket. Read from `/proc/<pid>/net`, which shows the sockets of the
+/// process's own network namespace, matched to its descriptors by inode.
+fn socket_ready(pid: u32) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    let inodes: std::collections::HashSet<String> = fds
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_str()?;
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    if inodes.is_empty() {
+        return false;
+    }
+    // (table, column of the inode, whether a row of it means ready)
+    type Ready = fn(&[&str]) -> bool;
+    let tables: [(&str, usize, Ready); 5] = [
+        ("tcp", 9, |f| f[3] == "0A"), // LISTEN
+        ("udp", 9, |f| !f[1].ends_with(":0000")),
+        ("raw", 9, |_| true),
+        ("icmp", 9, |_| true),
+        ("packet", 8, |_| true),
+    ];
+    tables.iter().any(|(table, inode_at, ready)| {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        text.lines().skip(1).any(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            f.len() > *inode_at && inodes.contains(f[*inode_at]) && ready(&f)
+        })
+    })
+}
+
 /// A process running inside a guest, killed when dropped.
 pub struct Background {
     child: Child,
@@ -538,8 +610,9 @@ impl Drop for Background {
 }
 
 impl World {
-    /// Starts `args` inside a guest in the background (a server, say) and
-    /// gives it a moment to get ready.
+    /// Starts `args` inside a guest in the background (a server, a ping, a
+    /// flood) and returns once it is ready: once it has a socket to serve
+    /// or send on (see [`socket_ready`]), or has already ended.
     pub fn spawn(&self, guest: &Guest, args: &[&str]) -> Result<Background> {
         let child = Command::new("ip")
             .args(["netns", "exec", &guest.netns])
@@ -548,8 +621,23 @@ impl World {
             .stderr(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {args:?} in {}", guest.name))?;
-        std::thread::sleep(Duration::from_millis(300));
-        Ok(Background { child })
+        let mut bg = Background { child };
+        // `ip netns exec` execs the command in place: the pid is its own.
+        let pid = bg.child.id();
+        let deadline = Instant::now() + SPAWN_READY;
+        loop {
+            if socket_ready(pid) || bg.child.try_wait()?.is_some() {
+                return Ok(bg);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{args:?} in {} opened no socket within {} s",
+                    guest.name,
+                    SPAWN_READY.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// `ip route add ARGS` inside a guest.
@@ -579,5 +667,47 @@ impl World {
             );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ping_summaries_are_read_and_anything_else_is_no_count() {
+        let ok =
+            "PING 10.0.0.2 (10.0.0.2) 56(84) bytes of data.\n\n--- 10.0.0.2 ping statistics ---\n\
+                  3 packets transmitted, 3 received, 0% packet loss, time 102ms\n";
+        assert_eq!(received_count(ok), Some(3));
+        let none = "2 packets transmitted, 0 received, +2 errors, 100% packet loss, time 1001ms\n";
+        assert_eq!(received_count(none), Some(0));
+        assert_eq!(
+            received_count("ping: connect: Network is unreachable\n"),
+            None
+        );
+        assert_eq!(received_count(""), None);
+    }
+
+    #[test]
+    fn a_process_is_ready_once_its_socket_listens_not_before() {
+        let mut child = Command::new("python3")
+            .args([
+                "-c",
+                "import socket, time\ntime.sleep(0.5)\ns = socket.socket()\n\
+                 s.bind(('127.0.0.1', 0))\ns.listen()\ntime.sleep(30)\n",
+            ])
+            .spawn()
+            .expect("python3");
+        let pid = child.id();
+        assert!(!socket_ready(pid), "ready before it listens");
+        let started = Instant::now();
+        while !socket_ready(pid) {
+            assert!(started.elapsed() < Duration::from_secs(10), "never ready");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }

@@ -26,10 +26,21 @@ pub enum XdpMode {
     Skb,
 }
 
+/// How vnetd writes its log (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line (timestamp, level, fields, target), for log
+    /// shippers.
+    Json,
+}
+
 #[derive(Debug, clap::Parser)]
 #[command(
     name = "vnetd",
-    about = "vnet dataplane agent: virtual bridges on XDP and AF_XDP"
+    about = "vnet dataplane agent: virtual bridges on XDP and AF_XDP",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("VNET_GIT_REVISION"), ")")
 )]
 pub struct Options {
     /// Topology file (YAML or JSON) to store and run. Without it vnetd runs
@@ -78,6 +89,18 @@ pub struct Options {
     /// Dynamic DHCP leases (offers included) one bridge port may hold.
     #[arg(long, value_name = "N", default_value_t = Limits::default().dhcp_leases_per_port)]
     pub dhcp_leases_per_port: usize,
+    /// Serve Prometheus metrics on http://ADDR/metrics (read-only, no
+    /// authentication). ADDR must be a loopback address unless
+    /// --metrics-allow-remote is given.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// Allow --metrics on an address other than loopback: anyone who can
+    /// reach it can read every counter and port name.
+    #[arg(long, requires = "metrics")]
+    pub metrics_allow_remote: bool,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
 }
 
 impl Options {
@@ -178,6 +201,12 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("vnetd must run as root: it loads XDP programs and opens AF_XDP sockets (try sudo)");
     }
+    // Bound before anything is attached, so a refused address or a taken
+    // port stops vnetd before it changes the host.
+    let metrics_listener = opts
+        .metrics
+        .map(|addr| crate::metrics::bind(addr, opts.metrics_allow_remote))
+        .transpose()?;
     let store = Arc::new(EmbeddedStore::open(&opts.state_dir)?);
     if let Some(path) = &opts.topology {
         let topology = vnet_control::load_file(path)?;
@@ -210,34 +239,22 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     }
     let snap = Arc::new(Snapshot::compile(&current.topology, current.revision));
 
-    // Interfaces missing now leave their ports unbound (said in the log and
-    // by `vnetctl status`); the next revision tries them again.
-    let mut problems = std::collections::BTreeMap::new();
-    let mut interfaces: Vec<(usize, String)> = Vec::new();
-    for (port, ifname) in snap.interfaces() {
-        let name = &snap.ports[port].name;
-        if nix::net::if_::if_nametoindex(ifname).is_err() {
-            tracing::warn!(port = %name, interface = %ifname, "interface does not exist: port not bound");
-            problems.insert(
-                name.clone(),
-                format!("port {name} is not bound: interface {ifname} does not exist"),
-            );
-        } else {
-            interfaces.push((port, ifname.to_string()));
-        }
-    }
-    let names: Vec<String> = interfaces.iter().map(|(_, i)| i.clone()).collect();
+    // The veths that exist now decide the attach mode; missing interfaces
+    // leave their ports waiting until they appear.
+    let names: Vec<String> = snap
+        .interfaces()
+        .map(|(_, ifname)| ifname.to_string())
+        .filter(|ifname| crate::binding::ifindex(ifname).is_some())
+        .collect();
     let mode = choose_mode(opts.xdp_mode, &names);
 
-    let mut kernel = Kernel::load(opts.max_flows)?;
+    let kernel = Kernel::load(opts.max_flows)?;
     install_signal_handlers()?;
-    let mut binder = Binder::new(mode);
-    let mut bound = Vec::new();
-    for (port, ifname) in &interfaces {
-        let b = binder.bind(&mut kernel, *port, ifname)?;
-        tracing::info!(interface = %ifname, ifindex = b.ifindex, port = %snap.ports[*port].name, ?mode, "bound");
-        bound.push(b);
-    }
+    // The worker binds the ports when it connects to the control thread
+    // (before "vnetd running"), and later ones as their interfaces appear;
+    // a failed bind is shown in `vnetctl status` rather than fatal.
+    let binder = Binder::new(mode);
+    tracing::info!(?mode, "XDP attach mode");
     let listeners = Listeners::bind(&ApiConfig {
         socket: opts.socket.clone(),
         listen: opts.listen,
@@ -249,16 +266,26 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let running = Arc::new(AtomicU64::new(current.revision));
     let limits = opts.limits();
     tracing::info!(?limits, "per-port and per-device limits");
-    let mut runtime = Runtime::new(snap.clone(), kernel, bound, limits);
+    let mut runtime = Runtime::new(snap.clone(), kernel, Vec::new(), limits);
     runtime.keep_leases_in(&opts.state_dir);
-    runtime.attach_control(Link {
-        commands: inbox,
-        wake,
-        running: running.clone(),
-        binder,
-        topology: Arc::new(current.topology),
-        problems,
-    });
+    let topology = Arc::new(current.topology);
+    runtime.attach_control(Link::new(inbox, wake, running.clone(), binder, topology));
+    let metrics = match metrics_listener {
+        Some(listener) => {
+            let source = crate::metrics::WorkerSource {
+                commands: commands.clone(),
+                stored_revision: store.subscribe(),
+                config: crate::metrics::Config {
+                    max_flows: opts.max_flows,
+                    limits,
+                },
+            };
+            let server = crate::metrics::Server::start(listener, move || source.scrape())?;
+            tracing::info!(address = %server.addr(), "serving metrics on http://{}/metrics", server.addr());
+            Some(server)
+        }
+        None => None,
+    };
     let control = ControlThread::start(store, listeners, commands, running)?;
     tracing::info!(
         revision = current.revision,
@@ -270,6 +297,9 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     );
 
     runtime.run(&STOP);
+    if let Some(m) = metrics {
+        m.stop();
+    }
     control.stop();
     runtime.save_leases();
     runtime.log_stats();

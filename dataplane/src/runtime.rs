@@ -162,6 +162,18 @@ impl Counters {
             *self.by_reason.entry(reason).or_default() += n;
         }
     }
+
+    /// Adds what the kernel dropped at `p`'s socket since its last reading.
+    fn socket_drops(&mut self, p: &mut BoundPort) {
+        let Some(total) = p.xsk.drops() else {
+            return;
+        };
+        let new = total.since(&p.drops);
+        p.drops = total;
+        self.add(Reason::RxRingFull, new.ring_full);
+        self.add(Reason::FillRingEmpty, new.fill_ring_empty);
+        self.add(Reason::RxDropped, new.other);
+    }
 }
 
 pub struct Runtime {
@@ -260,6 +272,7 @@ impl Runtime {
         while !stop.load(Ordering::Relaxed) {
             self.wait(100);
             self.control();
+            self.follow_links();
             self.serve_ports();
             self.flush();
             let now = now_ns();
@@ -298,6 +311,10 @@ impl Runtime {
             .collect();
         if let Some(link) = &self.ctl {
             fds.push(PollFd::new(link.wake.fd(), PollFlags::POLLIN));
+            fds.extend(
+                link.link_events_fd()
+                    .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
+            );
         }
         // EINTR (a signal) just ends the wait early.
         let _ = poll(&mut fds, PollTimeout::from(timeout_ms));
@@ -354,15 +371,7 @@ impl Runtime {
     /// to the counters.
     fn read_socket_drops(&mut self) {
         for p in &mut self.ports {
-            let Some(total) = p.xsk.drops() else {
-                continue;
-            };
-            let new = total.since(&p.drops);
-            p.drops = total;
-            self.counters.add(Reason::RxRingFull, new.ring_full);
-            self.counters
-                .add(Reason::FillRingEmpty, new.fill_ring_empty);
-            self.counters.add(Reason::RxDropped, new.other);
+            self.counters.socket_drops(p);
         }
     }
 

@@ -136,7 +136,8 @@ fn a_guest_flooding_new_flows_does_not_keep_another_from_connecting() -> Result<
     let flood_seconds = 6.0;
     let started = Instant::now();
     let flood = w.spawn(&flooder, &["/usr/bin/python3", "-c", &flood(flood_seconds)])?;
-    // The flood is under way (spawn waited 0.3 s); connect meanwhile.
+    // The flood is under way (spawn returned once its socket was open);
+    // connect meanwhile.
     std::thread::sleep(Duration::from_millis(700));
     let connecting = Instant::now();
     let lines = w.python(&client, &connections(20))?;

@@ -55,13 +55,30 @@ fn status_text(s: &Status) -> String {
         Code::OutOfRange => "out of range",
         _ => "failed",
     };
-    format!("{what}: {}", s.message())
+    // The server escapes what it quotes; a server that does not must not
+    // drive the operator's terminal either.
+    format!("{what}: {}", crate::error::visible_lines(s.message()))
 }
 
 impl ClientError {
     pub fn code(&self) -> Option<tonic::Code> {
         match self {
             ClientError::Status(s) => Some(s.code()),
+            _ => None,
+        }
+    }
+
+    /// How many validation errors the server found in all, when it says
+    /// (its message lists only as many as fit in a gRPC trailer).
+    pub fn validation_error_count(&self) -> Option<usize> {
+        match self {
+            ClientError::Status(s) => s
+                .metadata()
+                .get(super::server::ERROR_COUNT_KEY)?
+                .to_str()
+                .ok()?
+                .parse()
+                .ok(),
             _ => None,
         }
     }
@@ -109,6 +126,8 @@ pub struct Health {
     /// (port, interface, ifindex)
     pub interfaces: Vec<(String, String, u32)>,
     pub problems: Vec<String>,
+    /// Every exterior port and its binding.
+    pub ports: Vec<crate::dataplane::PortStatus>,
 }
 
 /// A stream of stored revisions.
@@ -336,7 +355,25 @@ impl Client {
                 .map(|i| (i.port, i.interface, i.ifindex))
                 .collect(),
             problems: r.problems,
+            ports: r.ports.into_iter().map(port_status_from_pb).collect(),
         })
+    }
+}
+
+fn port_status_from_pb(p: pb::PortStatus) -> crate::dataplane::PortStatus {
+    use crate::dataplane::PortState;
+    let state = match p.state.as_str() {
+        "bound" => PortState::Bound { ifindex: p.ifindex },
+        "waiting" => PortState::Waiting,
+        // A state this client does not know is shown as a failure, with
+        // what the server said.
+        "failed" => PortState::Failed(p.error),
+        other => PortState::Failed(format!("{other}: {}", p.error)),
+    };
+    crate::dataplane::PortStatus {
+        port: p.port,
+        interface: p.interface,
+        state,
     }
 }
 

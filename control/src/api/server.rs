@@ -14,6 +14,7 @@ use super::pb;
 use super::views::change_to_pb;
 use crate::dataplane::{Dataplane, TraceError, TraceRequest};
 use crate::diff::diff;
+use crate::error::{visible, ValidationError};
 use crate::model::Topology;
 use crate::objects::{Object, ObjectKind};
 use crate::store::{Applied, Store, StoreError};
@@ -103,23 +104,83 @@ impl VnetService {
     }
 }
 
-pub(crate) fn store_status(e: StoreError) -> Status {
-    let msg = e.to_string();
-    match e {
-        StoreError::Invalid(_) => Status::invalid_argument(msg),
-        StoreError::NotFound { .. } => Status::not_found(msg),
-        StoreError::AlreadyExists { .. } => Status::already_exists(msg),
-        StoreError::Conflict { .. } => Status::failed_precondition(msg),
-        StoreError::Compacted { .. } | StoreError::FutureRevision { .. } => {
-            Status::out_of_range(msg)
-        }
-        StoreError::Locked { .. } => Status::unavailable(msg),
-        StoreError::Corrupt { .. } | StoreError::Io { .. } => Status::internal(msg),
+/// The most a status message may hold. gRPC sends it in a trailer, and
+/// clients refuse header blocks over 16 KiB (the whole answer then becomes
+/// an "h2 protocol error"); percent-encoding may triple its size on the way.
+const MESSAGE_BUDGET: usize = 4096;
+
+/// The trailer that carries how many validation errors there are in all,
+/// when the message can list only the first ones.
+pub const ERROR_COUNT_KEY: &str = "vnet-validation-errors";
+
+/// `text` cut to at most `budget` bytes, at a character boundary, saying so.
+fn bounded(text: &str, budget: usize) -> String {
+    if text.len() <= budget {
+        return text.to_string();
     }
+    let mut cut = budget.saturating_sub(40);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{} ... ({} more bytes)", &text[..cut], text.len() - cut)
+}
+
+/// INVALID_ARGUMENT listing as many errors as fit in [`MESSAGE_BUDGET`],
+/// then how many more there are and how to see them all; the total is in
+/// the [`ERROR_COUNT_KEY`] trailer for clients that can list them
+/// themselves (vnetctl validates the file it sent).
+fn invalid_status(errors: &[ValidationError]) -> Status {
+    let n = errors.len();
+    let mut msg = format!(
+        "invalid topology ({n} error{}):",
+        if n == 1 { "" } else { "s" }
+    );
+    // Room for the closing line.
+    let budget = MESSAGE_BUDGET - 160;
+    let mut shown = 0;
+    for e in errors {
+        // Path and message each quote names: each is bounded, so that a
+        // huge name cannot hide what is wrong with it.
+        let line = format!(
+            "\n  {}: {}",
+            bounded(&e.path, budget / 8),
+            bounded(&e.message, budget / 8)
+        );
+        if msg.len() + line.len() > budget {
+            break;
+        }
+        msg.push_str(&line);
+        shown += 1;
+    }
+    if shown < n {
+        msg.push_str(&format!(
+            "\n  ... and {} more (`vnetd --check FILE` lists every error of a file)",
+            n - shown
+        ));
+    }
+    let mut status = Status::invalid_argument(msg);
+    status.metadata_mut().insert(ERROR_COUNT_KEY, n.into());
+    status
+}
+
+pub(crate) fn store_status(e: StoreError) -> Status {
+    use tonic::Code;
+    let code = match &e {
+        StoreError::Invalid(errors) => return invalid_status(errors),
+        StoreError::NotFound { .. } => Code::NotFound,
+        StoreError::AlreadyExists { .. } => Code::AlreadyExists,
+        StoreError::Conflict { .. } => Code::FailedPrecondition,
+        StoreError::Compacted { .. } | StoreError::FutureRevision { .. } => Code::OutOfRange,
+        StoreError::Locked { .. } => Code::Unavailable,
+        StoreError::Corrupt { .. } | StoreError::Io { .. } => Code::Internal,
+        StoreError::RevisionsExhausted { .. } => Code::ResourceExhausted,
+    };
+    Status::new(code, bounded(&e.to_string(), MESSAGE_BUDGET))
 }
 
 fn field_status(e: FieldError) -> Status {
-    Status::invalid_argument(e.to_string())
+    // The path holds names as the request sent them.
+    Status::invalid_argument(bounded(&visible(&e.to_string()), MESSAGE_BUDGET))
 }
 
 fn topology(p: Option<pb::Topology>) -> Result<Topology, Status> {
@@ -210,10 +271,12 @@ impl pb::vnet_server::Vnet for VnetService {
             .store_call(|s| Ok((s.current()?, s.object_ids()?)))
             .await?;
         let path = k.path(&r.name);
-        let object = current
-            .topology
-            .object(k, &r.name)
-            .ok_or_else(|| Status::not_found(format!("{path} does not exist")))?;
+        let object = current.topology.object(k, &r.name).ok_or_else(|| {
+            Status::not_found(bounded(
+                &format!("{} does not exist", visible(&path)),
+                MESSAGE_BUDGET,
+            ))
+        })?;
         Ok(Response::new(pb::GetResponse {
             revision: current.revision,
             info: Some(pb::ObjectInfo {
@@ -380,7 +443,25 @@ impl pb::vnet_server::Vnet for VnetService {
                 })
                 .collect();
             out.problems = h.problems;
+            out.ports = h.ports.into_iter().map(port_status_to_pb).collect();
         }
         Ok(Response::new(out))
+    }
+}
+
+fn port_status_to_pb(p: crate::dataplane::PortStatus) -> pb::PortStatus {
+    use crate::dataplane::PortState;
+    let state = p.state.name().to_string();
+    let (ifindex, error) = match p.state {
+        PortState::Bound { ifindex } => (ifindex, String::new()),
+        PortState::Waiting => (0, String::new()),
+        PortState::Failed(why) => (0, why),
+    };
+    pb::PortStatus {
+        port: p.port,
+        interface: p.interface,
+        state,
+        ifindex,
+        error,
     }
 }

@@ -1,8 +1,42 @@
 //! `vnetctl`: the operator's CLI for vnetd's API. Human output by default
 //! (tables, diffs, numbered trace steps); `-o json` / `-o yaml` for
 //! machines and for files that `apply -f` takes back.
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+// Every line vnetctl prints goes through these two, which shadow std's: a
+// reader that goes away (`vnetctl flows | head`) ends vnetctl as it ends
+// any Unix tool, by SIGPIPE, where std's would panic.
+macro_rules! println {
+    () => { print_out(format_args!("\n")) };
+    ($($arg:tt)*) => { print_out(format_args!("{}\n", format_args!($($arg)*))) };
+}
+macro_rules! print {
+    ($($arg:tt)*) => { print_out(format_args!($($arg)*)) };
+}
+
+/// Writes to stdout; on a closed pipe, dies of SIGPIPE quietly (status
+/// 141 in a shell), as `cat` or `ls` do. Rust ignores SIGPIPE so that a
+/// write fails with EPIPE instead; it is raised here, once output is over.
+fn print_out(args: std::fmt::Arguments) {
+    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+        output_failed(e);
+    }
+}
+
+fn output_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        // SAFETY: restoring the default action and raising a signal have
+        // no preconditions; the process ends here.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            libc::raise(libc::SIGPIPE);
+        }
+    }
+    eprintln!("vnetctl: cannot write the output: {e}");
+    std::process::exit(1);
+}
 
 use clap::{Parser, Subcommand, ValueEnum};
 use vnet_control::api::{Client, ClientError, Target};
@@ -125,7 +159,13 @@ fn main() -> ExitCode {
         }
     };
     match rt.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            // Output that std still buffers reaches the pipe here.
+            if let Err(e) = std::io::stdout().flush() {
+                output_failed(e);
+            }
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("vnetctl: {e}");
             ExitCode::FAILURE
@@ -155,6 +195,37 @@ fn change_err(e: ClientError) -> String {
     match e.code() {
         Some(tonic::Code::InvalidArgument) => format!("nothing changed: {}", err(e)),
         _ => err(e),
+    }
+}
+
+/// The error of an apply: a server's list of validation errors stops where
+/// a gRPC trailer is full; when it says there are more, the file is
+/// validated here too, so that the operator sees every error at once.
+fn apply_err(file: &Path, topology: &Topology, e: ClientError) -> String {
+    let total = e.validation_error_count();
+    let shown = change_err(e);
+    format!("{}: {}", file.display(), all_errors(shown, total, topology))
+}
+
+/// `shown` (the server's error), or, when the server counted `total`
+/// validation errors of `topology` but could list only the first ones, the
+/// whole list as validated here. The server's text stays when this
+/// vnetctl finds other errors than the server did (another version).
+fn all_errors(shown: String, total: Option<usize>, topology: &Topology) -> String {
+    let Some(total) = total.filter(|&n| n > 0) else {
+        return shown;
+    };
+    match topology.validate() {
+        // The same errors (the same count), of which the server's list
+        // lacks the last.
+        Err(all) if all.len() == total && !shown.contains(&all[total - 1].to_string()) => {
+            let list: String = all.iter().map(|e| format!("\n  {e}")).collect();
+            format!(
+                "nothing changed: rejected: invalid topology ({total} errors; the server \
+                 listed the first ones, all are checked here):{list}"
+            )
+        }
+        _ => shown,
     }
 }
 
@@ -191,7 +262,7 @@ async fn run(cli: Cli) -> Result<()> {
             let out = client
                 .apply(&topology, dry_run, None)
                 .await
-                .map_err(|e| format!("{}: {}", file.display(), change_err(e)))?;
+                .map_err(|e| apply_err(&file, &topology, e))?;
             if output == Output::Json {
                 let changes: Vec<String> = out.changes.iter().map(|c| c.to_string()).collect();
                 println!(
@@ -280,7 +351,24 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Delete { kind: k, name } => {
-            let out = client.delete(kind(&k)?, &name).await.map_err(change_err)?;
+            let k = kind(&k)?;
+            let out = match client.delete(k, &name).await {
+                Ok(out) => out,
+                Err(e) => {
+                    let total = e.validation_error_count();
+                    let shown = change_err(e);
+                    if total.is_none() {
+                        return Err(shown);
+                    }
+                    // What the server validated: the topology without it.
+                    let Ok(listed) = client.list(None).await else {
+                        return Err(shown);
+                    };
+                    let mut t = listed.topology;
+                    t.remove_object(k, &name);
+                    return Err(all_errors(shown, total, &t));
+                }
+            };
             for c in &out.changes {
                 println!("{c}");
             }
@@ -525,6 +613,7 @@ async fn run(cli: Cli) -> Result<()> {
                     .iter()
                     .map(|(p, i, n)| serde_json::json!({"port": p, "interface": i, "ifindex": n}))
                     .collect();
+                let ports: Vec<_> = h.ports.iter().map(port_status_json).collect();
                 println!(
                     "{}",
                     json(&serde_json::json!({
@@ -532,6 +621,7 @@ async fn run(cli: Cli) -> Result<()> {
                         "running_revision": h.running_revision,
                         "dataplane": h.dataplane,
                         "interfaces": ifs,
+                        "ports": ports,
                         "problems": h.problems,
                     }))?
                 );
@@ -540,12 +630,8 @@ async fn run(cli: Cli) -> Result<()> {
             println!("stored revision:  {}", h.stored_revision);
             if h.dataplane {
                 println!("running revision: {}", h.running_revision);
-                let rows = h
-                    .interfaces
-                    .iter()
-                    .map(|(p, i, n)| vec![p.clone(), i.clone(), n.to_string()])
-                    .collect();
-                table(&["PORT", "INTERFACE", "IFINDEX"], rows);
+                let rows = h.ports.iter().map(port_status_row).collect();
+                table(&["PORT", "INTERFACE", "STATE", "IFINDEX", "WHY"], rows);
                 for p in &h.problems {
                     println!("problem: {p}");
                 }
@@ -555,6 +641,37 @@ async fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn port_status_json(p: &vnet_control::dataplane::PortStatus) -> serde_json::Value {
+    use vnet_control::dataplane::PortState;
+    let mut v = serde_json::json!({
+        "port": p.port,
+        "interface": p.interface,
+        "state": p.state.name(),
+    });
+    match &p.state {
+        PortState::Bound { ifindex } => v["ifindex"] = (*ifindex).into(),
+        PortState::Failed(why) => v["error"] = why.clone().into(),
+        PortState::Waiting => {}
+    }
+    v
+}
+
+fn port_status_row(p: &vnet_control::dataplane::PortStatus) -> Vec<String> {
+    use vnet_control::dataplane::PortState;
+    let (ifindex, why) = match &p.state {
+        PortState::Bound { ifindex } => (ifindex.to_string(), String::new()),
+        PortState::Waiting => ("-".into(), "waiting for the interface".into()),
+        PortState::Failed(why) => ("-".into(), why.clone()),
+    };
+    vec![
+        p.port.clone(),
+        p.interface.clone(),
+        p.state.name().into(),
+        ifindex,
+        why,
+    ]
 }
 
 fn print_object(

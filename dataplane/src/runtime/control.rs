@@ -1,20 +1,24 @@
 //! The worker's side of the control thread: new topology revisions (swap
 //! the snapshot, bind and unbind interfaces, invalidate the flows the change
-//! touched) and the API's views of the worker's own data (trace on a copy of
-//! the state, flows, counters, health). The worker drains these between
-//! polls, so it alone still touches its sockets, state and kernel.
+//! touched), the host's interfaces coming and going (netlink link events:
+//! bind, rebind, unbind, no apply needed) and the API's views of the
+//! worker's own data (trace on a copy of the state, flows, counters,
+//! health). The worker drains these between polls, so it alone still
+//! touches its sockets, state and kernel.
 use super::{now_ns, BoundPort, Runtime};
-use crate::binding::Binder;
+use crate::binding::{self, Binder, Look, Step, Unbound};
+use crate::link_watch::LinkWatch;
 use crate::packet::build;
 use crate::sim::{self, PortId, Snapshot};
 use crate::{reconfig, views};
 use crossbeam_channel::{Receiver, Sender};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use vnet_common::Reason;
 use vnet_control::dataplane::{
-    CounterReport, DataplaneHealth, FlowInfo, TraceReport, TraceRequest, TraceStep, TrafficCounters,
+    CounterReport, DataplaneHealth, FlowInfo, PortState, PortStatus, TraceReport, TraceRequest,
+    TraceStep, TrafficCounters,
 };
 use vnet_control::{AnyPort, MacAddr, Protocol, Topology};
 
@@ -104,6 +108,11 @@ pub fn channel() -> std::io::Result<(Commands, Receiver<Command>, Arc<Wakeup>)> 
     ))
 }
 
+/// How often the worker looks at every port's interface even without a
+/// link event: a safety net should netlink miss one (it cannot be opened,
+/// or overruns without saying so).
+const LINK_CHECK_NS: u64 = 2_000_000_000;
+
 /// The worker's end of the link with the control thread.
 pub struct Link {
     pub commands: Receiver<Command>,
@@ -113,15 +122,183 @@ pub struct Link {
     pub binder: Binder,
     /// The model of the running revision (for diffs and trace defaults).
     pub topology: Arc<Topology>,
-    /// Ports that could not be bound, with why.
-    pub problems: BTreeMap<String, String>,
+    /// Exterior ports of the running snapshot that are not bound, by
+    /// name, with why. At most one entry per port of the snapshot.
+    unbound: BTreeMap<String, Unbound>,
+    /// Link events; none if the socket could not be opened (then only
+    /// the safety net follows the interfaces).
+    links: Option<LinkWatch>,
+    next_link_check: u64,
+}
+
+impl Link {
+    pub fn new(
+        commands: Receiver<Command>,
+        wake: Arc<Wakeup>,
+        running: Arc<AtomicU64>,
+        binder: Binder,
+        topology: Arc<Topology>,
+    ) -> Link {
+        let links = LinkWatch::open()
+            .map_err(|e| {
+                tracing::warn!(
+                    error = %e,
+                    "no netlink link events: interfaces are looked at every {} s only",
+                    LINK_CHECK_NS / 1_000_000_000
+                )
+            })
+            .ok();
+        Link {
+            commands,
+            wake,
+            running,
+            binder,
+            topology,
+            unbound: BTreeMap::new(),
+            links,
+            next_link_check: 0,
+        }
+    }
+
+    /// The netlink socket, for the worker's poll set.
+    pub fn link_events_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.links.as_ref().map(LinkWatch::fd)
+    }
 }
 
 impl Runtime {
-    /// Connects the worker to the control thread.
+    /// Connects the worker to the control thread, and binds the ports
+    /// whose interfaces vnetd did not bind at start-up (or says they wait).
     pub fn attach_control(&mut self, link: Link) {
         link.running.store(self.snap.revision, Ordering::Release);
         self.ctl = Some(link);
+        self.reconcile_links(Look::Revision);
+    }
+
+    /// Looks at the interfaces when netlink says a link changed, and every
+    /// [`LINK_CHECK_NS`] anyway.
+    pub(super) fn follow_links(&mut self) {
+        let Some(link) = self.ctl.as_mut() else {
+            return;
+        };
+        let event = link.links.as_mut().is_some_and(|w| w.drain().changed());
+        let now = now_ns();
+        if event || now >= link.next_link_check {
+            link.next_link_check = now + LINK_CHECK_NS;
+            self.reconcile_links(if event { Look::LinkEvent } else { Look::Timer });
+        }
+    }
+
+    /// Brings every exterior port of the running snapshot in line with the
+    /// host's interfaces: binds the ports whose interface exists, rebinds
+    /// those whose interface was recreated (another ifindex), unbinds those
+    /// whose interface vanished. Flows through a port that loses its
+    /// binding are invalidated, so the kernel redirects nothing to a dead
+    /// ifindex. Each transition is logged once. When a port whose bind
+    /// failed is tried again: [`Unbound::retry`].
+    pub(super) fn reconcile_links(&mut self, look: Look) {
+        let Some(link) = self.ctl.as_mut() else {
+            return;
+        };
+        let snap = self.snap.clone();
+        let mut changed = false;
+        let mut kept = Vec::with_capacity(self.ports.len());
+        for b in std::mem::take(&mut self.ports) {
+            let present = binding::ifindex(&b.xsk.ifname);
+            let name = snap.ports.get(b.port).map(|p| p.name.clone());
+            let shown = name.clone().unwrap_or_default();
+            let step = binding::step(Some(b.ifindex), present);
+            match step {
+                Step::Keep => {
+                    kept.push(b);
+                    continue;
+                }
+                Step::Rebind { old, new } => tracing::info!(
+                    port = %shown,
+                    interface = %b.xsk.ifname,
+                    old_ifindex = old,
+                    new_ifindex = new,
+                    "interface recreated: rebinding"
+                ),
+                _ => tracing::info!(
+                    port = %shown,
+                    interface = %b.xsk.ifname,
+                    ifindex = b.ifindex,
+                    "interface vanished: port unbound, waiting for it"
+                ),
+            }
+            let invalidated = snap
+                .ports
+                .get(b.port)
+                .map_or(0, |p| self.flows.invalidate(&mut self.kernel, p.tag));
+            tracing::debug!(invalidated, "flows of the lost binding");
+            // Its socket's last drops are counted before it closes.
+            let mut b = b;
+            self.counters.socket_drops(&mut b);
+            link.binder.unbind(&mut self.kernel, b);
+            if let Some(name) = name {
+                if step == Step::Unbind {
+                    link.unbound.insert(name, Unbound::Waiting);
+                }
+            }
+            changed = true;
+        }
+        self.ports = kept;
+
+        let mut bound: HashSet<PortId> = self.ports.iter().map(|b| b.port).collect();
+        for (port, ifname) in snap.interfaces() {
+            if bound.contains(&port) {
+                continue;
+            }
+            let name = &snap.ports[port].name;
+            let Some(ifindex) = binding::ifindex(ifname) else {
+                if link.unbound.get(name) != Some(&Unbound::Waiting) {
+                    tracing::warn!(port = %name, interface = %ifname, "interface does not exist: port waiting for it");
+                    link.unbound.insert(name.clone(), Unbound::Waiting);
+                }
+                continue;
+            };
+            if let Some(state) = link.unbound.get(name) {
+                if !state.retry(ifindex, look, now_ns()) {
+                    continue;
+                }
+            }
+            match link.binder.bind(&mut self.kernel, port, ifname) {
+                Ok(b) => {
+                    tracing::info!(port = %name, interface = %ifname, ifindex = b.ifindex, "bound");
+                    link.unbound.remove(name);
+                    bound.insert(port);
+                    self.ports.push(b);
+                    changed = true;
+                }
+                Err(e) => {
+                    let error = format!("{e:#}");
+                    let said = matches!(
+                        link.unbound.get(name),
+                        Some(Unbound::Failed { error: was, .. }) if *was == error
+                    );
+                    if !said {
+                        tracing::warn!(port = %name, interface = %ifname, ifindex, "cannot bind: {error}");
+                    }
+                    let at_ns = now_ns();
+                    let failed = Unbound::Failed {
+                        ifindex,
+                        error,
+                        at_ns,
+                    };
+                    link.unbound.insert(name.clone(), failed);
+                }
+            }
+        }
+        // Only ports of this snapshot that are still unbound keep a state.
+        link.unbound.retain(|name, _| {
+            snap.port_by_name(name).is_some_and(|p| {
+                matches!(snap.ports[p].binding, sim::Binding::Interface(_)) && !bound.contains(&p)
+            })
+        });
+        if changed {
+            self.reindex();
+        }
     }
 
     /// Carries out what the control thread asked since the last poll.
@@ -164,7 +341,8 @@ impl Runtime {
         let wanted: HashMap<&str, PortId> = snap.interfaces().map(|(p, i)| (i, p)).collect();
 
         // Keep the sockets of interfaces still bound (under their new port
-        // ids), unbind the rest.
+        // ids), unbind the rest; the new snapshot's other ports are bound
+        // (or found waiting) as for a link event.
         let mut kept = Vec::new();
         for mut b in std::mem::take(&mut self.ports) {
             match wanted.get(b.xsk.ifname.as_str()) {
@@ -175,35 +353,14 @@ impl Runtime {
                 None => link.binder.unbind(&mut self.kernel, b),
             }
         }
-        link.problems.clear();
-        let mut added = Vec::new();
-        for (port, ifname) in snap.interfaces() {
-            if kept.iter().any(|b| b.xsk.ifname == ifname) {
-                continue;
-            }
-            match link.binder.bind(&mut self.kernel, port, ifname) {
-                Ok(b) => {
-                    tracing::info!(interface = %ifname, port = %snap.ports[port].name, "bound");
-                    added.push(b);
-                }
-                Err(e) => {
-                    let name = snap.ports[port].name.clone();
-                    tracing::warn!(port = %name, interface = %ifname, "cannot bind: {e:#}");
-                    link.problems
-                        .insert(name.clone(), format!("port {name} is not bound: {e:#}"));
-                }
-            }
-        }
-        kept.extend(added);
         self.ports = kept;
-        self.bound = self
-            .ports
-            .iter()
-            .enumerate()
-            .map(|(i, b)| (b.port, i))
-            .collect();
         let revision = snap.revision;
         self.snap = snap;
+        self.reindex();
+        self.reconcile_links(Look::Revision);
+        let Some(link) = self.ctl.as_mut() else {
+            return;
+        };
         let mut invalidated = 0;
         for tag in &tags {
             invalidated += self.flows.invalidate(&mut self.kernel, *tag);
@@ -218,6 +375,16 @@ impl Runtime {
             ports = self.ports.len(),
             "running a new topology revision"
         );
+    }
+
+    /// Rebuilds the port id → `ports` index map after `ports` changed.
+    fn reindex(&mut self) {
+        self.bound = self
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.port, i))
+            .collect();
     }
 
     fn port_of_ifindex(&self, ifindex: u32) -> String {
@@ -330,6 +497,10 @@ impl Runtime {
             ("flows_expired".into(), f.expired),
             ("flow_table_full".into(), f.table_full),
             ("macs".into(), self.state.macs.len() as u64),
+            ("arp_entries".into(), self.state.arp.len() as u64),
+            ("conntrack".into(), self.state.conntrack.len() as u64),
+            ("nat_bindings".into(), self.state.nat.len() as u64),
+            ("fragments".into(), self.state.fragments.len() as u64),
         ];
         // Kernel traffic by ingress interface, from the flows' counters.
         let mut by_ifindex: HashMap<u32, TrafficCounters> = HashMap::new();
@@ -394,14 +565,41 @@ impl Runtime {
             })
             .collect();
         interfaces.sort();
+        let unbound = self.ctl.as_ref().map(|l| &l.unbound);
+        let mut ports = Vec::new();
+        let mut problems = Vec::new();
+        for (port, ifname) in self.snap.interfaces() {
+            let name = views::port_name(&self.snap, port);
+            let state = match self.bound.get(&port) {
+                Some(&i) => PortState::Bound {
+                    ifindex: self.ports[i].ifindex,
+                },
+                None => match unbound.and_then(|u| u.get(&name)) {
+                    Some(Unbound::Failed { error, .. }) => PortState::Failed(error.clone()),
+                    _ => PortState::Waiting,
+                },
+            };
+            match &state {
+                PortState::Bound { .. } => {}
+                PortState::Waiting => problems.push(format!(
+                    "port {name} is not bound: interface {ifname} does not exist (waiting for it)"
+                )),
+                PortState::Failed(why) => {
+                    problems.push(format!("port {name} is not bound to {ifname}: {why}"))
+                }
+            }
+            ports.push(PortStatus {
+                port: name,
+                interface: ifname.to_string(),
+                state,
+            });
+        }
+        ports.sort_by(|a, b| a.port.cmp(&b.port));
         DataplaneHealth {
             running_revision: self.snap.revision,
             interfaces,
-            problems: self
-                .ctl
-                .as_ref()
-                .map(|l| l.problems.values().cloned().collect())
-                .unwrap_or_default(),
+            problems,
+            ports,
         }
     }
 }
