@@ -24,7 +24,7 @@ pub const MIN_PER_DEVICE: usize = 4096;
 /// The default share of one device in a kernel table of `capacity` flows:
 /// a quarter, at least [`MIN_PER_DEVICE`], at most the whole table.
 pub fn default_per_device(capacity: usize) -> usize {
-    (capacity / 4).max(MIN_PER_DEVICE).min(capacity)
+    crate::sim::share::tenant_share(capacity, MIN_PER_DEVICE)
 }
 
 /// Where installed flows live: the kernel's FLOWS map, or a fake in tests.

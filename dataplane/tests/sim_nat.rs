@@ -146,6 +146,15 @@ fn verify_checksums(f: &[u8]) {
     }
 }
 
+/// An ICMP error (type, code, second word) from the outside gateway,
+/// 192.0.2.1, about `sent` (a frame the router sent out of its uplink).
+fn error_from_outside(n: &Net, (kind, code, rest): (u8, u8, u32), sent: &[u8]) -> Vec<u8> {
+    let packet = icmp_error([192, 0, 2, 1], kind, code, rest, &sent[ETH_HLEN..]);
+    let mut err = ethernet_ipv4(GW_MAC, [0; 6], &packet);
+    n.addressed_from_outside(&mut err);
+    err
+}
+
 fn tenant_gw(n: &Net) -> Mac {
     n.mac("edge/tenant")
 }
@@ -384,12 +393,7 @@ fn time_exceeded_from_beyond_the_snat_reaches_the_guest() {
     probe[ETH_HLEN + 10..ETH_HLEN + 12].copy_from_slice(&c.to_be_bytes());
     let d = n.send("tenant/vm2", &probe);
     let sent = n.out(&d)[0].1.clone();
-    let mut err = ethernet_ipv4(
-        GW_MAC,
-        [0; 6],
-        &icmp_error([192, 0, 2, 1], 11, 0, 0, &sent[ETH_HLEN..]),
-    );
-    n.addressed_from_outside(&mut err);
+    let err = error_from_outside(&n, (11, 0, 0), &sent);
     let d = n.send("edge/uplink", &err);
     let (port, src, dst, kind, _) = single(&n, &d);
     assert_eq!(
@@ -855,12 +859,7 @@ fn echo_ids_honour_the_snat_port_range() {
     let request = icmp_echo_frame(VM2_MAC, tenant_gw(&n), VM2, REMOTE, true, 77, 2, b"ping");
     let d = n.send("tenant/vm2", &request);
     let sent = n.out(&d)[0].1.clone();
-    let mut err = ethernet_ipv4(
-        GW_MAC,
-        [0; 6],
-        &icmp_error([192, 0, 2, 1], 11, 0, 0, &sent[ETH_HLEN..]),
-    );
-    n.addressed_from_outside(&mut err);
+    let err = error_from_outside(&n, (11, 0, 0), &sent);
     let d = n.send("edge/uplink", &err);
     assert_eq!(
         single(&n, &d),
@@ -1015,12 +1014,7 @@ fn errors_about_a_port_forwards_replies_reach_the_inside_host() {
     assert_eq!(ports_of(&sent), (SNAT_IP, REMOTE, 8080, 51000));
     // A link beyond the remote's gateway is smaller: path-MTU discovery
     // must reach vm2 about its own segment.
-    let mut err = ethernet_ipv4(
-        GW_MAC,
-        [0; 6],
-        &icmp_error([192, 0, 2, 1], 3, 4, 1280, &sent[ETH_HLEN..]),
-    );
-    n.addressed_from_outside(&mut err);
+    let err = error_from_outside(&n, (3, 4, 1280), &sent);
     let d = n.send("edge/uplink", &err);
     assert_eq!(
         single(&n, &d),

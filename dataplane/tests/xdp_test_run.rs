@@ -1550,14 +1550,9 @@ fn packet_table() {
     );
 }
 
-/// A miss goes to the interface's AF_XDP socket: an (unbound) AF_XDP socket
-/// in the XSKMAP slot makes the redirect succeed.
-#[test]
-fn miss_redirects_to_the_xsk_slot() {
-    if needs_root() {
-        return;
-    }
-    let mut k = load(16);
+/// An (unbound) AF_XDP socket in XSKMAP slot `slot`, declared as `LO`'s:
+/// misses on `LO` then redirect successfully. Keep it alive while testing.
+fn xsk_on_lo(k: &mut Kernel, slot: u32) -> OwnedFd {
     // SAFETY: plain socket(2); the result is checked before use.
     let fd = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
     assert!(
@@ -1570,12 +1565,24 @@ fn miss_redirects_to_the_xsk_slot() {
     k.set_iface(
         LO,
         IfaceConfig {
-            xsk_slot: 5,
+            xsk_slot: slot,
             _pad: 0,
         },
     )
     .unwrap();
-    k.set_xsk(5, sock.as_raw_fd()).unwrap();
+    k.set_xsk(slot, sock.as_raw_fd()).unwrap();
+    sock
+}
+
+/// A miss goes to the interface's AF_XDP socket: an (unbound) AF_XDP socket
+/// in the XSKMAP slot makes the redirect succeed.
+#[test]
+fn miss_redirects_to_the_xsk_slot() {
+    if needs_root() {
+        return;
+    }
+    let mut k = load(16);
+    let _sock = xsk_on_lo(&mut k, 5);
     let frame = tcp_frame(VM1_MAC, RTR_MAC, None, &vm1_web(), 40000, 80);
     let r = k.test_run(&frame, LO, 1).unwrap();
     assert_eq!(r.action, XDP_REDIRECT, "miss with a socket redirects");
@@ -1853,24 +1860,7 @@ fn malformed_ipv4_goes_to_the_socket_not_to_the_flow() {
         return;
     }
     let mut k = load(16);
-    // SAFETY: plain socket(2); the result is checked before use.
-    let fd = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-    assert!(
-        fd >= 0,
-        "socket(AF_XDP): {}",
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: fd is a fresh descriptor we own.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    k.set_iface(
-        LO,
-        IfaceConfig {
-            xsk_slot: 2,
-            _pad: 0,
-        },
-    )
-    .unwrap();
-    k.set_xsk(2, sock.as_raw_fd()).unwrap();
+    let _sock = xsk_on_lo(&mut k, 2);
     let web = tcp_frame(VM1_MAC, RTR_MAC, None, &vm1_web(), 40000, 80);
     let dns = udp_frame(&Ip::new(VM1_IP, REMOTE_IP, UDP), 5353, 53, true);
     let web_key = vm1_web_key();
@@ -2014,24 +2004,7 @@ fn oversized_miss_is_dropped_and_counted() {
         return;
     }
     let mut k = load(16);
-    // SAFETY: plain socket(2); the result is checked before use.
-    let fd = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-    assert!(
-        fd >= 0,
-        "socket(AF_XDP): {}",
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: fd is a fresh descriptor we own.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    k.set_iface(
-        LO,
-        IfaceConfig {
-            xsk_slot: 1,
-            _pad: 0,
-        },
-    )
-    .unwrap();
-    k.set_xsk(1, sock.as_raw_fd()).unwrap();
+    let _sock = xsk_on_lo(&mut k, 1);
     let ipv6 = |len: usize, dst: Mac| {
         let mut f = pkt::eth(dst, VM1_MAC, None, ETH_P_IPV6, &[0x60; 40]);
         f.resize(len, 0x5a);

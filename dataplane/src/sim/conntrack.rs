@@ -30,7 +30,7 @@ pub const MIN_PER_ZONE: usize = 1024;
 /// The default share of one zone in a table of `capacity` entries: a
 /// quarter, at least [`MIN_PER_ZONE`], at most the whole table.
 pub fn default_per_zone(capacity: usize) -> usize {
-    (capacity / 4).max(MIN_PER_ZONE).min(capacity)
+    super::share::tenant_share(capacity, MIN_PER_ZONE)
 }
 
 /// A directional 5-tuple. For ICMP echo the ports are (id, 0).

@@ -35,7 +35,7 @@
 //! map gives it the first fragment's flow once that one is installed.
 use super::{PortId, Tag, Walk};
 use crate::hash::HashMap;
-use crate::packet::{self, Headers, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, L3, L4};
+use crate::packet::{Headers, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, L3, L4};
 use std::collections::VecDeque;
 use vnet_common::Reason;
 
@@ -90,7 +90,7 @@ impl Default for FragmentTable {
 impl FragmentTable {
     /// A table of `capacity` entries, a quarter of it (at least 256) per zone.
     pub fn with_capacity(capacity: usize) -> FragmentTable {
-        FragmentTable::with_limits(capacity, (capacity / 4).max(256))
+        FragmentTable::with_limits(capacity, super::share::tenant_share(capacity, 256))
     }
 
     /// A table of `capacity` entries, at most `zone_share` of them per zone.
@@ -186,11 +186,8 @@ pub(super) fn has_ports(proto: u8) -> bool {
 /// walk (a later fragment's from its first fragment), recording a first
 /// fragment's for the fragments that follow it. Returns false when the walk
 /// ended (a first fragment the table had no room for).
-pub(super) fn ingress(walk: &mut Walk, in_port: PortId, frame: &[u8]) -> bool {
+pub(super) fn ingress(walk: &mut Walk, in_port: PortId, h: &Headers) -> bool {
     let Some(zone) = walk.snap.ports.get(in_port).map(|p| p.zone) else {
-        return true;
-    };
-    let Ok(h) = packet::parse(frame) else {
         return true;
     };
     let L3::Ipv4(ip, l4) = h.l3 else {

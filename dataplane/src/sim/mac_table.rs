@@ -25,7 +25,7 @@ pub const MIN_PER_BRIDGE: usize = 1024;
 /// The default share of one bridge in a table of `capacity` entries: a
 /// quarter, at least [`MIN_PER_BRIDGE`], at most the whole table.
 pub fn default_per_bridge(capacity: usize) -> usize {
-    (capacity / 4).max(MIN_PER_BRIDGE).min(capacity)
+    super::share::tenant_share(capacity, MIN_PER_BRIDGE)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,6 +20,7 @@ pub mod nat;
 mod port_security;
 pub mod route_table;
 mod router;
+pub mod share;
 pub mod snapshot;
 pub mod tag;
 
@@ -486,9 +487,7 @@ pub fn simulate(
     tracing: bool,
 ) -> Decision {
     let mut walk = Walk::new(snap, state, now_ns, tracing, Some((in_port, frame)));
-    if fragments::ingress(&mut walk, in_port, frame) {
-        ingress(&mut walk, in_port, frame);
-    }
+    ingress(&mut walk, in_port, frame);
     commit_connections(&mut walk);
     walk.decision
 }
@@ -542,6 +541,9 @@ fn ingress(walk: &mut Walk, in_port: PortId, frame: &[u8]) {
             return;
         }
     };
+    if !fragments::ingress(walk, in_port, &headers) {
+        return;
+    }
     walk.tags.push(port.tag);
     if !port.up {
         walk.drop(Reason::PortDown, true);

@@ -94,7 +94,10 @@ impl NatTable {
     /// A table of `capacity` bindings, a quarter of it (at least
     /// `MIN_ZONE_SHARE`) per zone.
     pub fn with_capacity(capacity: usize) -> NatTable {
-        NatTable::with_limits(capacity, (capacity / 4).max(MIN_ZONE_SHARE))
+        NatTable::with_limits(
+            capacity,
+            super::share::tenant_share(capacity, MIN_ZONE_SHARE),
+        )
     }
 
     /// A table of `capacity` bindings, at most `zone_share` per zone.
