@@ -136,9 +136,14 @@ fn a_guest_flooding_new_flows_does_not_keep_another_from_connecting() -> Result<
     let flood_seconds = 6.0;
     let started = Instant::now();
     let flood = w.spawn(&flooder, &["/usr/bin/python3", "-c", &flood(flood_seconds)])?;
-    // The flood is under way (spawn returned once its socket was open);
-    // connect meanwhile.
-    std::thread::sleep(Duration::from_millis(700));
+    // Connect once the flood is under way: it has gone over its budget.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stats_reason(&w.vnetctl_json(&["stats"])?, "upcall_budget") == 0 {
+        if Instant::now() > deadline {
+            bail!("the flood never went over its upcall budget");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let connecting = Instant::now();
     let lines = w.python(&client, &connections(20))?;
     let connect_time = connecting.elapsed();

@@ -35,6 +35,16 @@ fn world(test: &str) -> Result<(World, Guest, Guest, Guest)> {
     Ok((w, vm1, vm2, vm3))
 }
 
+/// Polls `ready` for up to 5 s.
+fn wait_until(mut ready: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !ready()? {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "not ready within 5 s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Ok(())
+}
+
 fn reason(w: &World, name: &str) -> Result<u64> {
     let stats = w.vnetctl_json(&["stats"])?;
     Ok(stats["reasons"][name].as_u64().unwrap_or(0))
@@ -110,19 +120,25 @@ fn a_field_outside_the_kernel_flow_cannot_bypass_a_rule() -> Result<()> {
     // The same 5-tuple: TOS 0 installs a kernel flow, TOS 16 must not ride
     // it. Then a priority-tagged copy (VID 0) of another 5-tuple, which the
     // untagged port drops, must not blackhole that 5-tuple untagged.
-    w.python(
-        &vm1,
-        "from scapy.all import Ether, Dot1Q, IP, UDP, sendp\n\
-         import time\n\
-         eth = Ether(src='02:00:00:00:01:01', dst='02:00:00:00:01:02')\n\
-         ip = lambda tos: IP(src='10.0.0.11', dst='10.0.0.12', tos=tos)\n\
-         sendp(eth/ip(0)/UDP(sport=7000, dport=6000), iface='eth0', count=5, inter=0.05, verbose=False)\n\
-         time.sleep(0.3)\n\
-         sendp(eth/ip(16)/UDP(sport=7000, dport=6000), iface='eth0', count=5, inter=0.05, verbose=False)\n\
-         sendp(eth/Dot1Q(vlan=0)/ip(0)/UDP(sport=7001, dport=6000), iface='eth0', count=3, inter=0.05, verbose=False)\n\
-         time.sleep(0.3)\n\
-         sendp(eth/ip(0)/UDP(sport=7001, dport=6000), iface='eth0', count=3, inter=0.05, verbose=False)\n",
-    )?;
+    let send = |packets: &str| {
+        w.python(
+            &vm1,
+            &format!(
+                "from scapy.all import Ether, Dot1Q, IP, UDP, sendp\n\
+                 eth = Ether(src='02:00:00:00:01:01', dst='02:00:00:00:01:02')\n\
+                 ip = lambda tos: IP(src='10.0.0.11', dst='10.0.0.12', tos=tos)\n\
+                 sendp({packets}, iface='eth0', inter=0.05, verbose=False)\n"
+            ),
+        )
+    };
+    send("[eth/ip(0)/UDP(sport=7000, dport=6000)] * 5")?;
+    // The TOS-0 flow is installed and running in the kernel.
+    wait_until(|| Ok(w.kernel_flow_packets("vm1-h")? > 0))?;
+    send("[eth/ip(16)/UDP(sport=7000, dport=6000)] * 5")?;
+    send("[eth/Dot1Q(vlan=0)/ip(0)/UDP(sport=7001, dport=6000)] * 3")?;
+    // The priority-tagged copies were decided (and their drop installed).
+    wait_until(|| Ok(reason(&w, "vlan_mismatch")? >= 1))?;
+    send("[eth/ip(0)/UDP(sport=7001, dport=6000)] * 3")?;
     let seen = cap.finish()?;
     let from = |sport: &str| {
         seen.iter()
