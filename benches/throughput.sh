@@ -16,5 +16,5 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 bash scripts/bootstrap.sh # nftables: the Linux masquerade baseline
 echo "[throughput.sh] building vnetd and the harness (release)"
-cargo build --release -p vnet-dataplane --bin vnetd -p vnet-benches --bin throughput
+cargo build --release -p vnetd -p vnet-benches --bin throughput
 exec "${CARGO_TARGET_DIR:-target}/release/throughput" "$@"

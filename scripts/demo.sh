@@ -9,7 +9,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 bash scripts/bootstrap.sh
 echo "[demo] building vnetd and vnetctl (release)"
-cargo build --release -p vnet-dataplane --bin vnetd -p vnet-control --bin vnetctl
+cargo build --release -p vnetd -p vnetctl
 VNETD=target/release/vnetd
 SOCK=/tmp/vnet-demo.sock
 vnetctl() { target/release/vnetctl --socket "$SOCK" "$@"; }

@@ -83,7 +83,7 @@ pub fn vnetd_path() -> Result<PathBuf> {
     let p = dir.join("vnetd");
     if !p.exists() {
         bail!(
-            "{} not found: build it first (cargo build -p vnet-dataplane) or set VNETD",
+            "{} not found: build it first (cargo build -p vnetd) or set VNETD",
             p.display()
         );
     }
@@ -98,7 +98,7 @@ pub fn vnetctl_path() -> Result<PathBuf> {
     let p = vnetd_path()?.with_file_name("vnetctl");
     if !p.exists() {
         bail!(
-            "{} not found: build it first (cargo build -p vnet-control) or set VNETCTL",
+            "{} not found: build it first (cargo build -p vnetctl) or set VNETCTL",
             p.display()
         );
     }

@@ -335,7 +335,7 @@ impl Lane {
             match system {
                 System::Linux => (LINUX_VM1_H, LINUX_VM2_H),
                 _ => {
-                    let topo = vnet_control::load_str(crate::ROUTED_TOPOLOGY)
+                    let topo = vnet_model::load_str(crate::ROUTED_TOPOLOGY)
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
                     let snap = Snapshot::compile(&topo, 1);
                     (

@@ -148,7 +148,7 @@ impl SimFixture {
 
     /// Bridged, known unicast: vm2's MAC was learned, vm1 sends to it.
     pub fn bridged() -> Result<SimFixture, String> {
-        let topo = vnet_control::load_str(BRIDGED_TOPOLOGY).map_err(|e| e.to_string())?;
+        let topo = vnet_model::load_str(BRIDGED_TOPOLOGY).map_err(|e| e.to_string())?;
         let snap = Snapshot::compile(&topo, 1);
         let (vm1, vm2) = (
             Self::port(&snap, "tenant/vm1")?,
@@ -170,7 +170,7 @@ impl SimFixture {
 
     /// Routed, bridge → router → bridge, ARP for vm2 resolved.
     pub fn routed() -> Result<SimFixture, String> {
-        let topo = vnet_control::load_str(ROUTED_TOPOLOGY).map_err(|e| e.to_string())?;
+        let topo = vnet_model::load_str(ROUTED_TOPOLOGY).map_err(|e| e.to_string())?;
         let mut f = Self::routed_from(&topo)?;
         f.expect_installed_forward("routed, ARP resolved")?;
         Ok(f)
@@ -178,7 +178,7 @@ impl SimFixture {
 
     /// vm1 → vm2 across r1 (red/vm1 to blue/vm2) on `topo`, with r1 having
     /// resolved vm2: the first packet makes r1 ask, vm2's reply answers.
-    fn routed_from(topo: &vnet_control::Topology) -> Result<SimFixture, String> {
+    fn routed_from(topo: &vnet_model::Topology) -> Result<SimFixture, String> {
         let snap = Snapshot::compile(topo, 1);
         let (vm1, vm2) = (
             Self::port(&snap, "red/vm1")?,
@@ -206,7 +206,7 @@ impl SimFixture {
     /// rules) to have been through the chain.
     pub fn routed_snat(rules: usize, kind: topo::ChainKind) -> Result<SimFixture, String> {
         let text = topo::routed_snat_chain_topology(rules, kind);
-        let topo = vnet_control::load_str(&text).map_err(|e| e.to_string())?;
+        let topo = vnet_model::load_str(&text).map_err(|e| e.to_string())?;
         let mut f = Self::routed_from(&topo)?;
         f.expect_installed_forward("routed with SNAT")?;
         let d = sim::simulate(&f.snap, &mut f.state, f.in_port, &f.frame, NOW_NS, true);

@@ -171,7 +171,7 @@ mod tests {
     #[test]
     fn generated_topologies_validate() {
         let base = Ports::new(3, 4);
-        let t = vnet_control::load_str(&base.yaml()).unwrap();
+        let t = vnet_model::load_str(&base.yaml()).unwrap();
         assert_eq!(t.bridges.len(), 3);
         for p in [
             Ports {
@@ -190,7 +190,7 @@ mod tests {
             },
         ] {
             let y = p.yaml();
-            vnet_control::load_str(&y).unwrap_or_else(|e| panic!("{p:?}: {e}"));
+            vnet_model::load_str(&y).unwrap_or_else(|e| panic!("{p:?}: {e}"));
             assert_ne!(y, base.yaml());
         }
         let lane = Ports {
@@ -205,7 +205,7 @@ mod tests {
         );
         for kind in [ChainKind::Indexed, ChainKind::Unindexed] {
             for n in [0, 1, 10, 100] {
-                vnet_control::load_str(&routed_snat_chain_topology(n, kind))
+                vnet_model::load_str(&routed_snat_chain_topology(n, kind))
                     .unwrap_or_else(|e| panic!("{n} rules: {e}"));
             }
         }

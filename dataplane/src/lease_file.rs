@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use vnet_control::MacAddr;
+use vnet_model::MacAddr;
 
 pub const FILE_NAME: &str = "dhcp-leases.json";
 const FORMAT_VERSION: u32 = 1;

@@ -1,4 +1,5 @@
-//! The vnet dataplane: everything `vnetd` runs.
+//! The vnet dataplane: what forwards packets on a host. `vnetd` (control/vnetd)
+//! joins it to the store and the API.
 //!
 //! - [`packet`]: frame parsing (mirroring the XDP parser), flow keys,
 //!   builders, checksums.
@@ -12,15 +13,11 @@
 //! - [`veth`]: preparing veth peers for native XDP redirects.
 //! - [`binding`]: binding ports to interfaces (XDP, socket, maps).
 //! - [`link_watch`]: netlink link events: interfaces appearing and vanishing.
-//! - [`control_thread`]: the API and the store watch, feeding the worker.
 //! - [`reconfig`]: which flows a topology change touches.
 //! - [`views`]: text forms of traces, flow keys and actions.
 //! - [`metrics`]: the Prometheus endpoint (`vnetd --metrics`).
-//! - [`daemon`] — `vnetd` itself.
 pub mod afxdp;
 pub mod binding;
-pub mod control_thread;
-pub mod daemon;
 pub mod flows;
 pub mod hash;
 pub mod kernel;

@@ -22,7 +22,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use vnet_control::dataplane::{CounterReport, TrafficCounters};
+use vnet_model::reports::{CounterReport, TrafficCounters};
 
 /// Prefix of every metric name.
 const NAMESPACE: &str = "vnet";
@@ -39,6 +39,13 @@ const STOP_POLL: Duration = Duration::from_millis(200);
 /// The crate version and the git revision it was built from (build.rs).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const GIT_REVISION: &str = env!("VNET_GIT_REVISION");
+/// What `vnetd --version` prints.
+pub const VERSION_LINE: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("VNET_GIT_REVISION"),
+    ")"
+);
 
 /// What a scrape shows besides the worker's report: configuration, and the
 /// store's revision (which may be ahead of the one the worker runs).

@@ -10,8 +10,8 @@
 //! compiled into its router's chains: it touches its router.
 use crate::sim::Tag;
 use std::collections::BTreeSet;
-use vnet_control::diff::{diff, ChangeOp};
-use vnet_control::Topology;
+use vnet_model::diff::{diff, ChangeOp};
+use vnet_model::Topology;
 
 /// Tags to invalidate when `old` is replaced by `new`, without duplicates.
 pub fn changed_tags(old: &Topology, new: &Topology) -> Vec<Tag> {
@@ -114,7 +114,7 @@ mod tests {
     use super::*;
 
     fn topo(yaml: &str) -> Topology {
-        vnet_control::load_str(yaml).unwrap()
+        vnet_model::load_str(yaml).unwrap()
     }
 
     const BASE: &str = "version: 1

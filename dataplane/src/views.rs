@@ -5,7 +5,7 @@ use crate::packet::{Mac, ETHERTYPE_ARP, ETHERTYPE_IPV4};
 use crate::sim::{DeviceRef, PortId, Snapshot, Step, Verdict};
 use std::net::Ipv4Addr;
 use vnet_common::{act, FlowActions, FlowKey};
-use vnet_control::{MacAddr, Topology};
+use vnet_model::{MacAddr, Topology};
 
 fn mac(m: &Mac) -> String {
     MacAddr(*m).to_string()
@@ -87,7 +87,7 @@ fn route(topology: &Topology, router: Option<&str>, i: usize) -> String {
             if let Some(port) = &r.port {
                 s.push_str(&format!(" port {port}"));
             }
-            if r.kind != vnet_control::RouteType::Normal {
+            if r.kind != vnet_model::RouteType::Normal {
                 s.push_str(&format!(" ({:?})", r.kind).to_lowercase());
             }
             s
@@ -212,7 +212,7 @@ pub fn key(k: &FlowKey) -> String {
             ip(&k.dst)
         )),
         ETHERTYPE_IPV4 => {
-            let proto = vnet_control::Protocol(k.proto);
+            let proto = vnet_model::Protocol(k.proto);
             s.push_str(&format!(" ipv4 {} > {}", ip(&k.src), ip(&k.dst)));
             if k.tos != 0 {
                 s.push_str(&format!(" tos {}", k.tos));
@@ -221,7 +221,7 @@ pub fn key(k: &FlowKey) -> String {
             if k.frag != 0 {
                 s.push_str(" fragment");
             }
-            if proto == vnet_control::Protocol::ICMP {
+            if proto == vnet_model::Protocol::ICMP {
                 // The key holds the echo id and type << 8 | code.
                 s.push_str(&format!(
                     " id {} type {} code {}",

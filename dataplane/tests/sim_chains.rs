@@ -18,7 +18,7 @@ fn bridge_with(chains: &str, filter: &str) -> Snapshot {
          mac_table: [{{mac: \"02:00:00:00:00:02\", port: b}}, {{mac: \"02:00:00:00:00:01\", port: a}}]\n    \
          ports:\n      a: {{interface: a-h}}\n      b: {{interface: b-h}}\n"
     );
-    let topo = vnet_control::load_str(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    let topo = vnet_model::load_str(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
     Snapshot::compile(&topo, 1)
 }
 
@@ -187,7 +187,7 @@ fn a_jump_to_a_chain_already_on_the_path_is_ignored() {
                 d:\n    - {action: jump, chain: c}\n    - {action: accept, match: {dst_ports: 1}}\n\
                 bridges:\n  b:\n    inbound_filter: c\n    mac_table: [{mac: \"02:00:00:00:00:02\", port: b}]\n    \
                 ports:\n      a: {interface: a-h}\n      b: {interface: b-h}\n";
-    let topo = vnet_control::parse_str(yaml).unwrap();
+    let topo = vnet_model::parse_str(yaml).unwrap();
     assert!(topo.validate().is_err(), "validation refuses the cycle");
     let snap = Snapshot::compile(&topo, 1);
     assert_eq!(
@@ -243,7 +243,7 @@ fn peephole() -> Snapshot {
          mac_table: [{{mac: \"02:00:00:00:00:02\", port: b}}, {{mac: \"02:00:00:00:00:01\", port: a}}]\n    \
          ports:\n      a: {{interface: a-h}}\n      b: {{interface: b-h}}\n"
     );
-    Snapshot::compile(&vnet_control::load_str(&yaml).unwrap(), 1)
+    Snapshot::compile(&vnet_model::load_str(&yaml).unwrap(), 1)
 }
 
 #[test]
@@ -298,7 +298,7 @@ fn a_dropped_packet_opens_no_connection() {
     let yaml = "version: 1\nchains:\n  c:\n    - {action: drop, match: {conntrack: forward, dst_ports: 53}}\n\
                 bridges:\n  b:\n    inbound_filter: c\n    mac_table: [{mac: \"02:00:00:00:00:02\", port: b}]\n    \
                 ports:\n      a: {interface: a-h}\n      b: {interface: b-h}\n";
-    let snap = Snapshot::compile(&vnet_control::load_str(yaml).unwrap(), 1);
+    let snap = Snapshot::compile(&vnet_model::load_str(yaml).unwrap(), 1);
     let mut st = State::default();
     assert_eq!(run(&snap, &mut st, "b/a", &udp(4000, 53)).verdict, DROP);
     assert!(st.conntrack.is_empty());
@@ -391,7 +391,7 @@ fn router_reject_answers_icmp_or_tcp_reset() {
                 routers:\n  r:\n    inbound_filter: c\n    ports:\n      \
                 x: {address: 10.0.0.254/24, interface: x-h}\n      y: {address: 10.9.0.1/24, interface: y-h}\n    \
                 routes: [{dst: 10.9.0.0/24, port: y}]\n";
-    let snap = Snapshot::compile(&vnet_control::load_str(yaml).unwrap(), 1);
+    let snap = Snapshot::compile(&vnet_model::load_str(yaml).unwrap(), 1);
     let rmac = snap.ports[snap.port_by_name("r/x").unwrap()]
         .l3
         .unwrap()
@@ -441,7 +441,7 @@ fn vlan_tagged_frames_are_filtered_on_their_inner_fields() {
     let yaml = "version: 1\nchains:\n  c:\n    - {action: drop, match: {dst_ports: 53}}\n\
                 bridges:\n  b:\n    inbound_filter: c\n    mac_table: [{mac: \"02:00:00:00:00:02\", port: b}]\n    \
                 ports:\n      a: {interface: a-h, vlan: 7}\n      b: {interface: b-h}\n";
-    let snap = Snapshot::compile(&vnet_control::load_str(yaml).unwrap(), 1);
+    let snap = Snapshot::compile(&vnet_model::load_str(yaml).unwrap(), 1);
     let d = run(
         &snap,
         &mut State::default(),
@@ -540,7 +540,7 @@ fn asymmetric(stateful: bool) -> Snapshot {
          y:\n    mac_table: [{{mac: \"02:00:00:00:00:01\", port: a}}]\n    ports:\n      \
          a: {{interface: ya-h}}\n      h: {{interface: yh-h, inbound_filter: replies}}\n"
     );
-    Snapshot::compile(&vnet_control::load_str(&yaml).unwrap(), 1)
+    Snapshot::compile(&vnet_model::load_str(&yaml).unwrap(), 1)
 }
 
 #[test]

@@ -35,7 +35,7 @@ struct Bench {
 
 impl Bench {
     fn new(yaml: &str) -> Bench {
-        let topo = vnet_control::parse_str(yaml).expect("test topology is valid");
+        let topo = vnet_model::parse_str(yaml).expect("test topology is valid");
         Bench {
             snap: Snapshot::compile(&topo, 1),
             state: State::default(),

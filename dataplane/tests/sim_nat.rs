@@ -50,7 +50,7 @@ struct Net {
 
 impl Net {
     fn new(yaml: &str) -> Net {
-        let topo = vnet_control::load_str(yaml).unwrap_or_else(|e| panic!("{e}"));
+        let topo = vnet_model::load_str(yaml).unwrap_or_else(|e| panic!("{e}"));
         let mut n = Net {
             snap: Snapshot::compile(&topo, 1),
             st: State::default(),

@@ -58,7 +58,7 @@ struct Bench {
 
 impl Bench {
     fn new() -> Bench {
-        let topo = vnet_control::load_str(TOPOLOGY).expect("test topology is valid");
+        let topo = vnet_model::load_str(TOPOLOGY).expect("test topology is valid");
         Bench {
             snap: Snapshot::compile(&topo, 1),
             state: State::default(),

@@ -10,7 +10,7 @@ fn snapshot() -> &'static Snapshot {
     static SNAP: OnceLock<Snapshot> = OnceLock::new();
     SNAP.get_or_init(|| {
         let yaml = include_str!("../../examples/tenant-nat.yaml");
-        Snapshot::compile(&vnet_control::load_str(yaml).expect("example is valid"), 1)
+        Snapshot::compile(&vnet_model::load_str(yaml).expect("example is valid"), 1)
     })
 }
 

@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(t) = vnet_control::parse_bytes(data) {
+    if let Ok(t) = vnet_model::parse_bytes(data) {
         if t.validate().is_ok() {
             let _ = vnet_dataplane::sim::Snapshot::compile(&t, 1);
             let _ = t.to_yaml();

@@ -150,8 +150,8 @@ fn vnetd_restarts_on_its_stored_topology_and_binds_live() -> Result<()> {
     let got = w.vnetctl(&["get", "-o", "yaml"])?;
     let yaml = String::from_utf8_lossy(&got.stdout);
     assert_eq!(
-        vnet_control::parse_str(&yaml)?,
-        vnet_control::parse_str(&example("bridge.yaml"))?,
+        vnet_model::parse_str(&yaml)?,
+        vnet_model::parse_str(&example("bridge.yaml"))?,
         "get -o yaml gives back the applied file"
     );
     // A stored topology whose interface is gone still starts, without

@@ -331,7 +331,7 @@ fn topology_in_process(
         ..base
     }
     .yaml();
-    let topo = vnet_control::load_str(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let topo = vnet_model::load_str(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
     let snap = Snapshot::compile(&topo, 1);
     let ports = snap.ports.len();
     progress(&format!(
@@ -341,7 +341,7 @@ fn topology_in_process(
     let (mut parse, mut compile) = (Vec::new(), Vec::new());
     for _ in 0..opts.reps {
         let t = Instant::now();
-        let topo = vnet_control::load_str(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let topo = vnet_model::load_str(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
         let t1 = Instant::now();
         let s = Snapshot::compile(&topo, 2);
         let t2 = Instant::now();
@@ -389,7 +389,7 @@ fn topology_in_process(
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..opts.reps {
         let t0 = Instant::now();
-        let new_topo = vnet_control::load_str(&changed).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let new_topo = vnet_model::load_str(&changed).map_err(|e| anyhow::anyhow!("{e}"))?;
         let t1 = Instant::now();
         let new_snap = Snapshot::compile(&new_topo, 2);
         let t2 = Instant::now();
@@ -452,9 +452,9 @@ fn topology_in_process(
     let _ = std::fs::remove_dir_all(&store_dir);
     let mut store_ms = Vec::new();
     {
-        use vnet_control::store::{EmbeddedStore, Store};
+        use vnet_store::{EmbeddedStore, Store};
         let store = EmbeddedStore::open(&store_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let down = vnet_control::load_str(&changed).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let down = vnet_model::load_str(&changed).map_err(|e| anyhow::anyhow!("{e}"))?;
         store
             .apply(topo.clone(), None)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -545,7 +545,7 @@ fn topology_through_vnetd(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let parse = |t: &str| vnet_control::load_str(t).map_err(|e| anyhow::anyhow!("{e}"));
+    let parse = |t: &str| vnet_model::load_str(t).map_err(|e| anyhow::anyhow!("{e}"));
     let (big, big_down) = (
         parse(&ports.yaml())?,
         parse(
@@ -557,9 +557,9 @@ fn topology_through_vnetd(
         )?,
     );
     let count = Snapshot::compile(&big, 1).ports.len();
-    let apply = |topo: &vnet_control::Topology| -> Result<(Duration, bool)> {
+    let apply = |topo: &vnet_model::Topology| -> Result<(Duration, bool)> {
         rt.block_on(async {
-            let mut c = vnet_control::api::Client::connect(&vnet_control::api::Target::Unix(
+            let mut c = vnet_api::Client::connect(&vnet_api::Target::Unix(
                 socket.clone(),
             ))
             .await?;

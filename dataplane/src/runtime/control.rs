@@ -16,11 +16,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use vnet_common::Reason;
-use vnet_control::dataplane::{
+use vnet_model::reports::{
     CounterReport, DataplaneHealth, FlowInfo, PortState, PortStatus, TraceReport, TraceRequest,
     TraceStep, TrafficCounters,
 };
-use vnet_control::{AnyPort, MacAddr, Protocol, Topology};
+use vnet_model::{AnyPort, MacAddr, Protocol, Topology};
 
 /// What the control thread asks of the worker.
 pub enum Command {

@@ -22,7 +22,7 @@ use crate::hash::HashMap;
 use crate::packet::{Mac, IPPROTO_ICMP};
 use std::collections::BTreeMap;
 use vnet_common::Reason;
-use vnet_control::{
+use vnet_model::{
     Action, ConditionField, ConnState, FlowAction, FragmentPolicy, RejectWith, Rule, Topology,
 };
 
@@ -629,7 +629,7 @@ fn compile_rule(
     forwarded: &[Forwarded],
 ) -> CRule {
     let c = &rule.condition;
-    let port_list = |refs: &Vec<vnet_control::PortRef>| -> Vec<PortId> {
+    let port_list = |refs: &Vec<vnet_model::PortRef>| -> Vec<PortId> {
         refs.iter()
             .filter_map(|r| ports.port_id(&format!("{}/{}", r.device, r.port)))
             .collect()
@@ -676,7 +676,7 @@ fn compile_rule(
         inverted,
         invert: c.invert,
     };
-    let range = |t: &vnet_control::NatTarget| {
+    let range = |t: &vnet_model::NatTarget| {
         let ports = t.ports.filter(|p| !p.is_zero()).map(|p| (p.start, p.end));
         (t.ip.start.octets(), t.ip.end.octets(), ports)
     };

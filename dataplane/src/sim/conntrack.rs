@@ -388,7 +388,7 @@ mod tests {
                     bridges:\n  t1:\n    inbound_filter: track\n    ports:\n      a: {interface: a1}\n      \
                     b: {interface: b1}\n  t2:\n    inbound_filter: track\n    ports:\n      \
                     a: {interface: a2}\n      b: {interface: b2}\n";
-        let topo = vnet_control::parse_str(yaml).expect("valid topology");
+        let topo = vnet_model::parse_str(yaml).expect("valid topology");
         crate::sim::Snapshot::compile(&topo, 1)
     }
 

@@ -5,7 +5,7 @@ use super::conntrack::{Conntrack, Direction, Tuple};
 use super::{PortId, RouterIf, Step, Tag, Walk};
 use crate::packet::{self, build, Headers, Mac, IPPROTO_ICMP, IPPROTO_TCP, L3, L4};
 use vnet_common::Reason;
-use vnet_control::RejectWith;
+use vnet_model::RejectWith;
 
 /// Where a filter runs.
 #[derive(Debug, Clone, Copy)]

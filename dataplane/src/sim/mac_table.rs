@@ -267,7 +267,7 @@ mod tests {
         let yaml = "version: 1\nbridges:\n  t1:\n    ports:\n      a: {interface: a1}\n      \
                     b: {interface: b1}\n  t2:\n    ports:\n      a: {interface: a2}\n      \
                     b: {interface: b2}\n";
-        let snap = Snapshot::compile(&vnet_control::parse_str(yaml).expect("valid"), 1);
+        let snap = Snapshot::compile(&vnet_model::parse_str(yaml).expect("valid"), 1);
         let mut st = State {
             macs: MacTable::with_limits(100, 2),
             ..State::default()

@@ -182,7 +182,7 @@ pub enum Step {
         state: conntrack::Direction,
     },
     Rejected {
-        with: vnet_control::RejectWith,
+        with: vnet_model::RejectWith,
     },
     /// A NAT rule rewrote the packet.
     Nat {

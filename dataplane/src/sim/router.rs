@@ -7,7 +7,7 @@ use crate::packet::{
     self, build, Arp, Headers, Ipv4, Mac, ARP_REPLY, ARP_REQUEST, BROADCAST, ETH_HLEN, L3, L4,
 };
 use vnet_common::{act, Reason};
-use vnet_control::ReversePath;
+use vnet_model::ReversePath;
 
 /// ICMP types and codes the router sends.
 mod icmp {

@@ -6,7 +6,7 @@ use super::route_table::{NextHop, Route, RouteTable};
 use super::Tag;
 use crate::hash::HashMap;
 use crate::packet::Mac;
-use vnet_control::{ReversePath, RouteType, Topology};
+use vnet_model::{ReversePath, RouteType, Topology};
 
 /// Index of a port in `Snapshot::ports`; valid within one snapshot only
 /// (tags are the ids that survive snapshots).
@@ -92,7 +92,7 @@ impl PortSecurity {
         })
     }
 
-    fn compile(port: &vnet_control::BridgePort, bridge: &vnet_control::Bridge) -> PortSecurity {
+    fn compile(port: &vnet_model::BridgePort, bridge: &vnet_model::Bridge) -> PortSecurity {
         let mut sec = PortSecurity::default();
         for a in port.addresses.iter().chain(&port.allowed_address_pairs) {
             if let Some(mac) = a.mac {
@@ -345,7 +345,7 @@ impl Snapshot {
     /// Compiles the chains and attaches them to ports and devices; sets
     /// each port's conntrack zone.
     fn attach_filters(&mut self, topology: &Topology) {
-        let intents = vnet_control::intents::compile(topology);
+        let intents = vnet_model::intents::compile(topology);
         self.chains = Chains::compile(topology, &intents.chains, self);
         for (i, (_, b)) in topology.bridges.iter().enumerate() {
             self.bridges[i].filters =

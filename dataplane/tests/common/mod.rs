@@ -16,7 +16,7 @@ impl Bench {
     /// A bench on `yaml`, which must validate (the tests run what vnetd
     /// would accept).
     pub fn new(yaml: &str) -> Bench {
-        let topo = vnet_control::load_str(yaml).expect("test topology is valid");
+        let topo = vnet_model::load_str(yaml).expect("test topology is valid");
         Bench {
             snap: Snapshot::compile(&topo, 1),
             state: State::default(),

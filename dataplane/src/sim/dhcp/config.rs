@@ -5,7 +5,7 @@
 use super::message::opt;
 use crate::packet::Mac;
 use std::collections::{HashMap, HashSet};
-use vnet_control::DhcpSubnet;
+use vnet_model::DhcpSubnet;
 
 /// Lease time of a subnet that gives none: one day, what MidoNet sent.
 pub const DEFAULT_LEASE_SECS: u32 = 86_400;
@@ -230,7 +230,7 @@ mod tests {
     use super::*;
 
     fn compile(yaml: &str) -> Config {
-        let topo = vnet_control::parse_str(yaml).expect("valid topology");
+        let topo = vnet_model::parse_str(yaml).expect("valid topology");
         let (name, bridge) = topo.bridges.iter().next().unwrap();
         Config::compile(name, &bridge.dhcp)
     }

@@ -1,0 +1,171 @@
+//! The topology store: the current topology, numbered by revision, changed
+//! only whole and only after validation, with a short history to serve
+//! watchers.
+//!
+//! [`Store`] is what the API and vnetd's control thread use; the embedded
+//! store ([`EmbeddedStore`], a file under vnetd's state directory) is the
+//! single-host implementation, and a distributed one (etcd: revisions and
+//! watch map one to one) can follow behind the same trait.
+//!
+//! Every change, whole (`apply`) or of one object (`create` / `update` /
+//! `delete`), is a transaction on the whole model: read the current
+//! topology, change it, validate the result as a whole, store it as the next
+//! revision. A change that fails validation stores nothing.
+
+use std::collections::BTreeMap;
+
+use vnet_model::diff::{diff, Change};
+use vnet_model::model::Topology;
+use vnet_model::objects::{Object, ObjectKind};
+use vnet_model::ValidationError;
+
+mod embedded;
+
+pub use embedded::EmbeddedStore;
+
+/// A topology with the revision that stored it (0: nothing stored yet, the
+/// empty topology).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revisioned {
+    pub revision: u64,
+    pub topology: Topology,
+}
+
+/// The outcome of a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The revision now current: a new one, or the old one when the change
+    /// changed nothing.
+    pub revision: u64,
+    pub changes: Vec<Change>,
+}
+
+/// One stored revision, for watchers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub revision: u64,
+    pub changes: Vec<Change>,
+    pub topology: Topology,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The resulting topology is not valid; nothing was stored.
+    #[error("{}", vnet_model::TopologyError::Invalid(.0.clone()))]
+    Invalid(Vec<ValidationError>),
+    // Paths hold names as a request sent them: shown escaped.
+    #[error("{} does not exist", vnet_model::visible(path))]
+    NotFound { path: String },
+    #[error(
+        "{} already exists; use update to change it",
+        vnet_model::visible(path)
+    )]
+    AlreadyExists { path: String },
+    /// Optimistic concurrency: the topology changed since it was read.
+    #[error("the topology is at revision {actual}, not {expected}: read it again and retry")]
+    Conflict { expected: u64, actual: u64 },
+    /// Watch from a revision older than the history kept.
+    #[error("revision {requested} is no longer kept (oldest: {oldest}); watch from 0 to start from the current topology")]
+    Compacted { requested: u64, oldest: u64 },
+    #[error("revision {requested} is in the future (current: {current})")]
+    FutureRevision { requested: u64, current: u64 },
+    #[error("store {path}: {message}")]
+    Corrupt { path: String, message: String },
+    #[error("store {path}: {error}")]
+    Io {
+        path: String,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error("store {path} is in use by another process (another vnetd on the same --state-dir?)")]
+    Locked { path: String },
+    /// Revision numbers never wrap: a store at the last one refuses changes.
+    #[error("the store is at revision {current}, the last one it can number; no further change can be stored")]
+    RevisionsExhausted { current: u64 },
+}
+
+/// A topology store. Implementations serialise changes: each one sees the
+/// result of the one before and gets the next revision.
+pub trait Store: Send + Sync {
+    /// The current topology and its revision.
+    fn current(&self) -> Result<Revisioned, StoreError>;
+
+    /// Runs `edit` on a copy of the current topology and stores the result
+    /// as the next revision if it is valid and differs. With `expected`,
+    /// fails with [`StoreError::Conflict`] unless the current revision is
+    /// that one. Nothing is stored when `edit` fails.
+    fn transact(
+        &self,
+        expected: Option<u64>,
+        edit: &mut dyn FnMut(&mut Topology) -> Result<(), StoreError>,
+    ) -> Result<Applied, StoreError>;
+
+    /// Every stored revision after `revision`, oldest first, with its
+    /// changes. [`StoreError::Compacted`] when the history no longer reaches
+    /// back that far.
+    fn events_since(&self, revision: u64) -> Result<Vec<Event>, StoreError>;
+
+    /// The current revision now and after every change.
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64>;
+
+    /// Stable ids of the named objects, by path (`bridges.tenant`): given
+    /// when an object is created and kept while its name exists.
+    fn object_ids(&self) -> Result<BTreeMap<String, u64>, StoreError>;
+
+    /// Makes the topology exactly `topology` (declarative apply).
+    fn apply(&self, topology: Topology, expected: Option<u64>) -> Result<Applied, StoreError> {
+        self.transact(expected, &mut |t| {
+            *t = topology.clone();
+            Ok(())
+        })
+    }
+
+    /// What `apply` would change, without storing anything: validation
+    /// errors, or the diff against the current topology.
+    fn plan(&self, topology: &Topology) -> Result<Applied, StoreError> {
+        topology.validate().map_err(StoreError::Invalid)?;
+        let current = self.current()?;
+        Ok(Applied {
+            revision: current.revision,
+            changes: diff(&current.topology, topology),
+        })
+    }
+
+    fn create(&self, name: &str, object: Object) -> Result<Applied, StoreError> {
+        let kind = object.kind();
+        self.transact(None, &mut |t| {
+            if t.contains_object(kind, name) {
+                return Err(StoreError::AlreadyExists {
+                    path: kind.path(name),
+                });
+            }
+            t.insert_object(name, object.clone());
+            Ok(())
+        })
+    }
+
+    fn update(&self, name: &str, object: Object) -> Result<Applied, StoreError> {
+        let kind = object.kind();
+        self.transact(None, &mut |t| {
+            if !t.contains_object(kind, name) {
+                return Err(StoreError::NotFound {
+                    path: kind.path(name),
+                });
+            }
+            t.insert_object(name, object.clone());
+            Ok(())
+        })
+    }
+
+    fn delete(&self, kind: ObjectKind, name: &str) -> Result<Applied, StoreError> {
+        self.transact(None, &mut |t| {
+            if t.remove_object(kind, name) {
+                Ok(())
+            } else {
+                Err(StoreError::NotFound {
+                    path: kind.path(name),
+                })
+            }
+        })
+    }
+}

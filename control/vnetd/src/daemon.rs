@@ -1,0 +1,314 @@
+//! `vnetd`: runs the topology of its store (or of `--topology FILE`, which
+//! it stores first), attaches the XDP program to every bound interface,
+//! opens their AF_XDP sockets, serves the API from its control thread and
+//! runs the worker until SIGINT or SIGTERM, then detaches everything it
+//! attached.
+use crate::control_thread::ControlThread;
+use anyhow::{bail, Context};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use vnet_api::{ApiConfig, Listeners};
+use vnet_dataplane::binding::Binder;
+use vnet_dataplane::kernel::{AttachMode, Kernel};
+use vnet_dataplane::runtime::{upcalls, Limits, Link, Runtime, UpcallLimit};
+use vnet_dataplane::sim::Snapshot;
+use vnet_dataplane::veth::{self, PeerOutcome};
+use vnet_store::{EmbeddedStore, Store};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdpMode {
+    /// Native (driver) mode, preparing veth peers; SKB mode if a peer cannot
+    /// be prepared.
+    Auto,
+    Native,
+    Skb,
+}
+
+/// How vnetd writes its log (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line (timestamp, level, fields, target), for log
+    /// shippers.
+    Json,
+}
+
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "vnetd",
+    about = "vnet dataplane agent: virtual bridges on XDP and AF_XDP",
+    version = vnet_dataplane::metrics::VERSION_LINE
+)]
+pub struct Options {
+    /// Topology file (YAML or JSON) to store and run. Without it vnetd runs
+    /// the topology stored in --state-dir (empty on first start) and takes
+    /// new ones through the API (`vnetctl apply -f FILE`).
+    #[arg(long, value_name = "FILE")]
+    pub topology: Option<PathBuf>,
+    /// Validate FILE, print its errors, and exit 0 (valid) or 1 (invalid).
+    #[arg(long, value_name = "FILE", conflicts_with = "topology")]
+    pub check: Option<PathBuf>,
+    /// Directory for vnetd's persistent state (the topology store).
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/vnet")]
+    pub state_dir: PathBuf,
+    /// Unix socket of the gRPC API (mode 0600: root only).
+    #[arg(long, value_name = "PATH", default_value = "/run/vnet/vnetd.sock")]
+    pub socket: PathBuf,
+    /// Also serve the API on this TCP address (needs --token-file).
+    #[arg(long, value_name = "ADDR", requires = "token_file")]
+    pub listen: Option<SocketAddr>,
+    /// File holding the bearer token TCP clients must present.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// XDP attach mode.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub xdp_mode: XdpMode,
+    /// Capacity of the kernel flow table.
+    #[arg(long, default_value_t = vnet_common::DEFAULT_MAX_FLOWS)]
+    pub max_flows: u32,
+    /// First packets (upcalls to the worker) each port may send per second;
+    /// the excess is dropped and counted (`upcall_budget`). 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = upcalls::DEFAULT_PER_SEC)]
+    pub upcall_rate: u32,
+    /// First packets a quiet port may send at once, over its rate.
+    #[arg(long, value_name = "N", default_value_t = upcalls::DEFAULT_BURST)]
+    pub upcall_burst: u32,
+    /// Installed flows one device (bridge or router) may hold, charged to
+    /// the flow's ingress device [default: a quarter of --max-flows].
+    #[arg(long, value_name = "N")]
+    pub max_flows_per_device: Option<usize>,
+    /// Learned MACs one bridge may hold.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().macs_per_bridge)]
+    pub max_macs_per_bridge: usize,
+    /// Tracked connections one zone (device or stateful port group) may hold.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().conntrack_per_zone)]
+    pub max_conntrack_per_zone: usize,
+    /// Dynamic DHCP leases (offers included) one bridge port may hold.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().dhcp_leases_per_port)]
+    pub dhcp_leases_per_port: usize,
+    /// Serve Prometheus metrics on http://ADDR/metrics (read-only, no
+    /// authentication). ADDR must be a loopback address unless
+    /// --metrics-allow-remote is given.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// Allow --metrics on an address other than loopback: anyone who can
+    /// reach it can read every counter and port name.
+    #[arg(long, requires = "metrics")]
+    pub metrics_allow_remote: bool,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl Options {
+    /// The per-tenant limits the flags ask for.
+    pub fn limits(&self) -> Limits {
+        let defaults = Limits::for_max_flows(self.max_flows);
+        Limits {
+            upcalls: UpcallLimit {
+                per_sec: self.upcall_rate,
+                burst: self.upcall_burst,
+            },
+            flows_per_device: self
+                .max_flows_per_device
+                .unwrap_or(defaults.flows_per_device),
+            macs_per_bridge: self.max_macs_per_bridge,
+            conntrack_per_zone: self.max_conntrack_per_zone,
+            dhcp_leases_per_port: self.dhcp_leases_per_port,
+        }
+    }
+}
+
+/// `vnetd --check FILE`: prints the verdict; returns whether it is valid.
+pub fn check(path: &std::path::Path) -> bool {
+    match vnet_model::load_file(path) {
+        Ok(t) => {
+            println!(
+                "{}: valid ({} bridges, {} routers, {} chains)",
+                path.display(),
+                t.bridges.len(),
+                t.routers.len(),
+                t.chains.len()
+            );
+            true
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            false
+        }
+    }
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+fn install_signal_handlers() -> anyhow::Result<()> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is signal-safe.
+        unsafe { sigaction(sig, &action) }
+            .with_context(|| format!("installing the {sig} handler"))?;
+    }
+    Ok(())
+}
+
+/// Chooses the attach mode and prepares veth peers for native mode.
+fn choose_mode(requested: XdpMode, interfaces: &[String]) -> AttachMode {
+    if requested == XdpMode::Skb {
+        tracing::info!("XDP in SKB mode, as asked");
+        return AttachMode::Skb;
+    }
+    let mut unprepared = Vec::new();
+    for ifname in interfaces {
+        match veth::prepare_peer(ifname) {
+            PeerOutcome::NotVeth => {}
+            PeerOutcome::Prepared(p) => tracing::info!(
+                interface = %ifname,
+                peer = %p.peer,
+                netns = p.netns.as_deref().unwrap_or("(vnetd's own)"),
+                "veth peer: enabled GRO (native XDP redirects into {ifname} need it) and turned tx checksum offload off"
+            ),
+            PeerOutcome::Unprepared(why) => {
+                tracing::warn!(interface = %ifname, "veth peer not prepared: {why}");
+                unprepared.push(ifname.clone());
+            }
+        }
+    }
+    match (requested, unprepared.is_empty()) {
+        (XdpMode::Native, _) | (_, true) => AttachMode::Native,
+        _ => {
+            tracing::warn!(
+                interfaces = ?unprepared,
+                "falling back to SKB-mode XDP on all interfaces: native redirects into these veths would be lost"
+            );
+            AttachMode::Skb
+        }
+    }
+}
+
+pub fn run(opts: &Options) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("vnetd must run as root: it loads XDP programs and opens AF_XDP sockets (try sudo)");
+    }
+    // Bound before anything is attached, so a refused address or a taken
+    // port stops vnetd before it changes the host.
+    let metrics_listener = opts
+        .metrics
+        .map(|addr| vnet_dataplane::metrics::bind(addr, opts.metrics_allow_remote))
+        .transpose()?;
+    let store = Arc::new(EmbeddedStore::open(&opts.state_dir)?);
+    if let Some(path) = &opts.topology {
+        let topology = vnet_model::load_file(path)?;
+        // A file naming an interface this host lacks is refused before it
+        // is stored (a stored topology with one runs without that port).
+        let snap = Snapshot::compile(&topology, 0);
+        for (port, ifname) in snap.interfaces() {
+            if nix::net::if_::if_nametoindex(ifname).is_err() {
+                bail!(
+                    "interface {ifname} (port {}) does not exist: create it, or bind the port to another interface",
+                    snap.ports[port].name
+                );
+            }
+        }
+        let applied = store
+            .apply(topology, None)
+            .with_context(|| format!("storing {}", path.display()))?;
+        tracing::info!(
+            revision = applied.revision,
+            changes = applied.changes.len(),
+            "stored the topology of {}",
+            path.display()
+        );
+    }
+    let current = store.current()?;
+    if current.revision == 0 {
+        tracing::info!(
+            "no topology stored yet: running an empty one until `vnetctl apply -f FILE`"
+        );
+    }
+    let snap = Arc::new(Snapshot::compile(&current.topology, current.revision));
+
+    // The veths that exist now decide the attach mode; missing interfaces
+    // leave their ports waiting until they appear.
+    let names: Vec<String> = snap
+        .interfaces()
+        .map(|(_, ifname)| ifname.to_string())
+        .filter(|ifname| vnet_dataplane::binding::ifindex(ifname).is_some())
+        .collect();
+    let mode = choose_mode(opts.xdp_mode, &names);
+
+    let kernel = Kernel::load(opts.max_flows)?;
+    install_signal_handlers()?;
+    // The worker binds the ports when it connects to the control thread
+    // (before "vnetd running"), and later ones as their interfaces appear;
+    // a failed bind is shown in `vnetctl status` rather than fatal.
+    let binder = Binder::new(mode);
+    tracing::info!(?mode, "XDP attach mode");
+    let listeners = Listeners::bind(&ApiConfig {
+        socket: opts.socket.clone(),
+        listen: opts.listen,
+        token_file: opts.token_file.clone(),
+    })?;
+
+    let (commands, inbox, wake) =
+        vnet_dataplane::runtime::channel().context("creating the worker's wake-up eventfd")?;
+    let running = Arc::new(AtomicU64::new(current.revision));
+    let limits = opts.limits();
+    tracing::info!(?limits, "per-port and per-device limits");
+    let mut runtime = Runtime::new(snap.clone(), kernel, Vec::new(), limits);
+    runtime.keep_leases_in(&opts.state_dir);
+    let topology = Arc::new(current.topology);
+    runtime.attach_control(Link::new(inbox, wake, running.clone(), binder, topology));
+    let metrics = match metrics_listener {
+        Some(listener) => {
+            let source = vnet_dataplane::metrics::WorkerSource {
+                commands: commands.clone(),
+                stored_revision: store.subscribe(),
+                config: vnet_dataplane::metrics::Config {
+                    max_flows: opts.max_flows,
+                    limits,
+                },
+            };
+            let server = vnet_dataplane::metrics::Server::start(listener, move || source.scrape())?;
+            tracing::info!(address = %server.addr(), "serving metrics on http://{}/metrics", server.addr());
+            Some(server)
+        }
+        None => None,
+    };
+    let control = ControlThread::start(store, listeners, commands, running)?;
+    tracing::info!(
+        revision = current.revision,
+        socket = %opts.socket.display(),
+        bridges = snap.bridges.len(),
+        routers = snap.routers.len(),
+        ports = runtime.ports.len(),
+        "vnetd running; SIGINT or SIGTERM stops it"
+    );
+
+    runtime.run(&STOP);
+    if let Some(m) = metrics {
+        m.stop();
+    }
+    control.stop();
+    runtime.save_leases();
+    runtime.log_stats();
+    for b in &runtime.ports {
+        let ifname = b.xsk.ifname.clone();
+        if let Err(e) = runtime.kernel.detach(&ifname) {
+            tracing::warn!(interface = %ifname, error = %e, "detaching XDP");
+        }
+    }
+    tracing::info!("stopped; XDP detached from every interface");
+    Ok(())
+}
