@@ -5,7 +5,7 @@
 //! vanishes ([`step`], driven by [`crate::link_watch`]).
 use crate::afxdp::Xsk;
 use crate::kernel::{AttachMode, Kernel};
-use crate::runtime::BoundPort;
+use crate::ports::BoundPort;
 use crate::sim::PortId;
 use crate::veth::{self, PeerOutcome};
 use anyhow::Context;

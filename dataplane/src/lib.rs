@@ -12,6 +12,7 @@
 //! - [`runtime`]: the worker loop joining them.
 //! - [`veth`]: preparing veth peers for native XDP redirects.
 //! - [`binding`]: binding ports to interfaces (XDP, socket, maps).
+//! - [`ports`]: the registry of bound ports (by position, port, ifindex).
 //! - [`link_watch`]: netlink link events: interfaces appearing and vanishing.
 //! - [`reconfig`]: which flows a topology change touches.
 //! - [`views`]: text forms of traces, flow keys and actions.
@@ -25,6 +26,7 @@ pub mod lease_file;
 pub mod link_watch;
 pub mod metrics;
 pub mod packet;
+pub mod ports;
 pub mod reconfig;
 pub mod runtime;
 pub mod sim;

@@ -14,11 +14,12 @@
 //! One worker thread owns the sockets and the state tables, so the state
 //! needs no locks. (Several workers, one per queue, arrive with multi-queue
 //! interfaces; veth has one queue.)
-use crate::afxdp::{RxDrops, Xsk};
 use crate::flows::{self, FlowBackend, FlowTable, InstallError};
 use crate::kernel::{Kernel, KernelError};
 use crate::lease_file::{self, LeaseFile};
 use crate::packet;
+use crate::ports::PortRegistry;
+pub use crate::ports::BoundPort;
 use crate::sim::dhcp::leases::{self, Leases};
 use crate::sim::{self, conntrack, mac_table, Conntrack, DeviceRef, MacTable, PortId};
 use crate::sim::{Snapshot, State, Tag, Verdict};
@@ -109,38 +110,6 @@ pub fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// An exterior port bound to an interface with its socket.
-pub struct BoundPort {
-    pub port: PortId,
-    pub ifindex: u32,
-    pub xsk: Xsk,
-    /// XSKMAP slot of the socket.
-    pub slot: u32,
-    /// Frames received from the kernel (misses) within the budget.
-    pub rx: u64,
-    /// The port's upcall budget.
-    upcalls: upcalls::TokenBucket,
-    /// Frames over the budget, dropped.
-    pub upcall_dropped: u64,
-    /// The socket's drop counters at their last reading.
-    pub drops: RxDrops,
-}
-
-impl BoundPort {
-    pub fn new(port: PortId, ifindex: u32, xsk: Xsk, slot: u32) -> BoundPort {
-        BoundPort {
-            port,
-            ifindex,
-            xsk,
-            slot,
-            rx: 0,
-            upcalls: upcalls::TokenBucket::default(),
-            upcall_dropped: 0,
-            drops: RxDrops::default(),
-        }
-    }
-}
-
 /// Userspace counters by reason (the kernel counts its own).
 #[derive(Debug, Default, Clone)]
 pub struct Counters {
@@ -181,9 +150,7 @@ pub struct Runtime {
     pub state: State,
     pub flows: FlowTable,
     pub kernel: Kernel,
-    pub ports: Vec<BoundPort>,
-    /// Snapshot port → index in `ports`.
-    bound: HashMap<PortId, usize>,
+    pub ports: PortRegistry,
     pub counters: Counters,
     limits: Limits,
     /// The port the next turn of the loop serves first.
@@ -207,14 +174,12 @@ impl Runtime {
         ports: Vec<BoundPort>,
         limits: Limits,
     ) -> Runtime {
-        let bound = ports.iter().enumerate().map(|(i, b)| (b.port, i)).collect();
         Runtime {
             snap,
             state: limits.state(),
             flows: FlowTable::with_device_limit(limits.flows_per_device),
             kernel,
-            ports,
-            bound,
+            ports: PortRegistry::new(ports),
             counters: Counters::default(),
             limits,
             first_port: 0,
@@ -342,14 +307,14 @@ impl Runtime {
         let uplink = self
             .snap
             .ports
-            .get(self.ports[i].port)
+            .get(self.ports.at(i).port)
             .is_some_and(|p| matches!(p.device, DeviceRef::Router(_)));
         let limit = if uplink {
             self.limits.upcalls.for_uplink()
         } else {
             self.limits.upcalls
         };
-        let port = &mut self.ports[i];
+        let port = self.ports.at_mut(i);
         let (xsk, budget) = (&mut port.xsk, &mut port.upcalls);
         let mut over = 0;
         xsk.receive(|f| {
@@ -393,9 +358,10 @@ impl Runtime {
 
     fn handle(&mut self, i: usize, frame: &[u8]) {
         self.counters.received += 1;
-        self.ports[i].rx += 1;
+        let port = self.ports.at_mut(i);
+        port.rx += 1;
+        let in_port = port.port;
         let now = now_ns();
-        let in_port = self.ports[i].port;
         let decision = sim::simulate(&self.snap, &mut self.state, in_port, frame, now, false);
         self.apply(decision, Some((i, frame)), now);
     }
@@ -409,8 +375,8 @@ impl Runtime {
             tracing::debug!(tag = tag.0, flows = n, "invalidated flows");
         }
         for emit in &decision.emit {
-            let sent = match self.bound.get(&emit.port) {
-                Some(&b) => self.ports[b].xsk.send(&emit.frame),
+            let sent = match self.ports.by_port_mut(emit.port) {
+                Some(b) => b.xsk.send(&emit.frame),
                 None => false,
             };
             if !sent {
@@ -427,24 +393,24 @@ impl Runtime {
             }
         }
         for (port, frame) in &decision.released {
-            if let Some(&b) = self.bound.get(port) {
+            if let Some(b) = self.ports.position(*port) {
                 self.handle(b, frame);
             }
         }
         let (Some(flow), Some((i, frame))) = (decision.install, ingress) else {
             return;
         };
-        let ifindex = self.ports[i].ifindex;
+        let ifindex = self.ports.at(i).ifindex;
         let Some(key) = packet::parse(frame).ok().and_then(|h| h.flow_key(ifindex)) else {
             return;
         };
-        let Some(device) = self.device_tag(self.ports[i].port) else {
+        let Some(device) = self.device_tag(self.ports.at(i).port) else {
             return;
         };
         let mut actions = flow.actions;
         if let Some(out) = flow.output {
-            match self.bound.get(&out) {
-                Some(&b) => actions.out_ifindex = self.ports[b].ifindex,
+            match self.ports.by_port(out) {
+                Some(b) => actions.out_ifindex = b.ifindex,
                 None => return,
             }
         }

@@ -1,18 +1,21 @@
 //! vnetd's control thread: a tokio runtime on its own thread that serves the
 //! API and watches the store. On every new revision it compiles the
-//! topology into a snapshot and hands it to the worker, which swaps it in
-//! between two polls. The API's dataplane views ask the worker over the same
+//! topology into a snapshot, works out which flows the change touches (the
+//! invalidation tags), and hands both to the worker, which swaps the
+//! snapshot in between two polls: the packet thread never diffs models. The API's dataplane views ask the worker over the same
 //! channel ([`WorkerView`]).
 use crossbeam_channel::Sender;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use vnet_api::Listeners;
+use vnet_dataplane::reconfig;
 use vnet_dataplane::runtime::{Command, Commands};
 use vnet_dataplane::sim::Snapshot;
 use vnet_model::reports::{
     CounterReport, Dataplane, DataplaneHealth, FlowInfo, TraceError, TraceReport, TraceRequest,
 };
+use vnet_model::Topology;
 use vnet_store::Store;
 
 /// How long a view waits for the worker (woken by each command, it answers
@@ -71,12 +74,13 @@ pub struct ControlThread {
 
 impl ControlThread {
     /// Starts serving the API on `listeners` (already bound) and feeding
-    /// the worker every revision after `running`.
+    /// the worker every revision after `running`, whose model is `topology`.
     pub fn start(
         store: Arc<dyn Store>,
         listeners: Listeners,
         commands: Commands,
         running: Arc<AtomicU64>,
+        topology: Arc<Topology>,
     ) -> anyhow::Result<ControlThread> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -95,6 +99,7 @@ impl ControlThread {
                         store.clone(),
                         commands,
                         running.load(Ordering::Acquire),
+                        topology,
                         stop.clone(),
                     ));
                     if let Err(e) = vnet_api::serve(listeners, store, Some(view), stop).await {
@@ -117,12 +122,15 @@ impl ControlThread {
     }
 }
 
-/// Compiles every revision after `from` and sends it to the worker. Only
-/// the latest matters: revisions stored while one compiles are skipped.
+/// Compiles every revision after `sent` (whose model is `running`) and
+/// sends it to the worker with the tags of what changed since the one sent
+/// before. Only the latest matters: revisions stored while one compiles are
+/// skipped, and the next diff is against what the worker was sent.
 async fn watch_store(
     store: Arc<dyn Store>,
     commands: Commands,
     mut sent: u64,
+    mut running: Arc<Topology>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut changed = store.subscribe();
@@ -131,15 +139,22 @@ async fn watch_store(
         match store.current() {
             Ok(cur) if cur.revision != sent => {
                 let snapshot = Arc::new(Snapshot::compile(&cur.topology, cur.revision));
-                tracing::debug!(revision = cur.revision, "compiled a topology snapshot");
+                let invalidate = reconfig::changed_tags(&running, &cur.topology);
+                tracing::debug!(
+                    revision = cur.revision,
+                    changed = invalidate.len(),
+                    "compiled a topology snapshot"
+                );
+                let topology = Arc::new(cur.topology);
                 let apply = Command::Apply {
                     snapshot,
-                    topology: Arc::new(cur.topology),
+                    topology: topology.clone(),
+                    invalidate,
                 };
                 if commands.send(apply).is_err() {
                     return;
                 }
-                sent = cur.revision;
+                (sent, running) = (cur.revision, topology);
             }
             Ok(_) => {}
             Err(e) => tracing::error!("reading the store: {e}"),

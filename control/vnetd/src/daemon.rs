@@ -269,7 +269,13 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let mut runtime = Runtime::new(snap.clone(), kernel, Vec::new(), limits);
     runtime.keep_leases_in(&opts.state_dir);
     let topology = Arc::new(current.topology);
-    runtime.attach_control(Link::new(inbox, wake, running.clone(), binder, topology));
+    runtime.attach_control(Link::new(
+        inbox,
+        wake,
+        running.clone(),
+        binder,
+        topology.clone(),
+    ));
     let metrics = match metrics_listener {
         Some(listener) => {
             let source = vnet_dataplane::metrics::WorkerSource {
@@ -286,7 +292,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let control = ControlThread::start(store, listeners, commands, running)?;
+    let control = ControlThread::start(store, listeners, commands, running, topology)?;
     tracing::info!(
         revision = current.revision,
         socket = %opts.socket.display(),

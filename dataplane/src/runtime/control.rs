@@ -10,9 +10,9 @@ use crate::binding::{self, Binder, Look, Step, Unbound};
 use crate::link_watch::LinkWatch;
 use crate::packet::build;
 use crate::sim::{self, PortId, Snapshot};
-use crate::{reconfig, views};
+use crate::views;
 use crossbeam_channel::{Receiver, Sender};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use vnet_common::Reason;
@@ -24,10 +24,13 @@ use vnet_model::{AnyPort, MacAddr, Protocol, Topology};
 
 /// What the control thread asks of the worker.
 pub enum Command {
-    /// Run this revision.
+    /// Run this revision: swap the snapshot in, invalidate the flows of
+    /// these tags (what changed since the revision sent before; the
+    /// control thread worked them out).
     Apply {
         snapshot: Arc<Snapshot>,
         topology: Arc<Topology>,
+        invalidate: Vec<sim::Tag>,
     },
     Trace(TraceRequest, Sender<Result<TraceReport, String>>),
     Flows(Sender<Vec<FlowInfo>>),
@@ -120,7 +123,7 @@ pub struct Link {
     /// The revision the worker runs, for the API's Apply to wait on.
     pub running: Arc<AtomicU64>,
     pub binder: Binder,
-    /// The model of the running revision (for diffs and trace defaults).
+    /// The model of the running revision (for trace defaults).
     pub topology: Arc<Topology>,
     /// Exterior ports of the running snapshot that are not bound, by
     /// name, with why. At most one entry per port of the snapshot.
@@ -202,17 +205,21 @@ impl Runtime {
         };
         let snap = self.snap.clone();
         let mut changed = false;
-        let mut kept = Vec::with_capacity(self.ports.len());
-        for b in std::mem::take(&mut self.ports) {
+        let mut steps = Vec::new();
+        let lost = self.ports.retain(|b| {
             let present = binding::ifindex(&b.xsk.ifname);
+            match binding::step(Some(b.ifindex), present) {
+                Step::Keep => true,
+                step => {
+                    steps.push(step);
+                    false
+                }
+            }
+        });
+        for (mut b, step) in lost.into_iter().zip(steps) {
             let name = snap.ports.get(b.port).map(|p| p.name.clone());
             let shown = name.clone().unwrap_or_default();
-            let step = binding::step(Some(b.ifindex), present);
             match step {
-                Step::Keep => {
-                    kept.push(b);
-                    continue;
-                }
                 Step::Rebind { old, new } => tracing::info!(
                     port = %shown,
                     interface = %b.xsk.ifname,
@@ -233,7 +240,6 @@ impl Runtime {
                 .map_or(0, |p| self.flows.invalidate(&mut self.kernel, p.tag));
             tracing::debug!(invalidated, "flows of the lost binding");
             // Its socket's last drops are counted before it closes.
-            let mut b = b;
             self.counters.socket_drops(&mut b);
             link.binder.unbind(&mut self.kernel, b);
             if let Some(name) = name {
@@ -243,11 +249,9 @@ impl Runtime {
             }
             changed = true;
         }
-        self.ports = kept;
 
-        let mut bound: HashSet<PortId> = self.ports.iter().map(|b| b.port).collect();
         for (port, ifname) in snap.interfaces() {
-            if bound.contains(&port) {
+            if self.ports.is_bound(port) {
                 continue;
             }
             let name = &snap.ports[port].name;
@@ -267,8 +271,7 @@ impl Runtime {
                 Ok(b) => {
                     tracing::info!(port = %name, interface = %ifname, ifindex = b.ifindex, "bound");
                     link.unbound.remove(name);
-                    bound.insert(port);
-                    self.ports.push(b);
+                    self.ports.register(b);
                     changed = true;
                 }
                 Err(e) => {
@@ -293,11 +296,12 @@ impl Runtime {
         // Only ports of this snapshot that are still unbound keep a state.
         link.unbound.retain(|name, _| {
             snap.port_by_name(name).is_some_and(|p| {
-                matches!(snap.ports[p].binding, sim::Binding::Interface(_)) && !bound.contains(&p)
+                matches!(snap.ports[p].binding, sim::Binding::Interface(_))
+                    && !self.ports.is_bound(p)
             })
         });
         if changed {
-            self.reindex();
+            tracing::debug!(bound = self.ports.len(), "bindings changed");
         }
     }
 
@@ -308,7 +312,11 @@ impl Runtime {
         let commands: Vec<Command> = link.commands.try_iter().collect();
         for c in commands {
             match c {
-                Command::Apply { snapshot, topology } => self.reconfigure(snapshot, topology),
+                Command::Apply {
+                    snapshot,
+                    topology,
+                    invalidate,
+                } => self.reconfigure(snapshot, topology, &invalidate),
                 // A caller that gave up waiting is not an error.
                 Command::Trace(req, reply) => {
                     let _ = reply.send(self.trace(&req));
@@ -331,38 +339,37 @@ impl Runtime {
     /// Runs a new revision: binds what it adds, unbinds what it removes,
     /// swaps the snapshot and invalidates exactly the flows whose ports or
     /// devices changed.
-    fn reconfigure(&mut self, snap: Arc<Snapshot>, topology: Arc<Topology>) {
+    fn reconfigure(&mut self, snap: Arc<Snapshot>, topology: Arc<Topology>, tags: &[sim::Tag]) {
         // Sockets about to be closed take their last drops with them.
         self.read_socket_drops();
         let Some(link) = self.ctl.as_mut() else {
             return;
         };
-        let tags = reconfig::changed_tags(&link.topology, &topology);
         let wanted: HashMap<&str, PortId> = snap.interfaces().map(|(p, i)| (i, p)).collect();
 
         // Keep the sockets of interfaces still bound (under their new port
         // ids), unbind the rest; the new snapshot's other ports are bound
         // (or found waiting) as for a link event.
-        let mut kept = Vec::new();
-        for mut b in std::mem::take(&mut self.ports) {
-            match wanted.get(b.xsk.ifname.as_str()) {
+        let gone = self
+            .ports
+            .retain(|b| match wanted.get(b.xsk.ifname.as_str()) {
                 Some(&port) => {
                     b.port = port;
-                    kept.push(b);
+                    true
                 }
-                None => link.binder.unbind(&mut self.kernel, b),
-            }
+                None => false,
+            });
+        for b in gone {
+            link.binder.unbind(&mut self.kernel, b);
         }
-        self.ports = kept;
         let revision = snap.revision;
         self.snap = snap;
-        self.reindex();
         self.reconcile_links(Look::Revision);
         let Some(link) = self.ctl.as_mut() else {
             return;
         };
         let mut invalidated = 0;
-        for tag in &tags {
+        for tag in tags {
             invalidated += self.flows.invalidate(&mut self.kernel, *tag);
         }
         link.topology = topology;
@@ -377,20 +384,9 @@ impl Runtime {
         );
     }
 
-    /// Rebuilds the port id → `ports` index map after `ports` changed.
-    fn reindex(&mut self) {
-        self.bound = self
-            .ports
-            .iter()
-            .enumerate()
-            .map(|(i, b)| (b.port, i))
-            .collect();
-    }
-
     fn port_of_ifindex(&self, ifindex: u32) -> String {
         self.ports
-            .iter()
-            .find(|b| b.ifindex == ifindex)
+            .by_ifindex(ifindex)
             .map(|b| views::port_name(&self.snap, b.port))
             .unwrap_or_else(|| format!("ifindex {ifindex}"))
     }
@@ -570,10 +566,8 @@ impl Runtime {
         let mut problems = Vec::new();
         for (port, ifname) in self.snap.interfaces() {
             let name = views::port_name(&self.snap, port);
-            let state = match self.bound.get(&port) {
-                Some(&i) => PortState::Bound {
-                    ifindex: self.ports[i].ifindex,
-                },
+            let state = match self.ports.by_port(port) {
+                Some(b) => PortState::Bound { ifindex: b.ifindex },
                 None => match unbound.and_then(|u| u.get(&name)) {
                     Some(Unbound::Failed { error, .. }) => PortState::Failed(error.clone()),
                     _ => PortState::Waiting,

@@ -66,7 +66,7 @@ pub(super) fn process(
     }
 
     // DHCP: requests to the bridge's servers are answered here.
-    if super::dhcp::process(walk, bridge_id, in_port, &frame, h) {
+    if super::dhcp_stage::process(walk, bridge_id, in_port, &frame, h) {
         return;
     }
 

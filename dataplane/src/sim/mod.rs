@@ -13,6 +13,7 @@ mod bridge;
 pub mod chain;
 pub mod conntrack;
 pub mod dhcp;
+mod dhcp_stage;
 mod filter;
 pub mod fragments;
 pub mod mac_table;

@@ -1,0 +1,161 @@
+//! The port registry: the exterior ports the worker has bound to an
+//! interface and its AF_XDP socket, found by position (the worker's
+//! round-robin), by snapshot port and by ifindex.
+//!
+//! The registry is the one owner of bound ports: [`crate::binding`] makes
+//! and closes them, the worker registers and unregisters them here, and
+//! the indexes are rebuilt by every change, so that no lookup ever sees a
+//! port that is gone or misses one that was just bound.
+
+use crate::afxdp::{RxDrops, Xsk};
+use crate::runtime::upcalls;
+use crate::sim::PortId;
+use std::collections::HashMap;
+
+/// An exterior port bound to an interface with its socket.
+pub struct BoundPort {
+    /// Changed only through [`PortRegistry::retain`] (the indexes follow).
+    pub port: PortId,
+    pub ifindex: u32,
+    pub xsk: Xsk,
+    /// XSKMAP slot of the socket.
+    pub slot: u32,
+    /// Frames received from the kernel (misses) within the budget.
+    pub rx: u64,
+    /// The port's upcall budget.
+    pub(crate) upcalls: upcalls::TokenBucket,
+    /// Frames over the budget, dropped.
+    pub upcall_dropped: u64,
+    /// The socket's drop counters at their last reading.
+    pub drops: RxDrops,
+}
+
+impl BoundPort {
+    pub fn new(port: PortId, ifindex: u32, xsk: Xsk, slot: u32) -> BoundPort {
+        BoundPort {
+            port,
+            ifindex,
+            xsk,
+            slot,
+            rx: 0,
+            upcalls: upcalls::TokenBucket::default(),
+            upcall_dropped: 0,
+            drops: RxDrops::default(),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct PortRegistry {
+    ports: Vec<BoundPort>,
+    by_port: HashMap<PortId, usize>,
+    by_ifindex: HashMap<u32, usize>,
+}
+
+impl PortRegistry {
+    pub fn new(ports: Vec<BoundPort>) -> PortRegistry {
+        let mut registry = PortRegistry {
+            ports,
+            ..PortRegistry::default()
+        };
+        registry.reindex();
+        registry
+    }
+
+    pub fn len(&self) -> usize {
+        self.ports.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ports.is_empty()
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, BoundPort> {
+        self.ports.iter()
+    }
+
+    pub fn iter_mut(&mut self) -> std::slice::IterMut<'_, BoundPort> {
+        self.ports.iter_mut()
+    }
+
+    /// The port at `position` (0..len), for the worker's round-robin.
+    pub fn at(&self, position: usize) -> &BoundPort {
+        &self.ports[position]
+    }
+
+    pub fn at_mut(&mut self, position: usize) -> &mut BoundPort {
+        &mut self.ports[position]
+    }
+
+    /// The position of snapshot port `port`, if it is bound.
+    pub fn position(&self, port: PortId) -> Option<usize> {
+        self.by_port.get(&port).copied()
+    }
+
+    pub fn by_port(&self, port: PortId) -> Option<&BoundPort> {
+        self.position(port).map(|i| &self.ports[i])
+    }
+
+    pub fn by_port_mut(&mut self, port: PortId) -> Option<&mut BoundPort> {
+        self.position(port).map(|i| &mut self.ports[i])
+    }
+
+    pub fn by_ifindex(&self, ifindex: u32) -> Option<&BoundPort> {
+        self.by_ifindex.get(&ifindex).map(|&i| &self.ports[i])
+    }
+
+    pub fn is_bound(&self, port: PortId) -> bool {
+        self.by_port.contains_key(&port)
+    }
+
+    /// Registers a port the binder just bound.
+    pub fn register(&mut self, bound: BoundPort) {
+        let i = self.ports.len();
+        self.by_port.insert(bound.port, i);
+        self.by_ifindex.insert(bound.ifindex, i);
+        self.ports.push(bound);
+    }
+
+    /// Keeps the ports for which `keep` returns true (it may renumber
+    /// their snapshot port) and hands back the others, in order, for the
+    /// binder to close.
+    pub fn retain(&mut self, mut keep: impl FnMut(&mut BoundPort) -> bool) -> Vec<BoundPort> {
+        let mut removed = Vec::new();
+        let mut kept = Vec::with_capacity(self.ports.len());
+        for mut b in std::mem::take(&mut self.ports) {
+            if keep(&mut b) {
+                kept.push(b);
+            } else {
+                removed.push(b);
+            }
+        }
+        self.ports = kept;
+        self.reindex();
+        removed
+    }
+
+    fn reindex(&mut self) {
+        self.by_port.clear();
+        self.by_ifindex.clear();
+        for (i, b) in self.ports.iter().enumerate() {
+            self.by_port.insert(b.port, i);
+            self.by_ifindex.insert(b.ifindex, i);
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a PortRegistry {
+    type Item = &'a BoundPort;
+    type IntoIter = std::slice::Iter<'a, BoundPort>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a mut PortRegistry {
+    type Item = &'a mut BoundPort;
+    type IntoIter = std::slice::IterMut<'a, BoundPort>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter_mut()
+    }
+}
