@@ -2393,3 +2393,50 @@ fn cost_per_packet() {
         println!("test_run cost, {name}: {} ns/packet", r.duration_ns);
     }
 }
+
+/// Listing flows (`vnetctl flows`, `stats`, the metrics) reads the flow map
+/// in batches: it must see every flow once, with the value a lookup of its
+/// own key sees, across many batches.
+#[test]
+fn all_flows_reads_every_flow_once_across_batches() {
+    if needs_root() {
+        return;
+    }
+    let mut kernel = load(8192);
+    let n = 5 * vnet_dataplane::kernel::batch::BATCH as u32 + 17;
+    for i in 0..n {
+        let key = FlowKey {
+            ifindex: 1 + i % 7,
+            ethertype: 0x0800,
+            src: [10, 0, (i >> 8) as u8, i as u8],
+            dst: [10, 1, 0, 1],
+            proto: 6,
+            l4_src: (i % 60000) as u16,
+            l4_dst: 80,
+            ..FlowKey::default()
+        };
+        let actions = FlowActions {
+            out_ifindex: 100 + i,
+            ..FlowActions::default()
+        };
+        kernel
+            .insert_flow(&key, &actions)
+            .expect("room for every flow");
+    }
+    let all = kernel.all_flows().expect("reading the flows");
+    assert_eq!(all.len(), n as usize);
+    let mut seen = std::collections::HashSet::new();
+    for (key, value) in &all {
+        assert!(seen.insert(*key), "{key:?} listed twice");
+        let looked_up = kernel.flow(key).unwrap().expect("a listed flow exists");
+        assert_eq!(*value, looked_up, "{key:?}");
+        assert_eq!(
+            value.actions.out_ifindex,
+            100 + (key.src[2] as u32) * 256 + key.src[3] as u32
+        );
+    }
+    for key in all.iter().map(|(k, _)| *k).take(100) {
+        kernel.remove_flow(&key).unwrap();
+    }
+    assert_eq!(kernel.all_flows().unwrap().len(), n as usize - 100);
+}

@@ -10,6 +10,7 @@
 //! What the program does with these maps is documented in
 //! `ebpf/xdp/src/main.rs`; the types are `vnet_common`'s.
 
+pub mod batch;
 pub mod bench;
 mod error;
 
@@ -109,6 +110,8 @@ struct Attachment {
 pub struct Kernel {
     ebpf: Ebpf,
     flows: HashMap<MapData, FlowKey, FlowValue>,
+    /// The flow map's descriptor again, for batch reads ([`batch`]).
+    flows_fd: std::os::fd::OwnedFd,
     ifaces: HashMap<MapData, u32, IfaceConfig>,
     xsks: XskMap<MapData>,
     stats: PerCpuArray<MapData, u64>,
@@ -167,13 +170,43 @@ impl Kernel {
 
         // The typed maps own their file descriptors; the program keeps its
         // own references, so taking them out of `Ebpf` changes nothing for it.
-        let flows = take_map(&mut ebpf, maps::FLOWS, HashMap::try_from)?;
+        let flows_map = ebpf.take_map(maps::FLOWS).ok_or(KernelError::Missing {
+            what: "map",
+            name: maps::FLOWS,
+        })?;
+        let flows_fd = match &flows_map {
+            aya::maps::Map::HashMap(data) => {
+                use std::os::fd::AsFd;
+                data.fd()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(|e| KernelError::Map {
+                        op: "duplicating the flow map's descriptor".into(),
+                        map: maps::FLOWS,
+                        error: MapError::SyscallError(aya::sys::SyscallError {
+                            call: "fcntl(F_DUPFD_CLOEXEC)",
+                            io_error: e,
+                        }),
+                    })?
+            }
+            _ => {
+                return Err(KernelError::Missing {
+                    what: "hash map",
+                    name: maps::FLOWS,
+                })
+            }
+        };
+        let flows = HashMap::try_from(flows_map).map_err(|error| KernelError::MapType {
+            map: maps::FLOWS,
+            error,
+        })?;
         let ifaces = take_map(&mut ebpf, maps::IFACES, HashMap::try_from)?;
         let xsks = take_map(&mut ebpf, maps::XSKS, XskMap::try_from)?;
         let stats = take_map(&mut ebpf, maps::STATS, PerCpuArray::try_from)?;
         Ok(Kernel {
             ebpf,
             flows,
+            flows_fd,
             ifaces,
             xsks,
             stats,
@@ -361,6 +394,28 @@ impl Kernel {
                 error,
             }),
         }
+    }
+
+    /// Every installed flow with its counters, read in batches of
+    /// [`batch::BATCH`] (a walk of the keys on kernels without batch
+    /// operations). A flow removed meanwhile may be missing.
+    pub fn all_flows(&self) -> Result<Vec<(FlowKey, FlowValue)>, KernelError> {
+        use std::os::fd::AsFd;
+        let mut out = Vec::new();
+        match batch::for_each(self.flows_fd.as_fd(), |k: &FlowKey, v: &FlowValue| {
+            out.push((*k, *v))
+        }) {
+            Ok(_) => return Ok(out),
+            Err(e) if batch::unsupported(&e) => {}
+            Err(e) => tracing::debug!(error = %e, "batch read of the flows failed: walking them"),
+        }
+        let mut out = Vec::new();
+        for key in self.flow_keys()? {
+            if let Some(v) = self.flow(&key)? {
+                out.push((key, v));
+            }
+        }
+        Ok(out)
     }
 
     /// Keys of all installed flows. Walking a hash map that changes

@@ -447,12 +447,13 @@ impl Runtime {
     fn flow_infos(&self) -> Vec<FlowInfo> {
         let now = now_ns();
         let ms = |ns: u64| now.saturating_sub(ns) / 1_000_000;
+        let kernel = self.kernel_flows();
         let mut out: Vec<FlowInfo> = self
             .flows
             .keys()
             .map(|key| {
                 let (tags, installed) = self.flows.record(key).unwrap_or((&[], now));
-                let value = self.kernel.flow(key).ok().flatten().unwrap_or_default();
+                let value = kernel.get(key).copied().unwrap_or_default();
                 let last = value.last_used_ns.max(installed);
                 FlowInfo {
                     in_port: self.port_of_ifindex(key.ifindex),
@@ -468,6 +469,18 @@ impl Runtime {
             .collect();
         out.sort_by(|a, b| (&a.in_port, &a.matches).cmp(&(&b.in_port, &b.matches)));
         out
+    }
+
+    /// The kernel's side of every flow (actions and counters), read in
+    /// batches: one syscall per few hundred flows, not one per flow.
+    fn kernel_flows(&self) -> HashMap<vnet_common::FlowKey, vnet_common::FlowValue> {
+        match self.kernel.all_flows() {
+            Ok(flows) => flows.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the kernel's flows");
+                HashMap::new()
+            }
+        }
     }
 
     fn counter_report(&self) -> CounterReport {
@@ -500,8 +513,9 @@ impl Runtime {
         ];
         // Kernel traffic by ingress interface, from the flows' counters.
         let mut by_ifindex: HashMap<u32, TrafficCounters> = HashMap::new();
+        let kernel = self.kernel_flows();
         for key in self.flows.keys() {
-            let v = self.kernel.flow(key).ok().flatten().unwrap_or_default();
+            let v = kernel.get(key).copied().unwrap_or_default();
             let t = by_ifindex.entry(key.ifindex).or_default();
             t.kernel_packets += v.packets;
             t.kernel_bytes += v.bytes;
