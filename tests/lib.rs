@@ -136,6 +136,12 @@ impl World {
         run(&["ip", "-n", &host, "link", "set", "lo", "up"])?;
         let dir = std::env::temp_dir().join(format!("vnet-e2e-{prefix}"));
         std::fs::create_dir_all(&dir)?;
+        // A bpffs of the world's own, for vnetd's pins (--bpffs-dir): `ip
+        // netns exec` hides /sys/fs/bpf, and unmounting it at the end frees
+        // whatever a test left pinned.
+        let bpffs = dir.join("bpffs");
+        std::fs::create_dir_all(&bpffs)?;
+        run(&["mount", "-t", "bpf", "bpf", &bpffs.to_string_lossy()])?;
         let log = dir.join(format!("vnetd-{test}.log"));
         Ok(World {
             prefix,
@@ -251,6 +257,8 @@ impl World {
             .arg(self.dir.join("state"))
             .arg("--socket")
             .arg(self.dir.join("vnetd.sock"))
+            .arg("--bpffs-dir")
+            .arg(self.bpffs_dir())
             .args(args)
             .env("VNET_LOG", "info")
             .stdout(log.try_clone()?)
@@ -276,6 +284,11 @@ impl World {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Where this world's vnetd pins its maps and links.
+    pub fn bpffs_dir(&self) -> PathBuf {
+        self.dir.join("bpffs").join("vnet")
     }
 
     /// vnetd's API socket.
@@ -326,6 +339,19 @@ impl World {
     /// The pid of vnetd (the `ip netns exec` process execs it).
     pub fn vnetd_pid(&self) -> Option<u32> {
         self.vnetd.as_ref().map(Child::id)
+    }
+
+    /// Kills vnetd with SIGKILL (a crash: nothing of it runs) and reaps it.
+    pub fn kill_vnetd(&mut self) -> Result<std::process::ExitStatus> {
+        let mut child = self.vnetd.take().context("vnetd is not running")?;
+        // `ip netns exec` execs vnetd: the child is vnetd itself.
+        child.kill()?;
+        Ok(child.wait()?)
+    }
+
+    /// The log of the running (or last) vnetd.
+    pub fn vnetd_log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Stops vnetd with SIGTERM; returns its exit status and log.
@@ -497,6 +523,7 @@ impl Drop for World {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.host])
             .status();
+        let _ = Command::new("umount").arg(self.dir.join("bpffs")).status();
     }
 }
 

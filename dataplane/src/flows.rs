@@ -209,6 +209,36 @@ impl FlowTable {
         Ok(())
     }
 
+    /// Records a flow that is already in the kernel (installed by an
+    /// earlier vnetd, see `runtime/adoption.rs`), charged to `device`, as
+    /// if installed now. Nothing is written to the kernel.
+    pub fn adopt(
+        &mut self,
+        key: FlowKey,
+        device: Option<Tag>,
+        tags: Vec<Tag>,
+        idle_timeout_ns: u64,
+        now_ns: u64,
+    ) {
+        self.forget(&key);
+        for tag in &tags {
+            self.by_tag.entry(*tag).or_default().insert(key);
+        }
+        if let Some(d) = device {
+            *self.per_device_len.entry(d).or_default() += 1;
+        }
+        self.records.insert(
+            key,
+            Record {
+                tags,
+                device,
+                idle_timeout_ns,
+                installed_ns: now_ns,
+                seen_ns: now_ns,
+            },
+        );
+    }
+
     /// Removes every flow tagged with `tag`; returns how many.
     pub fn invalidate(&mut self, backend: &mut impl FlowBackend, tag: Tag) -> usize {
         let Some(keys) = self.by_tag.remove(&tag) else {

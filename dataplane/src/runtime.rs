@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use vnet_common::{FlowActions, FlowKey, Reason};
 
+pub mod adoption;
 mod control;
 pub mod upcalls;
 pub use control::{channel, Command, Commands, Link, Wakeup};
@@ -158,6 +159,9 @@ pub struct Runtime {
     frames: Vec<Vec<u8>>,
     /// Where the DHCP leases are kept, once `keep_leases_in` was called.
     lease_file: Option<LeaseFile>,
+    /// Where the revision of the installed flows is recorded, once
+    /// `record_revisions_in` was called (see [`adoption`]).
+    revision_file: Option<std::path::PathBuf>,
     /// The control thread's link (topology changes, API views); none in
     /// tests that drive the runtime directly.
     ctl: Option<control::Link>,
@@ -185,6 +189,7 @@ impl Runtime {
             first_port: 0,
             frames: Vec::new(),
             lease_file: None,
+            revision_file: None,
             ctl: None,
         }
     }

@@ -6,13 +6,13 @@
 use crate::control_thread::ControlThread;
 use anyhow::{bail, Context};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use vnet_api::{ApiConfig, Listeners};
 use vnet_dataplane::binding::Binder;
-use vnet_dataplane::kernel::{AttachMode, Kernel};
-use vnet_dataplane::runtime::{upcalls, Limits, Link, Runtime, UpcallLimit};
+use vnet_dataplane::kernel::{AttachMode, Kernel, KernelError};
+use vnet_dataplane::runtime::{adoption, upcalls, Limits, Link, Runtime, UpcallLimit};
 use vnet_dataplane::sim::Snapshot;
 use vnet_dataplane::veth::{self, PeerOutcome};
 use vnet_store::{EmbeddedStore, Store};
@@ -101,6 +101,17 @@ pub struct Options {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Where the XDP program's maps and links are pinned (on bpffs), so
+    /// that established flows keep forwarding while vnetd restarts and the
+    /// next vnetd takes them over. Not on bpffs: vnetd runs unpinned and
+    /// says so.
+    #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf/vnet")]
+    pub bpffs_dir: PathBuf,
+    /// On exit, detach XDP from every interface and remove the pinned maps
+    /// and links (traffic stops), instead of leaving them for the next
+    /// vnetd.
+    #[arg(long)]
+    pub detach_on_exit: bool,
 }
 
 impl Options {
@@ -248,7 +259,10 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         .collect();
     let mode = choose_mode(opts.xdp_mode, &names);
 
-    let kernel = Kernel::load(opts.max_flows)?;
+    // Read before anything runs: the revision the kernel's flows (left by an
+    // earlier vnetd, if any) were installed under.
+    let installed_under = adoption::recorded_revision(&opts.state_dir);
+    let kernel = load_kernel(opts)?;
     install_signal_handlers()?;
     // The worker binds the ports when it connects to the control thread
     // (before "vnetd running"), and later ones as their interfaces appear;
@@ -276,6 +290,9 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         binder,
         topology.clone(),
     ));
+    // The ports are bound: the earlier vnetd's flows can be judged.
+    runtime.take_over_kernel_flows(installed_under);
+    runtime.record_revisions_in(&opts.state_dir);
     let metrics = match metrics_listener {
         Some(listener) => {
             let source = vnet_dataplane::metrics::WorkerSource {
@@ -309,12 +326,40 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     control.stop();
     runtime.save_leases();
     runtime.log_stats();
-    for b in &runtime.ports {
-        let ifname = b.xsk.ifname.clone();
-        if let Err(e) = runtime.kernel.detach(&ifname) {
-            tracing::warn!(interface = %ifname, error = %e, "detaching XDP");
+    let pinned = runtime.kernel.pin_dir().map(Path::to_path_buf);
+    match pinned {
+        Some(dir) if !opts.detach_on_exit => {
+            tracing::info!(
+                dir = %dir.display(),
+                "stopped; XDP stays attached and its maps pinned: established flows keep \
+                 forwarding until the next vnetd takes them over (--detach-on-exit removes them)"
+            );
+        }
+        _ => {
+            if let Err(e) = runtime.kernel.detach_all_and_unpin() {
+                tracing::warn!(error = %e, "detaching XDP and removing the pinned maps");
+            }
+            tracing::info!("stopped; XDP detached from every interface");
         }
     }
-    tracing::info!("stopped; XDP detached from every interface");
     Ok(())
+}
+
+/// The XDP program, pinned under --bpffs-dir if that can be done.
+fn load_kernel(opts: &Options) -> anyhow::Result<Kernel> {
+    match Kernel::load_pinned(opts.max_flows, &opts.bpffs_dir) {
+        Ok(kernel) => {
+            tracing::info!(
+                dir = %opts.bpffs_dir.display(),
+                adopted_maps = kernel.adopted_maps(),
+                "XDP maps and links pinned: a restart keeps established flows"
+            );
+            Ok(kernel)
+        }
+        Err(e @ KernelError::Pin { .. }) => {
+            tracing::warn!("{e}: running unpinned, so a restart of vnetd drops traffic");
+            Ok(Kernel::load(opts.max_flows)?)
+        }
+        Err(e) => Err(e.into()),
+    }
 }

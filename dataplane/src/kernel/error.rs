@@ -36,6 +36,12 @@ pub enum KernelError {
     #[error("loading the benchmark XDP object: {}", chain(.error))]
     LoadBench { error: EbpfError },
 
+    #[error("pinning under {}: {error}", path.display())]
+    Pin {
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
+
     #[error("the XDP object has no {what} named {name}")]
     Missing {
         what: &'static str,
@@ -139,7 +145,7 @@ pub(crate) fn is_permission(e: &(dyn StdError + 'static)) -> bool {
 
 /// `e` and all its causes, "outer: inner: errno" (aya's messages alone stop
 /// at "`bpf_link_create` failed").
-fn chain<'a>(e: &'a (dyn StdError + 'static)) -> Chain<'a> {
+pub(crate) fn chain<'a>(e: &'a (dyn StdError + 'static)) -> impl fmt::Display + 'a {
     Chain(e)
 }
 

@@ -13,17 +13,23 @@
 pub mod batch;
 pub mod bench;
 mod error;
+pub mod pin;
 
-use std::{collections::BTreeMap, ffi::CString, fmt, os::fd::AsRawFd};
+use std::{collections::BTreeMap, ffi::CString, fmt, os::fd::AsRawFd, path::Path};
 
 use aya::{
     maps::{HashMap, MapData, MapError, PerCpuArray, XskMap},
-    programs::{xdp::XdpLinkId, Xdp, XdpMode},
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+        Xdp, XdpMode,
+    },
     Ebpf, EbpfLoader, TestRun as _, TestRunOptions,
 };
 use vnet_common::{maps, FlowActions, FlowKey, FlowValue, IfaceConfig, Reason, XDP_PROGRAM};
 
 pub use error::KernelError;
+use pin::PinDir;
 
 /// The XDP object built by `build.rs` (empty when built with
 /// `AYA_BUILD_SKIP=1`).
@@ -101,12 +107,22 @@ pub mod xdp_action {
 #[derive(Debug)]
 struct Attachment {
     ifindex: u32,
-    link: XdpLinkId,
+    link: AttachedLink,
+}
+
+#[derive(Debug)]
+enum AttachedLink {
+    /// Owned by the program: detached when the `Kernel` goes.
+    Owned(XdpLinkId),
+    /// Pinned at this path: stays attached after vnetd exits, until the
+    /// pin is removed.
+    Pinned(std::path::PathBuf),
 }
 
 /// The loaded XDP flow executor and its maps. Dropping it detaches the
-/// program from every interface it attached it to (the kernel also does so
-/// when the process exits, as the links are not pinned).
+/// program from every interface it attached it to, unless it was loaded
+/// pinned ([`Kernel::load_pinned`]): then the program stays attached and
+/// the maps stay, for the next vnetd to adopt.
 pub struct Kernel {
     ebpf: Ebpf,
     flows: HashMap<MapData, FlowKey, FlowValue>,
@@ -117,6 +133,10 @@ pub struct Kernel {
     stats: PerCpuArray<MapData, u64>,
     max_flows: u32,
     attached: BTreeMap<String, Attachment>,
+    /// Where the maps and links are pinned, if they are.
+    pins: Option<PinDir>,
+    /// The maps were pinned by an earlier vnetd and are reused.
+    adopted_maps: bool,
 }
 
 impl fmt::Debug for Kernel {
@@ -133,6 +153,41 @@ impl Kernel {
     /// `max_flows` flows (the flow table is not preallocated: memory grows
     /// with the flows actually installed). Needs root (CAP_BPF, CAP_NET_ADMIN).
     pub fn load(max_flows: u32) -> Result<Kernel, KernelError> {
+        Kernel::load_with(max_flows, None)
+    }
+
+    /// [`Kernel::load`] with the maps and links pinned under `base` (on
+    /// bpffs; see [`pin`]): maps an earlier vnetd pinned there are reused if
+    /// they have this build's layout and size, and replaced (with a log
+    /// line) otherwise.
+    pub fn load_pinned(max_flows: u32, base: &Path) -> Result<Kernel, KernelError> {
+        let pins = PinDir::prepare(base).map_err(|error| KernelError::Pin {
+            path: base.to_path_buf(),
+            error,
+        })?;
+        let existed = pins.has_maps();
+        let mut kernel = Kernel::load_with(max_flows, Some(pins.clone()))?;
+        match kernel.layout_mismatch() {
+            None => {
+                kernel.adopted_maps = existed;
+                Ok(kernel)
+            }
+            Some(why) => {
+                tracing::warn!(
+                    dir = %pins.root().display(),
+                    "pinned maps do not fit this vnetd ({why}): replacing them; their flows are dropped"
+                );
+                drop(kernel);
+                pins.remove_maps().map_err(|error| KernelError::Pin {
+                    path: pins.root().to_path_buf(),
+                    error,
+                })?;
+                Kernel::load_with(max_flows, Some(pins))
+            }
+        }
+    }
+
+    fn load_with(max_flows: u32, pins: Option<PinDir>) -> Result<Kernel, KernelError> {
         if OBJECT.is_empty() {
             return Err(KernelError::NotBuilt);
         }
@@ -140,19 +195,23 @@ impl Kernel {
             return Err(KernelError::InvalidMaxFlows);
         }
         raise_memlock_rlimit();
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(maps::FLOWS, max_flows)
-            .load(OBJECT)
-            .map_err(|error| {
-                if error::is_permission(&error) {
-                    KernelError::NotPermitted {
-                        call: "loading the XDP object (creating its maps)".into(),
-                        error: Box::new(error),
-                    }
-                } else {
-                    KernelError::Load { max_flows, error }
+        let mut loader = EbpfLoader::new();
+        loader.map_max_entries(maps::FLOWS, max_flows);
+        if let Some(pins) = &pins {
+            for name in maps::ALL {
+                loader.map_pin_path(name, pins.map(name));
+            }
+        }
+        let mut ebpf = loader.load(OBJECT).map_err(|error| {
+            if error::is_permission(&error) {
+                KernelError::NotPermitted {
+                    call: "loading the XDP object (creating its maps)".into(),
+                    error: Box::new(error),
                 }
-            })?;
+            } else {
+                KernelError::Load { max_flows, error }
+            }
+        })?;
 
         xdp_program(&mut ebpf)?.load().map_err(|error| {
             if error::is_permission(&error) {
@@ -212,7 +271,88 @@ impl Kernel {
             stats,
             max_flows,
             attached: BTreeMap::new(),
+            pins,
+            adopted_maps: false,
         })
+    }
+
+    /// Why the (reused) maps do not have the size and types this build
+    /// needs, if they do not.
+    fn layout_mismatch(&self) -> Option<String> {
+        let info = self
+            .flows_fd
+            .try_clone()
+            .ok()
+            .and_then(|fd| MapData::from_fd(fd).ok())
+            .and_then(|map| map.info().ok());
+        let Some(info) = info else {
+            return Some("the flow map's info cannot be read".into());
+        };
+        let have = (info.key_size(), info.value_size(), info.max_entries());
+        let want = (
+            std::mem::size_of::<FlowKey>() as u32,
+            std::mem::size_of::<FlowValue>() as u32,
+            self.max_flows,
+        );
+        (have != want).then(|| {
+            format!(
+                "flows: key {} B, value {} B, {} entries; this vnetd: {} B, {} B, {} entries                  (--max-flows)",
+                have.0, have.1, have.2, want.0, want.1, want.2
+            )
+        })
+    }
+
+    /// The maps were pinned by an earlier vnetd and are reused: the flows
+    /// in them are its, for [`crate::runtime`] to adopt or flush.
+    pub fn adopted_maps(&self) -> bool {
+        self.adopted_maps
+    }
+
+    /// Where the maps and links are pinned, if they are.
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self.pins.as_ref().map(PinDir::root)
+    }
+
+    /// Unpins the links of interfaces this `Kernel` did not attach to (an
+    /// earlier vnetd's, for ports that are gone): their program detaches.
+    pub fn release_stale_links(&mut self) {
+        let Some(pins) = &self.pins else { return };
+        let links = match pins.links() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing pinned links");
+                return;
+            }
+        };
+        for (ifname, path) in links {
+            let ours = matches!(
+                self.attached.get(&ifname),
+                Some(Attachment { link: AttachedLink::Pinned(p), .. }) if *p == path
+            );
+            if !ours {
+                tracing::info!(interface = %ifname, pin = %path.display(), "detaching an earlier vnetd's XDP link (no port uses it now)");
+                if let Err(e) = pin::remove_pin(&path) {
+                    tracing::warn!(pin = %path.display(), error = %e, "unpinning");
+                }
+            }
+        }
+    }
+
+    /// Detaches from every interface and removes the pinned maps and links
+    /// (`vnetd --detach-on-exit`).
+    pub fn detach_all_and_unpin(&mut self) -> Result<(), KernelError> {
+        let names: Vec<String> = self.attached.keys().cloned().collect();
+        for ifname in names {
+            self.detach(&ifname)?;
+        }
+        if let Some(pins) = self.pins.take() {
+            pins.remove().map_err(|error| KernelError::Pin {
+                path: pins.root().to_path_buf(),
+                error,
+            })?;
+            tracing::info!(dir = %pins.root().display(), "removed the pinned maps and links");
+        }
+        Ok(())
     }
 
     /// Capacity of the flow table, as given to [`Kernel::load`].
@@ -240,7 +380,9 @@ impl Kernel {
 
     /// Attaches the program to `ifname` and returns its ifindex. Attaching
     /// again to an interface this `Kernel` already attached to replaces that
-    /// attachment (so a mode change is one call).
+    /// attachment (so a mode change is one call). Loaded pinned, a link an
+    /// earlier vnetd pinned for this interface (same ifindex and mode) gets
+    /// this program swapped in atomically: its traffic never stops.
     pub fn attach(&mut self, ifname: &str, mode: AttachMode) -> Result<u32, KernelError> {
         let ifindex = ifindex(ifname).ok_or_else(|| KernelError::UnknownInterface {
             ifname: ifname.to_string(),
@@ -248,30 +390,95 @@ impl Kernel {
         if self.attached.contains_key(ifname) {
             self.detach(ifname)?;
         }
-        let link = self
-            .program()?
-            .attach_to_if_index(ifindex, mode.xdp_mode())
-            .map_err(|error| {
-                if error::is_permission(&error) {
-                    KernelError::NotPermitted {
-                        call: format!("attaching XDP to interface {ifname} ({mode} mode)"),
-                        error: Box::new(error),
-                    }
-                } else {
-                    KernelError::Attach {
-                        ifname: ifname.to_string(),
-                        mode,
-                        error,
+        let attach_error = |error: aya::programs::ProgramError| {
+            if error::is_permission(&error) {
+                KernelError::NotPermitted {
+                    call: format!("attaching XDP to interface {ifname} ({mode} mode)"),
+                    error: Box::new(error),
+                }
+            } else {
+                KernelError::Attach {
+                    ifname: ifname.to_string(),
+                    mode,
+                    error,
+                }
+            }
+        };
+        let pin_error = |path: &Path, error: std::io::Error| KernelError::Pin {
+            path: path.to_path_buf(),
+            error,
+        };
+        let link = match self.pins.clone() {
+            None => {
+                let id = self
+                    .program()?
+                    .attach_to_if_index(ifindex, mode.xdp_mode())
+                    .map_err(attach_error)?;
+                tracing::info!(ifname, ifindex, %mode, "attached XDP program {XDP_PROGRAM}");
+                AttachedLink::Owned(id)
+            }
+            Some(pins) => {
+                let path = pins.link(ifname, ifindex, mode);
+                // Links of an earlier ifindex (the interface was recreated)
+                // or another mode cannot be reused.
+                for stale in pins.links_of(ifname).map_err(|e| pin_error(&path, e))? {
+                    if stale != path {
+                        pin::remove_pin(&stale).map_err(|e| pin_error(&stale, e))?;
                     }
                 }
-            })?;
-        tracing::info!(ifname, ifindex, %mode, "attached XDP program {XDP_PROGRAM}");
+                let pinned = PinnedLink::from_pin(&path)
+                    .ok()
+                    .and_then(|p| XdpLink::try_from(FdLink::from(p)).ok());
+                let adopted = match pinned {
+                    Some(link) => match self.program()?.attach_to_link(link) {
+                        Ok(id) => Some(id),
+                        Err(e) => {
+                            tracing::warn!(ifname, error = %e, "cannot update the pinned XDP link: attaching anew");
+                            pin::remove_pin(&path).map_err(|e| pin_error(&path, e))?;
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                let id = match adopted {
+                    Some(id) => {
+                        tracing::info!(ifname, ifindex, %mode, "took over the pinned XDP link: program {XDP_PROGRAM} swapped in");
+                        id
+                    }
+                    None => {
+                        let id = self
+                            .program()?
+                            .attach_to_if_index(ifindex, mode.xdp_mode())
+                            .map_err(attach_error)?;
+                        tracing::info!(ifname, ifindex, %mode, "attached XDP program {XDP_PROGRAM} (pinned)");
+                        id
+                    }
+                };
+                // The pin, not this process, keeps the link: our descriptor
+                // closes here and the program stays attached.
+                let link = self.program()?.take_link(id).map_err(attach_error)?;
+                let fd_link = FdLink::try_from(link).map_err(|e| KernelError::Pin {
+                    path: path.clone(),
+                    error: std::io::Error::other(format!(
+                        "this kernel attached XDP without a BPF link, which cannot be pinned: {e}"
+                    )),
+                })?;
+                if !path.exists() {
+                    fd_link.pin(&path).map_err(|e| KernelError::Pin {
+                        path: path.clone(),
+                        error: std::io::Error::other(error::chain(&e).to_string()),
+                    })?;
+                }
+                AttachedLink::Pinned(path)
+            }
+        };
         self.attached
             .insert(ifname.to_string(), Attachment { ifindex, link });
         Ok(ifindex)
     }
 
-    /// Detaches the program from `ifname` (attached by this `Kernel`).
+    /// Detaches the program from `ifname` (attached by this `Kernel`),
+    /// pinned or not.
     pub fn detach(&mut self, ifname: &str) -> Result<(), KernelError> {
         let attachment = self
             .attached
@@ -279,12 +486,19 @@ impl Kernel {
             .ok_or_else(|| KernelError::NotAttached {
                 ifname: ifname.to_string(),
             })?;
-        self.program()?
-            .detach(attachment.link)
-            .map_err(|error| KernelError::Detach {
-                ifname: ifname.to_string(),
-                error,
-            })?;
+        match attachment.link {
+            AttachedLink::Owned(id) => {
+                self.program()?
+                    .detach(id)
+                    .map_err(|error| KernelError::Detach {
+                        ifname: ifname.to_string(),
+                        error,
+                    })?
+            }
+            AttachedLink::Pinned(path) => {
+                pin::remove_pin(&path).map_err(|error| KernelError::Pin { path, error })?
+            }
+        }
         tracing::info!(ifname, ifindex = attachment.ifindex, "detached XDP program");
         Ok(())
     }
@@ -509,9 +723,16 @@ impl Kernel {
 }
 
 impl Drop for Kernel {
+    /// Detaches what this `Kernel` owns; pinned links stay attached (the
+    /// point of pinning them).
     fn drop(&mut self) {
-        let names: Vec<String> = self.attached.keys().cloned().collect();
-        for ifname in names {
+        let owned: Vec<String> = self
+            .attached
+            .iter()
+            .filter(|(_, a)| matches!(a.link, AttachedLink::Owned(_)))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for ifname in owned {
             if let Err(e) = self.detach(&ifname) {
                 tracing::warn!("{e}");
             }

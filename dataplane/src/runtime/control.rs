@@ -372,8 +372,14 @@ impl Runtime {
         for tag in tags {
             invalidated += self.flows.invalidate(&mut self.kernel, *tag);
         }
+        // Flows taken over from an earlier vnetd: what they read is
+        // unknown, so any change may concern them.
+        if !tags.is_empty() {
+            invalidated += self.flows.invalidate(&mut self.kernel, sim::Tag::ADOPTED);
+        }
         link.topology = topology;
         link.running.store(revision, Ordering::Release);
+        self.record_running_revision();
         tracing::info!(
             revision,
             changed = tags.len(),

@@ -21,6 +21,12 @@ fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
 }
 
 impl Tag {
+    /// Flows a restarted vnetd took over from the one before it
+    /// (`runtime/adoption.rs`): it does not know what each decision read,
+    /// so any topology change invalidates them all. (A name hashes to 0
+    /// with odds of 2^-64.)
+    pub const ADOPTED: Tag = Tag(0);
+
     fn of(kind: u8, parts: &[&[u8]]) -> Tag {
         let mut h = fnv(FNV_OFFSET, &[kind]);
         for p in parts {

@@ -13,7 +13,16 @@ pub mod maps {
     pub const IFACES: &str = "IFACES";
     pub const XSKS: &str = "XSKS";
     pub const STATS: &str = "STATS";
+    /// Every map of the program (what vnetd pins).
+    pub const ALL: [&str; 5] = [FLOWS, FRAGS, IFACES, XSKS, STATS];
 }
+
+/// The version of the maps' layout: what the types below look like in the
+/// kernel's maps. vnetd pins its maps under a directory of this version and
+/// adopts pinned maps of the same version only (a restart keeps the flows);
+/// bump it with any change to a map's key or value type, or to what a
+/// field means.
+pub const LAYOUT_VERSION: u32 = 1;
 
 /// Name of the XDP program in the object file.
 pub const XDP_PROGRAM: &str = "vnet_xdp";

@@ -1,0 +1,153 @@
+//! Taking over from the vnetd before: the flows it left in the pinned flow
+//! map (see `kernel/pin.rs`) keep forwarding while this one starts, and
+//! are adopted once the ports are bound.
+//!
+//! An adopted flow is a decision of the earlier process that this one did
+//! not see being made, so what it read is unknown. It is kept only where
+//! that cannot matter:
+//!
+//! - the stored revision is the one the flows were installed under (the
+//!   worker writes it to `kernel-flows.revision` in the state directory each
+//!   time it runs one); otherwise every flow is dropped;
+//! - its ingress interface (and its output, if any) is bound to a port now;
+//! - it rewrites no address or port: a NAT binding lives in the earlier
+//!   process's memory only, and a new one could hand the same public port to
+//!   another connection. Such flows are dropped; their next packets come up
+//!   and are translated anew (a TCP connection through SNAT breaks, as on
+//!   any NAT gateway that restarts without its table).
+//!
+//! Adopted flows carry their ports' tags (an unbind or a port change
+//! removes them) and [`Tag::ADOPTED`], which the first topology change
+//! invalidates whole. Conntrack entries are not rebuilt: a connection whose
+//! flows are adopted keeps forwarding in the kernel; if one of its flows
+//! expires, its next packet is judged on an empty connection table.
+
+use super::{now_ns, Runtime};
+use crate::sim::{Tag, FLOW_IDLE_TIMEOUT_NS};
+use std::path::Path;
+use vnet_common::act;
+
+/// The file in the state directory that says which revision the kernel's
+/// flows were installed under.
+pub const REVISION_FILE: &str = "kernel-flows.revision";
+
+/// What a take-over did, for the log and the tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Adoption {
+    pub adopted: usize,
+    /// Dropped because the revision changed.
+    pub stale: usize,
+    /// Dropped because they rewrite addresses or ports (NAT).
+    pub nat: usize,
+    /// Dropped because an interface they use is not bound now.
+    pub unbound: usize,
+}
+
+/// The revision recorded in `state_dir`, if any.
+pub fn recorded_revision(state_dir: &Path) -> Option<u64> {
+    std::fs::read_to_string(state_dir.join(REVISION_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Records `revision` as the one the kernel's flows are installed under.
+/// Written to a temporary file and renamed, so a crash leaves the old
+/// value or the new one, never a torn one.
+pub(super) fn record_revision(path: &Path, revision: u64) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{revision}\n"))?;
+    std::fs::rename(&tmp, path)
+}
+
+impl Runtime {
+    /// Records in `state_dir` the revision of the flows this worker
+    /// installs, from now on at every new revision.
+    pub fn record_revisions_in(&mut self, state_dir: &Path) {
+        self.revision_file = Some(state_dir.join(REVISION_FILE));
+        self.record_running_revision();
+    }
+
+    pub(super) fn record_running_revision(&self) {
+        let Some(path) = &self.revision_file else {
+            return;
+        };
+        if let Err(e) = record_revision(path, self.snap.revision) {
+            tracing::warn!(file = %path.display(), error = %e, "recording the flows' revision (a restart will drop them)");
+        }
+    }
+
+    /// Takes over the flows an earlier vnetd left in the kernel, if the
+    /// maps were pinned by one: adopts those that fit this process (see the
+    /// module's notes) and removes the others. `installed_under` is the
+    /// revision they were installed under, as recorded. Call once, after
+    /// the ports are bound.
+    pub fn take_over_kernel_flows(&mut self, installed_under: Option<u64>) -> Adoption {
+        let mut outcome = Adoption::default();
+        if !self.kernel.adopted_maps() {
+            return outcome;
+        }
+        let flows = match self.kernel.all_flows() {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the flows an earlier vnetd left");
+                return outcome;
+            }
+        };
+        let same_revision = installed_under == Some(self.snap.revision);
+        let now = now_ns();
+        let rewrites = act::SET_IP_SRC | act::SET_IP_DST | act::SET_L4_SRC | act::SET_L4_DST;
+        for (key, value) in flows {
+            let actions = &value.actions;
+            let ingress = self.ports.by_ifindex(key.ifindex).map(|b| b.port);
+            let egress = if actions.flags & act::OUTPUT != 0 {
+                self.ports
+                    .by_ifindex(actions.out_ifindex)
+                    .map(|b| Some(b.port))
+            } else {
+                Some(None)
+            };
+            let keep = if !same_revision {
+                outcome.stale += 1;
+                None
+            } else if actions.flags & rewrites != 0 {
+                outcome.nat += 1;
+                None
+            } else {
+                match (ingress, egress) {
+                    (Some(i), Some(o)) => Some((i, o)),
+                    _ => {
+                        outcome.unbound += 1;
+                        None
+                    }
+                }
+            };
+            let Some((ingress, egress)) = keep else {
+                if let Err(e) = self.kernel.remove_flow(&key) {
+                    tracing::warn!(error = %e, "removing a flow an earlier vnetd left");
+                }
+                continue;
+            };
+            let mut tags = vec![Tag::ADOPTED];
+            tags.extend(self.snap.ports.get(ingress).map(|p| p.tag));
+            tags.extend(egress.and_then(|o| self.snap.ports.get(o)).map(|p| p.tag));
+            let device = self.device_tag(ingress);
+            self.flows
+                .adopt(key, device, tags, FLOW_IDLE_TIMEOUT_NS, now);
+            outcome.adopted += 1;
+        }
+        self.kernel.release_stale_links();
+        tracing::info!(
+            adopted = outcome.adopted,
+            dropped_stale_revision = outcome.stale,
+            dropped_nat = outcome.nat,
+            dropped_unbound = outcome.unbound,
+            recorded_revision = ?installed_under,
+            running_revision = self.snap.revision,
+            "took over the kernel flows of the earlier vnetd"
+        );
+        self.record_running_revision();
+        outcome
+    }
+}
