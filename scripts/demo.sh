@@ -38,7 +38,7 @@ done
 
 echo "[demo] starting vnetd on examples/bridge.yaml"
 ip netns exec "$HOST" "$VNETD" --topology examples/bridge.yaml \
-  --state-dir /tmp/vnet-demo-state --socket "$SOCK" >"$LOG" 2>&1 &
+  --state-dir /tmp/vnet-demo-state --socket "$SOCK" --detach-on-exit >"$LOG" 2>&1 &
 VNETD_PID=$!
 for _ in $(seq 100); do grep -q "vnetd running" "$LOG" && break; sleep 0.1; done
 grep -q "vnetd running" "$LOG" || { echo "[demo] vnetd did not start:"; cat "$LOG"; exit 1; }

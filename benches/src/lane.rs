@@ -135,6 +135,8 @@ impl Vnetd {
             .arg(dir.join("state"))
             .arg("--socket")
             .arg(dir.join("vnetd.sock"))
+            // A measurement leaves nothing attached behind it.
+            .arg("--detach-on-exit")
             .env("VNET_LOG", "info")
             .stdout(out.try_clone()?)
             .stderr(out);
