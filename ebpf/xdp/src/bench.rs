@@ -22,6 +22,16 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
+// The executor's packet accessors (see there): checked handles, no raw
+// addresses. The benchmarks use only some of them.
+#[allow(dead_code)]
+#[path = "access.rs"]
+mod access;
+#[allow(dead_code)]
+#[path = "wire.rs"]
+mod wire;
+
+use access::Frame;
 use aya_ebpf::{
     bindings::{
         xdp_action::{XDP_DROP, XDP_PASS},
@@ -33,6 +43,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use vnet_common::{FlowKey, FlowValue, DEFAULT_MAX_FLOWS};
+use wire::{ETH_DST, ETH_HLEN, ETH_P_IP, ETH_SRC, ETH_TYPE, IPPROTO_UDP, IPV4_MIN_HLEN, IP_PROTO};
 
 /// Length of the generator's frame template. The harness sends 64-byte
 /// frames; a longer live frame keeps its tail as given to the test run.
@@ -62,12 +73,8 @@ static BENCH_SEQ: Array<u64> = Array::with_max_entries(1, 0);
 #[map]
 static BENCH_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-const ETH_HLEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
-const IPPROTO_UDP: u8 = 17;
-const IPV4_HLEN: usize = 20;
 /// Offset of the UDP ports in the template (Ethernet + IPv4 without options).
-const UDP_PORTS: usize = ETH_HLEN + IPV4_HLEN;
+const UDP_PORTS: usize = ETH_HLEN + IPV4_MIN_HLEN;
 
 #[xdp]
 pub fn bench_empty(_ctx: XdpContext) -> u32 {
@@ -76,15 +83,14 @@ pub fn bench_empty(_ctx: XdpContext) -> u32 {
 
 #[xdp]
 pub fn bench_lookup(ctx: XdpContext) -> u32 {
-    let (data, end) = (ctx.data(), ctx.data_end());
-    if data + ETH_HLEN > end {
+    let Some(eth) = Frame::new(&ctx).bytes::<ETH_HLEN>(0) else {
         return XDP_PASS;
-    }
+    };
     let key = FlowKey {
         ifindex: ctx.ingress_ifindex() as u32,
-        eth_dst: mac_at(data),
-        eth_src: mac_at(data + 6),
-        ethertype: u16::from_be(raw16(data + 12)),
+        eth_dst: eth.mac::<ETH_DST>(),
+        eth_src: eth.mac::<ETH_SRC>(),
+        ethertype: eth.be16::<ETH_TYPE>(),
         ..FlowKey::default()
     };
     match BENCH_FLOWS.get_ptr(key) {
@@ -101,14 +107,18 @@ pub fn bench_redirect(_ctx: XdpContext) -> u32 {
 
 #[xdp]
 pub fn bench_generate(ctx: XdpContext) -> u32 {
-    let (data, end) = (ctx.data(), ctx.data_end());
-    if data + TEMPLATE_LEN <= end {
+    if let Some(frame) = Frame::new(&ctx).bytes::<TEMPLATE_LEN>(0) {
         if let Some(t) = BENCH_TEMPLATE.get(0) {
-            let mut i = 0;
-            while i < TEMPLATE_LEN / 8 {
-                set_raw64(data + i * 8, t[i]);
-                i += 1;
-            }
+            // The template's eight words, one store each (what LLVM made of
+            // the loop this replaced; offsets must be constants here).
+            frame.set_raw64::<0>(t[0]);
+            frame.set_raw64::<8>(t[1]);
+            frame.set_raw64::<16>(t[2]);
+            frame.set_raw64::<24>(t[3]);
+            frame.set_raw64::<32>(t[4]);
+            frame.set_raw64::<40>(t[5]);
+            frame.set_raw64::<48>(t[6]);
+            frame.set_raw64::<56>(t[7]);
         }
         if BENCH_CONFIG.get(1).copied().unwrap_or(0) != 0 {
             if let Some(seq) = BENCH_SEQ.get_ptr_mut(0) {
@@ -118,8 +128,7 @@ pub fn bench_generate(ctx: XdpContext) -> u32 {
                 // the next 16: 2^32 distinct tuples before one repeats. The
                 // template's UDP checksum is 0 ("none"), so nothing else
                 // changes.
-                set_raw32(
-                    data + UDP_PORTS,
+                frame.set_raw32::<UDP_PORTS>(
                     ((n as u16).to_be() as u32) | (((n >> 16) as u16).to_be() as u32) << 16,
                 );
             }
@@ -134,11 +143,10 @@ pub fn bench_generate(ctx: XdpContext) -> u32 {
 /// it, the latency runs) while the counter is attached.
 #[xdp]
 pub fn bench_count(ctx: XdpContext) -> u32 {
-    let (data, end) = (ctx.data(), ctx.data_end());
-    if data + UDP_PORTS > end {
+    let Some(head) = Frame::new(&ctx).bytes::<UDP_PORTS>(0) else {
         return XDP_PASS;
-    }
-    if u16::from_be(raw16(data + 12)) != ETH_P_IP || u8_at(data + ETH_HLEN + 9) != IPPROTO_UDP {
+    };
+    if head.be16::<ETH_TYPE>() != ETH_P_IP || head.u8::<{ ETH_HLEN + IP_PROTO }>() != IPPROTO_UDP {
         return XDP_PASS;
     }
     if let Some(c) = BENCH_COUNT.get_ptr_mut(0) {
@@ -147,79 +155,6 @@ pub fn bench_count(ctx: XdpContext) -> u32 {
     }
     XDP_DROP
 }
-
-#[inline(always)]
-fn u8_at(addr: usize) -> u8 {
-    unsafe { *(addr as *const u8) }
-}
-
-#[inline(always)]
-fn mac_at(addr: usize) -> [u8; 6] {
-    let a = raw32(addr).to_ne_bytes();
-    let b = raw16(addr + 4).to_ne_bytes();
-    [a[0], a[1], a[2], a[3], b[0], b[1]]
-}
-
-// Unaligned packet accesses as single BPF instructions, for the same reason
-// as in main.rs (LLVM's BPF backend splits unaligned Rust accesses into
-// byte loads); the host build has plain-Rust twins.
-#[cfg(target_arch = "bpf")]
-#[inline(always)]
-fn raw16(addr: usize) -> u16 {
-    let v: u64;
-    unsafe {
-        core::arch::asm!("{v} = *(u16 *)({a} + 0)", v = out(reg) v, a = in(reg) addr,
-            options(readonly, nostack, preserves_flags));
-    }
-    v as u16
-}
-
-#[cfg(target_arch = "bpf")]
-#[inline(always)]
-fn raw32(addr: usize) -> u32 {
-    let v: u64;
-    unsafe {
-        core::arch::asm!("{v} = *(u32 *)({a} + 0)", v = out(reg) v, a = in(reg) addr,
-            options(readonly, nostack, preserves_flags));
-    }
-    v as u32
-}
-
-#[cfg(target_arch = "bpf")]
-#[inline(always)]
-fn set_raw32(addr: usize, v: u32) {
-    unsafe {
-        core::arch::asm!("*(u32 *)({a} + 0) = {v}", a = in(reg) addr, v = in(reg) v as u64,
-            options(nostack, preserves_flags));
-    }
-}
-
-#[cfg(target_arch = "bpf")]
-#[inline(always)]
-fn set_raw64(addr: usize, v: u64) {
-    unsafe {
-        core::arch::asm!("*(u64 *)({a} + 0) = {v}", a = in(reg) addr, v = in(reg) v,
-            options(nostack, preserves_flags));
-    }
-}
-
-#[cfg(not(target_arch = "bpf"))]
-mod host_twins {
-    pub(crate) fn raw16(addr: usize) -> u16 {
-        unsafe { core::ptr::read_unaligned(addr as *const u16) }
-    }
-    pub(crate) fn raw32(addr: usize) -> u32 {
-        unsafe { core::ptr::read_unaligned(addr as *const u32) }
-    }
-    pub(crate) fn set_raw32(addr: usize, v: u32) {
-        unsafe { core::ptr::write_unaligned(addr as *mut u32, v) }
-    }
-    pub(crate) fn set_raw64(addr: usize, v: u64) {
-        unsafe { core::ptr::write_unaligned(addr as *mut u64, v) }
-    }
-}
-#[cfg(not(target_arch = "bpf"))]
-use host_twins::{raw16, raw32, set_raw32, set_raw64};
 
 #[cfg(all(target_arch = "bpf", not(test)))]
 #[panic_handler]
