@@ -17,7 +17,6 @@
 use crate::flows::{self, FlowBackend, FlowTable, InstallError};
 use crate::kernel::{Kernel, KernelError};
 use crate::lease_file::{self, LeaseFile};
-use crate::packet;
 use crate::ports::PortRegistry;
 pub use crate::ports::BoundPort;
 use crate::sim::dhcp::leases::{self, Leases};
@@ -402,11 +401,12 @@ impl Runtime {
                 self.handle(b, frame);
             }
         }
-        let (Some(flow), Some((i, frame))) = (decision.install, ingress) else {
+        let (Some(flow), Some((i, _))) = (decision.install, ingress) else {
             return;
         };
         let ifindex = self.ports.at(i).ifindex;
-        let Some(key) = packet::parse(frame).ok().and_then(|h| h.flow_key(ifindex)) else {
+        // Keyed on the headers the simulation parsed the frame into.
+        let Some(key) = decision.received.and_then(|h| h.flow_key(ifindex)) else {
             return;
         };
         let Some(device) = self.device_tag(self.ports.at(i).port) else {

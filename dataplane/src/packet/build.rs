@@ -2,11 +2,12 @@
 //! ICMP and DHCP as their devices land), and the frames of tests and benches.
 //! Builders write correct checksums.
 use super::checksum;
-use super::{Mac, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_VLAN, ETH_HLEN, VLAN_HLEN};
+use super::layout::{self, arp, ethernet, get16, get4, icmp, ipv4, put16, tcp, udp, vlan};
+use super::{Mac, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_VLAN};
 use super::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
 
 fn ethernet(dst: Mac, src: Mac, ethertype: u16, capacity: usize) -> Vec<u8> {
-    let mut f = Vec::with_capacity(ETH_HLEN + capacity);
+    let mut f = Vec::with_capacity(ethernet::HEADER_LEN + capacity);
     f.extend_from_slice(&dst);
     f.extend_from_slice(&src);
     f.extend_from_slice(&ethertype.to_be_bytes());
@@ -15,8 +16,10 @@ fn ethernet(dst: Mac, src: Mac, ethertype: u16, capacity: usize) -> Vec<u8> {
 
 /// An Ethernet/IPv4 ARP packet.
 pub fn arp_frame(op: u16, sha: Mac, spa: [u8; 4], tha: Mac, tpa: [u8; 4], dst: Mac) -> Vec<u8> {
-    let mut f = ethernet(dst, sha, ETHERTYPE_ARP, 28);
-    f.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4]);
+    let mut f = ethernet(dst, sha, ETHERTYPE_ARP, arp::PACKET_LEN);
+    f.extend_from_slice(&arp::HTYPE_ETHERNET.to_be_bytes());
+    f.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+    f.extend_from_slice(&[6, 4]); // hardware and protocol address lengths
     f.extend_from_slice(&op.to_be_bytes());
     f.extend_from_slice(&sha);
     f.extend_from_slice(&spa);
@@ -34,19 +37,21 @@ fn ipv4(
     options: &[u8],
     payload: &[u8],
 ) -> Vec<u8> {
-    debug_assert!(options.len().is_multiple_of(4) && options.len() <= 40);
-    let header_len = 20 + options.len();
+    debug_assert!(options.len().is_multiple_of(4) && options.len() <= ipv4::MAX_OPTIONS_LEN);
+    let header_len = ipv4::HEADER_LEN + options.len();
     let total = (header_len + payload.len()) as u16;
     let start = f.len();
-    f.push(0x40 | (header_len / 4) as u8);
+    f.push(ipv4::ver_ihl(header_len));
     f.push(0);
     f.extend_from_slice(&total.to_be_bytes());
-    f.extend_from_slice(&[0x12, 0x34, 0x40, 0x00, 64, proto, 0, 0]); // id, DF, ttl 64
+    f.extend_from_slice(&[0x12, 0x34]); // identification
+    f.extend_from_slice(&ipv4::DONT_FRAGMENT.to_be_bytes());
+    f.extend_from_slice(&[64, proto, 0, 0]); // TTL, protocol, checksum
     f.extend_from_slice(&src);
     f.extend_from_slice(&dst);
     f.extend_from_slice(options);
     let c = checksum::ipv4_header(&f[start..start + header_len]);
-    f[start + 10..start + 12].copy_from_slice(&c.to_be_bytes());
+    put16(&mut f, layout::at(start, ipv4::CHECKSUM), c);
     f.extend_from_slice(payload);
     f
 }
@@ -63,14 +68,14 @@ pub fn l4_checksum(src: [u8; 4], dst: [u8; 4], proto: u8, segment: &[u8]) -> u16
 }
 
 fn udp_segment(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let mut s = Vec::with_capacity(8 + payload.len());
+    let mut s = Vec::with_capacity(udp::HEADER_LEN + payload.len());
     s.extend_from_slice(&sport.to_be_bytes());
     s.extend_from_slice(&dport.to_be_bytes());
-    s.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    s.extend_from_slice(&((udp::HEADER_LEN + payload.len()) as u16).to_be_bytes());
     s.extend_from_slice(&[0, 0]);
     s.extend_from_slice(payload);
     let c = l4_checksum(src, dst, IPPROTO_UDP, &s);
-    s[6..8].copy_from_slice(&c.to_be_bytes());
+    put16(&mut s, udp::CHECKSUM, c);
     s
 }
 
@@ -126,12 +131,13 @@ pub fn tcp_frame(
     dport: u16,
     flags: u8,
 ) -> Vec<u8> {
-    let mut s = Vec::with_capacity(20);
+    let mut s = Vec::with_capacity(tcp::HEADER_LEN);
     s.extend_from_slice(&sport.to_be_bytes());
     s.extend_from_slice(&dport.to_be_bytes());
+    // seq 1, ack 0, data offset 5 words, window 65535, checksum, urgent.
     s.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
     let c = l4_checksum(src, dst, IPPROTO_TCP, &s);
-    s[16..18].copy_from_slice(&c.to_be_bytes());
+    put16(&mut s, tcp::CHECKSUM, c);
     ipv4(
         ethernet(dst_mac, src_mac, ETHERTYPE_IPV4, 40),
         src,
@@ -154,13 +160,18 @@ pub fn icmp_echo_frame(
     seq: u16,
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut m = Vec::with_capacity(8 + payload.len());
-    m.extend_from_slice(&[if request { 8 } else { 0 }, 0, 0, 0]);
+    let mut m = Vec::with_capacity(icmp::HEADER_LEN + payload.len());
+    let kind = if request {
+        icmp::ECHO_REQUEST
+    } else {
+        icmp::ECHO_REPLY
+    };
+    m.extend_from_slice(&[kind, 0, 0, 0]);
     m.extend_from_slice(&id.to_be_bytes());
     m.extend_from_slice(&seq.to_be_bytes());
     m.extend_from_slice(payload);
     let c = checksum::finish(checksum::sum(&m, 0));
-    m[2..4].copy_from_slice(&c.to_be_bytes());
+    put16(&mut m, icmp::CHECKSUM, c);
     ipv4(
         ethernet(dst_mac, src_mac, ETHERTYPE_IPV4, 28 + payload.len()),
         src,
@@ -173,19 +184,19 @@ pub fn icmp_echo_frame(
 
 /// The frame with an 802.1Q tag `vid` inserted after the MACs.
 pub fn with_vlan(frame: &[u8], vid: u16) -> Vec<u8> {
-    let mut f = Vec::with_capacity(frame.len() + VLAN_HLEN);
-    f.extend_from_slice(&frame[..12]);
+    let mut f = Vec::with_capacity(frame.len() + vlan::TAG_LEN);
+    f.extend_from_slice(&frame[..vlan::AT]);
     f.extend_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
-    f.extend_from_slice(&(vid & 0x0fff).to_be_bytes());
-    f.extend_from_slice(&frame[12..]);
+    f.extend_from_slice(&(vid & vlan::VID_MASK).to_be_bytes());
+    f.extend_from_slice(&frame[vlan::AT..]);
     f
 }
 
 /// The frame without its (outer) 802.1Q tag. The caller checked it has one.
 pub fn without_vlan(frame: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(frame.len().saturating_sub(VLAN_HLEN));
-    f.extend_from_slice(&frame[..12]);
-    f.extend_from_slice(frame.get(16..).unwrap_or(&[]));
+    let mut f = Vec::with_capacity(frame.len().saturating_sub(vlan::TAG_LEN));
+    f.extend_from_slice(&frame[..vlan::AT]);
+    f.extend_from_slice(frame.get(vlan::AT + vlan::TAG_LEN..).unwrap_or(&[]));
     f
 }
 
@@ -198,54 +209,53 @@ pub fn ethernet_ipv4(dst: Mac, src: Mac, ip_packet: &[u8]) -> Vec<u8> {
 
 /// An IPv4 packet without options, TTL 64, DF clear.
 pub fn ipv4_packet(src: [u8; 4], dst: [u8; 4], proto: u8, id: u16, payload: &[u8]) -> Vec<u8> {
-    let mut p = Vec::with_capacity(20 + payload.len());
-    p.extend_from_slice(&[0x45, 0]);
-    p.extend_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+    let mut p = Vec::with_capacity(ipv4::HEADER_LEN + payload.len());
+    p.extend_from_slice(&[ipv4::VER_IHL_PLAIN, 0]);
+    p.extend_from_slice(&((ipv4::HEADER_LEN + payload.len()) as u16).to_be_bytes());
     p.extend_from_slice(&id.to_be_bytes());
-    p.extend_from_slice(&[0, 0, 64, proto, 0, 0]);
+    p.extend_from_slice(&[0, 0, 64, proto, 0, 0]); // flags, TTL, protocol, checksum
     p.extend_from_slice(&src);
     p.extend_from_slice(&dst);
-    let c = checksum::ipv4_header(&p[..20]);
-    p[10..12].copy_from_slice(&c.to_be_bytes());
+    let c = checksum::ipv4_header(&p[..ipv4::HEADER_LEN]);
+    put16(&mut p, ipv4::CHECKSUM, c);
     p.extend_from_slice(payload);
     p
 }
 
 /// How much of the offending packet an ICMP error quotes: as much as fits
 /// in a 576-byte datagram (RFC 1812 §4.3.2.3).
-pub const ICMP_QUOTE_MAX: usize = 576 - 20 - 8;
+pub const ICMP_QUOTE_MAX: usize = 576 - ipv4::HEADER_LEN - icmp::HEADER_LEN;
 
 /// An ICMP error (`kind`/`code`) about `original` (the offending IPv4
 /// packet), from `src` to the original sender. `rest` is the second header
 /// word (the next-hop MTU for fragmentation needed, else 0).
 pub fn icmp_error(src: [u8; 4], kind: u8, code: u8, rest: u32, original: &[u8]) -> Vec<u8> {
     let quote = &original[..original.len().min(ICMP_QUOTE_MAX)];
-    let mut m = Vec::with_capacity(8 + quote.len());
+    let mut m = Vec::with_capacity(icmp::HEADER_LEN + quote.len());
     m.extend_from_slice(&[kind, code, 0, 0]);
     m.extend_from_slice(&rest.to_be_bytes());
     m.extend_from_slice(quote);
     let c = checksum::finish(checksum::sum(&m, 0));
-    m[2..4].copy_from_slice(&c.to_be_bytes());
-    let dst = [original[12], original[13], original[14], original[15]];
+    put16(&mut m, icmp::CHECKSUM, c);
+    let dst = get4(original, ipv4::SRC_ADDR);
     ipv4_packet(src, dst, IPPROTO_ICMP, 0, &m)
 }
 
 /// The echo reply to `request` (an IPv4 ICMP echo request packet), from
 /// `src`; `None` if `request` is not one.
 pub fn icmp_echo_reply(src: [u8; 4], request: &[u8]) -> Option<Vec<u8>> {
-    let header_len = ((*request.first()? & 0x0f) as usize) * 4;
-    let icmp = request.get(header_len..)?;
-    if icmp.len() < 8 || icmp[0] != 8 {
+    let header_len = ipv4::header_len(*request.first()?);
+    let message = request.get(header_len..)?;
+    if message.len() < icmp::HEADER_LEN || message[icmp::TYPE] != icmp::ECHO_REQUEST {
         return None;
     }
-    let mut m = icmp.to_vec();
-    m[0] = 0;
-    m[2] = 0;
-    m[3] = 0;
+    let mut m = message.to_vec();
+    m[icmp::TYPE] = icmp::ECHO_REPLY;
+    put16(&mut m, icmp::CHECKSUM, 0);
     let c = checksum::finish(checksum::sum(&m, 0));
-    m[2..4].copy_from_slice(&c.to_be_bytes());
-    let dst = [request[12], request[13], request[14], request[15]];
-    let id = u16::from_be_bytes([request[4], request[5]]);
+    put16(&mut m, icmp::CHECKSUM, c);
+    let dst = get4(request, ipv4::SRC_ADDR);
+    let id = get16(request, ipv4::IDENT);
     Some(ipv4_packet(src, dst, IPPROTO_ICMP, id, &m))
 }
 
@@ -253,19 +263,26 @@ pub fn icmp_echo_reply(src: [u8; 4], request: &[u8]) -> Option<Vec<u8>> {
 /// Options are kept in the first fragment only. `None` if `mtu` leaves no
 /// room for 8 bytes of data or the packet is malformed.
 pub fn fragment_ipv4(packet: &[u8], mtu: usize) -> Option<Vec<Vec<u8>>> {
-    let header_len = ((*packet.first()? & 0x0f) as usize) * 4;
-    let total = u16::from_be_bytes([*packet.get(2)?, *packet.get(3)?]) as usize;
-    if header_len < 20 || total < header_len || packet.len() < total {
+    if packet.len() < ipv4::HEADER_LEN {
         return None;
     }
-    let flags = u16::from_be_bytes([packet[6], packet[7]]);
-    let base_offset = (flags & 0x1fff) as usize * 8;
-    let more_after = flags & 0x2000 != 0;
+    let header_len = ipv4::header_len(packet[ipv4::VER_IHL]);
+    let total = get16(packet, ipv4::LENGTH) as usize;
+    if header_len < ipv4::HEADER_LEN || total < header_len || packet.len() < total {
+        return None;
+    }
+    let flags = get16(packet, ipv4::FLAGS_FRAG);
+    let base_offset = (flags & ipv4::FRAG_OFFSET_MASK) as usize * 8;
+    let more_after = flags & ipv4::MORE_FRAGMENTS != 0;
     let data = &packet[header_len..total];
     let mut fragments = Vec::new();
     let mut at = 0;
     while at < data.len() {
-        let hlen = if at == 0 { header_len } else { 20 };
+        let hlen = if at == 0 {
+            header_len
+        } else {
+            ipv4::HEADER_LEN
+        };
         let room = mtu.checked_sub(hlen)? / 8 * 8;
         if room == 0 {
             return None;
@@ -274,15 +291,21 @@ pub fn fragment_ipv4(packet: &[u8], mtu: usize) -> Option<Vec<Vec<u8>>> {
         let last = at + chunk.len() == data.len();
         let mut f = Vec::with_capacity(hlen + chunk.len());
         f.extend_from_slice(&packet[..hlen]);
-        f[0] = 0x40 | (hlen / 4) as u8;
-        f[2..4].copy_from_slice(&((hlen + chunk.len()) as u16).to_be_bytes());
-        let mf = if last && !more_after { 0 } else { 0x2000 };
-        let off = ((base_offset + at) / 8) as u16 | mf;
-        f[6..8].copy_from_slice(&off.to_be_bytes());
-        f[10] = 0;
-        f[11] = 0;
+        f[ipv4::VER_IHL] = ipv4::ver_ihl(hlen);
+        put16(&mut f, ipv4::LENGTH, (hlen + chunk.len()) as u16);
+        let mf = if last && !more_after {
+            0
+        } else {
+            ipv4::MORE_FRAGMENTS
+        };
+        put16(
+            &mut f,
+            ipv4::FLAGS_FRAG,
+            ((base_offset + at) / 8) as u16 | mf,
+        );
+        put16(&mut f, ipv4::CHECKSUM, 0);
         let c = checksum::ipv4_header(&f[..hlen]);
-        f[10..12].copy_from_slice(&c.to_be_bytes());
+        put16(&mut f, ipv4::CHECKSUM, c);
         f.extend_from_slice(chunk);
         fragments.push(f);
         at += chunk.len();
@@ -293,34 +316,40 @@ pub fn fragment_ipv4(packet: &[u8], mtu: usize) -> Option<Vec<Vec<u8>>> {
 /// The TCP RST answering `original` (an IPv4 TCP segment), per RFC 793's
 /// reset generation; `None` for a segment that is itself a RST or too short.
 pub fn tcp_reset_for(original: &[u8]) -> Option<Vec<u8>> {
-    let header_len = ((*original.first()? & 0x0f) as usize) * 4;
-    let tcp = original.get(header_len..header_len + 20)?;
-    let flags = tcp[13];
-    if flags & 0x04 != 0 {
+    let header_len = ipv4::header_len(*original.first()?);
+    let segment = original.get(header_len..header_len + tcp::HEADER_LEN)?;
+    let flags = segment[tcp::FLAGS];
+    if flags & tcp::RST != 0 {
         return None;
     }
-    let src: [u8; 4] = original.get(16..20)?.try_into().ok()?;
-    let dst: [u8; 4] = original.get(12..16)?.try_into().ok()?;
-    let data_offset = ((tcp[12] >> 4) as usize) * 4;
-    let total = u16::from_be_bytes([original[2], original[3]]) as usize;
+    // The reset goes back: its source is the segment's destination.
+    let src = get4(original.get(..ipv4::HEADER_LEN)?, ipv4::DST_ADDR);
+    let dst = get4(original, ipv4::SRC_ADDR);
+    let data_offset = tcp::header_len(segment[tcp::DATA_OFFSET]);
+    let total = get16(original, ipv4::LENGTH) as usize;
     let payload = total.saturating_sub(header_len + data_offset) as u32;
-    let seq_in = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
-    let ack_in = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
+    let seq_in = u32::from_be_bytes(get4(segment, tcp::SEQ_NUM));
+    let ack_in = u32::from_be_bytes(get4(segment, tcp::ACK_NUM));
     // With ACK: RST with seq = their ack. Without: RST+ACK acknowledging
     // everything they sent (SYN and FIN count one).
-    let (seq, ack, out_flags) = if flags & 0x10 != 0 {
-        (ack_in, 0, 0x04)
+    let (seq, ack, out_flags) = if flags & tcp::ACK != 0 {
+        (ack_in, 0, tcp::RST)
     } else {
-        let syn_fin = (flags & 0x02 != 0) as u32 + (flags & 0x01 != 0) as u32;
-        (0, seq_in.wrapping_add(payload + syn_fin), 0x14)
+        let syn_fin = (flags & tcp::SYN != 0) as u32 + (flags & tcp::FIN != 0) as u32;
+        (
+            0,
+            seq_in.wrapping_add(payload + syn_fin),
+            tcp::RST | tcp::ACK,
+        )
     };
-    let mut s = Vec::with_capacity(20);
-    s.extend_from_slice(&tcp[2..4]);
-    s.extend_from_slice(&tcp[0..2]);
+    let mut s = Vec::with_capacity(tcp::HEADER_LEN);
+    s.extend_from_slice(&segment[tcp::DST_PORT]);
+    s.extend_from_slice(&segment[tcp::SRC_PORT]);
     s.extend_from_slice(&seq.to_be_bytes());
     s.extend_from_slice(&ack.to_be_bytes());
+    // Data offset 5 words, flags, window 0, checksum, urgent pointer.
     s.extend_from_slice(&[0x50, out_flags, 0, 0, 0, 0, 0, 0]);
     let c = l4_checksum(src, dst, IPPROTO_TCP, &s);
-    s[16..18].copy_from_slice(&c.to_be_bytes());
+    put16(&mut s, tcp::CHECKSUM, c);
     Some(ipv4_packet(src, dst, IPPROTO_TCP, 0, &s))
 }

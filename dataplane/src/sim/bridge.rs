@@ -1,19 +1,14 @@
 //! The virtual bridge (MidoNet "Network"): MAC learning, static MACs, ARP
 //! suppression, known unicast, flooding.
 use super::{filter, Binding, PortId, Step, Tag, Verdict, Walk};
-use crate::packet::{self, build, Headers, ARP_REPLY, ARP_REQUEST, L3};
+use crate::packet::{self, build, Frame, Headers, ARP_REPLY, ARP_REQUEST, L3};
 use crate::sim::mac_table::Learned;
 use vnet_common::Reason;
 
-pub(super) fn process(
-    walk: &mut Walk,
-    bridge_id: usize,
-    in_port: PortId,
-    mut frame: Vec<u8>,
-    h: &Headers,
-) {
+pub(super) fn process(walk: &mut Walk, bridge_id: usize, in_port: PortId, mut frame: Frame) {
     let snap = walk.snap;
     let bridge = &snap.bridges[bridge_id];
+    let h = *frame.headers();
     walk.step(|| Step::Device {
         device: super::DeviceRef::Bridge(bridge_id),
     });
@@ -28,8 +23,6 @@ pub(super) fn process(
         walk.not_installable("ARP: the key does not hold the hardware addresses");
     }
 
-    let parsed;
-    let mut h = h;
     if walk.origin.is_some() && !bridge.filters.inbound.is_empty() {
         let at = filter::Point {
             in_port: Some(in_port),
@@ -40,15 +33,11 @@ pub(super) fn process(
         if !filter::run(walk, &bridge.filters.inbound, &mut frame, at) {
             return;
         }
-        // A NAT rule may have rewritten the frame.
-        parsed = match packet::parse(&frame) {
-            Ok(p) => p,
-            Err(e) => return walk.drop(e.reason(), false),
-        };
-        h = &parsed;
     }
+    // A NAT rule may have rewritten the frame (its headers with it).
+    let h = *frame.headers();
 
-    learn(walk, bridge_id, in_port, h);
+    learn(walk, bridge_id, in_port, &h);
 
     // ARP suppression: answer requests for addresses in the bridge's table
     // instead of flooding them.
@@ -66,7 +55,7 @@ pub(super) fn process(
     }
 
     // DHCP: requests to the bridge's servers are answered here.
-    if super::dhcp_stage::process(walk, bridge_id, in_port, &frame, h) {
+    if super::dhcp_stage::process(walk, bridge_id, in_port, frame.bytes(), &h) {
         return;
     }
 
@@ -145,7 +134,7 @@ fn learn(walk: &mut Walk, bridge_id: usize, in_port: PortId, h: &Headers) {
 /// or interior. Flooded frames are never installed as flows: the set of
 /// ports changes as MACs are learned, and the next frame to a learned MAC
 /// must take the unicast path.
-fn flood(walk: &mut Walk, bridge_id: usize, in_port: PortId, mut frame: Vec<u8>) {
+fn flood(walk: &mut Walk, bridge_id: usize, in_port: PortId, mut frame: Frame) {
     if !outbound_filter(walk, bridge_id, in_port, None, &mut frame) {
         return;
     }
@@ -166,7 +155,7 @@ fn flood(walk: &mut Walk, bridge_id: usize, in_port: PortId, mut frame: Vec<u8>)
         });
     }
     for p in ports {
-        walk.deliver_copy(p, frame.to_vec());
+        walk.deliver_copy(p, frame.clone());
     }
     if walk.origin.is_some() {
         walk.decision.verdict = Verdict::Flooded;
@@ -180,7 +169,7 @@ fn outbound_filter(
     bridge_id: usize,
     in_port: PortId,
     out_port: Option<PortId>,
-    frame: &mut Vec<u8>,
+    frame: &mut Frame,
 ) -> bool {
     let bridge = &walk.snap.bridges[bridge_id];
     if walk.origin.is_none() || bridge.filters.outbound.is_empty() {

@@ -3,7 +3,7 @@
 use super::chain::{ChainId, Env, Frag, IpFields, Nat, Packet, Verdict};
 use super::conntrack::{Conntrack, Direction, Tuple};
 use super::{PortId, RouterIf, Step, Tag, Walk};
-use crate::packet::{self, build, Headers, Mac, IPPROTO_ICMP, IPPROTO_TCP, L3, L4};
+use crate::packet::{self, build, Frame, Headers, Mac, IPPROTO_ICMP, IPPROTO_TCP, L3, L4};
 use vnet_common::Reason;
 use vnet_model::RejectWith;
 
@@ -53,7 +53,8 @@ pub(super) fn packet_of(h: &Headers, in_port: Option<PortId>, out_port: Option<P
 }
 
 /// The connection-tracking tuple of a packet, and whether it is an ICMP
-/// error (whose tuple is then the quoted packet's).
+/// error (whose tuple is then the quoted packet's, parsed from `frame`
+/// only then: a quote is not part of the frame's checked headers).
 fn tuple_of(frame: &[u8], h: &Headers) -> Option<(Tuple, bool)> {
     let L3::Ipv4(ip, l4) = h.l3 else { return None };
     let tuple = |proto, src, dst, sport, dport| Tuple {
@@ -80,7 +81,7 @@ fn tuple_of(frame: &[u8], h: &Headers) -> Option<(Tuple, bool)> {
 
 struct FilterEnv<'w, 'a> {
     walk: &'w mut Walk<'a>,
-    frame: &'w mut Vec<u8>,
+    frame: &'w mut Frame,
     zone: Tag,
     state: Option<Direction>,
 }
@@ -90,11 +91,8 @@ impl Env for FilterEnv<'_, '_> {
         if let Some(s) = self.state {
             return s;
         }
-        let Ok(h) = packet::parse(self.frame) else {
-            return Direction::Forward;
-        };
-        let h = super::fragments::view(self.walk, &h);
-        let state = match tuple_of(self.frame, &h) {
+        let h = super::fragments::view(self.walk, self.frame.headers());
+        let state = match tuple_of(self.frame.bytes(), &h) {
             None => Direction::Forward,
             Some((t, true)) => {
                 // An ICMP error belongs to the connection it quotes (in
@@ -153,16 +151,13 @@ impl Env for FilterEnv<'_, '_> {
 
 /// Runs the filter `chains` in order on the frame (the first decision
 /// other than ACCEPT ends the walk). Returns whether the packet goes on.
-pub(super) fn run(walk: &mut Walk, chains: &[ChainId], frame: &mut Vec<u8>, at: Point) -> bool {
+pub(super) fn run(walk: &mut Walk, chains: &[ChainId], frame: &mut Frame, at: Point) -> bool {
     chains.iter().all(|&chain| run_one(walk, chain, frame, at))
 }
 
-fn run_one(walk: &mut Walk, chain: ChainId, frame: &mut Vec<u8>, at: Point) -> bool {
-    let Ok(h) = packet::parse(frame) else {
-        walk.drop(Reason::Malformed, false);
-        return false;
-    };
-    let h = super::fragments::view(walk, &h);
+fn run_one(walk: &mut Walk, chain: ChainId, frame: &mut Frame, at: Point) -> bool {
+    // Current after any earlier chain's NAT: rewrites keep the view.
+    let h = super::fragments::view(walk, frame.headers());
     let mut p = packet_of(&h, at.in_port, at.out_port);
     let snap = walk.snap;
     let verdict = {
@@ -196,21 +191,16 @@ fn run_one(walk: &mut Walk, chain: ChainId, frame: &mut Vec<u8>, at: Point) -> b
 /// ingress port; on a bridge, answer as OVN's reject does, from the
 /// original destination. Never installed: every rejected packet gets its
 /// answer.
-fn reject(walk: &mut Walk, frame: &[u8], with: RejectWith, at: Point) {
+fn reject(walk: &mut Walk, frame: &Frame, with: RejectWith, at: Point) {
     walk.not_installable("REJECT answers every packet");
     let Some((port, via, sender)) = at.reply_via else {
         reject_on_bridge(walk, frame, with, at);
         return;
     };
-    let Ok(h) = packet::parse(frame) else {
-        walk.drop(Reason::Malformed, false);
-        return;
-    };
-    let L3::Ipv4(ip, _) = h.l3 else {
+    let (L3::Ipv4(ip, _), Some(original)) = (frame.headers().l3, frame.ipv4_packet()) else {
         walk.drop(Reason::FilterReject, false);
         return;
     };
-    let original = &frame[h.l3_offset..(h.l3_offset + ip.total_len as usize).min(frame.len())];
     let answer = match with {
         RejectWith::TcpReset if ip.proto == IPPROTO_TCP => build::tcp_reset_for(original),
         RejectWith::IcmpPortUnreachable => Some(build::icmp_error(via.addr, 3, 3, 0, original)),
@@ -229,17 +219,16 @@ fn reject(walk: &mut Walk, frame: &[u8], with: RejectWith, at: Point) {
 /// so the sender sees what a host that refused would have said. Nothing is
 /// answered where a host would stay silent (RFC 1812 4.3.2.7: ICMP errors,
 /// later fragments, broadcast or multicast).
-fn reject_on_bridge(walk: &mut Walk, frame: &[u8], with: RejectWith, at: Point) {
+fn reject_on_bridge(walk: &mut Walk, frame: &Frame, with: RejectWith, at: Point) {
     let answer = (|| {
         let port = at.in_port?;
-        let h = packet::parse(frame).ok()?;
+        let h = frame.headers();
         let L3::Ipv4(ip, l4) = h.l3 else { return None };
         let broadcast = packet::is_multicast(&h.dst) || ip.dst[0] >= 224 || ip.dst == [255; 4];
         if broadcast || !super::router::may_answer_with_error(&ip, l4) {
             return None;
         }
-        let end = (h.l3_offset + ip.total_len as usize).min(frame.len());
-        let original = &frame[h.l3_offset..end];
+        let original = frame.ipv4_packet()?;
         let packet = if ip.proto == IPPROTO_TCP && with != RejectWith::IcmpPortUnreachable {
             build::tcp_reset_for(original)?
         } else {

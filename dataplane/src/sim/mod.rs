@@ -31,7 +31,7 @@ pub use mac_table::MacTable;
 pub use snapshot::{Binding, DeviceRef, PortId, RouterIf, Snapshot};
 pub use tag::Tag;
 
-use crate::packet::{self, build, Mac};
+use crate::packet::{self, build, Frame, Headers, Mac};
 use vnet_common::{act, FlowActions, Reason};
 
 /// Idle timeout of installed flows. Short enough that a flow table full of
@@ -221,6 +221,9 @@ pub struct Decision {
     pub released: Vec<(PortId, Vec<u8>)>,
     /// Filled only when tracing was asked for.
     pub trace: Vec<Step>,
+    /// The received frame's headers, parsed once at ingress (`None` when it
+    /// did not parse): the worker keys the installed flow on them.
+    pub received: Option<Headers>,
 }
 
 impl Decision {
@@ -232,6 +235,7 @@ impl Decision {
             invalidate: Vec::new(),
             released: Vec::new(),
             trace: Vec::new(),
+            received: None,
         }
     }
 }
@@ -366,7 +370,7 @@ impl<'a> Walk<'a> {
     /// `port`: on its interface if exterior, into the peer device if
     /// interior. A unicast delivery to an exterior port ends the walk and,
     /// when installable, installs the flow built along the way.
-    pub fn deliver(&mut self, port: PortId, frame: Vec<u8>) {
+    pub fn deliver(&mut self, port: PortId, frame: Frame) {
         if self.depth >= MAX_HOPS {
             self.drop(Reason::HopLimit, false);
             return;
@@ -376,7 +380,7 @@ impl<'a> Walk<'a> {
         self.depth -= 1;
     }
 
-    fn deliver_on_path(&mut self, port: PortId, mut frame: Vec<u8>) {
+    fn deliver_on_path(&mut self, port: PortId, mut frame: Frame) {
         let p = &self.snap.ports[port];
         self.tags.push(p.tag);
         if !p.up {
@@ -408,14 +412,14 @@ impl<'a> Walk<'a> {
     }
 
     /// Emits `frame` on exterior port `port`, adding the port's VLAN tag.
-    fn emit(&mut self, port: PortId, frame: Vec<u8>) {
+    fn emit(&mut self, port: PortId, frame: Frame) {
         let vlan = self.snap.ports[port].vlan;
         let frame = match vlan {
             Some(vid) => {
                 self.step(|| Step::VlanPushed { vid });
-                build::with_vlan(&frame, vid)
+                build::with_vlan(frame.bytes(), vid)
             }
-            None => frame,
+            None => frame.into_bytes(),
         };
         self.step(|| Step::Egress { port });
         self.decision.emit.push(Emit { port, frame });
@@ -444,7 +448,8 @@ impl<'a> Walk<'a> {
 
     /// Delivers a frame the dataplane generated (an ARP or ICMP reply, a
     /// request) from `port`. It never becomes a flow and does not change the
-    /// verdict of the frame being simulated.
+    /// verdict of the frame being simulated. It is parsed here, once, as a
+    /// received frame is: the devices it crosses read its headers.
     pub fn inject(&mut self, port: PortId, frame: Vec<u8>) {
         let saved = (
             self.origin.take(),
@@ -455,13 +460,16 @@ impl<'a> Walk<'a> {
         let devices = (self.device_in, self.router_in);
         self.installable = false;
         self.actions = FlowActions::default();
-        self.deliver(port, frame);
+        match Frame::parse(frame) {
+            Ok(frame) => self.deliver(port, frame),
+            Err(e) => self.drop(e.reason(), false),
+        }
         (self.origin, self.installable, self.actions, self.tags) = saved;
         (self.device_in, self.router_in) = devices;
     }
 
     /// Delivers one copy of a flooded frame: never installed.
-    pub fn deliver_copy(&mut self, port: PortId, frame: Vec<u8>) {
+    pub fn deliver_copy(&mut self, port: PortId, frame: Frame) {
         let saved = (
             self.installable,
             self.actions,
@@ -535,13 +543,17 @@ fn ingress(walk: &mut Walk, in_port: PortId, frame: &[u8]) {
         walk.drop(Reason::UnknownInterface, false);
         return;
     };
-    let headers = match packet::parse(frame) {
-        Ok(h) => h,
+    // The one parse of the received frame: everything after reads (and
+    // rewrites keep current) these headers.
+    let frame = match Frame::parse(frame.to_vec()) {
+        Ok(f) => f,
         Err(e) => {
             walk.drop(e.reason(), false);
             return;
         }
     };
+    let headers = *frame.headers();
+    walk.decision.received = Some(headers);
     if !fragments::ingress(walk, in_port, &headers) {
         return;
     }
@@ -553,10 +565,10 @@ fn ingress(walk: &mut Walk, in_port: PortId, frame: &[u8]) {
     // An access port for VLAN v carries frames tagged v on the wire; inside
     // the virtual network frames are untagged. Any other tagging is dropped.
     let frame = match (port.vlan, headers.vlan) {
-        (None, None) => frame.to_vec(),
+        (None, None) => frame,
         (Some(vid), Some(tag)) if vid == tag => {
             walk.step(|| Step::VlanPopped { vid });
-            build::without_vlan(frame)
+            frame.without_vlan()
         }
         _ => {
             walk.drop(Reason::VlanMismatch, true);
@@ -573,17 +585,10 @@ fn ingress(walk: &mut Walk, in_port: PortId, frame: &[u8]) {
 
 /// A frame entering the device of `port` through that port: the port's
 /// inbound filter, then the device.
-fn device_ingress(walk: &mut Walk, port: PortId, mut frame: Vec<u8>) {
-    let headers = match packet::parse(&frame) {
-        Ok(h) => h,
-        Err(e) => {
-            walk.drop(e.reason(), false);
-            return;
-        }
-    };
+fn device_ingress(walk: &mut Walk, port: PortId, mut frame: Frame) {
     let p = &walk.snap.ports[port];
     walk.device_in = Some(port);
-    walk.router_in = p.l3.map(|l3| (port, l3, headers.src));
+    walk.router_in = p.l3.map(|l3| (port, l3, frame.headers().src));
     if walk.origin.is_some() && !p.filters.inbound.is_empty() {
         let at = filter::Point {
             in_port: Some(port),
@@ -595,15 +600,8 @@ fn device_ingress(walk: &mut Walk, port: PortId, mut frame: Vec<u8>) {
             return;
         }
     }
-    let headers = match packet::parse(&frame) {
-        Ok(h) => h,
-        Err(e) => {
-            walk.drop(e.reason(), false);
-            return;
-        }
-    };
     match walk.snap.ports[port].device {
-        DeviceRef::Bridge(b) => bridge::process(walk, b, port, frame, &headers),
-        DeviceRef::Router(r) => router::process(walk, r, port, frame, &headers),
+        DeviceRef::Bridge(b) => bridge::process(walk, b, port, frame),
+        DeviceRef::Router(r) => router::process(walk, r, port, frame),
     }
 }

@@ -48,7 +48,8 @@ use super::chain::{Forwarded, Nat, Packet};
 use super::conntrack::Tuple;
 use super::{fragments, Step, Tag, Walk};
 use crate::hash::HashMap;
-use crate::packet::{self, checksum, Rewrite, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, L3, L4};
+use crate::packet::layout::icmp;
+use crate::packet::{self, Frame, Rewrite, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, L3, L4};
 use vnet_common::{act, Reason};
 
 pub const IDLE_NS: u64 = super::conntrack::IDLE_NS;
@@ -323,16 +324,13 @@ fn is_static(nat: &Nat) -> bool {
 /// Applies a NAT action to the frame, the packet view and the walk's flow.
 pub(super) fn apply(
     walk: &mut Walk,
-    frame: &mut [u8],
+    frame: &mut Frame,
     zone: Tag,
     p: &mut Packet,
     nat: &Nat,
 ) -> Result<(), Reason> {
-    let Ok(h) = packet::parse(frame) else {
-        return Err(Reason::Malformed);
-    };
     // A later fragment is translated as its datagram.
-    let h = fragments::view(walk, &h);
+    let h = fragments::view(walk, frame.headers());
     let L3::Ipv4(ip, l4) = h.l3 else {
         return Ok(());
     };
@@ -458,10 +456,9 @@ pub(super) fn apply(
         sport: (new.sport != t.sport && t.proto != 0).then_some(new.sport),
         dport: (new.dport != t.dport && t.proto != IPPROTO_ICMP).then_some(new.dport),
     };
-    let end = h.l3_offset + ip.total_len as usize;
     // The flow must do what was done to this packet: a rewrite that could
     // not be made drops the packet instead of installing it untranslated.
-    if !packet::rewrite_ipv4(frame, h.l3_offset, end, &rw) {
+    if !frame.rewrite_ipv4(&rw) {
         return Err(Reason::Malformed);
     }
     record(walk, &rw);
@@ -521,44 +518,30 @@ fn record(walk: &mut Walk, rw: &Rewrite) {
 }
 
 /// The ICMP error in `frame` and the connection it quotes: (outer header,
-/// end of the packet in the frame, quote). The quote is read within the
-/// packet only (bytes past its total length are not part of it).
-fn icmp_error_of(frame: &[u8]) -> Option<(packet::Headers, packet::Ipv4, usize, packet::Quote)> {
-    let h = packet::parse(frame).ok()?;
-    let L3::Ipv4(ip, L4::Icmp { kind, .. }) = h.l3 else {
+/// quote). The quote is read within the packet only (bytes past its total
+/// length are not part of it).
+fn icmp_error_of(frame: &Frame) -> Option<(packet::Ipv4, packet::Quote)> {
+    let L3::Ipv4(ip, L4::Icmp { kind, .. }) = frame.headers().l3 else {
         return None;
     };
-    if !matches!(kind, 3 | 11 | 12) {
+    if !icmp::is_error(kind) {
         return None;
     }
-    let end = (h.l3_offset + ip.total_len as usize).min(frame.len());
-    let q = packet::icmp_quote(&frame[..end], &ip)?;
-    Some((h, ip, end, q))
+    Some((ip, frame.icmp_quote()?))
 }
 
 /// Rewrites an ICMP error: `quoted` in the quoted packet and `outer` in
 /// its own header, then its ICMP checksum, which covers the quote.
 fn rewrite_error(
-    frame: &mut [u8],
-    h: &packet::Headers,
-    ip: &packet::Ipv4,
-    end: usize,
+    frame: &mut Frame,
     q: &packet::Quote,
     (outer, quoted): (Rewrite, Rewrite),
 ) -> Result<(), Reason> {
-    if !packet::rewrite_ipv4(frame, q.offset, end, &quoted)
-        || !packet::rewrite_ipv4(frame, h.l3_offset, end, &outer)
-    {
-        return Err(Reason::Malformed);
+    if frame.rewrite_icmp_error(q, &outer, &quoted) {
+        Ok(())
+    } else {
+        Err(Reason::Malformed)
     }
-    let icmp = ip.l4_offset();
-    if icmp + 4 <= end {
-        frame[icmp + 2] = 0;
-        frame[icmp + 3] = 0;
-        let c = checksum::finish(checksum::sum(&frame[icmp..end], 0));
-        frame[icmp + 2..icmp + 4].copy_from_slice(&c.to_be_bytes());
-    }
-    Ok(())
 }
 
 /// Where a router translates related ICMP errors.
@@ -577,7 +560,7 @@ enum Hook {
 /// it is for, not the router that owns the NAT address. Never installed.
 pub(super) fn translate_related_error(
     walk: &mut Walk,
-    frame: &mut [u8],
+    frame: &mut Frame,
     zone: Tag,
 ) -> Result<bool, Reason> {
     translate_error_at(walk, frame, zone, Hook::PreRouting)
@@ -589,7 +572,7 @@ pub(super) fn translate_related_error(
 /// routing, so the ingress checks (reverse path) see the sender's own.
 pub(super) fn translate_related_error_out(
     walk: &mut Walk,
-    frame: &mut [u8],
+    frame: &mut Frame,
     zone: Tag,
 ) -> Result<bool, Reason> {
     translate_error_at(walk, frame, zone, Hook::PostRouting)
@@ -597,14 +580,14 @@ pub(super) fn translate_related_error_out(
 
 fn translate_error_at(
     walk: &mut Walk,
-    frame: &mut [u8],
+    frame: &mut Frame,
     zone: Tag,
     hook: Hook,
 ) -> Result<bool, Reason> {
     if walk.state.nat.is_empty() {
         return Ok(false);
     }
-    let Some((h, ip, end, q)) = icmp_error_of(frame) else {
+    let Some((ip, q)) = icmp_error_of(frame) else {
         return Ok(false);
     };
     let quoted = Tuple {
@@ -663,7 +646,7 @@ fn translate_error_at(
         sport: (to.sport != from.sport).then_some(to.sport),
         dport: (to.dport != from.dport && to.proto != IPPROTO_ICMP).then_some(to.dport),
     };
-    rewrite_error(frame, &h, &ip, end, &q, (outer, inner))?;
+    rewrite_error(frame, &q, (outer, inner))?;
     walk.step(|| Step::Nat {
         src,
         dst,
@@ -680,7 +663,7 @@ fn translate_error_at(
 /// already (`translate_related_error`), and a second translation would
 /// undo it. The kernel executor does not rewrite quoted headers, so this
 /// is never installed.
-fn apply_to_error(walk: &mut Walk, frame: &mut [u8], nat: &Nat) -> Result<(), Reason> {
+fn apply_to_error(walk: &mut Walk, frame: &mut Frame, nat: &Nat) -> Result<(), Reason> {
     walk.not_installable("NAT of an ICMP error rewrites the quoted packet");
     let (outer, quoted) = match *nat {
         // Static: the outer destination and the quoted source are the same
@@ -711,10 +694,10 @@ fn apply_to_error(walk: &mut Walk, frame: &mut [u8], nat: &Nat) -> Result<(), Re
         ),
         _ => return Ok(()),
     };
-    let Some((h, ip, end, q)) = icmp_error_of(frame) else {
+    let Some((ip, q)) = icmp_error_of(frame) else {
         return Ok(());
     };
-    rewrite_error(frame, &h, &ip, end, &q, (outer, quoted))?;
+    rewrite_error(frame, &q, (outer, quoted))?;
     if matches!(nat, Nat::Dnat { .. }) {
         walk.dnat_rewritten = true;
     }

@@ -4,7 +4,7 @@ use super::arp_cache::{Queued, Update};
 use super::route_table::NextHop;
 use super::{filter, DeviceRef, PortId, RouterIf, Step, Tag, Walk};
 use crate::packet::{
-    self, build, Arp, Headers, Ipv4, Mac, ARP_REPLY, ARP_REQUEST, BROADCAST, ETH_HLEN, L3, L4,
+    self, build, Arp, Frame, Ipv4, Mac, ARP_REPLY, ARP_REQUEST, BROADCAST, ETH_HLEN, L3, L4,
 };
 use vnet_common::{act, Reason};
 use vnet_model::ReversePath;
@@ -21,15 +21,10 @@ mod icmp {
     pub const TIME_EXCEEDED: u8 = 11;
 }
 
-pub(super) fn process(
-    walk: &mut Walk,
-    router_id: usize,
-    in_port: PortId,
-    frame: Vec<u8>,
-    h: &Headers,
-) {
+pub(super) fn process(walk: &mut Walk, router_id: usize, in_port: PortId, frame: Frame) {
     let snap = walk.snap;
     let router = &snap.routers[router_id];
+    let h = *frame.headers();
     walk.step(|| Step::Device {
         device: DeviceRef::Router(router_id),
     });
@@ -65,10 +60,8 @@ pub(super) fn process(
                     return;
                 }
             }
-            let Ok(h2) = packet::parse(&frame) else {
-                return walk.drop(Reason::Malformed, false);
-            };
-            let L3::Ipv4(ip, l4) = h2.l3 else {
+            // The headers as the filters and NAT left them.
+            let L3::Ipv4(ip, l4) = frame.headers().l3 else {
                 return walk.drop(Reason::Malformed, false);
             };
             ip_input(walk, router_id, in_port, port, frame, h.src, &ip, l4)
@@ -127,10 +120,9 @@ fn learn(walk: &mut Walk, router: Tag, ip: [u8; 4], mac: Mac) {
     }
 }
 
-/// The IPv4 packet inside `frame` (untagged, so it starts at ETH_HLEN).
-fn ip_packet<'f>(frame: &'f [u8], ip: &Ipv4) -> &'f [u8] {
-    let end = (ETH_HLEN + ip.total_len as usize).min(frame.len());
-    &frame[ETH_HLEN..end]
+/// The IPv4 packet inside `frame` (which the router checked holds one).
+fn ip_packet(frame: &Frame) -> &[u8] {
+    frame.ipv4_packet().unwrap_or_default()
 }
 
 /// Sends an ICMP error about `frame` back to its sender through `in_port`.
@@ -191,7 +183,7 @@ fn ip_input(
     router_id: usize,
     in_port: PortId,
     port: RouterIf,
-    mut frame: Vec<u8>,
+    mut frame: Frame,
     sender: Mac,
     ip: &Ipv4,
     l4: L4,
@@ -227,7 +219,7 @@ fn ip_input(
         walk.drop(Reason::NotRoutable, false);
         return;
     }
-    let original = ip_packet(&frame, ip).to_vec();
+    let original = ip_packet(&frame).to_vec();
     let offender = Offender {
         in_port,
         sender,
@@ -273,7 +265,7 @@ fn ip_input(
     let next_hop = gateway.unwrap_or(ip.dst);
 
     // TTL − 1, once per router.
-    packet::decrement_ttl(&mut frame, ETH_HLEN);
+    frame.decrement_ttl();
     walk.step(|| Step::TtlDecremented);
     walk.actions.flags |= act::DEC_TTL;
     walk.actions.ttl_dec = walk.actions.ttl_dec.saturating_add(1);
@@ -312,8 +304,7 @@ fn ip_input(
             );
             return refuse(walk, &offender, too_big, Reason::FragmentationNeeded);
         }
-        let Some(fragments) = build::fragment_ipv4(ip_packet(&frame, ip), egress.mtu as usize)
-        else {
+        let Some(fragments) = build::fragment_ipv4(ip_packet(&frame), egress.mtu as usize) else {
             walk.drop(Reason::Malformed, false);
             return;
         };
@@ -321,8 +312,16 @@ fn ip_input(
             count: fragments.len(),
         });
         for f in fragments {
-            let mut copy = frame[..ETH_HLEN].to_vec();
+            let mut copy = frame.bytes()[..ETH_HLEN].to_vec();
             copy.extend_from_slice(&f);
+            // A frame the router built itself: parsed once, here.
+            let copy = match Frame::parse(copy) {
+                Ok(copy) => copy,
+                Err(e) => {
+                    walk.drop(e.reason(), false);
+                    continue;
+                }
+            };
             resolve_and_send(
                 walk, router_id, in_port, out_port, egress, next_hop, copy, sender, &original,
             );
@@ -391,7 +390,7 @@ fn resolve_and_send(
     out_port: PortId,
     egress: RouterIf,
     next_hop: [u8; 4],
-    mut frame: Vec<u8>,
+    mut frame: Frame,
     sender: Mac,
     original: &[u8],
 ) {
@@ -415,7 +414,7 @@ fn resolve_and_send(
             },
             None => Queued::Generated {
                 port: out_port,
-                frame,
+                frame: frame.into_bytes(),
             },
         };
         match walk
@@ -433,7 +432,7 @@ fn resolve_and_send(
     };
     walk.step(|| Step::ArpResolved { ip: next_hop, mac });
     walk.tags.push(Tag::arp(router, next_hop));
-    packet::set_macs(&mut frame, egress.mac, mac);
+    frame.set_macs(egress.mac, mac);
     walk.actions.flags |= act::SET_ETH_SRC | act::SET_ETH_DST;
     walk.actions.eth_src = egress.mac;
     walk.actions.eth_dst = mac;
@@ -457,12 +456,12 @@ fn local_input(
     walk: &mut Walk,
     in_port: PortId,
     port: RouterIf,
-    frame: &[u8],
+    frame: &Frame,
     sender: Mac,
     ip: &Ipv4,
     l4: L4,
 ) {
-    let packet = ip_packet(frame, ip).to_vec();
+    let packet = ip_packet(frame).to_vec();
     // Reassembling datagrams for the router itself is not worth it: echo
     // requests bigger than the MTU are not answered.
     if ip.is_fragment() {
