@@ -135,7 +135,7 @@ impl Env for FilterEnv<'_, '_> {
         state
     }
     fn dnat_rewritten(&self) -> bool {
-        self.walk.dnat_rewritten
+        self.walk.path.dnat_rewritten
     }
     fn fragment_sensitive(&mut self) {
         self.walk

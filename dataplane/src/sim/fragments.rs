@@ -193,7 +193,7 @@ pub(super) fn ingress(walk: &mut Walk, in_port: PortId, h: &Headers) -> bool {
     let L3::Ipv4(ip, l4) = h.l3 else {
         return true;
     };
-    walk.datagram_l4 = l4;
+    walk.path.datagram_l4 = l4;
     if !ip.is_fragment() || !has_ports(ip.proto) {
         return true;
     }
@@ -208,7 +208,7 @@ pub(super) fn ingress(walk: &mut Walk, in_port: PortId, h: &Headers) -> bool {
     let table = &mut walk.state.fragments;
     table.expire(now);
     if ip.is_later_fragment() {
-        walk.datagram_l4 = table.lookup(&key, now).unwrap_or(L4::None);
+        walk.path.datagram_l4 = table.lookup(&key, now).unwrap_or(L4::None);
         return true;
     }
     match table.record(key, zone, l4, now) {
@@ -226,7 +226,7 @@ pub(super) fn ingress(walk: &mut Walk, in_port: PortId, h: &Headers) -> bool {
 pub(super) fn view(walk: &Walk, h: &Headers) -> Headers {
     match h.l3 {
         L3::Ipv4(ip, L4::None) if ip.is_later_fragment() => Headers {
-            l3: L3::Ipv4(ip, walk.datagram_l4),
+            l3: L3::Ipv4(ip, walk.path.datagram_l4),
             ..*h
         },
         _ => *h,

@@ -12,6 +12,7 @@ mod arp_cache;
 mod bridge;
 pub mod chain;
 pub mod conntrack;
+mod decision;
 pub mod dhcp;
 mod dhcp_stage;
 mod filter;
@@ -26,12 +27,13 @@ pub mod snapshot;
 pub mod tag;
 
 pub use arp_cache::ArpCache;
+pub use decision::{Decision, Emit, Flow, Step, Verdict};
 pub use conntrack::Conntrack;
 pub use mac_table::MacTable;
 pub use snapshot::{Binding, DeviceRef, PortId, RouterIf, Snapshot};
 pub use tag::Tag;
 
-use crate::packet::{self, build, Frame, Headers, Mac};
+use crate::packet::{self, build, Frame, Mac};
 use vnet_common::{act, FlowActions, Reason};
 
 /// Idle timeout of installed flows. Short enough that a flow table full of
@@ -44,202 +46,6 @@ pub const FLOW_IDLE_TIMEOUT_NS: u64 = 30 * 1_000_000_000;
 /// ports floods to all of them).
 const MAX_HOPS: u32 = 32;
 
-/// A frame to transmit on an exterior port.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Emit {
-    pub port: PortId,
-    pub frame: Vec<u8>,
-}
-
-/// A flow to install: the kernel applies `actions` to every later packet
-/// with the same key. `output` is the egress port; the runtime turns it into
-/// `actions.out_ifindex`, which the simulation does not know.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Flow {
-    pub actions: FlowActions,
-    pub output: Option<PortId>,
-    pub tags: Vec<Tag>,
-    pub idle_timeout_ns: u64,
-}
-
-/// How the walk ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Sent to one port.
-    Forwarded,
-    /// Sent to every other port that is up (not installed as a flow).
-    Flooded,
-    /// The dataplane answered the frame itself (ARP, ICMP echo, ...).
-    Answered,
-    /// The dataplane took the frame for itself (an ARP reply it learned
-    /// from, a packet queued until its next hop resolves).
-    Consumed,
-    Dropped(Reason),
-}
-
-/// One step of the walk, for `vnetctl trace` and the tests. Ids refer to
-/// the snapshot the decision was made on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
-    Ingress {
-        port: PortId,
-    },
-    VlanPopped {
-        vid: u16,
-    },
-    Device {
-        device: DeviceRef,
-    },
-    MacLearned {
-        mac: Mac,
-        port: PortId,
-    },
-    MacMoved {
-        mac: Mac,
-        from: Option<PortId>,
-        to: PortId,
-    },
-    MacTableFull {
-        mac: Mac,
-    },
-    ArpSuppressed {
-        ip: [u8; 4],
-        mac: Mac,
-    },
-    /// L2 lookup: `None` is an unknown destination.
-    MacLookup {
-        mac: Mac,
-        port: Option<PortId>,
-        is_static: bool,
-    },
-    Flood {
-        ports: Vec<PortId>,
-    },
-    /// Crossing an interior link.
-    Link {
-        from: PortId,
-        to: PortId,
-    },
-    /// A router's ARP cache learned or confirmed `ip` → `mac`.
-    ArpLearned {
-        ip: [u8; 4],
-        mac: Mac,
-    },
-    /// An ARP packet from outside the receiving port's subnet: ignored.
-    ArpIgnored {
-        ip: [u8; 4],
-    },
-    /// Route lookup: the index of the route in the router's list, if any.
-    Route {
-        dst: [u8; 4],
-        route: Option<usize>,
-    },
-    TtlDecremented,
-    ArpResolved {
-        ip: [u8; 4],
-        mac: Mac,
-    },
-    /// The next hop is unknown: the packet waits for ARP.
-    ArpQueued {
-        ip: [u8; 4],
-    },
-    /// The dataplane generated an ICMP message.
-    Icmp {
-        kind: u8,
-        code: u8,
-    },
-    Fragmented {
-        count: usize,
-    },
-    /// A DHCP request to the bridge's server.
-    DhcpRequest {
-        kind: dhcp::MessageType,
-        mac: Mac,
-        xid: u32,
-    },
-    /// A DHCP request the server refused as malformed.
-    DhcpInvalid {
-        error: dhcp::message::Error,
-    },
-    /// The server's reply: `kind` giving address `ip` (0.0.0.0 in a NAK or
-    /// an answer to INFORM), sent to `to`.
-    DhcpReply {
-        kind: dhcp::MessageType,
-        ip: [u8; 4],
-        to: [u8; 4],
-    },
-    /// The server sent no reply.
-    DhcpNoReply {
-        why: dhcp::NoReply,
-    },
-    /// A filter chain ran and decided.
-    Filter {
-        chain: chain::ChainId,
-        verdict: chain::Verdict,
-    },
-    /// Connection-tracking state of the packet in a zone.
-    Conntrack {
-        zone: Tag,
-        state: conntrack::Direction,
-    },
-    Rejected {
-        with: vnet_model::RejectWith,
-    },
-    /// A NAT rule rewrote the packet.
-    Nat {
-        src: [u8; 4],
-        dst: [u8; 4],
-        sport: u16,
-        dport: u16,
-    },
-    Egress {
-        port: PortId,
-    },
-    VlanPushed {
-        vid: u16,
-    },
-    Drop {
-        reason: Reason,
-    },
-    /// The decision depends on something the flow key cannot hold, so it is
-    /// not installed: every such packet comes to userspace.
-    NotInstalled {
-        why: &'static str,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
-    pub verdict: Verdict,
-    pub emit: Vec<Emit>,
-    pub install: Option<Flow>,
-    /// Tags whose flows must go because this decision changed state (a MAC
-    /// that moved, an ARP entry that changed).
-    pub invalidate: Vec<Tag>,
-    /// Frames to simulate again from their exterior port, as if they had
-    /// just arrived (packets that waited for ARP).
-    pub released: Vec<(PortId, Vec<u8>)>,
-    /// Filled only when tracing was asked for.
-    pub trace: Vec<Step>,
-    /// The received frame's headers, parsed once at ingress (`None` when it
-    /// did not parse): the worker keys the installed flow on them.
-    pub received: Option<Headers>,
-}
-
-impl Decision {
-    fn new(verdict: Verdict) -> Decision {
-        Decision {
-            verdict,
-            emit: Vec::new(),
-            install: None,
-            invalidate: Vec::new(),
-            released: Vec::new(),
-            trace: Vec::new(),
-            received: None,
-        }
-    }
-}
-
 /// The state tables the simulation reads and writes.
 #[derive(Debug, Default, Clone)]
 pub struct State {
@@ -249,6 +55,32 @@ pub struct State {
     pub nat: nat::NatTable,
     pub fragments: fragments::FragmentTable,
     pub dhcp: dhcp::DhcpState,
+}
+
+/// What one path through the topology has gathered so far. The copies of
+/// a flood and the frames the dataplane injects each run on a branch
+/// ([`Walk::branch`]) that starts from the current path and gives it back
+/// unchanged, so nothing one branch did leaks into its siblings or the
+/// rest of the walk. One `Copy` value, saved and restored whole: a field
+/// added here cannot be forgotten by a hand-written save.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Path {
+    /// Whether the outcome may be installed as a flow (not for floods,
+    /// generated frames, or decisions that depend on more than the key).
+    pub installable: bool,
+    /// Rewrites accumulated by the devices crossed so far.
+    pub actions: FlowActions,
+    /// A DNAT rule rewrote the destination.
+    pub dnat_rewritten: bool,
+    /// The transport fields of the datagram being walked, as rewritten so
+    /// far: what its later fragments are decided by (`fragments`).
+    pub datagram_l4: packet::L4,
+    /// The port the frame entered the current device by.
+    pub device_in: Option<PortId>,
+    /// On a router: its ingress port and the sender, where REJECT answers.
+    pub router_in: Option<(PortId, RouterIf, Mac)>,
+    /// Ports crossed on the current path (not counting flood siblings).
+    depth: u32,
 }
 
 /// One walk through the topology.
@@ -261,26 +93,13 @@ pub(crate) struct Walk<'a> {
     /// The exterior port and the frame as received there: the origin of the
     /// flow. `None` while delivering a frame the dataplane generated.
     pub origin: Option<(PortId, &'a [u8])>,
-    /// Whether the outcome may be installed as a flow (not for floods,
-    /// generated frames, or decisions that depend on more than the key).
-    pub installable: bool,
-    /// Rewrites accumulated by the devices crossed so far.
-    pub actions: FlowActions,
-    /// Objects and state entries the decision depended on.
+    /// What the current path gathered: branches restore it ([`Walk::branch`]).
+    pub path: Path,
+    /// Objects and state entries the decision depended on (a stack: a
+    /// branch pops what it pushed).
     pub tags: Vec<Tag>,
     /// Forward-direction connections to record if the packet is forwarded.
     pub pending_conns: Vec<(Tag, conntrack::Tuple)>,
-    /// A DNAT rule rewrote the destination.
-    pub dnat_rewritten: bool,
-    /// The transport fields of the datagram being walked, as rewritten so
-    /// far: what its later fragments are decided by (`fragments`).
-    pub datagram_l4: packet::L4,
-    /// The port the frame entered the current device by.
-    pub device_in: Option<PortId>,
-    /// On a router: its ingress port and the sender, where REJECT answers.
-    pub router_in: Option<(PortId, RouterIf, Mac)>,
-    /// Ports crossed on the current path (not counting flood siblings).
-    depth: u32,
 }
 
 impl<'a> Walk<'a> {
@@ -305,15 +124,17 @@ impl<'a> Walk<'a> {
             tracing,
             decision: Decision::new(verdict),
             origin,
-            installable: origin.is_some(),
-            actions: FlowActions::default(),
+            path: Path {
+                installable: origin.is_some(),
+                actions: FlowActions::default(),
+                dnat_rewritten: false,
+                datagram_l4: packet::L4::None,
+                device_in: None,
+                router_in: None,
+                depth: 0,
+            },
             tags: Vec::new(),
             pending_conns: Vec::new(),
-            dnat_rewritten: false,
-            datagram_l4: packet::L4::None,
-            device_in: None,
-            router_in: None,
-            depth: 0,
         }
     }
 
@@ -335,7 +156,7 @@ impl<'a> Walk<'a> {
     pub fn drop(&mut self, reason: Reason, install: bool) {
         self.step(|| Step::Drop { reason });
         self.set_verdict(Verdict::Dropped(reason));
-        if install && self.installable && self.origin.is_some() {
+        if install && self.path.installable && self.origin.is_some() {
             let actions = FlowActions {
                 flags: act::DROP,
                 ..FlowActions::default()
@@ -352,10 +173,10 @@ impl<'a> Walk<'a> {
     /// The decision read something outside the flow key (the key rule on
     /// `vnet_common::FlowKey`): it must not be reused for other packets.
     pub fn not_installable(&mut self, why: &'static str) {
-        if self.installable && self.origin.is_some() {
+        if self.path.installable && self.origin.is_some() {
             self.step(|| Step::NotInstalled { why });
         }
-        self.installable = false;
+        self.path.installable = false;
     }
 
     pub fn answered(&mut self) {
@@ -371,13 +192,13 @@ impl<'a> Walk<'a> {
     /// interior. A unicast delivery to an exterior port ends the walk and,
     /// when installable, installs the flow built along the way.
     pub fn deliver(&mut self, port: PortId, frame: Frame) {
-        if self.depth >= MAX_HOPS {
+        if self.path.depth >= MAX_HOPS {
             self.drop(Reason::HopLimit, false);
             return;
         }
-        self.depth += 1;
+        self.path.depth += 1;
         self.deliver_on_path(port, frame);
-        self.depth -= 1;
+        self.path.depth -= 1;
     }
 
     fn deliver_on_path(&mut self, port: PortId, mut frame: Frame) {
@@ -389,10 +210,10 @@ impl<'a> Walk<'a> {
         }
         if self.origin.is_some() && !p.filters.outbound.is_empty() {
             let at = filter::Point {
-                in_port: self.device_in,
+                in_port: self.path.device_in,
                 out_port: Some(port),
                 zone: p.zone,
-                reply_via: self.router_in,
+                reply_via: self.path.router_in,
             };
             if !filter::run(self, &p.filters.outbound, &mut frame, at) {
                 return;
@@ -424,8 +245,8 @@ impl<'a> Walk<'a> {
         self.step(|| Step::Egress { port });
         self.decision.emit.push(Emit { port, frame });
         self.set_verdict(Verdict::Forwarded);
-        if let (true, Some((origin, _))) = (self.installable, self.origin) {
-            let mut actions = self.actions;
+        if let (true, Some((origin, _))) = (self.path.installable, self.origin) {
+            let mut actions = self.path.actions;
             actions.flags |= act::OUTPUT;
             let (vin, vout) = (self.snap.ports[origin].vlan, vlan);
             if vin != vout {
@@ -446,43 +267,38 @@ impl<'a> Walk<'a> {
         }
     }
 
+    /// Runs `f` on a branch of the walk: the path (and the tags it pushed)
+    /// is given back as it was before, whatever the branch did.
+    fn branch(&mut self, f: impl FnOnce(&mut Self)) {
+        let (path, tags) = (self.path, self.tags.len());
+        f(self);
+        self.path = path;
+        self.tags.truncate(tags);
+    }
+
     /// Delivers a frame the dataplane generated (an ARP or ICMP reply, a
     /// request) from `port`. It never becomes a flow and does not change the
     /// verdict of the frame being simulated. It is parsed here, once, as a
     /// received frame is: the devices it crosses read its headers.
     pub fn inject(&mut self, port: PortId, frame: Vec<u8>) {
-        let saved = (
-            self.origin.take(),
-            self.installable,
-            self.actions,
-            std::mem::take(&mut self.tags),
-        );
-        let devices = (self.device_in, self.router_in);
-        self.installable = false;
-        self.actions = FlowActions::default();
-        match Frame::parse(frame) {
-            Ok(frame) => self.deliver(port, frame),
-            Err(e) => self.drop(e.reason(), false),
-        }
-        (self.origin, self.installable, self.actions, self.tags) = saved;
-        (self.device_in, self.router_in) = devices;
+        let origin = self.origin.take();
+        self.branch(|w| {
+            w.path.installable = false;
+            w.path.actions = FlowActions::default();
+            match Frame::parse(frame) {
+                Ok(frame) => w.deliver(port, frame),
+                Err(e) => w.drop(e.reason(), false),
+            }
+        });
+        self.origin = origin;
     }
 
     /// Delivers one copy of a flooded frame: never installed.
     pub fn deliver_copy(&mut self, port: PortId, frame: Frame) {
-        let saved = (
-            self.installable,
-            self.actions,
-            self.tags.len(),
-            self.device_in,
-            self.router_in,
-        );
-        self.installable = false;
-        self.deliver(port, frame);
-        self.installable = saved.0;
-        self.actions = saved.1;
-        self.tags.truncate(saved.2);
-        (self.device_in, self.router_in) = (saved.3, saved.4);
+        self.branch(|w| {
+            w.path.installable = false;
+            w.deliver(port, frame);
+        });
     }
 }
 
@@ -587,14 +403,14 @@ fn ingress(walk: &mut Walk, in_port: PortId, frame: &[u8]) {
 /// inbound filter, then the device.
 fn device_ingress(walk: &mut Walk, port: PortId, mut frame: Frame) {
     let p = &walk.snap.ports[port];
-    walk.device_in = Some(port);
-    walk.router_in = p.l3.map(|l3| (port, l3, frame.headers().src));
+    walk.path.device_in = Some(port);
+    walk.path.router_in = p.l3.map(|l3| (port, l3, frame.headers().src));
     if walk.origin.is_some() && !p.filters.inbound.is_empty() {
         let at = filter::Point {
             in_port: Some(port),
             out_port: None,
             zone: p.zone,
-            reply_via: walk.router_in,
+            reply_via: walk.path.router_in,
         };
         if !filter::run(walk, &p.filters.inbound, &mut frame, at) {
             return;

@@ -448,7 +448,7 @@ pub(super) fn apply(
         walk.tags.push(NatTable::tag(zone, &original));
     }
     if matches!(nat, Nat::Dnat { .. }) {
-        walk.dnat_rewritten = true;
+        walk.path.dnat_rewritten = true;
     }
     let rw = Rewrite {
         src: (new.src != t.src).then_some(new.src),
@@ -464,7 +464,7 @@ pub(super) fn apply(
     record(walk, &rw);
     // The datagram's ports as they now are, for its later fragments (a
     // later fragment's own bytes hold no ports: they live in the first).
-    walk.datagram_l4 = match l4 {
+    walk.path.datagram_l4 = match l4 {
         L4::Ports { .. } => L4::Ports {
             src: new.sport,
             dst: new.dport,
@@ -498,7 +498,7 @@ pub(super) fn apply(
 
 /// Adds a rewrite to the flow's actions.
 fn record(walk: &mut Walk, rw: &Rewrite) {
-    let a = &mut walk.actions;
+    let a = &mut walk.path.actions;
     if let Some(v) = rw.src {
         a.flags |= act::SET_IP_SRC;
         a.ip_src = v;
@@ -699,7 +699,7 @@ fn apply_to_error(walk: &mut Walk, frame: &mut Frame, nat: &Nat) -> Result<(), R
     };
     rewrite_error(frame, &q, (outer, quoted))?;
     if matches!(nat, Nat::Dnat { .. }) {
-        walk.dnat_rewritten = true;
+        walk.path.dnat_rewritten = true;
     }
     let (src, dst) = (outer.src.unwrap_or(ip.src), outer.dst.unwrap_or(ip.dst));
     walk.step(|| Step::Nat {

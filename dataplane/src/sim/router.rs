@@ -267,8 +267,8 @@ fn ip_input(
     // TTL − 1, once per router.
     frame.decrement_ttl();
     walk.step(|| Step::TtlDecremented);
-    walk.actions.flags |= act::DEC_TTL;
-    walk.actions.ttl_dec = walk.actions.ttl_dec.saturating_add(1);
+    walk.path.actions.flags |= act::DEC_TTL;
+    walk.path.actions.ttl_dec = walk.path.actions.ttl_dec.saturating_add(1);
 
     // Post-routing: the router's outbound filters (SNAT, reverse DNAT).
     if walk.origin.is_some() {
@@ -289,8 +289,8 @@ fn ip_input(
     }
 
     // MTU: the flow forwards only packets that fit every egress on its path.
-    if walk.actions.mtu == 0 || egress.mtu < walk.actions.mtu {
-        walk.actions.mtu = egress.mtu;
+    if walk.path.actions.mtu == 0 || egress.mtu < walk.path.actions.mtu {
+        walk.path.actions.mtu = egress.mtu;
     }
     if ip.total_len > egress.mtu {
         walk.not_installable(
@@ -433,9 +433,9 @@ fn resolve_and_send(
     walk.step(|| Step::ArpResolved { ip: next_hop, mac });
     walk.tags.push(Tag::arp(router, next_hop));
     frame.set_macs(egress.mac, mac);
-    walk.actions.flags |= act::SET_ETH_SRC | act::SET_ETH_DST;
-    walk.actions.eth_src = egress.mac;
-    walk.actions.eth_dst = mac;
+    walk.path.actions.flags |= act::SET_ETH_SRC | act::SET_ETH_DST;
+    walk.path.actions.eth_src = egress.mac;
+    walk.path.actions.eth_dst = mac;
     walk.deliver(out_port, frame);
 }
 
