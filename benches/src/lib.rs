@@ -34,15 +34,9 @@ pub const FRAME_LEN: usize = 64;
 /// ages or goes stale while a benchmark repeats a decision.
 pub const NOW_NS: u64 = 1_000_000_000;
 
-/// One subnet: a bridge with vm1 and vm2 (host interfaces vm1-h, vm2-h).
-pub const BRIDGED_TOPOLOGY: &str = r#"
-version: 1
-bridges:
-  tenant:
-    ports:
-      vm1: {interface: vm1-h}
-      vm2: {interface: vm2-h}
-"#;
+/// One subnet: a bridge with vm1 and vm2 (host interfaces vm1-h, vm2-h);
+/// the end-to-end tests' fixture.
+pub const BRIDGED_TOPOLOGY: &str = include_str!("../../tests/fixtures/two-guests.yaml");
 
 /// Two subnets joined by a router: red (vm1) → r1 → blue (vm2). The same
 /// as `examples/router.yaml`.

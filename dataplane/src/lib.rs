@@ -13,6 +13,7 @@
 //! - [`veth`]: preparing veth peers for native XDP redirects.
 //! - [`binding`]: binding ports to interfaces (XDP, socket, maps).
 //! - [`ports`]: the registry of bound ports (by position, port, ifindex).
+//! - [`upcalls`]: each port's budget of first packets per second.
 //! - [`link_watch`]: netlink link events: interfaces appearing and vanishing.
 //! - [`reconfig`]: which flows a topology change touches.
 //! - [`views`]: text forms of traces, flow keys and actions.
@@ -30,5 +31,6 @@ pub mod ports;
 pub mod reconfig;
 pub mod runtime;
 pub mod sim;
+pub mod upcalls;
 pub mod veth;
 pub mod views;

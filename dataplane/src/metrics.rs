@@ -58,7 +58,24 @@ pub struct Config {
 /// Renders `report` (and `config`, `stored_revision`) in the Prometheus
 /// text format.
 pub fn render(report: &CounterReport, config: &Config, stored_revision: u64) -> String {
-    match Families::new().and_then(|f| f.fill(report, config, stored_revision)) {
+    render_with(report, config, stored_revision, None)
+}
+
+/// [`render`], with the API's request latency histogram (which the API
+/// observes and vnetd hands to both).
+pub fn render_with(
+    report: &CounterReport,
+    config: &Config,
+    stored_revision: u64,
+    api_latency: Option<&prometheus::HistogramVec>,
+) -> String {
+    let families = Families::new().and_then(|f| {
+        if let Some(h) = api_latency {
+            f.registry.register(Box::new(h.clone()))?;
+        }
+        Ok(f)
+    });
+    match families.and_then(|f| f.fill(report, config, stored_revision)) {
         Ok(text) => text,
         // Only a programming error (a bad name, a duplicate family) gets
         // here; say so in the output rather than panic in the daemon.
@@ -173,8 +190,18 @@ impl Families {
 struct Totals {
     known: Vec<(&'static str, Gauges)>,
     counted: Vec<(&'static str, Counters)>,
+    seconds: Vec<(&'static str, prometheus::CounterVec)>,
     other: Gauges,
 }
+
+/// (total's name in the report, in ns; metric name, help): counters of
+/// seconds.
+const SECONDS: &[(&str, &str, &str)] = &[(
+    "worker_busy_ns",
+    "worker_busy_seconds_total",
+    "Time the worker spent handling frames, commands and timers rather than waiting \
+     in poll: its rate is the worker's load (1 = one core saturated).",
+)];
 
 /// (total's name in the report, metric name, help): counters.
 const COUNTED: &[(&str, &str, &str)] = &[
@@ -256,10 +283,17 @@ impl Totals {
         for (total, name, help) in SIZES {
             known.push((*total, f.gauges(name, help, &[])?));
         }
+        let mut seconds = Vec::new();
+        for (total, name, help) in SECONDS {
+            let c = prometheus::CounterVec::new(Opts::new(*name, *help), &[])?;
+            f.registry.register(Box::new(c.clone()))?;
+            seconds.push((*total, c));
+        }
         let other = f.gauges("stat", "Other totals of vnetctl stats, by name.", &["name"])?;
         Ok(Totals {
             known,
             counted,
+            seconds,
             other,
         })
     }
@@ -269,6 +303,8 @@ impl Totals {
             c.with_label_values::<&str>(&[]).inc_by(n);
         } else if let Some((_, g)) = self.known.iter().find(|(t, _)| *t == total) {
             g.with_label_values::<&str>(&[]).set(n);
+        } else if let Some((_, c)) = self.seconds.iter().find(|(t, _)| *t == total) {
+            c.with_label_values::<&str>(&[]).inc_by(n as f64 / 1e9);
         } else {
             self.other.with_label_values(&[total]).set(n);
         }
@@ -281,6 +317,7 @@ struct Traffic {
     kernel_packets: Gauges,
     kernel_bytes: Gauges,
     userspace: Counters,
+    userspace_bytes: Counters,
     upcall_budget: Counters,
     flows: Gauges,
 }
@@ -309,6 +346,13 @@ impl Traffic {
                 &format!("Frames of this {what} the worker received (flow misses)."),
                 labels,
             )?,
+            userspace_bytes: f.counters(
+                &format!("{what}_userspace_bytes_total"),
+                &format!(
+                    "Bytes of the frames counted by {NAMESPACE}_{what}_userspace_packets_total."
+                ),
+                labels,
+            )?,
             upcall_budget: f.counters(
                 &format!("{what}_upcall_budget_drops_total"),
                 &format!(
@@ -334,6 +378,9 @@ impl Traffic {
         self.userspace
             .with_label_values(labels)
             .inc_by(t.userspace_rx);
+        self.userspace_bytes
+            .with_label_values(labels)
+            .inc_by(t.userspace_bytes);
         self.upcall_budget
             .with_label_values(labels)
             .inc_by(t.upcall_budget);
@@ -347,6 +394,8 @@ pub struct WorkerSource {
     pub commands: Commands,
     pub stored_revision: tokio::sync::watch::Receiver<u64>,
     pub config: Config,
+    /// The API's request latency (`vnet_api::request_latency`).
+    pub api_latency: Option<prometheus::HistogramVec>,
 }
 
 impl WorkerSource {
@@ -363,7 +412,12 @@ impl WorkerSource {
             )
         })?;
         let stored = *self.stored_revision.borrow();
-        Ok(render(&report, &self.config, stored))
+        Ok(render_with(
+            &report,
+            &self.config,
+            stored,
+            self.api_latency.as_ref(),
+        ))
     }
 }
 
@@ -563,6 +617,7 @@ mod tests {
             reasons: vec![("port_down".into(), 7), ("xdp_hit_redirect".into(), 40)],
             totals: vec![
                 ("userspace_rx".into(), 12),
+                ("worker_busy_ns".into(), 1_500_000_000),
                 ("flows".into(), 4),
                 ("flows_installed".into(), 9),
                 ("macs".into(), 2),
@@ -573,6 +628,7 @@ mod tests {
                 "vm1-h".into(),
                 TrafficCounters {
                     userspace_rx: 6,
+                    userspace_bytes: 600,
                     kernel_packets: 20,
                     kernel_bytes: 1960,
                     flows: 2,
@@ -583,6 +639,7 @@ mod tests {
                 "tenant".into(),
                 TrafficCounters {
                     userspace_rx: 12,
+                    userspace_bytes: 1200,
                     kernel_packets: 40,
                     kernel_bytes: 3920,
                     flows: 4,
@@ -621,6 +678,9 @@ mod tests {
             r#"vnet_port_kernel_packets{interface="vm1-h",port="tenant/vm1"} 20"#,
             r#"vnet_port_kernel_bytes{interface="vm1-h",port="tenant/vm1"} 1960"#,
             r#"vnet_port_userspace_packets_total{interface="vm1-h",port="tenant/vm1"} 6"#,
+            r#"vnet_port_userspace_bytes_total{interface="vm1-h",port="tenant/vm1"} 600"#,
+            r#"vnet_device_userspace_bytes_total{device="tenant"} 1200"#,
+            "vnet_worker_busy_seconds_total 1.5",
             r#"vnet_port_upcall_budget_drops_total{interface="vm1-h",port="tenant/vm1"} 1"#,
             r#"vnet_port_flows{interface="vm1-h",port="tenant/vm1"} 2"#,
             r#"vnet_device_kernel_packets{device="tenant"} 40"#,

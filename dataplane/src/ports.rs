@@ -8,7 +8,7 @@
 //! port that is gone or misses one that was just bound.
 
 use crate::afxdp::{RxDrops, Xsk};
-use crate::runtime::upcalls;
+use crate::upcalls;
 use crate::sim::PortId;
 use std::collections::HashMap;
 
@@ -22,6 +22,8 @@ pub struct BoundPort {
     pub slot: u32,
     /// Frames received from the kernel (misses) within the budget.
     pub rx: u64,
+    /// Their bytes.
+    pub rx_bytes: u64,
     /// The port's upcall budget.
     pub(crate) upcalls: upcalls::TokenBucket,
     /// Frames over the budget, dropped.
@@ -38,6 +40,7 @@ impl BoundPort {
             xsk,
             slot,
             rx: 0,
+            rx_bytes: 0,
             upcalls: upcalls::TokenBucket::default(),
             upcall_dropped: 0,
             drops: RxDrops::default(),

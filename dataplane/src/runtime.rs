@@ -31,7 +31,8 @@ use vnet_common::{FlowActions, FlowKey, Reason};
 
 pub mod adoption;
 mod control;
-pub mod upcalls;
+/// Re-exported: the upcall budget lives with the ports it limits.
+pub use crate::upcalls;
 pub use control::{channel, Command, Commands, Link, Wakeup};
 pub use upcalls::UpcallLimit;
 
@@ -119,6 +120,8 @@ pub struct Counters {
     pub flooded: u64,
     pub answered: u64,
     pub consumed: u64,
+    /// Time spent working (not waiting in poll), ns.
+    pub busy_ns: u64,
 }
 
 impl Counters {
@@ -240,6 +243,7 @@ impl Runtime {
         let mut last_logged = (u64::MAX, 0usize);
         while !stop.load(Ordering::Relaxed) {
             self.wait(100);
+            let woke = now_ns();
             self.control();
             self.follow_links();
             self.serve_ports();
@@ -261,6 +265,7 @@ impl Runtime {
                 }
                 next_stats = now + STATS_LOG_NS;
             }
+            self.counters.busy_ns += now_ns().saturating_sub(woke);
         }
     }
 
@@ -364,6 +369,7 @@ impl Runtime {
         self.counters.received += 1;
         let port = self.ports.at_mut(i);
         port.rx += 1;
+        port.rx_bytes += frame.len() as u64;
         let in_port = port.port;
         let now = now_ns();
         let decision = sim::simulate(&self.snap, &mut self.state, in_port, frame, now, false);

@@ -14,13 +14,7 @@ const METRICS: &str = "127.0.0.1:9469";
 const PROMETHEUS: &str = "127.0.0.1:9090";
 const PINGS: u32 = 20;
 
-const TOPOLOGY: &str = "version: 1
-bridges:
-  tenant:
-    ports:
-      vm1: {interface: vm1-h}
-      vm2: {interface: vm2-h}
-";
+const TOPOLOGY: &str = include_str!("../fixtures/two-guests.yaml");
 
 /// Runs a command in the world's host namespace (where vnetd and its
 /// loopback are).
@@ -318,6 +312,37 @@ fn prometheus_scrapes_vnetd_and_sees_what_vnetctl_stats_shows() -> Result<()> {
         "vm1-h's flows forwarded {kernel} of {PINGS} requests"
     );
     assert!(userspace >= 1, "vm1's first packets reached the worker");
+
+    // The worker's load, the userspace bytes of a port, and the API's
+    // latency by method (vnetctl stats above went through Counters).
+    let text = get(&w, &url)?;
+    promtool_check(&text)?;
+    let busy = text
+        .lines()
+        .find_map(|l| l.strip_prefix("vnet_worker_busy_seconds_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .with_context(|| format!("no vnet_worker_busy_seconds_total in:\n{text}"))?;
+    assert!(busy > 0.0, "the worker was never busy: {busy}");
+    let bytes = text
+        .lines()
+        .find(|l| l.starts_with("vnet_port_userspace_bytes_total{") && l.contains("vm1-h"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .with_context(|| format!("no userspace bytes for vm1-h in:\n{text}"))?;
+    assert!(
+        bytes >= 60 * userspace,
+        "{bytes} bytes for {userspace} frames"
+    );
+    poll(
+        "prometheus: an API latency sample for Counters",
+        Duration::from_secs(30),
+        || {
+            let n = query(
+                &w,
+                r#"vnet_api_request_duration_seconds_count{method="Counters"}"#,
+            )?;
+            Ok(n.filter(|n| *n >= 1.0))
+        },
+    )?;
 
     // --log-format json: every line of the log is one JSON object.
     let (status, log) = w.stop_vnetd()?;

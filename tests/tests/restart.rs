@@ -6,13 +6,7 @@ use anyhow::{ensure, Context, Result};
 use std::time::Duration;
 use vnet_e2e::{have_root, Guest, World};
 
-const TOPOLOGY: &str = "version: 1
-bridges:
-  tenant:
-    ports:
-      vm1: {interface: vm1-h}
-      vm2: {interface: vm2-h}
-";
+const TOPOLOGY: &str = include_str!("../fixtures/two-guests.yaml");
 
 /// Pings sent across the restart, at 100/s.
 const PINGS: u32 = 400;

@@ -20,7 +20,7 @@ use vnet_model::diff::Change;
 use vnet_model::model::Topology;
 use vnet_model::objects::{Object, ObjectKind};
 use vnet_model::reports::{CounterReport, FlowInfo, TraceReport, TraceRequest};
-use vnet_store::Event;
+use vnet_store::{Delta, Event};
 
 /// Where the server is.
 #[derive(Debug, Clone)]
@@ -132,7 +132,7 @@ pub struct Health {
     pub ports: Vec<vnet_model::reports::PortStatus>,
 }
 
-/// A stream of stored revisions.
+/// A stream of stored revisions, each as the change it made.
 pub struct Watch(tonic::Streaming<pb::WatchEvent>);
 
 impl Watch {
@@ -146,11 +146,16 @@ impl Watch {
     }
 }
 
+/// A revision as the store has it: its changes and the objects that make
+/// them (the whole topology in the first event of a watch from 0).
 fn event(e: pb::WatchEvent) -> Result<Event, ClientError> {
     Ok(Event {
         revision: e.revision,
         changes: e.changes.into_iter().map(change_from_pb).collect(),
-        topology: topology(e.topology)?,
+        delta: std::sync::Arc::new(Delta {
+            changed: topology(e.changed)?,
+            removed: e.removed,
+        }),
     })
 }
 
@@ -328,14 +333,36 @@ impl Client {
         Ok(r.into_inner().into())
     }
 
-    /// (running revision, flows)
+    /// Every installed flow, page by page, sorted by ingress port and match
+    /// (the revision is the one the last page was read under).
     pub async fn flows(&mut self) -> Result<(u64, Vec<FlowInfo>), ClientError> {
-        let r = self
-            .inner
-            .list_flows(pb::ListFlowsRequest {})
-            .await?
-            .into_inner();
-        Ok((r.revision, r.flows.into_iter().map(Into::into).collect()))
+        self.flows_paged(0).await
+    }
+
+    /// [`Client::flows`], asking for `page_size` flows per request (0: as
+    /// many as the server sends at once).
+    pub async fn flows_paged(
+        &mut self,
+        page_size: u32,
+    ) -> Result<(u64, Vec<FlowInfo>), ClientError> {
+        let mut flows: Vec<FlowInfo> = Vec::new();
+        let mut token = String::new();
+        loop {
+            let r = self
+                .inner
+                .list_flows(pb::ListFlowsRequest {
+                    limit: page_size,
+                    page_token: token,
+                })
+                .await?
+                .into_inner();
+            flows.extend(r.flows.into_iter().map(FlowInfo::from));
+            if r.next_page_token.is_empty() {
+                flows.sort_by(|a, b| (&a.in_port, &a.matches).cmp(&(&b.in_port, &b.matches)));
+                return Ok((r.revision, flows));
+            }
+            token = r.next_page_token;
+        }
     }
 
     pub async fn counters(&mut self) -> Result<CounterReport, ClientError> {

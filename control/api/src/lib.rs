@@ -8,9 +8,11 @@
 
 mod client;
 mod documents;
+mod latency;
 mod listen;
 mod server;
 mod views;
+mod watch;
 
 mod pb {
     #![allow(clippy::all, missing_docs, unreachable_pub)]
@@ -22,6 +24,9 @@ const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vne
 
 pub use client::{ApplyOutcome, Client, ClientError, Health, Listed, Target, Watch};
 pub use documents::DocumentError;
-pub use listen::{serve, ApiConfig, ApiError, Listeners};
+pub use latency::request_latency;
+pub use listen::{serve, serve_timed, ApiConfig, ApiError, Listeners};
 pub use server::{VnetService, APPLY_WAIT};
 pub use views::FieldError;
+/// What a watch streams: the store's own event type.
+pub use vnet_store::{Delta, Event};

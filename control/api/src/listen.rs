@@ -191,7 +191,25 @@ pub async fn serve(
     dataplane: Option<Arc<dyn Dataplane>>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), ApiError> {
+    let latency = super::latency::request_latency()
+        .map_err(|e| ApiError::Serve(format!("the latency histogram: {e}")))?;
+    serve_timed(listeners, store, dataplane, latency, shutdown).await
+}
+
+/// [`serve`], observing each call's duration in `latency` (made by
+/// [`crate::request_latency`], registered with vnetd's metrics).
+pub async fn serve_timed(
+    listeners: Listeners,
+    store: Arc<dyn Store>,
+    dataplane: Option<Arc<dyn Dataplane>>,
+    latency: prometheus::HistogramVec,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), ApiError> {
     let service = VnetService::new(store, dataplane);
+    let vnet = |service: VnetService| super::latency::Timed {
+        inner: VnetServer::new(service),
+        latency: latency.clone(),
+    };
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<VnetServer<VnetService>>().await;
     let reflection = || {
@@ -219,7 +237,7 @@ pub async fn serve(
     let unix_server = Server::builder()
         .add_service(health.clone())
         .add_service(reflection()?)
-        .add_service(VnetServer::new(service.clone()))
+        .add_service(vnet(service.clone()))
         .serve_with_incoming_shutdown(UnixListenerStream::new(unix), stopped(shutdown.clone()));
 
     let tcp_server = match &listeners.tcp {
@@ -238,7 +256,7 @@ pub async fn serve(
                     ))))
                     .add_service(health)
                     .add_service(reflection()?)
-                    .add_service(VnetServer::new(service))
+                    .add_service(vnet(service))
                     .serve_with_incoming_shutdown(
                         TcpListenerStream::new(l),
                         stopped(shutdown.clone()),

@@ -2,11 +2,9 @@
 //! checked, and carried out on the store; dataplane views are asked of the
 //! [`Dataplane`], if there is one.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::documents::{
@@ -16,10 +14,9 @@ use super::documents::{
 use super::pb;
 use super::views::change_to_pb;
 use super::views::FieldError;
-use vnet_model::diff::diff;
 use vnet_model::model::Topology;
 use vnet_model::objects::{Object, ObjectKind};
-use vnet_model::reports::{Dataplane, TraceError, TraceRequest};
+use vnet_model::reports::{Dataplane, FlowPage, TraceError, TraceRequest};
 use vnet_model::{visible, ValidationError};
 use vnet_store::{Applied, Store, StoreError};
 
@@ -203,8 +200,6 @@ fn kind(kind: i32) -> Result<Option<ObjectKind>, Status> {
     kind_from_pb(kind).map_err(document_status)
 }
 
-type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
-
 #[tonic::async_trait]
 impl pb::vnet_server::Vnet for VnetService {
     async fn apply(
@@ -308,70 +303,15 @@ impl pb::vnet_server::Vnet for VnetService {
         }))
     }
 
-    type WatchStream = WatchStream;
+    type WatchStream = super::watch::WatchStream;
 
     async fn watch(
         &self,
         request: Request<pb::WatchRequest>,
-    ) -> Result<Response<WatchStream>, Status> {
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let from = request.into_inner().from_revision;
-        let store = self.store.clone();
-        // Subscribe before reading, so that no change falls in between.
-        let mut changed = store.subscribe();
-        changed.borrow_and_update();
-        let mut last = from;
-        let mut first = Vec::new();
-        if from == 0 {
-            let cur = store.current().map_err(store_status)?;
-            first.push(pb::WatchEvent {
-                revision: cur.revision,
-                changes: diff(&Topology::default(), &cur.topology)
-                    .iter()
-                    .map(change_to_pb)
-                    .collect(),
-                topology: Some(topology_to_pb(&cur.topology)),
-            });
-            last = cur.revision;
-        } else {
-            // Refuse a revision the store cannot serve now, not mid-stream.
-            store.events_since(from).map_err(store_status)?;
-        }
-        let (tx, rx) = tokio::sync::mpsc::channel(16);
-        tokio::spawn(async move {
-            for e in first {
-                if tx.send(Ok(e)).await.is_err() {
-                    return;
-                }
-            }
-            loop {
-                match store.events_since(last) {
-                    Ok(events) => {
-                        for e in events {
-                            last = e.revision;
-                            let event = pb::WatchEvent {
-                                revision: e.revision,
-                                changes: e.changes.iter().map(change_to_pb).collect(),
-                                topology: Some(topology_to_pb(&e.topology)),
-                            };
-                            if tx.send(Ok(event)).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(store_status(e))).await;
-                        return;
-                    }
-                }
-                tokio::select! {
-                    r = changed.changed() => if r.is_err() { return },
-                    _ = tx.closed() => return,
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        let stream = super::watch::watch(self.store.clone(), from)?;
+        Ok(Response::new(stream))
     }
 
     async fn trace(
@@ -392,14 +332,21 @@ impl pb::vnet_server::Vnet for VnetService {
 
     async fn list_flows(
         &self,
-        _: Request<pb::ListFlowsRequest>,
+        request: Request<pb::ListFlowsRequest>,
     ) -> Result<Response<pb::ListFlowsResponse>, Status> {
+        let r = request.into_inner();
+        let page = FlowPage {
+            after: (!r.page_token.is_empty()).then_some(r.page_token),
+            limit: r.limit as usize,
+        };
         let dp = self.dataplane()?;
         let revision = dp.running_revision();
-        let flows = self.blocking(|dp| dp.flows()).await?;
+        let listed = self.blocking(move |dp| dp.flows(page)).await?;
         Ok(Response::new(pb::ListFlowsResponse {
             revision,
-            flows: flows.into_iter().map(Into::into).collect(),
+            flows: listed.flows.into_iter().map(Into::into).collect(),
+            next_page_token: listed.next.unwrap_or_default(),
+            total: listed.total,
         }))
     }
 

@@ -188,6 +188,7 @@ impl From<CounterReport> for pb::CountersResponse {
                     port,
                     interface,
                     userspace_rx: t.userspace_rx,
+                    userspace_bytes: t.userspace_bytes,
                     kernel_packets: t.kernel_packets,
                     kernel_bytes: t.kernel_bytes,
                     flows: t.flows,
@@ -200,6 +201,7 @@ impl From<CounterReport> for pb::CountersResponse {
                 .map(|(device, t)| pb::DeviceCounters {
                     device,
                     userspace_rx: t.userspace_rx,
+                    userspace_bytes: t.userspace_bytes,
                     kernel_packets: t.kernel_packets,
                     kernel_bytes: t.kernel_bytes,
                     flows: t.flows,
@@ -225,6 +227,7 @@ impl From<pb::CountersResponse> for CounterReport {
                         p.interface,
                         TrafficCounters {
                             userspace_rx: p.userspace_rx,
+                            userspace_bytes: p.userspace_bytes,
                             kernel_packets: p.kernel_packets,
                             kernel_bytes: p.kernel_bytes,
                             flows: p.flows,
@@ -241,6 +244,7 @@ impl From<pb::CountersResponse> for CounterReport {
                         d.device,
                         TrafficCounters {
                             userspace_rx: d.userspace_rx,
+                            userspace_bytes: d.userspace_bytes,
                             kernel_packets: d.kernel_packets,
                             kernel_bytes: d.kernel_bytes,
                             flows: d.flows,

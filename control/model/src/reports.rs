@@ -36,6 +36,38 @@ pub struct TraceReport {
     pub flow: Option<String>,
 }
 
+/// Which flows to list: at most `limit` (at most [`FlowPage::MAX`]), after
+/// the page that ended with `after` (a token from [`FlowsPage::next`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlowPage {
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
+impl FlowPage {
+    /// Flows per page at most: a page of them stays well under gRPC's
+    /// 4 MiB message limit (a flow's text is a few hundred bytes).
+    pub const MAX: usize = 4096;
+
+    /// `limit`, or the largest page when none (0) or too many is asked.
+    pub fn limit(&self) -> usize {
+        match self.limit {
+            0 => FlowPage::MAX,
+            n => n.min(FlowPage::MAX),
+        }
+    }
+}
+
+/// One page of flows, in a stable order (by flow key).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlowsPage {
+    pub flows: Vec<FlowInfo>,
+    /// The token of the next page; none after the last.
+    pub next: Option<String>,
+    /// Flows installed now, on every page.
+    pub total: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowInfo {
     pub in_port: String,
@@ -51,6 +83,8 @@ pub struct FlowInfo {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrafficCounters {
     pub userspace_rx: u64,
+    /// Bytes of the `userspace_rx` frames.
+    pub userspace_bytes: u64,
     pub kernel_packets: u64,
     pub kernel_bytes: u64,
     pub flows: u32,
@@ -127,7 +161,7 @@ pub trait Dataplane: Send + Sync {
     /// The store revision the workers run.
     fn running_revision(&self) -> u64;
     fn trace(&self, request: TraceRequest) -> Result<TraceReport, TraceError>;
-    fn flows(&self) -> Result<Vec<FlowInfo>, String>;
+    fn flows(&self, page: FlowPage) -> Result<FlowsPage, String>;
     fn counters(&self) -> Result<CounterReport, String>;
     fn health(&self) -> Result<DataplaneHealth, String>;
 }

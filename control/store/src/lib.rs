@@ -1,27 +1,38 @@
 //! The topology store: the current topology, numbered by revision, changed
-//! only whole and only after validation, with a short history to serve
-//! watchers.
+//! only whole and only after validation, with a short history of changes to
+//! serve watchers.
 //!
 //! [`Store`] is what the API and vnetd's control thread use; the embedded
-//! store ([`EmbeddedStore`], a file under vnetd's state directory) is the
-//! single-host implementation, and a distributed one (etcd: revisions and
-//! watch map one to one) can follow behind the same trait.
+//! store ([`EmbeddedStore`], files under vnetd's state directory) is the
+//! single-host implementation, and a distributed one can follow behind the
+//! same trait: its terms are etcd's (a revision per change, a watch from a
+//! revision that gets every change after it, compaction that makes a
+//! watcher re-list).
 //!
 //! Every change, whole (`apply`) or of one object (`create` / `update` /
 //! `delete`), is a transaction on the whole model: read the current
 //! topology, change it, validate the result as a whole, store it as the next
-//! revision. A change that fails validation stores nothing.
+//! revision. A change that fails validation stores nothing. What a revision
+//! keeps is its [`Delta`]: the objects it added or changed and the paths it
+//! removed, so that history and watchers cost what the change costs, not
+//! what the topology does.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use vnet_model::diff::{diff, Change};
 use vnet_model::model::Topology;
 use vnet_model::objects::{Object, ObjectKind};
 use vnet_model::ValidationError;
 
+mod delta;
 mod embedded;
+mod history;
+mod log;
 
+pub use delta::{object_path, Delta, FIREWALL, NAT};
 pub use embedded::EmbeddedStore;
+pub use history::{HISTORY, HISTORY_BYTES};
 
 /// A topology with the revision that stored it (0: nothing stored yet, the
 /// empty topology).
@@ -40,12 +51,15 @@ pub struct Applied {
     pub changes: Vec<Change>,
 }
 
-/// One stored revision, for watchers.
+/// One stored revision, for watchers: what it changed, as the list of
+/// changes `apply` prints and as the objects that turn the topology before
+/// it into the topology after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     pub revision: u64,
     pub changes: Vec<Change>,
-    pub topology: Topology,
+    /// Shared with the store's history: watchers do not copy it.
+    pub delta: Arc<Delta>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,11 +115,15 @@ pub trait Store: Send + Sync {
     ) -> Result<Applied, StoreError>;
 
     /// Every stored revision after `revision`, oldest first, with its
-    /// changes. [`StoreError::Compacted`] when the history no longer reaches
-    /// back that far.
+    /// changes (etcd: a watch from `revision + 1`).
+    /// [`StoreError::Compacted`] when the history no longer reaches back
+    /// that far: the caller re-lists ([`Store::current`]) and goes on from
+    /// there. Applying the events' deltas in order to the topology at
+    /// `revision` gives the current one.
     fn events_since(&self, revision: u64) -> Result<Vec<Event>, StoreError>;
 
-    /// The current revision now and after every change.
+    /// The current revision now and after every change: when to ask
+    /// [`Store::events_since`] again.
     fn subscribe(&self) -> tokio::sync::watch::Receiver<u64>;
 
     /// Stable ids of the named objects, by path (`bridges.tenant`): given

@@ -56,6 +56,18 @@ pub enum Format {
     Json,
 }
 
+// `vnetctl flows`: the output flag and the page size. (A doc comment here
+// would become the help of `flows`.)
+#[derive(Debug, Args)]
+pub struct FlowsArgs {
+    #[command(flatten)]
+    pub output: OutputArg,
+    /// Flows asked for per request (the server sends at most 4096 at a
+    /// time, in flow-key order; vnetctl reads every page and sorts them).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub page_size: u32,
+}
+
 // The `-o` flag of every command that prints an answer. (A doc comment
 // here would become the help of `flows`, `stats` and `status`.)
 #[derive(Debug, Args)]
@@ -85,7 +97,7 @@ pub enum Command {
     /// changes).
     Trace(TraceArgs),
     /// The installed flows with their kernel counters.
-    Flows(OutputArg),
+    Flows(FlowsArgs),
     /// Counters by reason, port and device.
     Stats(OutputArg),
     /// Revisions stored and running, bound interfaces, problems.

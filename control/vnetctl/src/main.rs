@@ -93,7 +93,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Delete(args) => commands::delete(client, args).await,
         Command::Watch(args) => commands::watch(client, args).await,
         Command::Trace(args) => commands::trace(client, args).await,
-        Command::Flows(args) => commands::flows(client, args.format).await,
+        Command::Flows(args) => commands::flows(client, args.page_size, args.output.format).await,
         Command::Stats(args) => commands::stats(client, args.format).await,
         Command::Status(args) => commands::status(client, args.format).await,
     }

@@ -10,7 +10,7 @@ use std::fmt::Display;
 use std::path::Path;
 
 use serde_json::{json, Map, Value};
-use vnet_api::{ApplyOutcome, ClientError, Health, Listed};
+use vnet_api::{ApplyOutcome, ClientError, Event, Health, Listed};
 use vnet_model::diff::Change;
 use vnet_model::objects::ObjectKind;
 use vnet_model::reports::{
@@ -67,23 +67,23 @@ pub fn deleted(changes: &[Change], revision: u64) -> String {
     change_lines(changes, "") + &format!("deleted: revision {revision}\n")
 }
 
-/// One stored revision as `watch` streams it: JSON on one line, so that
-/// each revision is one line for a reader of the stream.
-pub fn watch_event(
-    revision: u64,
-    changes: &[Change],
-    topology: &Topology,
-    format: Format,
-) -> String {
+/// One stored revision as `watch` streams it: its changes; with `-o json`
+/// also the objects it added or changed (whole) and the paths it removed,
+/// on one line, so that each revision is one line for a reader of the
+/// stream.
+pub fn watch_event(event: &Event, format: Format) -> String {
+    let changes = &event.changes;
     if format == Format::Json {
         let line = json!({
-            "revision": revision,
+            "revision": event.revision,
             "changes": change_texts(changes),
-            "topology": topology,
+            "changed": event.delta.changed,
+            "removed": event.delta.removed,
         });
         return format!("{line}\n");
     }
-    format!("revision {revision}: {} change(s)\n", changes.len()) + &change_lines(changes, "  ")
+    format!("revision {}: {} change(s)\n", event.revision, changes.len())
+        + &change_lines(changes, "  ")
 }
 
 fn change_texts(changes: &[Change]) -> Vec<String> {
@@ -320,6 +320,7 @@ pub fn stats(c: &CounterReport, format: Format) -> Result<String> {
 /// `v`, an object naming a port or a device, with `t`'s counters added.
 fn with_traffic(mut v: Value, t: &TrafficCounters) -> Value {
     v["userspace_rx"] = t.userspace_rx.into();
+    v["userspace_bytes"] = t.userspace_bytes.into();
     v["kernel_packets"] = t.kernel_packets.into();
     v["kernel_bytes"] = t.kernel_bytes.into();
     v["flows"] = t.flows.into();

@@ -13,7 +13,8 @@ use vnet_dataplane::reconfig;
 use vnet_dataplane::runtime::{Command, Commands};
 use vnet_dataplane::sim::Snapshot;
 use vnet_model::reports::{
-    CounterReport, Dataplane, DataplaneHealth, FlowInfo, TraceError, TraceReport, TraceRequest,
+    CounterReport, Dataplane, DataplaneHealth, FlowPage, FlowsPage, TraceError, TraceReport,
+    TraceRequest,
 };
 use vnet_model::Topology;
 use vnet_store::Store;
@@ -54,8 +55,8 @@ impl Dataplane for WorkerView {
             .map_err(TraceError::Invalid)
     }
 
-    fn flows(&self) -> Result<Vec<FlowInfo>, String> {
-        self.ask(Command::Flows)
+    fn flows(&self, page: FlowPage) -> Result<FlowsPage, String> {
+        self.ask(|reply| Command::Flows(page, reply))?
     }
 
     fn counters(&self) -> Result<CounterReport, String> {
@@ -74,13 +75,15 @@ pub struct ControlThread {
 
 impl ControlThread {
     /// Starts serving the API on `listeners` (already bound) and feeding
-    /// the worker every revision after `running`, whose model is `topology`.
+    /// the worker every revision after `running`, whose model is `topology`;
+    /// each API call's duration goes to `api_latency`.
     pub fn start(
         store: Arc<dyn Store>,
         listeners: Listeners,
         commands: Commands,
         running: Arc<AtomicU64>,
         topology: Arc<Topology>,
+        api_latency: prometheus::HistogramVec,
     ) -> anyhow::Result<ControlThread> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -102,7 +105,10 @@ impl ControlThread {
                         topology,
                         stop.clone(),
                     ));
-                    if let Err(e) = vnet_api::serve(listeners, store, Some(view), stop).await {
+                    let served =
+                        vnet_api::serve_timed(listeners, store, Some(view), api_latency, stop)
+                            .await;
+                    if let Err(e) = served {
                         tracing::error!("API stopped: {e}");
                     }
                     watcher.abort();

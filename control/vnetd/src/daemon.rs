@@ -293,6 +293,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     // The ports are bound: the earlier vnetd's flows can be judged.
     runtime.take_over_kernel_flows(installed_under);
     runtime.record_revisions_in(&opts.state_dir);
+    let api_latency = vnet_api::request_latency().context("creating the API latency histogram")?;
     let metrics = match metrics_listener {
         Some(listener) => {
             let source = vnet_dataplane::metrics::WorkerSource {
@@ -302,6 +303,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
                     max_flows: opts.max_flows,
                     limits,
                 },
+                api_latency: Some(api_latency.clone()),
             };
             let server = vnet_dataplane::metrics::Server::start(listener, move || source.scrape())?;
             tracing::info!(address = %server.addr(), "serving metrics on http://{}/metrics", server.addr());
@@ -309,7 +311,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let control = ControlThread::start(store, listeners, commands, running, topology)?;
+    let control = ControlThread::start(store, listeners, commands, running, topology, api_latency)?;
     tracing::info!(
         revision = current.revision,
         socket = %opts.socket.display(),

@@ -8,7 +8,7 @@
 //! [`KernelError`] naming the call and the object.
 //!
 //! What the program does with these maps is documented in
-//! `ebpf/xdp/src/main.rs`; the types are `vnet_common`'s.
+//! `ebpf/xdp/src/maps.rs`; the types are `vnet_common`'s.
 
 pub mod batch;
 pub mod bench;

@@ -15,10 +15,10 @@ use crossbeam_channel::{Receiver, Sender};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use vnet_common::Reason;
+use vnet_common::{FlowKey, Reason};
 use vnet_model::reports::{
-    CounterReport, DataplaneHealth, FlowInfo, PortState, PortStatus, TraceReport, TraceRequest,
-    TraceStep, TrafficCounters,
+    CounterReport, DataplaneHealth, FlowInfo, FlowPage, FlowsPage, PortState, PortStatus,
+    TraceReport, TraceRequest, TraceStep, TrafficCounters,
 };
 use vnet_model::{AnyPort, MacAddr, Protocol, Topology};
 
@@ -33,7 +33,7 @@ pub enum Command {
         invalidate: Vec<sim::Tag>,
     },
     Trace(TraceRequest, Sender<Result<TraceReport, String>>),
-    Flows(Sender<Vec<FlowInfo>>),
+    Flows(FlowPage, Sender<Result<FlowsPage, String>>),
     Counters(Sender<CounterReport>),
     Health(Sender<DataplaneHealth>),
 }
@@ -321,8 +321,8 @@ impl Runtime {
                 Command::Trace(req, reply) => {
                     let _ = reply.send(self.trace(&req));
                 }
-                Command::Flows(reply) => {
-                    let _ = reply.send(self.flow_infos());
+                Command::Flows(page, reply) => {
+                    let _ = reply.send(self.flow_page(&page));
                 }
                 Command::Counters(reply) => {
                     // The sockets' drops as of now, not of the last timer.
@@ -416,8 +416,8 @@ impl Runtime {
         let frame = trace_frame(snap, topo, port, req);
         let mut state = self.state.clone();
         let decision = sim::simulate(snap, &mut state, port, &frame, now_ns(), true);
-        let packet = crate::packet::parse(&frame)
-            .ok()
+        let packet = decision
+            .received
             .and_then(|h| h.flow_key(0))
             .map(|k| views::key(&k))
             .unwrap_or_else(|| format!("{} bytes", frame.len()));
@@ -450,16 +450,38 @@ impl Runtime {
         })
     }
 
-    fn flow_infos(&self) -> Vec<FlowInfo> {
+    /// One page of the installed flows, in flow-key order: a selection of
+    /// the `limit` smallest keys after the token (linear in the flows, not
+    /// a sort of all of them), and the kernel's counters of those alone.
+    fn flow_page(&self, page: &FlowPage) -> Result<FlowsPage, String> {
         let now = now_ns();
         let ms = |ns: u64| now.saturating_sub(ns) / 1_000_000;
-        let kernel = self.kernel_flows();
-        let mut out: Vec<FlowInfo> = self
+        let after = match page.after.as_deref() {
+            None => None,
+            Some(token) => Some(views::key_from_token(token).ok_or_else(|| {
+                format!(
+                    "page_token: `{}` is not a token this server gave (ask without one to start over)",
+                    vnet_model::visible(token)
+                )
+            })?),
+        };
+        let mut keys: Vec<&FlowKey> = self
             .flows
             .keys()
-            .map(|key| {
+            .filter(|k| after.is_none_or(|a| **k > a))
+            .collect();
+        let limit = page.limit();
+        let more = keys.len() > limit;
+        if more {
+            keys.select_nth_unstable(limit);
+            keys.truncate(limit);
+        }
+        keys.sort_unstable();
+        let flows = keys
+            .iter()
+            .map(|&key| {
                 let (tags, installed) = self.flows.record(key).unwrap_or((&[], now));
-                let value = kernel.get(key).copied().unwrap_or_default();
+                let value = self.kernel.flow(key).ok().flatten().unwrap_or_default();
                 let last = value.last_used_ns.max(installed);
                 FlowInfo {
                     in_port: self.port_of_ifindex(key.ifindex),
@@ -473,8 +495,13 @@ impl Runtime {
                 }
             })
             .collect();
-        out.sort_by(|a, b| (&a.in_port, &a.matches).cmp(&(&b.in_port, &b.matches)));
-        out
+        Ok(FlowsPage {
+            flows,
+            next: more
+                .then(|| keys.last().map(|k| views::key_token(k)))
+                .flatten(),
+            total: self.flows.len() as u64,
+        })
     }
 
     /// The kernel's side of every flow (actions and counters), read in
@@ -506,6 +533,7 @@ impl Runtime {
             ("forwarded".into(), c.forwarded),
             ("flooded".into(), c.flooded),
             ("answered".into(), c.answered),
+            ("worker_busy_ns".into(), c.busy_ns),
             ("flows".into(), self.flows.len() as u64),
             ("flows_installed".into(), f.installed),
             ("flows_invalidated".into(), f.invalidated),
@@ -532,6 +560,7 @@ impl Runtime {
         for b in &self.ports {
             let mut t = by_ifindex.get(&b.ifindex).cloned().unwrap_or_default();
             t.userspace_rx = b.rx;
+            t.userspace_bytes = b.rx_bytes;
             t.upcall_budget = b.upcall_dropped;
             let port = views::port_name(&self.snap, b.port);
             if let Some(p) = self.snap.ports.get(b.port) {
@@ -539,6 +568,7 @@ impl Runtime {
                     .entry(views::device_name(&self.snap, p.device))
                     .or_default();
                 d.userspace_rx += t.userspace_rx;
+                d.userspace_bytes += t.userspace_bytes;
                 d.kernel_packets += t.kernel_packets;
                 d.kernel_bytes += t.kernel_bytes;
                 d.flows += t.flows;

@@ -12,6 +12,8 @@ use vnet_store::{EmbeddedStore, Store};
 /// The topology fixtures live with the model's tests.
 #[path = "../../../model/tests/common/mod.rs"]
 mod fixtures;
+// Not every test binary uses it.
+#[allow(unused_imports)]
 pub use fixtures::all_files;
 
 pub struct Server {
@@ -45,6 +47,22 @@ pub fn temp_dir(name: &str) -> PathBuf {
 
 pub async fn start_in(dir: PathBuf, listen: Option<(std::net::SocketAddr, PathBuf)>) -> Server {
     let store = Arc::new(EmbeddedStore::open(&dir.join("state")).unwrap());
+    serve_store(dir, listen, store)
+}
+
+/// A server over the returned store, which the test may change directly
+/// (faster than through the API for many big changes).
+pub async fn start_with_store(name: &str) -> (Server, Arc<EmbeddedStore>) {
+    let dir = temp_dir(name);
+    let store = Arc::new(EmbeddedStore::open(&dir.join("state")).unwrap());
+    (serve_store(dir, None, store.clone()), store)
+}
+
+fn serve_store(
+    dir: PathBuf,
+    listen: Option<(std::net::SocketAddr, PathBuf)>,
+    store: Arc<EmbeddedStore>,
+) -> Server {
     let listeners = Listeners::bind(&ApiConfig {
         socket: dir.join("api.sock"),
         listen: listen.as_ref().map(|l| l.0),

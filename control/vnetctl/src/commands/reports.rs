@@ -4,8 +4,11 @@ use vnet_api::Client;
 use crate::cli::Format;
 use crate::{output, Result};
 
-pub async fn flows(client: &mut Client, format: Format) -> Result<()> {
-    let (revision, flows) = client.flows().await.map_err(output::client_error)?;
+pub async fn flows(client: &mut Client, page_size: u32, format: Format) -> Result<()> {
+    let (revision, flows) = client
+        .flows_paged(page_size)
+        .await
+        .map_err(output::client_error)?;
     print!("{}", output::flows(revision, &flows, format)?);
     Ok(())
 }

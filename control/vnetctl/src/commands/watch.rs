@@ -1,5 +1,5 @@
-//! `vnetctl watch`: every revision as it is stored, until the server ends
-//! the stream.
+//! `vnetctl watch`: every revision as it is stored (what it changed), until
+//! the server ends the stream.
 use vnet_api::Client;
 
 use crate::cli::WatchArgs;
@@ -12,15 +12,7 @@ pub async fn watch(client: &mut Client, args: WatchArgs) -> Result<()> {
         .map_err(output::client_error)?;
     while let Some(event) = watch.next().await {
         let event = event.map_err(output::client_error)?;
-        print!(
-            "{}",
-            output::watch_event(
-                event.revision,
-                &event.changes,
-                &event.topology,
-                args.output.format
-            )
-        );
+        print!("{}", output::watch_event(&event, args.output.format));
     }
     Ok(())
 }

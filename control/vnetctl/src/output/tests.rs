@@ -25,6 +25,7 @@ const TWO_PORTS: &str = "version: 1\nbridges:\n  b:\n    ports:\n      p1: {inte
 fn traffic(n: u64) -> TrafficCounters {
     TrafficCounters {
         userspace_rx: n,
+        userspace_bytes: 100 * n,
         kernel_packets: 10 * n,
         kernel_bytes: 1000 * n,
         flows: 2,
@@ -102,15 +103,24 @@ fn delete_and_watch_list_their_changes() {
     let changes = [change(ChangeOp::Removed, "chains.c")];
     assert_eq!(deleted(&changes, 9), "- chains.c\ndeleted: revision 9\n");
     let t = vnet_model::load_str(TWO_PORTS).unwrap();
+    // The revision removed chain c and changed bridge b (whole, as it is now).
+    let event = vnet_api::Event {
+        revision: 9,
+        changes: changes.to_vec(),
+        delta: std::sync::Arc::new(vnet_api::Delta {
+            changed: t,
+            removed: vec!["chains.c".into()],
+        }),
+    };
     assert_eq!(
-        watch_event(9, &changes, &t, Format::Table),
+        watch_event(&event, Format::Table),
         "revision 9: 1 change(s)\n  - chains.c\n"
     );
     assert_eq!(
-        watch_event(9, &changes, &t, Format::Json),
-        "{\"changes\":[\"- chains.c\"],\"revision\":9,\"topology\":{\"bridges\":{\"b\":\
+        watch_event(&event, Format::Json),
+        "{\"changed\":{\"bridges\":{\"b\":\
          {\"ports\":{\"p1\":{\"interface\":\"if1\"},\"p2\":{\"interface\":\"if2\",\"up\":false}}}},\
-         \"version\":1}}\n"
+         \"version\":1},\"changes\":[\"- chains.c\"],\"removed\":[\"chains.c\"],\"revision\":9}\n"
     );
 }
 
@@ -327,9 +337,10 @@ fn stats_as_json_keep_every_reason() {
             "reasons": {"port_down": 0, "xdp_hit_redirect": 40},
             "totals": {"upcalls": 5},
             "ports": [{"port": "tenant/vm1", "interface": "vm1-h", "userspace_rx": 1,
-                       "kernel_packets": 10, "kernel_bytes": 1000, "flows": 2,
+                       "userspace_bytes": 100, "kernel_packets": 10, "kernel_bytes": 1000, "flows": 2,
                        "upcall_budget": 0}],
-            "devices": [{"device": "tenant", "userspace_rx": 2, "kernel_packets": 20,
+            "devices": [{"device": "tenant", "userspace_rx": 2, "userspace_bytes": 200,
+                         "kernel_packets": 20,
                          "kernel_bytes": 2000, "flows": 2, "upcall_budget": 0}],
         })
     );
