@@ -17,8 +17,8 @@
 use crate::flows::{self, FlowBackend, FlowTable, InstallError};
 use crate::kernel::{Kernel, KernelError};
 use crate::lease_file::{self, LeaseFile};
-use crate::ports::PortRegistry;
 pub use crate::ports::BoundPort;
+use crate::ports::PortRegistry;
 use crate::sim::dhcp::leases::{self, Leases};
 use crate::sim::{self, conntrack, mac_table, Conntrack, DeviceRef, MacTable, PortId};
 use crate::sim::{Snapshot, State, Tag, Verdict};
@@ -67,8 +67,9 @@ impl Limits {
     /// Empty state tables with these limits.
     fn state(&self) -> State {
         let mut state = State {
-            macs: MacTable::with_limits(mac_table::DEFAULT_CAPACITY, self.macs_per_bridge),
-            conntrack: Conntrack::with_limits(conntrack::DEFAULT_CAPACITY, self.conntrack_per_zone),
+            macs: MacTable::with_limits(mac_table::DEFAULT_CAPACITY, self.macs_per_bridge).into(),
+            conntrack: Conntrack::with_limits(conntrack::DEFAULT_CAPACITY, self.conntrack_per_zone)
+                .into(),
             ..State::default()
         };
         state.dhcp.leases =

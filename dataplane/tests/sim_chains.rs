@@ -335,7 +335,7 @@ fn only_icmp_errors_related_to_a_connection_are_return_traffic() {
 fn a_full_conntrack_table_refuses_new_connections() {
     let snap = peephole();
     let mut st = State {
-        conntrack: vnet_dataplane::sim::Conntrack::with_capacity(1),
+        conntrack: vnet_dataplane::sim::Conntrack::with_capacity(1).into(),
         ..State::default()
     };
     assert_eq!(run(&snap, &mut st, "b/a", &udp(4000, 53)).verdict, PASS);

@@ -484,7 +484,7 @@ fn the_router_answers_arp_for_its_nat_addresses_even_outside_the_subnet() {
 #[test]
 fn bindings_are_bounded_and_expire_with_their_connection() {
     let mut n = Net::new(&example());
-    n.st.nat = vnet_dataplane::sim::nat::NatTable::with_capacity(1);
+    n.st.nat = vnet_dataplane::sim::nat::NatTable::with_capacity(1).into();
     let gw = tenant_gw(&n);
     let first = n.send(
         "tenant/vm2",
@@ -703,7 +703,7 @@ fn a_later_fragment_without_its_first_is_dropped_at_dynamic_nat_only() {
 fn the_fragment_table_is_bounded_per_zone() {
     use vnet_dataplane::sim::fragments::FragmentTable;
     let mut n = Net::new(&variant());
-    n.st.fragments = FragmentTable::with_limits(2, 1);
+    n.st.fragments = FragmentTable::with_limits(2, 1).into();
     let gw = tenant_gw(&n);
     let vm2 = fragmented(
         &udp_frame(VM2_MAC, gw, VM2, REMOTE, 5000, 53, &pattern(1500)),
@@ -971,7 +971,7 @@ fn one_tenant_at_its_nat_limit_leaves_the_others_allocating() {
         "edge2/uplink",
         &arp_frame(ARP_REPLY, GW_MAC, [192, 0, 2, 1], up2, [192, 0, 2, 3], up2),
     );
-    n.st.nat = NatTable::with_limits(100, 2);
+    n.st.nat = NatTable::with_limits(100, 2).into();
     let gw = tenant_gw(&n);
     for sport in [7000, 7001] {
         let d = n.send(

@@ -2,7 +2,7 @@
 //! the snapshot, bind and unbind interfaces, invalidate the flows the change
 //! touched), the host's interfaces coming and going (netlink link events:
 //! bind, rebind, unbind, no apply needed) and the API's views of the
-//! worker's own data (trace on a copy of the state, flows, counters,
+//! worker's own data (trace on an overlay of the state, flows, counters,
 //! health). The worker drains these between polls, so it alone still
 //! touches its sockets, state and kernel.
 use super::{now_ns, BoundPort, Runtime};
@@ -397,7 +397,9 @@ impl Runtime {
             .unwrap_or_else(|| format!("ifindex {ifindex}"))
     }
 
-    /// Simulates the packet on a copy of the state: nothing live changes.
+    /// Simulates the packet on an overlay of the state (`sim::Shared`: the
+    /// tables are shared, a table the trace writes is copied for it alone):
+    /// nothing live changes.
     fn trace(&self, req: &TraceRequest) -> Result<TraceReport, String> {
         let snap = &self.snap;
         let name = req.port.to_string();

@@ -401,7 +401,7 @@ mod tests {
         const B: [u8; 6] = [2, 0, 0, 0, 0xb, 1];
         let snap = two_tenants();
         let mut st = State {
-            conntrack: Conntrack::with_limits(100, 2),
+            conntrack: Conntrack::with_limits(100, 2).into(),
             ..State::default()
         };
         let port = |n: &str| snap.port_by_name(n).expect("port");

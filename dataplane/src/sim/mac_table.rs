@@ -269,7 +269,7 @@ mod tests {
                     b: {interface: b2}\n";
         let snap = Snapshot::compile(&vnet_model::parse_str(yaml).expect("valid"), 1);
         let mut st = State {
-            macs: MacTable::with_limits(100, 2),
+            macs: MacTable::with_limits(100, 2).into(),
             ..State::default()
         };
         let mac = |n: u8| -> Mac { [2, 0, 0, 0, 7, n] };

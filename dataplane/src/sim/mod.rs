@@ -23,6 +23,7 @@ mod port_security;
 pub mod route_table;
 mod router;
 pub mod share;
+pub mod shared;
 pub mod snapshot;
 pub mod tag;
 
@@ -31,6 +32,7 @@ pub use decision::{Decision, Emit, Flow, Step, Verdict};
 pub use conntrack::Conntrack;
 pub use mac_table::MacTable;
 pub use snapshot::{Binding, DeviceRef, PortId, RouterIf, Snapshot};
+pub use shared::Shared;
 pub use tag::Tag;
 
 use crate::packet::{self, build, Frame, Mac};
@@ -46,15 +48,17 @@ pub const FLOW_IDLE_TIMEOUT_NS: u64 = 30 * 1_000_000_000;
 /// ports floods to all of them).
 const MAX_HOPS: u32 = 32;
 
-/// The state tables the simulation reads and writes.
+/// The state tables the simulation reads and writes. Each is shared
+/// copy-on-write ([`shared`]): cloning a `State` copies no table, so a
+/// trace runs on an overlay of the worker's state.
 #[derive(Debug, Default, Clone)]
 pub struct State {
-    pub macs: MacTable,
-    pub arp: ArpCache,
-    pub conntrack: Conntrack,
-    pub nat: nat::NatTable,
-    pub fragments: fragments::FragmentTable,
-    pub dhcp: dhcp::DhcpState,
+    pub macs: Shared<MacTable>,
+    pub arp: Shared<ArpCache>,
+    pub conntrack: Shared<Conntrack>,
+    pub nat: Shared<nat::NatTable>,
+    pub fragments: Shared<fragments::FragmentTable>,
+    pub dhcp: Shared<dhcp::DhcpState>,
 }
 
 /// What one path through the topology has gathered so far. The copies of
