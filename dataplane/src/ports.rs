@@ -8,8 +8,8 @@
 //! port that is gone or misses one that was just bound.
 
 use crate::afxdp::{RxDrops, Xsk};
-use crate::upcalls;
 use crate::sim::PortId;
+use crate::upcalls;
 use std::collections::HashMap;
 
 /// An exterior port bound to an interface with its socket.

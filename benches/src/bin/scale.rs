@@ -559,10 +559,7 @@ fn topology_through_vnetd(
     let count = Snapshot::compile(&big, 1).ports.len();
     let apply = |topo: &vnet_model::Topology| -> Result<(Duration, bool)> {
         rt.block_on(async {
-            let mut c = vnet_api::Client::connect(&vnet_api::Target::Unix(
-                socket.clone(),
-            ))
-            .await?;
+            let mut c = vnet_api::Client::connect(&vnet_api::Target::Unix(socket.clone())).await?;
             let t = Instant::now();
             let out = c.apply(topo, false, None).await?;
             Ok::<_, anyhow::Error>((t.elapsed(), out.running))

@@ -288,7 +288,11 @@ async fn a_watcher_that_stops_reading_is_cut_off_with_the_revision_to_go_on_from
         Ok(mut again) => {
             // From 0: the current topology first.
             let e = again.next().await.unwrap().unwrap();
-            let next = if last == 0 { revisions as u64 } else { last + 1 };
+            let next = if last == 0 {
+                revisions as u64
+            } else {
+                last + 1
+            };
             assert_eq!(e.revision, next);
         }
         Err(e) => assert_eq!(code(&e), tonic::Code::OutOfRange, "{e}"),

@@ -28,11 +28,11 @@ pub mod snapshot;
 pub mod tag;
 
 pub use arp_cache::ArpCache;
-pub use decision::{Decision, Emit, Flow, Step, Verdict};
 pub use conntrack::Conntrack;
+pub use decision::{Decision, Emit, Flow, Step, Verdict};
 pub use mac_table::MacTable;
-pub use snapshot::{Binding, DeviceRef, PortId, RouterIf, Snapshot};
 pub use shared::Shared;
+pub use snapshot::{Binding, DeviceRef, PortId, RouterIf, Snapshot};
 pub use tag::Tag;
 
 use crate::packet::{self, build, Frame, Mac};
