@@ -38,28 +38,9 @@ pub const NOW_NS: u64 = 1_000_000_000;
 /// the end-to-end tests' fixture.
 pub const BRIDGED_TOPOLOGY: &str = include_str!("../../tests/fixtures/two-guests.yaml");
 
-/// Two subnets joined by a router: red (vm1) → r1 → blue (vm2). The same
-/// as `examples/router.yaml`.
-pub const ROUTED_TOPOLOGY: &str = r#"
-version: 1
-bridges:
-  red:
-    ports:
-      vm1: {interface: vm1-h}
-      gw: {peer: r1/red}
-  blue:
-    ports:
-      vm2: {interface: vm2-h}
-      gw: {peer: r1/blue}
-routers:
-  r1:
-    ports:
-      red: {address: 10.1.0.1/24, peer: red/gw}
-      blue: {address: 10.2.0.1/24, peer: blue/gw}
-    routes:
-      - {dst: 10.1.0.0/24, port: red}
-      - {dst: 10.2.0.0/24, port: blue}
-"#;
+/// Two subnets joined by a router: red (vm1) → r1 → blue (vm2):
+/// `examples/router.yaml` itself.
+pub const ROUTED_TOPOLOGY: &str = include_str!("../../examples/router.yaml");
 
 /// A UDP frame of exactly [`FRAME_LEN`] bytes with a correct checksum.
 pub fn udp64(

@@ -5,27 +5,9 @@ mod common;
 use common::{assert_error, assert_only_error, assert_valid, errors};
 use vnet_model::{parse_str, TopologyError};
 
-/// Two bridges joined by a router, valid as written; tests append to it.
-const BASE: &str = "\
-version: 1
-bridges:
-  red:
-    ports:
-      vm1: {interface: vm1-h}
-      gw: {peer: r1/red}
-  blue:
-    ports:
-      vm2: {interface: vm2-h}
-      gw: {peer: r1/blue}
-routers:
-  r1:
-    ports:
-      red: {address: 10.1.0.1/24, peer: red/gw}
-      blue: {address: 10.2.0.1/24, peer: blue/gw}
-    routes:
-      - {dst: 10.1.0.0/24, port: red}
-      - {dst: 10.2.0.0/24, port: blue}
-";
+/// Two bridges joined by a router (`examples/router.yaml`), valid as
+/// written; tests append to it.
+const BASE: &str = include_str!("../../../examples/router.yaml");
 
 /// BASE with top-level sections appended.
 fn base(extra: &str) -> String {
