@@ -6,6 +6,8 @@
 //! keys hash differently). `tests` below pins the sizes and offsets.
 #![no_std]
 
+pub mod wire;
+
 /// Map names, shared so the loader cannot misspell them.
 pub mod maps {
     pub const FLOWS: &str = "FLOWS";

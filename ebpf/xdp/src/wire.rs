@@ -1,15 +1,23 @@
-//! Header lengths, protocol numbers and field offsets, as on the wire.
-//! Offsets are from the start of their own header.
+//! Header lengths, protocol numbers and field offsets, as on the wire, as
+//! the flat constants the program's accessors take. Offsets are from the
+//! start of their own header and come from `vnet_common::wire`, the one
+//! layout the kernel and userspace share; the 802.1Q ones are from the
+//! 4-byte tag after the outer EtherType.
+use vnet_common::wire::{arp, ethernet, icmp, ipv4, tcp, udp, vlan};
+
+// TCP and UDP share their port offsets, so the program reads both with one.
+const _: () = assert!(tcp::SRC_PORT.start == udp::SRC_PORT.start);
+const _: () = assert!(tcp::DST_PORT.start == udp::DST_PORT.start);
 
 // Ethernet and 802.1Q.
-pub(crate) const ETH_HLEN: usize = 14;
-pub(crate) const VLAN_HLEN: usize = 4;
-pub(crate) const ETH_DST: usize = 0;
-pub(crate) const ETH_SRC: usize = 6;
-pub(crate) const ETH_TYPE: usize = 12;
+pub(crate) const ETH_HLEN: usize = ethernet::HEADER_LEN;
+pub(crate) const VLAN_HLEN: usize = vlan::TAG_LEN;
+pub(crate) const ETH_DST: usize = ethernet::DST.start;
+pub(crate) const ETH_SRC: usize = ethernet::SRC.start;
+pub(crate) const ETH_TYPE: usize = ethernet::ETHERTYPE.start;
 /// In the 4-byte tag: the TCI, then the EtherType it encloses.
-pub(crate) const VLAN_TCI: usize = 0;
-pub(crate) const VLAN_TYPE: usize = 2;
+pub(crate) const VLAN_TCI: usize = vlan::TCI.start - vlan::TPID.end;
+pub(crate) const VLAN_TYPE: usize = vlan::ETHERTYPE.start - vlan::TPID.end;
 
 pub(crate) const ETH_P_IP: u16 = 0x0800;
 pub(crate) const ETH_P_ARP: u16 = 0x0806;
@@ -17,29 +25,29 @@ pub(crate) const ETH_P_8021Q: u16 = 0x8100;
 pub(crate) const ETH_P_8021AD: u16 = 0x88a8;
 
 // ARP for Ethernet/IPv4 (RFC 826): 28 bytes.
-pub(crate) const ARP_LEN: usize = 28;
-pub(crate) const ARP_HTYPE: usize = 0;
-pub(crate) const ARP_PTYPE: usize = 2;
-pub(crate) const ARP_HLEN: usize = 4;
-pub(crate) const ARP_PLEN: usize = 5;
-pub(crate) const ARP_OPER: usize = 6;
-pub(crate) const ARP_SPA: usize = 14;
-pub(crate) const ARP_TPA: usize = 24;
+pub(crate) const ARP_LEN: usize = arp::PACKET_LEN;
+pub(crate) const ARP_HTYPE: usize = arp::HTYPE.start;
+pub(crate) const ARP_PTYPE: usize = arp::PTYPE.start;
+pub(crate) const ARP_HLEN: usize = arp::HLEN;
+pub(crate) const ARP_PLEN: usize = arp::PLEN;
+pub(crate) const ARP_OPER: usize = arp::OPER.start;
+pub(crate) const ARP_SPA: usize = arp::SPA.start;
+pub(crate) const ARP_TPA: usize = arp::TPA.start;
 
 // IPv4 (RFC 791).
-pub(crate) const IPV4_MIN_HLEN: usize = 20;
-pub(crate) const IP_VIHL: usize = 0;
-pub(crate) const IP_TOS: usize = 1;
-pub(crate) const IP_TOTAL_LEN: usize = 2;
-pub(crate) const IP_ID: usize = 4;
-pub(crate) const IP_FRAG: usize = 6;
-pub(crate) const IP_TTL: usize = 8;
-pub(crate) const IP_PROTO: usize = 9;
-pub(crate) const IP_CSUM: usize = 10;
-pub(crate) const IP_SRC: usize = 12;
-pub(crate) const IP_DST: usize = 16;
-pub(crate) const IP_MF: u16 = 0x2000;
-pub(crate) const IP_OFFSET: u16 = 0x1fff;
+pub(crate) const IPV4_MIN_HLEN: usize = ipv4::HEADER_LEN;
+pub(crate) const IP_VIHL: usize = ipv4::VER_IHL;
+pub(crate) const IP_TOS: usize = ipv4::TOS;
+pub(crate) const IP_TOTAL_LEN: usize = ipv4::LENGTH.start;
+pub(crate) const IP_ID: usize = ipv4::IDENT.start;
+pub(crate) const IP_FRAG: usize = ipv4::FLAGS_FRAG.start;
+pub(crate) const IP_TTL: usize = ipv4::TTL;
+pub(crate) const IP_PROTO: usize = ipv4::PROTOCOL;
+pub(crate) const IP_CSUM: usize = ipv4::CHECKSUM.start;
+pub(crate) const IP_SRC: usize = ipv4::SRC_ADDR.start;
+pub(crate) const IP_DST: usize = ipv4::DST_ADDR.start;
+pub(crate) const IP_MF: u16 = ipv4::MORE_FRAGMENTS;
+pub(crate) const IP_OFFSET: u16 = ipv4::FRAG_OFFSET_MASK;
 
 pub(crate) const IPPROTO_ICMP: u8 = 1;
 pub(crate) const IPPROTO_TCP: u8 = 6;
@@ -47,18 +55,18 @@ pub(crate) const IPPROTO_UDP: u8 = 17;
 
 // Transport headers. TCP and UDP both start with the source and
 // destination ports.
-pub(crate) const L4_SRC: usize = 0;
-pub(crate) const L4_DST: usize = 2;
-pub(crate) const TCP_MIN_HLEN: usize = 20;
-pub(crate) const TCP_DOFF: usize = 12;
-pub(crate) const TCP_CSUM: usize = 16;
-pub(crate) const UDP_HLEN: usize = 8;
-pub(crate) const UDP_LEN: usize = 4;
-pub(crate) const UDP_CSUM: usize = 6;
+pub(crate) const L4_SRC: usize = tcp::SRC_PORT.start;
+pub(crate) const L4_DST: usize = tcp::DST_PORT.start;
+pub(crate) const TCP_MIN_HLEN: usize = tcp::HEADER_LEN;
+pub(crate) const TCP_DOFF: usize = tcp::DATA_OFFSET;
+pub(crate) const TCP_CSUM: usize = tcp::CHECKSUM.start;
+pub(crate) const UDP_HLEN: usize = udp::HEADER_LEN;
+pub(crate) const UDP_LEN: usize = udp::LENGTH.start;
+pub(crate) const UDP_CSUM: usize = udp::CHECKSUM.start;
 /// ICMP's fixed header: type, code, checksum and 4 bytes of the message
 /// (the echo identifier and sequence number for an echo).
-pub(crate) const ICMP_HLEN: usize = 8;
-pub(crate) const ICMP_TYPE: usize = 0;
-pub(crate) const ICMP_CODE: usize = 1;
-pub(crate) const ICMP_CSUM: usize = 2;
-pub(crate) const ICMP_ECHO_ID: usize = 4;
+pub(crate) const ICMP_HLEN: usize = icmp::HEADER_LEN;
+pub(crate) const ICMP_TYPE: usize = icmp::TYPE;
+pub(crate) const ICMP_CODE: usize = icmp::CODE;
+pub(crate) const ICMP_CSUM: usize = icmp::CHECKSUM.start;
+pub(crate) const ICMP_ECHO_ID: usize = icmp::ECHO_IDENT.start;
