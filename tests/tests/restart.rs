@@ -44,11 +44,21 @@ fn ping_summary(out: &str) -> Result<(u32, u32)> {
 fn restart_loses_nothing(test: &str, stop: impl Fn(&mut World) -> Result<()>) -> Result<()> {
     let (mut w, vm1, vm2) = two_guests(test)?;
     let count = PINGS.to_string();
+    let before = w.kernel_flow_packets("vm1-h")?;
     let ping = w.spawn(
         &vm1,
         &["ping", "-n", "-i", "0.01", "-c", &count, "-W", "1", &vm2.ip],
     )?;
-    std::thread::sleep(Duration::from_millis(500));
+    // The restart falls inside the ping: wait until its echoes flow
+    // through the kernel (a quarter of them) before stopping vnetd.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while w.kernel_flow_packets("vm1-h")? < before + u64::from(PINGS / 4) {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the pings do not flow"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     stop(&mut w)?;
     w.start_vnetd_stored()?;
     let out = ping.finish(Duration::from_secs(30))?;
