@@ -511,8 +511,10 @@ impl Store for EmbeddedStore {
         let log_path = disk.log.path().to_path_buf();
         disk.log.append(&payload).map_err(io(&log_path))?;
         state.commit(record, payload.len(), topology);
-        drop(guard);
+        // Published under the lock: two transactions cannot announce their
+        // revisions out of order.
         self.notify.send_replace(revision);
+        drop(guard);
         Ok(Applied { revision, changes })
     }
 

@@ -1,18 +1,24 @@
 //! The change log's framing: records appended one after the other, each
-//! preceded by its length and a CRC-32 of its bytes, so that a record that
-//! a crash cut short (or left half written) is recognised when the log is
-//! read back.
+//! preceded by its length, a CRC-32 of that length, and a CRC-32 of its
+//! bytes, so that a record that a crash cut short (or left half written)
+//! is recognised when the log is read back.
 //!
 //! Only the end of the log can be torn: an append is the last write before
-//! its fsync. A bad record anywhere else is corruption, not a crash.
+//! its fsync. A bad record anywhere else is corruption, not a crash, and
+//! the log is refused rather than cut there: a length is trusted only with
+//! its own checksum, so a corrupt length in the middle cannot pass for a
+//! record that runs past the end (and get every later record cut off). A
+//! tail of zeros (what some filesystems leave of an append a crash
+//! interrupted) is torn, not corrupt.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-/// Length (u32, little endian) then CRC-32 (u32, little endian).
-const HEADER: usize = 8;
+/// Length, CRC-32 of the length, CRC-32 of the payload (u32s, little
+/// endian).
+const HEADER: usize = 12;
 
 /// What a record of `payload_len` bytes takes in the log.
 pub fn framed_len(payload_len: usize) -> u64 {
@@ -24,6 +30,7 @@ pub fn frame(payload: &[u8]) -> Vec<u8> {
     let len = u32::try_from(payload.len()).expect("a change record under 4 GiB");
     let mut out = Vec::with_capacity(HEADER + payload.len());
     out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&len.to_le_bytes()).to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
     out.extend_from_slice(payload);
     out
@@ -51,11 +58,20 @@ pub fn read(bytes: &[u8]) -> Result<LogContents<'_>, String> {
         if rest.is_empty() {
             break None;
         }
+        if rest.iter().all(|b| *b == 0) {
+            break Some(format!("{} zero bytes after the last record", rest.len()));
+        }
         if rest.len() < HEADER {
             break Some(format!("{} bytes of a record header", rest.len()));
         }
-        let len = u32::from_le_bytes(rest[0..4].try_into().unwrap()) as usize;
-        let crc = u32::from_le_bytes(rest[4..8].try_into().unwrap());
+        let word = |i: usize| u32::from_le_bytes([rest[i], rest[i + 1], rest[i + 2], rest[i + 3]]);
+        let (len, len_crc, crc) = (word(0), word(4), word(8));
+        if crc32fast::hash(&len.to_le_bytes()) != len_crc {
+            return Err(format!(
+                "the record header at byte {at} fails its checksum (and is not a torn end)"
+            ));
+        }
+        let len = len as usize;
         let written = rest.len() - HEADER;
         if written < len {
             break Some(format!(
@@ -164,8 +180,11 @@ impl Log {
             }
             Err(e) => {
                 self.dirty = true;
-                // Best effort now; the next append cuts it otherwise.
-                if self.file.set_len(self.len).is_ok() {
+                // Best effort now (cut and synced: a record reported as
+                // failed must not come back after a crash); the next
+                // append cuts it otherwise.
+                let len = self.len;
+                if self.truncate(len).is_ok() {
                     self.dirty = false;
                 }
                 Err(e)
@@ -214,5 +233,27 @@ mod tests {
         let mut bytes = log_of(&[b"one", b"two"]);
         bytes[HEADER] ^= 0xff;
         assert!(read(&bytes).unwrap_err().contains("more records follow"));
+    }
+
+    /// A corrupt length that points past the end must not pass for a torn
+    /// append (which would cut the records after it).
+    #[test]
+    fn a_corrupt_length_in_the_middle_is_corruption_not_a_torn_end() {
+        let mut bytes = log_of(&[b"one", b"two", b"three"]);
+        bytes[0] ^= 0x40;
+        let e = read(&bytes).unwrap_err();
+        assert!(e.contains("header at byte 0"), "{e}");
+    }
+
+    /// What a filesystem may leave of an interrupted append: zeros.
+    #[test]
+    fn a_zero_filled_tail_is_a_torn_end() {
+        let mut bytes = log_of(&[b"one"]);
+        let whole = bytes.len() as u64;
+        bytes.extend([0u8; 100]);
+        let r = read(&bytes).unwrap();
+        assert_eq!(r.records, [&b"one"[..]]);
+        assert_eq!(r.valid_len, whole);
+        assert!(r.torn.unwrap().contains("zero bytes"));
     }
 }

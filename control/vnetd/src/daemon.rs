@@ -291,7 +291,15 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         topology.clone(),
     ));
     // The ports are bound: the earlier vnetd's flows can be judged.
-    runtime.take_over_kernel_flows(installed_under);
+    runtime
+        .take_over_kernel_flows(installed_under)
+        .with_context(|| {
+            format!(
+                "taking over the flows an earlier vnetd pinned under {}: remove them \
+             (rm -r that directory) or start once with a new --bpffs-dir",
+                opts.bpffs_dir.display()
+            )
+        })?;
     runtime.record_revisions_in(&opts.state_dir);
     let api_latency = vnet_api::request_latency().context("creating the API latency histogram")?;
     let metrics = match metrics_listener {

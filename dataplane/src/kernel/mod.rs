@@ -175,7 +175,8 @@ impl Kernel {
             Some(why) => {
                 tracing::warn!(
                     dir = %pins.root().display(),
-                    "pinned maps do not fit this vnetd ({why}): replacing them; their flows are dropped"
+                    "pinned maps do not fit this vnetd ({why}): replacing them; their flows \
+                     are dropped and traffic stops until the ports are bound again"
                 );
                 drop(kernel);
                 pins.remove_maps().map_err(|error| KernelError::Pin {

@@ -91,9 +91,14 @@ impl PinDir {
         for entry in std::fs::read_dir(self.root.join("links"))? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some((ifname, _)) = name.split_once('@') {
-                out.push((ifname.replace(':', "."), entry.path()));
-            }
+            // From the right: an interface name may hold `@` itself.
+            let mut parts = name.rsplitn(3, '@');
+            let (Some(_mode), Some(_ifindex), Some(ifname)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            out.push((ifname.replace(':', "."), entry.path()));
         }
         out.sort();
         Ok(out)
@@ -147,4 +152,28 @@ fn mode_name(mode: AttachMode) -> &'static str {
 fn is_bpffs(path: &Path) -> io::Result<bool> {
     let fs = nix::sys::statfs::statfs(path).map_err(io::Error::from)?;
     Ok(fs.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pin names read back as the interface they were made for, `@`
+    /// and dots included (a plain directory stands in for bpffs).
+    #[test]
+    fn link_pins_name_their_interface_whatever_it_holds() {
+        let dir = std::env::temp_dir().join(format!("vnet-pin-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("links")).unwrap();
+        let pins = PinDir { root: dir.clone() };
+        for (ifname, ifindex) in [("veth@a", 7), ("veth", 8), ("eth0.100", 9)] {
+            let path = pins.link(ifname, ifindex, AttachMode::Native);
+            assert!(!path.file_name().unwrap().to_string_lossy().contains('.'));
+            std::fs::write(&path, b"").unwrap();
+        }
+        let names: Vec<String> = pins.links().unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["eth0.100", "veth", "veth@a"]);
+        assert_eq!(pins.links_of("veth").unwrap().len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -83,18 +83,19 @@ impl Runtime {
     /// module's notes) and removes the others. `installed_under` is the
     /// revision they were installed under, as recorded. Call once, after
     /// the ports are bound.
-    pub fn take_over_kernel_flows(&mut self, installed_under: Option<u64>) -> Adoption {
+    ///
+    /// Flows it cannot read it cannot account for (they would never expire
+    /// or be invalidated): that is an error, and vnetd does not start.
+    pub fn take_over_kernel_flows(
+        &mut self,
+        installed_under: Option<u64>,
+    ) -> Result<Adoption, crate::kernel::KernelError> {
         let mut outcome = Adoption::default();
         if !self.kernel.adopted_maps() {
-            return outcome;
+            return Ok(outcome);
         }
-        let flows = match self.kernel.all_flows() {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the flows an earlier vnetd left");
-                return outcome;
-            }
-        };
+        self.kernel.release_stale_links();
+        let flows = self.kernel.all_flows()?;
         let same_revision = installed_under == Some(self.snap.revision);
         let now = now_ns();
         let rewrites = act::SET_IP_SRC | act::SET_IP_DST | act::SET_L4_SRC | act::SET_L4_DST;
@@ -137,7 +138,6 @@ impl Runtime {
                 .adopt(key, device, tags, FLOW_IDLE_TIMEOUT_NS, now);
             outcome.adopted += 1;
         }
-        self.kernel.release_stale_links();
         tracing::info!(
             adopted = outcome.adopted,
             dropped_stale_revision = outcome.stale,
@@ -148,6 +148,6 @@ impl Runtime {
             "took over the kernel flows of the earlier vnetd"
         );
         self.record_running_revision();
-        outcome
+        Ok(outcome)
     }
 }
