@@ -165,6 +165,8 @@ pub struct Runtime {
     /// Where the revision of the installed flows is recorded, once
     /// `record_revisions_in` was called (see [`adoption`]).
     revision_file: Option<std::path::PathBuf>,
+    /// Until when flows taken over from an earlier vnetd stay (ns).
+    hand_over_until: Option<u64>,
     /// The control thread's link (topology changes, API views); none in
     /// tests that drive the runtime directly.
     ctl: Option<control::Link>,
@@ -193,6 +195,7 @@ impl Runtime {
             frames: Vec::new(),
             lease_file: None,
             revision_file: None,
+            hand_over_until: None,
             ctl: None,
         }
     }
@@ -446,6 +449,7 @@ impl Runtime {
     }
 
     fn timers(&mut self, now: u64) {
+        self.end_hand_over(now);
         let expired = self.flows.expire(&mut self.kernel, now);
         if expired > 0 {
             tracing::debug!(expired, "expired idle flows");

@@ -17,19 +17,30 @@
 //!   any NAT gateway that restarts without its table).
 //!
 //! Adopted flows carry their ports' tags (an unbind or a port change
-//! removes them) and [`Tag::ADOPTED`], which the first topology change
-//! invalidates whole. Conntrack entries are not rebuilt: a connection whose
-//! flows are adopted keeps forwarding in the kernel; if one of its flows
-//! expires, its next packet is judged on an empty connection table.
+//! removes them), the tags of the MACs they match on their ingress bridge
+//! (a MAC that moves removes them, as for any flow), and [`Tag::ADOPTED`],
+//! which the first topology change invalidates whole. Whatever else they
+//! read (a router's ARP entry, a chain's connection state) this process
+//! never saw, so they are kept for a hand-over window only
+//! ([`HAND_OVER_NS`]): then they are removed, and each one's next packet is
+//! simulated and installed afresh with all its tags. Conntrack entries are
+//! not rebuilt: a connection's next packet after the window is judged on
+//! this process's table (its replies, seen in the window's first packets
+//! of new flows, or not).
 
 use super::{now_ns, Runtime};
-use crate::sim::{Tag, FLOW_IDLE_TIMEOUT_NS};
+use crate::sim::{DeviceRef, Tag, FLOW_IDLE_TIMEOUT_NS};
 use std::path::Path;
 use vnet_common::act;
 
 /// The file in the state directory that says which revision the kernel's
 /// flows were installed under.
 pub const REVISION_FILE: &str = "kernel-flows.revision";
+
+/// How long adopted flows stay: long enough for this process to start
+/// without the traffic noticing, short enough that a decision it did not
+/// make (and cannot invalidate precisely) does not last.
+pub const HAND_OVER_NS: u64 = 30 * 1_000_000_000;
 
 /// What a take-over did, for the log and the tests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +144,14 @@ impl Runtime {
             let mut tags = vec![Tag::ADOPTED];
             tags.extend(self.snap.ports.get(ingress).map(|p| p.tag));
             tags.extend(egress.and_then(|o| self.snap.ports.get(o)).map(|p| p.tag));
+            let ingress_bridge = self.snap.ports.get(ingress).and_then(|p| match p.device {
+                DeviceRef::Bridge(b) => self.snap.bridges.get(b).map(|b| b.tag),
+                DeviceRef::Router(_) => None,
+            });
+            if let Some(bridge) = ingress_bridge {
+                tags.push(Tag::mac(bridge, &key.eth_src));
+                tags.push(Tag::mac(bridge, &key.eth_dst));
+            }
             let device = self.device_tag(ingress);
             self.flows
                 .adopt(key, device, tags, FLOW_IDLE_TIMEOUT_NS, now);
@@ -147,7 +166,23 @@ impl Runtime {
             running_revision = self.snap.revision,
             "took over the kernel flows of the earlier vnetd"
         );
+        if outcome.adopted > 0 {
+            self.hand_over_until = Some(now + HAND_OVER_NS);
+        }
         self.record_running_revision();
         Ok(outcome)
+    }
+
+    /// Ends the hand-over window: the adopted flows left go, and their
+    /// next packets are simulated here.
+    pub(super) fn end_hand_over(&mut self, now: u64) {
+        if self.hand_over_until.is_some_and(|until| now >= until) {
+            self.hand_over_until = None;
+            let n = self.flows.invalidate(&mut self.kernel, Tag::ADOPTED);
+            tracing::info!(
+                flows = n,
+                "hand-over from the earlier vnetd over: its flows are replaced by this one's"
+            );
+        }
     }
 }
