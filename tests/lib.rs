@@ -107,6 +107,28 @@ pub fn vnetctl_path() -> Result<PathBuf> {
 
 static WORLDS: AtomicU32 = AtomicU32::new(0);
 
+/// Polls `f` every 50 ms until it gives a value, for at most `timeout`: the
+/// one readiness wait of the end-to-end tests. The error names `what` and
+/// the last answer (or failure) `f` gave.
+pub fn poll<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match f() {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => String::from("not yet"),
+            Err(e) => format!("{e:#}"),
+        };
+        if Instant::now() > deadline {
+            bail!("{what}: not within {timeout:?} (last: {last})");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A guest: a namespace with one interface `eth0` whose peer `host_if`
 /// lives in the world's host namespace.
 #[derive(Debug, Clone)]

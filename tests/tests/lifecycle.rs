@@ -1,9 +1,9 @@
 //! Interfaces that come and go under a running vnetd: a port binds when its
 //! interface appears, rebinds when it is recreated (new ifindex), unbinds
 //! when it vanishes, with no apply, and `vnetctl status` says which.
-use anyhow::{bail, Context, Result};
-use std::time::{Duration, Instant};
-use vnet_e2e::{have_root, repo_root, run, Guest, World};
+use anyhow::{Context, Result};
+use std::time::Duration;
+use vnet_e2e::{have_root, poll, repo_root, run, Guest, World};
 
 fn example(name: &str) -> String {
     std::fs::read_to_string(repo_root().join("examples").join(name)).expect("example file")
@@ -30,18 +30,14 @@ fn wait_for_state(
     within: Duration,
     accept: impl Fn(&serde_json::Value) -> bool,
 ) -> Result<serde_json::Value> {
-    let deadline = Instant::now() + within;
-    loop {
+    poll(&format!("{port} {state}"), within, || {
         let p = port_status(w, port)?;
-        if p["state"] == state && accept(&p) {
-            return Ok(p);
-        }
-        if Instant::now() > deadline {
-            let log = std::fs::read_to_string(&w.log).unwrap_or_default();
-            bail!("{port} not {state} within {within:?}: {p}; vnetd's log:\n{log}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        Ok((p["state"] == state && accept(&p)).then_some(p))
+    })
+    .with_context(|| {
+        let log = std::fs::read_to_string(&w.log).unwrap_or_default();
+        format!("vnetd's log:\n{log}")
+    })
 }
 
 /// The ifindex of `ifname` in the world's host namespace.
@@ -155,6 +151,7 @@ fn a_veth_recreated_while_pinging_is_rebound_and_pings_resume() -> Result<()> {
 
     // 200 pings at 20/s (10 s) while vm2's veth is deleted and recreated.
     const COUNT: u32 = 200;
+    let before = w.kernel_flow_packets("vm1-h")?;
     let ping = w.spawn(
         &vm1,
         &[
@@ -169,7 +166,11 @@ fn a_veth_recreated_while_pinging_is_rebound_and_pings_resume() -> Result<()> {
             &vm2.ip,
         ],
     )?;
-    std::thread::sleep(Duration::from_millis(500));
+    // The deletion falls inside the ping: once its echoes flow through
+    // the kernel.
+    poll("the pings flowing through the kernel", BIND_WITHIN, || {
+        Ok((w.kernel_flow_packets("vm1-h")? >= before + 5).then_some(()))
+    })?;
     run(&["ip", "-n", &w.host, "link", "del", "vm2-h"])?;
     wait_for_state(&w, "tenant/vm2", "waiting", BIND_WITHIN, |_| true)?;
     // The guest stays away for half a second (a VM rebooting), long enough

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use vnet_e2e::{have_root, vnetd_path, World};
+use vnet_e2e::{have_root, poll, vnetd_path, World};
 
 /// Where vnetd serves metrics and Prometheus its API, both on the loopback
 /// of the world's own host namespace (nothing else listens there).
@@ -33,23 +33,6 @@ fn get(w: &World, url: &str) -> Result<String> {
         bail!("curl {url}: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(String::from_utf8(out.stdout)?)
-}
-
-/// Polls `f` every 100 ms until it gives a value, at most `timeout`; the
-/// error names `what` and the last failure.
-fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<Option<T>>) -> Result<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let last = match f() {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => String::from("not yet"),
-            Err(e) => format!("{e:#}"),
-        };
-        if Instant::now() > deadline {
-            bail!("{what}: not within {timeout:?} (last: {last})");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// A Prometheus server in the host namespace, scraping vnetd every second;

@@ -4,7 +4,7 @@
 //! with a ping at 100/s across the restart: nothing may be lost.
 use anyhow::{ensure, Context, Result};
 use std::time::Duration;
-use vnet_e2e::{have_root, Guest, World};
+use vnet_e2e::{have_root, poll, Guest, World};
 
 const TOPOLOGY: &str = include_str!("../fixtures/two-guests.yaml");
 
@@ -51,14 +51,14 @@ fn restart_loses_nothing(test: &str, stop: impl Fn(&mut World) -> Result<()>) ->
     )?;
     // The restart falls inside the ping: wait until its echoes flow
     // through the kernel (a quarter of them) before stopping vnetd.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while w.kernel_flow_packets("vm1-h")? < before + u64::from(PINGS / 4) {
-        ensure!(
-            std::time::Instant::now() < deadline,
-            "the pings do not flow"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    poll(
+        "the pings flowing through the kernel",
+        Duration::from_secs(10),
+        || {
+            let now = w.kernel_flow_packets("vm1-h")?;
+            Ok((now >= before + u64::from(PINGS / 4)).then_some(()))
+        },
+    )?;
     stop(&mut w)?;
     w.start_vnetd_stored()?;
     let out = ping.finish(Duration::from_secs(30))?;

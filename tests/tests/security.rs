@@ -3,7 +3,11 @@
 //! sources, and varies fields outside the flow key to ride another
 //! packet's kernel flow.
 use anyhow::Result;
-use vnet_e2e::{have_root, Guest, World};
+use std::time::Duration;
+use vnet_e2e::{have_root, poll, Guest, World};
+
+/// How long a readiness poll waits.
+const READY_WITHIN: Duration = Duration::from_secs(5);
 
 const TOPOLOGY: &str = "version: 1
 bridges:
@@ -33,16 +37,6 @@ fn world(test: &str) -> Result<(World, Guest, Guest, Guest)> {
     let topo = w.topology_file(TOPOLOGY)?;
     w.start_vnetd(&topo)?;
     Ok((w, vm1, vm2, vm3))
-}
-
-/// Polls `ready` for up to 5 s.
-fn wait_until(mut ready: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while !ready()? {
-        anyhow::ensure!(std::time::Instant::now() < deadline, "not ready within 5 s");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    Ok(())
 }
 
 fn reason(w: &World, name: &str) -> Result<u64> {
@@ -133,11 +127,17 @@ fn a_field_outside_the_kernel_flow_cannot_bypass_a_rule() -> Result<()> {
     };
     send("[eth/ip(0)/UDP(sport=7000, dport=6000)] * 5")?;
     // The TOS-0 flow is installed and running in the kernel.
-    wait_until(|| Ok(w.kernel_flow_packets("vm1-h")? > 0))?;
+    poll(
+        "the TOS-0 flow counting in the kernel",
+        READY_WITHIN,
+        || Ok((w.kernel_flow_packets("vm1-h")? > 0).then_some(())),
+    )?;
     send("[eth/ip(16)/UDP(sport=7000, dport=6000)] * 5")?;
     send("[eth/Dot1Q(vlan=0)/ip(0)/UDP(sport=7001, dport=6000)] * 3")?;
     // The priority-tagged copies were decided (and their drop installed).
-    wait_until(|| Ok(reason(&w, "vlan_mismatch")? >= 1))?;
+    poll("the priority-tagged drop counted", READY_WITHIN, || {
+        Ok((reason(&w, "vlan_mismatch")? >= 1).then_some(()))
+    })?;
     send("[eth/ip(0)/UDP(sport=7001, dport=6000)] * 3")?;
     let seen = cap.finish()?;
     let from = |sport: &str| {
