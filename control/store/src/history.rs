@@ -50,7 +50,9 @@ impl History {
         self.records.push_back((record, bytes));
         while self.records.len() > HISTORY || (self.bytes > HISTORY_BYTES && self.records.len() > 1)
         {
-            let (_, b) = self.records.pop_front().expect("more than one record");
+            let Some((_, b)) = self.records.pop_front() else {
+                break;
+            };
             self.bytes -= b;
         }
     }

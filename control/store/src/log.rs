@@ -25,15 +25,24 @@ pub fn framed_len(payload_len: usize) -> u64 {
     (HEADER + payload_len) as u64
 }
 
-/// The bytes that frame `payload` as one record.
-pub fn frame(payload: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(payload.len()).expect("a change record under 4 GiB");
+/// The bytes that frame `payload` as one record; a payload of 4 GiB or
+/// more has no length to frame it with.
+pub fn frame(payload: &[u8]) -> std::io::Result<Vec<u8>> {
+    let len = u32::try_from(payload.len()).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "a change record of {} bytes is over the log's 4 GiB limit",
+                payload.len()
+            ),
+        )
+    })?;
     let mut out = Vec::with_capacity(HEADER + payload.len());
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(&len.to_le_bytes()).to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
     out.extend_from_slice(payload);
-    out
+    Ok(out)
 }
 
 /// A log read back.
@@ -167,7 +176,7 @@ impl Log {
         if self.dirty {
             self.truncate(self.len)?;
         }
-        let framed = frame(payload);
+        let framed = frame(payload)?;
         let written = self
             .file
             .seek(SeekFrom::Start(self.len))
@@ -198,7 +207,7 @@ mod tests {
     use super::*;
 
     fn log_of(payloads: &[&[u8]]) -> Vec<u8> {
-        payloads.iter().flat_map(|p| frame(p)).collect()
+        payloads.iter().flat_map(|p| frame(p).unwrap()).collect()
     }
 
     #[test]
@@ -212,7 +221,7 @@ mod tests {
     #[test]
     fn a_torn_end_is_dropped_and_said() {
         let whole = log_of(&[b"one", b"two"]);
-        let first = frame(b"one").len();
+        let first = frame(b"one").unwrap().len();
         // Cut anywhere in the second record: header or payload.
         for cut in first + 1..whole.len() {
             let r = read(&whole[..cut]).unwrap();
