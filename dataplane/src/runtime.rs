@@ -17,8 +17,7 @@
 use crate::flows::{self, FlowBackend, FlowTable, InstallError};
 use crate::kernel::{Kernel, KernelError};
 use crate::lease_file::{self, LeaseFile};
-pub use crate::ports::BoundPort;
-use crate::ports::PortRegistry;
+use crate::ports::{BoundPort, PortRegistry};
 use crate::sim::dhcp::leases::{self, Leases};
 use crate::sim::{self, conntrack, mac_table, Conntrack, DeviceRef, MacTable, PortId};
 use crate::sim::{Snapshot, State, Tag, Verdict};

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use vnet_api::{ApiConfig, Listeners};
 use vnet_dataplane::binding::Binder;
 use vnet_dataplane::kernel::{AttachMode, Kernel, KernelError};
-use vnet_dataplane::runtime::{adoption, upcalls, Limits, Link, Runtime, UpcallLimit};
+use vnet_dataplane::runtime::{adoption, Limits, Link, Runtime};
 use vnet_dataplane::sim::Snapshot;
+use vnet_dataplane::upcalls::{self, UpcallLimit};
 use vnet_dataplane::veth::{self, PeerOutcome};
 use vnet_store::{EmbeddedStore, Store};
 

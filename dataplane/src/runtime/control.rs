@@ -5,10 +5,11 @@
 //! worker's own data (trace on an overlay of the state, flows, counters,
 //! health). The worker drains these between polls, so it alone still
 //! touches its sockets, state and kernel.
-use super::{now_ns, BoundPort, Runtime};
+use super::{now_ns, Runtime};
 use crate::binding::{self, Binder, Look, Step, Unbound};
 use crate::link_watch::LinkWatch;
 use crate::packet::build;
+use crate::ports::BoundPort;
 use crate::sim::{self, PortId, Snapshot};
 use crate::views;
 use crossbeam_channel::{Receiver, Sender};
