@@ -13,6 +13,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+
 /// True when the tests can run; prints the reason when they cannot.
 pub fn have_root(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -463,10 +464,12 @@ impl World {
     /// (packets that never left the kernel), read with bpftool from the
     /// FLOWS map of the program attached to `ifname`.
     pub fn kernel_flow_packets(&self, ifname: &str) -> Result<u64> {
-        let links = json_of(&["ip", "-n", &self.host, "-j", "link", "show", ifname])?;
-        let prog = links[0]["xdp"]["prog"]["id"]
-            .as_u64()
-            .with_context(|| format!("no XDP program attached to {ifname}: {links}"))?;
+        let prog = self
+            .programs_on(ifname)?
+            .into_iter()
+            .next()
+            .map(|(_, id)| id)
+            .with_context(|| format!("no vnet program attached to {ifname}"))?;
         let info = json_of(&["bpftool", "-j", "prog", "show", "id", &prog.to_string()])?;
         let mut total = 0;
         let mut found = false;
@@ -491,9 +494,53 @@ impl World {
             found = true;
         }
         if !found {
-            bail!("no FLOWS map among the maps of XDP program {prog} on {ifname}: {info}");
+            bail!("no FLOWS map among the maps of program {prog} on {ifname}: {info}");
         }
         Ok(total)
+    }
+
+    /// The programs vnetd attached to `ifname` (XDP and tc), as (name,
+    /// id): from the links it pinned (`<bpffs>/layout-N/links/<ifname>@<ifindex>@<hook>`),
+    /// read with bpftool. (Debian's bpftool 7.1 lists tcx links without
+    /// their interface, so the pins are what names them.)
+    pub fn programs_on(&self, ifname: &str) -> Result<Vec<(String, u64)>> {
+        let mut programs = Vec::new();
+        let Ok(layouts) = std::fs::read_dir(self.bpffs_dir()) else {
+            return Ok(programs);
+        };
+        for layout in layouts {
+            let links = layout?.path().join("links");
+            let Ok(entries) = std::fs::read_dir(&links) else {
+                continue;
+            };
+            for entry in entries {
+                let path = entry?.path();
+                let name = path
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                if name.rsplitn(3, '@').nth(2) != Some(ifname) {
+                    continue;
+                }
+                let link = json_of(&[
+                    "bpftool",
+                    "-j",
+                    "link",
+                    "show",
+                    "pinned",
+                    &path.to_string_lossy(),
+                ])?;
+                let id = link["prog_id"].as_u64().with_context(|| {
+                    format!("pinned link {} without a program: {link}", path.display())
+                })?;
+                let prog = json_of(&["bpftool", "-j", "prog", "show", "id", &id.to_string()])?;
+                let prog_name = prog["name"].as_str().unwrap_or_default().to_string();
+                programs.push((prog_name, id));
+            }
+        }
+        programs.sort();
+        Ok(programs)
     }
 }
 

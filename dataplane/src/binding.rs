@@ -1,16 +1,20 @@
-//! Binding exterior ports to host interfaces: XDP attached, an AF_XDP
-//! socket, its XSKMAP slot and the interface's IFACES entry; and undoing all
-//! of it. vnetd binds at start-up and the worker binds and unbinds on every
+//! Binding exterior ports to host interfaces, by executor: the tc program
+//! at ingress always; for XDP ports also XDP, an AF_XDP socket, its XSKMAP
+//! slot and the interface's IFACES entry; for skb ports a socket that only
+//! transmits (their first packets come through the upcall path); and
+//! undoing all of it. vnetd binds at start-up and the worker binds and unbinds on every
 //! topology change and whenever an interface appears, is recreated or
 //! vanishes ([`step`], driven by [`crate::link_watch`]).
 use crate::afxdp::Xsk;
 use crate::kernel::{AttachMode, Kernel};
 use crate::ports::BoundPort;
 use crate::sim::PortId;
-use crate::veth::{self, PeerOutcome};
+use crate::upcall_path::{self, UpcallPath};
+use crate::veth::{self, LinkInfo, PeerOutcome};
 use anyhow::Context;
 use std::collections::BTreeSet;
-use vnet_common::{IfaceConfig, MAX_IFACES};
+use vnet_common::{upcall, IfaceConfig, MAX_IFACES};
+use vnet_model::Executor;
 
 /// What to do with one exterior port, from the ifindex it is bound to and
 /// the ifindex its interface has now.
@@ -94,10 +98,31 @@ impl Unbound {
     }
 }
 
-/// The attach mode chosen at start-up, and the XSKMAP slots in use.
+/// The executor a port gets: the configured one, or for `auto` the skb
+/// executor on veth and tap (guests: it keeps their GSO and partial
+/// checksums) and XDP on anything else (NICs, where XDP is fastest).
+/// Returns the choice and why, for the log.
+pub fn resolve_executor(wanted: Executor, link: Option<&LinkInfo>) -> (Executor, &'static str) {
+    match wanted {
+        Executor::Xdp => (Executor::Xdp, "configured"),
+        Executor::Skb => (Executor::Skb, "configured"),
+        Executor::Auto => match link {
+            Some(l) if l.is_guest_facing() => {
+                (Executor::Skb, "auto: a veth or tap (guest) interface")
+            }
+            Some(_) => (Executor::Xdp, "auto: not a veth or tap"),
+            None => (Executor::Xdp, "auto: the interface's kind is unknown"),
+        },
+    }
+}
+
+/// The XDP attach mode chosen at start-up, and the XSKMAP slots in use.
 #[derive(Debug)]
 pub struct Binder {
     pub mode: AttachMode,
+    /// In native mode, attach a veth whose peer cannot be prepared in SKB
+    /// mode rather than lose the redirects into it (`--xdp-mode auto`).
+    fall_back_to_skb: bool,
     used: BTreeSet<u32>,
 }
 
@@ -105,7 +130,17 @@ impl Binder {
     pub fn new(mode: AttachMode) -> Binder {
         Binder {
             mode,
+            fall_back_to_skb: false,
             used: BTreeSet::new(),
+        }
+    }
+
+    /// [`Binder::new`] in native mode, falling back to SKB mode per veth
+    /// whose peer cannot be prepared.
+    pub fn native_with_fallback() -> Binder {
+        Binder {
+            fall_back_to_skb: true,
+            ..Binder::new(AttachMode::Native)
         }
     }
 
@@ -113,42 +148,86 @@ impl Binder {
         (0..MAX_IFACES).find(|s| !self.used.contains(s))
     }
 
-    /// Binds `port` to `ifname`. On failure nothing stays attached or set.
+    /// Binds `port` to `ifname` with the executor `wanted` resolves to. On
+    /// failure nothing stays attached or set.
     pub fn bind(
         &mut self,
         kernel: &mut Kernel,
         port: PortId,
         ifname: &str,
+        wanted: Executor,
     ) -> anyhow::Result<BoundPort> {
         if ifindex(ifname).is_none() {
             anyhow::bail!("interface {ifname} does not exist");
         }
+        let link = veth::describe(ifname);
+        let (executor, why) = resolve_executor(wanted, link.as_ref());
+        tracing::info!(interface = %ifname, executor = executor.as_str(), "executor: {why}");
+        // Every bound interface runs the skb executor at tc ingress: on an
+        // XDP port it executes the flows XDP passes to it (`act::VIA_TC`,
+        // their egress is on the skb path). Attached before XDP, so no such
+        // flow can meet an interface without it.
+        let ifindex = kernel.attach_tc(ifname)?;
+        let peer_elsewhere = link.as_ref().is_some_and(|l| l.peer_elsewhere);
+        let bound = match executor {
+            Executor::Xdp => self.bind_xdp(kernel, port, ifname, link.as_ref()),
+            // The socket only transmits (what userspace forwards to this
+            // port): nothing redirects into it, and no XDP program runs on
+            // the interface. First packets come through the upcall path.
+            _ => Xsk::bind(ifname)
+                .map(|xsk| BoundPort::new(port, ifindex, xsk, None, Executor::Skb, peer_elsewhere))
+                .map_err(anyhow::Error::from),
+        };
+        match bound {
+            Ok(mut b) => {
+                b.wanted = wanted;
+                Ok(b)
+            }
+            Err(e) => {
+                let _ = kernel.detach_tc(ifname);
+                Err(e)
+            }
+        }
+    }
+
+    fn bind_xdp(
+        &mut self,
+        kernel: &mut Kernel,
+        port: PortId,
+        ifname: &str,
+        link: Option<&LinkInfo>,
+    ) -> anyhow::Result<BoundPort> {
         let slot = self.free_slot().with_context(|| {
             format!("no free socket slot for {ifname} (at most {MAX_IFACES} interfaces)")
         })?;
-        // A veth added while running needs its peer prepared like the ones
-        // bound at start-up, or native redirects into it are lost.
-        if self.mode == AttachMode::Native {
+        let mut mode = self.mode;
+        // A veth needs its peer prepared, or native redirects into it are
+        // lost.
+        if mode == AttachMode::Native && link.is_some_and(|l| l.kind.as_deref() == Some("veth")) {
             match veth::prepare_peer(ifname) {
                 PeerOutcome::NotVeth => {}
                 PeerOutcome::Prepared(p) => tracing::info!(
                     interface = %ifname,
                     peer = %p.peer,
-                    "veth peer: enabled GRO and turned tx checksum offload off"
+                    "veth peer: enabled GRO (native XDP redirects into {ifname} need it)"
                 ),
+                PeerOutcome::Unprepared(why) if self.fall_back_to_skb => {
+                    tracing::warn!(interface = %ifname, "veth peer not prepared ({why}): XDP in SKB mode on {ifname}");
+                    mode = AttachMode::Skb;
+                }
                 PeerOutcome::Unprepared(why) => tracing::warn!(
                     interface = %ifname,
                     "veth peer not prepared ({why}): native XDP redirects into {ifname} may be lost"
                 ),
             }
         }
-        let ifindex = match kernel.attach(ifname, self.mode) {
+        let ifindex = match kernel.attach(ifname, mode) {
             // Native XDP takes no frame larger than a page on veth (ERANGE
             // for a jumbo MTU): such an interface runs the program in SKB
             // mode, which takes any MTU. Flow hits of any size are then
             // forwarded; misses too large for a socket are counted
             // (`xdp_too_big`).
-            Err(e) if self.mode == AttachMode::Native && e.raw_os_error() == Some(libc::ERANGE) => {
+            Err(e) if mode == AttachMode::Native && e.raw_os_error() == Some(libc::ERANGE) => {
                 tracing::warn!(
                     interface = %ifname,
                     "its MTU is too large for native XDP; attaching in SKB mode instead"
@@ -156,10 +235,6 @@ impl Binder {
                 kernel.attach(ifname, AttachMode::Skb)?
             }
             other => other?,
-        };
-        let undo = |kernel: &mut Kernel| {
-            let _ = kernel.clear_xsk(slot);
-            let _ = kernel.detach(ifname);
         };
         let result = (|| {
             let xsk = Xsk::bind(ifname)?;
@@ -176,31 +251,72 @@ impl Binder {
         match result {
             Ok(xsk) => {
                 self.used.insert(slot);
-                Ok(BoundPort::new(port, ifindex, xsk, slot))
+                Ok(BoundPort::new(
+                    port,
+                    ifindex,
+                    xsk,
+                    Some(slot),
+                    Executor::Xdp,
+                    false,
+                ))
             }
             Err(e) => {
-                undo(kernel);
+                let _ = kernel.clear_xsk(slot);
+                let _ = kernel.detach(ifname);
                 Err(e)
             }
         }
     }
 
     /// Unbinds: the IFACES entry first (misses stop going to the socket),
-    /// then the slot, then XDP. Errors are logged: the interface may be
-    /// gone already.
+    /// then the slot, then XDP, then tc. Errors are logged: the interface
+    /// may be gone already.
     pub fn unbind(&mut self, kernel: &mut Kernel, bound: BoundPort) {
         let ifname = bound.xsk.ifname.clone();
-        if let Err(e) = kernel.remove_iface(bound.ifindex) {
-            tracing::warn!(interface = %ifname, error = %e, "removing the interface entry");
+        if let Some(slot) = bound.slot {
+            if let Err(e) = kernel.remove_iface(bound.ifindex) {
+                tracing::warn!(interface = %ifname, error = %e, "removing the interface entry");
+            }
+            if let Err(e) = kernel.clear_xsk(slot) {
+                tracing::warn!(interface = %ifname, error = %e, "clearing the socket slot");
+            }
+            if let Err(e) = kernel.detach(&ifname) {
+                tracing::warn!(interface = %ifname, error = %e, "detaching XDP");
+            }
+            self.used.remove(&slot);
         }
-        if let Err(e) = kernel.clear_xsk(bound.slot) {
-            tracing::warn!(interface = %ifname, error = %e, "clearing the socket slot");
+        if let Err(e) = kernel.detach_tc(&ifname) {
+            tracing::warn!(interface = %ifname, error = %e, "detaching the tc program");
         }
-        if let Err(e) = kernel.detach(&ifname) {
-            tracing::warn!(interface = %ifname, error = %e, "detaching XDP");
-        }
-        self.used.remove(&bound.slot);
         tracing::info!(interface = %ifname, "unbound");
+    }
+
+    /// Sets up the upcall path (`crate::upcall_path`): the pair, the upcall
+    /// program on its far end, the socket there in a slot of its own, and
+    /// the near end's ifindex for the tc program.
+    pub fn bind_upcall_path(&mut self, kernel: &mut Kernel) -> anyhow::Result<UpcallPath> {
+        let (near, far) = upcall_path::ensure_pair()?;
+        let slot = self
+            .free_slot()
+            .context("no free socket slot for the upcall path")?;
+        kernel.attach_upcall(upcall::FAR)?;
+        let xsk = Xsk::bind(upcall::FAR)?;
+        kernel.set_xsk(slot, xsk.fd())?;
+        kernel.set_iface(
+            far,
+            IfaceConfig {
+                xsk_slot: slot,
+                _pad: 0,
+            },
+        )?;
+        kernel.set_upcall_ifindex(near)?;
+        self.used.insert(slot);
+        tracing::info!(
+            near = upcall::NEAR,
+            far = upcall::FAR,
+            "upcall path ready: first packets of skb ports reach userspace through it"
+        );
+        Ok(UpcallPath::new(xsk))
     }
 }
 

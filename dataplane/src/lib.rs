@@ -31,6 +31,7 @@ pub mod ports;
 pub mod reconfig;
 pub mod runtime;
 pub mod sim;
+pub mod upcall_path;
 pub mod upcalls;
 pub mod veth;
 pub mod views;

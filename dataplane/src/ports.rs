@@ -11,6 +11,7 @@ use crate::afxdp::{RxDrops, Xsk};
 use crate::sim::PortId;
 use crate::upcalls;
 use std::collections::HashMap;
+use vnet_model::Executor;
 
 /// An exterior port bound to an interface with its socket.
 pub struct BoundPort {
@@ -18,8 +19,18 @@ pub struct BoundPort {
     pub port: PortId,
     pub ifindex: u32,
     pub xsk: Xsk,
-    /// XSKMAP slot of the socket.
-    pub slot: u32,
+    /// XSKMAP slot of the socket: XDP ports only (the socket of an skb port
+    /// only transmits).
+    pub slot: Option<u32>,
+    /// The kernel program that runs the port's flows (`Xdp` or `Skb`,
+    /// never `Auto`).
+    pub executor: Executor,
+    /// The executor the topology asks for (`Auto` included): a change of it
+    /// binds the port again.
+    pub wanted: Executor,
+    /// A veth whose peer is in another namespace: the skb executor delivers
+    /// into the peer directly (`act::REDIRECT_PEER`).
+    pub redirect_peer: bool,
     /// Frames received from the kernel (misses) within the budget.
     pub rx: u64,
     /// Their bytes.
@@ -33,12 +44,22 @@ pub struct BoundPort {
 }
 
 impl BoundPort {
-    pub fn new(port: PortId, ifindex: u32, xsk: Xsk, slot: u32) -> BoundPort {
+    pub fn new(
+        port: PortId,
+        ifindex: u32,
+        xsk: Xsk,
+        slot: Option<u32>,
+        executor: Executor,
+        redirect_peer: bool,
+    ) -> BoundPort {
         BoundPort {
             port,
             ifindex,
             xsk,
             slot,
+            executor,
+            wanted: executor,
+            redirect_peer,
             rx: 0,
             rx_bytes: 0,
             upcalls: upcalls::TokenBucket::default(),
@@ -105,6 +126,11 @@ impl PortRegistry {
 
     pub fn by_ifindex(&self, ifindex: u32) -> Option<&BoundPort> {
         self.by_ifindex.get(&ifindex).map(|&i| &self.ports[i])
+    }
+
+    /// The position of the port bound to `ifindex`.
+    pub fn position_of_ifindex(&self, ifindex: u32) -> Option<usize> {
+        self.by_ifindex.get(&ifindex).copied()
     }
 
     pub fn is_bound(&self, port: PortId) -> bool {

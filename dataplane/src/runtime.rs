@@ -17,16 +17,19 @@
 use crate::flows::{self, FlowBackend, FlowTable, InstallError};
 use crate::kernel::{Kernel, KernelError};
 use crate::lease_file::{self, LeaseFile};
+use crate::packet;
 use crate::ports::{BoundPort, PortRegistry};
 use crate::sim::dhcp::leases::{self, Leases};
 use crate::sim::{self, conntrack, mac_table, Conntrack, DeviceRef, MacTable, PortId};
 use crate::sim::{Snapshot, State, Tag, Verdict};
+use crate::upcall_path::{self, UpcallPath};
 use std::collections::HashMap;
 use std::os::fd::BorrowedFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use vnet_common::{FlowActions, FlowKey, Reason};
+use vnet_common::{act, FlowActions, FlowKey, Reason};
+use vnet_model::Executor;
 
 pub mod adoption;
 mod control;
@@ -137,11 +140,16 @@ impl Counters {
 
     /// Adds what the kernel dropped at `p`'s socket since its last reading.
     fn socket_drops(&mut self, p: &mut BoundPort) {
-        let Some(total) = p.xsk.drops() else {
+        self.xsk_drops(&p.xsk, &mut p.drops);
+    }
+
+    /// Adds what the kernel dropped at `xsk` since `last`, its last reading.
+    fn xsk_drops(&mut self, xsk: &crate::afxdp::Xsk, last: &mut crate::afxdp::RxDrops) {
+        let Some(total) = xsk.drops() else {
             return;
         };
-        let new = total.since(&p.drops);
-        p.drops = total;
+        let new = total.since(last);
+        *last = total;
         self.add(Reason::RxRingFull, new.ring_full);
         self.add(Reason::FillRingEmpty, new.fill_ring_empty);
         self.add(Reason::RxDropped, new.other);
@@ -169,6 +177,30 @@ pub struct Runtime {
     /// The control thread's link (topology changes, API views); none in
     /// tests that drive the runtime directly.
     ctl: Option<control::Link>,
+    /// Where the first packets of skb ports arrive; none until vnetd set it
+    /// up (and in tests of XDP ports alone).
+    upcall: Option<UpcallPath>,
+}
+
+/// How many socket batches of the upcall path a turn of the loop reads.
+const UPCALL_BATCHES: usize = 4;
+
+/// The action bits a flow needs for the executors of its ports: XDP hands a
+/// flow whose egress runs the skb executor to tc (`VIA_TC`: an XDP
+/// redirect into a guest's veth would be lost), and the skb executor
+/// delivers into a veth's peer in another namespace directly.
+fn executor_flags(ingress: Executor, egress: &BoundPort) -> u32 {
+    if egress.executor != Executor::Skb {
+        return 0;
+    }
+    let mut flags = 0;
+    if ingress == Executor::Xdp {
+        flags |= act::VIA_TC;
+    }
+    if egress.redirect_peer {
+        flags |= act::REDIRECT_PEER;
+    }
+    flags
 }
 
 const TIMER_NS: u64 = 1_000_000_000;
@@ -196,7 +228,13 @@ impl Runtime {
             revision_file: None,
             hand_over_until: None,
             ctl: None,
+            upcall: None,
         }
+    }
+
+    /// Serves the upcall path's socket from now on.
+    pub fn attach_upcall_path(&mut self, path: UpcallPath) {
+        self.upcall = Some(path);
     }
 
     /// Keeps the DHCP leases in `state_dir`: loads them now and writes them
@@ -286,6 +324,11 @@ impl Runtime {
                 )
             })
             .collect();
+        if let Some(up) = &self.upcall {
+            // SAFETY: the socket outlives this call (owned by self.upcall).
+            let fd = unsafe { BorrowedFd::borrow_raw(up.xsk.fd()) };
+            fds.push(PollFd::new(fd, PollFlags::POLLIN));
+        }
         if let Some(link) = &self.ctl {
             fds.push(PollFd::new(link.wake.fd(), PollFlags::POLLIN));
             fds.extend(
@@ -297,7 +340,8 @@ impl Runtime {
         let _ = poll(&mut fds, PollTimeout::from(timeout_ms));
     }
 
-    /// One turn: every port once, round-robin from `first_port`.
+    /// One turn: every port once, round-robin from `first_port`, then the
+    /// upcall path (the skb ports' first packets).
     fn serve_ports(&mut self) {
         let n = self.ports.len();
         if n == 0 {
@@ -308,6 +352,58 @@ impl Runtime {
             self.service((first + k) % n);
         }
         self.first_port = (first + 1) % n;
+        self.serve_upcalls();
+    }
+
+    /// Handles what came through the upcall path: up to [`UPCALL_BATCHES`]
+    /// socket batches a turn (it carries the first packets of every skb
+    /// port), each frame charged to its ingress port's budget.
+    fn serve_upcalls(&mut self) {
+        let Some(up) = self.upcall.as_mut() else {
+            return;
+        };
+        let mut raw = std::mem::take(&mut self.frames);
+        raw.clear();
+        for _ in 0..UPCALL_BATCHES {
+            if up.xsk.receive(|f| raw.push(f.to_vec())) == 0 {
+                break;
+            }
+        }
+        let now = now_ns();
+        for bytes in &raw {
+            let Some(up) = upcall_path::decode(bytes) else {
+                self.counters.count(Reason::Malformed);
+                continue;
+            };
+            let Some(i) = self.ports.position_of_ifindex(up.ifindex) else {
+                self.counters.count(Reason::UnknownInterface);
+                continue;
+            };
+            let limit = self.upcall_limit(i);
+            let port = self.ports.at_mut(i);
+            if !port.upcalls.take(now, &limit) {
+                port.upcall_dropped += 1;
+                self.counters.count(Reason::UpcallBudget);
+                continue;
+            }
+            let mut frame = up.frame;
+            self.handle_received(i, &mut frame);
+        }
+        self.frames = raw;
+    }
+
+    /// The upcall budget of the port at position `i`: an uplink's is larger.
+    fn upcall_limit(&self, i: usize) -> UpcallLimit {
+        let uplink = self
+            .snap
+            .ports
+            .get(self.ports.at(i).port)
+            .is_some_and(|p| matches!(p.device, DeviceRef::Router(_)));
+        if uplink {
+            self.limits.upcalls.for_uplink()
+        } else {
+            self.limits.upcalls
+        }
     }
 
     /// Handles what port `i` received: at most `afxdp::BATCH` frames, each
@@ -316,16 +412,7 @@ impl Runtime {
         let mut frames = std::mem::take(&mut self.frames);
         frames.clear();
         let now = now_ns();
-        let uplink = self
-            .snap
-            .ports
-            .get(self.ports.at(i).port)
-            .is_some_and(|p| matches!(p.device, DeviceRef::Router(_)));
-        let limit = if uplink {
-            self.limits.upcalls.for_uplink()
-        } else {
-            self.limits.upcalls
-        };
+        let limit = self.upcall_limit(i);
         let port = self.ports.at_mut(i);
         let (xsk, budget) = (&mut port.xsk, &mut port.upcalls);
         let mut over = 0;
@@ -338,8 +425,8 @@ impl Runtime {
         });
         port.upcall_dropped += over;
         self.counters.add(Reason::UpcallBudget, over);
-        for frame in &frames {
-            self.handle(i, frame);
+        for frame in &mut frames {
+            self.handle_received(i, frame);
         }
         self.frames = frames;
     }
@@ -349,6 +436,9 @@ impl Runtime {
     fn read_socket_drops(&mut self) {
         for p in &mut self.ports {
             self.counters.socket_drops(p);
+        }
+        if let Some(up) = &mut self.upcall {
+            self.counters.xsk_drops(&up.xsk, &mut up.drops);
         }
     }
 
@@ -366,6 +456,14 @@ impl Runtime {
         for p in &mut self.ports {
             p.xsk.flush();
         }
+    }
+
+    /// A frame the kernel sent up: a guest with checksum offload may have
+    /// sent it with a partial checksum, and what userspace sends on must be
+    /// complete.
+    fn handle_received(&mut self, i: usize, frame: &mut [u8]) {
+        packet::offload::complete_partial_checksum(frame);
+        self.handle(i, frame);
     }
 
     fn handle(&mut self, i: usize, frame: &[u8]) {
@@ -424,7 +522,10 @@ impl Runtime {
         let mut actions = flow.actions;
         if let Some(out) = flow.output {
             match self.ports.by_port(out) {
-                Some(b) => actions.out_ifindex = b.ifindex,
+                Some(b) => {
+                    actions.out_ifindex = b.ifindex;
+                    actions.flags |= executor_flags(self.ports.at(i).executor, b);
+                }
                 None => return,
             }
         }

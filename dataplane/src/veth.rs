@@ -1,17 +1,49 @@
-//! Makes bound veth interfaces receive frames redirected by native XDP.
+//! What kind of interface a port is bound to, and preparing a veth for the
+//! XDP executor.
+//!
+//! [`describe`] tells veth and tap (guest interfaces, which get the skb
+//! executor by default) from the rest, and whether a veth's peer is in
+//! another namespace (the skb executor then delivers straight into it).
 //!
 //! A frame that XDP redirects into veth X in native mode is delivered only if
-//! the far end of X (its peer, usually inside a guest's namespace) has an XDP
-//! program or GRO enabled (TOOLCHAIN.md); otherwise the kernel drops it
-//! silently. vnetd finds each peer, in this namespace or in a named one under
-//! /run/netns, and enables GRO there. A peer it cannot find makes the caller
-//! fall back to SKB-mode XDP, which needs neither.
-//!
-//! It also turns transmit checksum offload off on the peer: with it on, the
-//! guest's TCP/UDP packets reach XDP with a partial checksum (the kernel
-//! would complete it later on the normal path), and a frame redirected
-//! as-is would arrive at the other guest with a wrong checksum.
+//! the far end of X (its peer) has an XDP program or GRO enabled
+//! (TOOLCHAIN.md); otherwise the kernel drops it silently. For a veth an
+//! operator puts on the XDP executor (`executor: xdp`), vnetd finds the
+//! peer, in this namespace or in a named one under /run/netns, and enables
+//! GRO there. A peer it cannot find makes the caller fall back to SKB-mode
+//! XDP, which needs neither. It never touches a peer's checksum offload: a
+//! veth whose peer sends partial checksums belongs on the skb executor,
+//! which is why `auto` picks it for veths.
 use std::process::Command;
+
+/// A bound interface, as `ip -d link` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkInfo {
+    /// The link kind (`veth`, `tun`, `vxlan`, ...); `None` for a physical
+    /// NIC.
+    pub kind: Option<String>,
+    /// A veth whose peer is in another network namespace.
+    pub peer_elsewhere: bool,
+}
+
+impl LinkInfo {
+    /// veth or tun/tap: where guests are.
+    pub fn is_guest_facing(&self) -> bool {
+        matches!(self.kind.as_deref(), Some("veth" | "tun"))
+    }
+}
+
+/// What `ifname` is, or `None` if `ip` cannot say.
+pub fn describe(ifname: &str) -> Option<LinkInfo> {
+    let info = ip_json(None, &["-d", "link", "show", "dev", ifname])?;
+    let link = info.get(0)?;
+    let kind = link["linkinfo"]["info_kind"].as_str().map(str::to_string);
+    let peer_elsewhere = kind.as_deref() == Some("veth") && link["link_netnsid"].as_u64().is_some();
+    Some(LinkInfo {
+        kind,
+        peer_elsewhere,
+    })
+}
 
 /// Where a veth's peer lives and what was changed on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,7 +120,7 @@ fn run_in(netns: Option<&str>, args: &[&str]) -> Result<(), String> {
     }
 }
 
-/// Prepares the peer of `ifname` for native XDP redirects.
+/// Prepares the peer of `ifname` for native XDP redirects (GRO on).
 ///
 /// The peer is found exactly: the link's `link_netnsid` names the peer's
 /// namespace (resolved through `ip netns list`) and `link_index` its
@@ -121,9 +153,7 @@ pub fn prepare_peer(ifname: &str) -> PeerOutcome {
             "the peer of veth {ifname} (ifindex {peer_index}) was not found"
         ));
     };
-    let result = run_in(netns.as_deref(), &["ethtool", "-K", &peer, "gro", "on"])
-        .and_then(|_| run_in(netns.as_deref(), &["ethtool", "-K", &peer, "tx", "off"]));
-    match result {
+    match run_in(netns.as_deref(), &["ethtool", "-K", &peer, "gro", "on"]) {
         Ok(()) => PeerOutcome::Prepared(PreparedPeer { netns, peer }),
         Err(e) => PeerOutcome::Unprepared(e),
     }

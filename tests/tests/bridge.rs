@@ -1,7 +1,7 @@
 //! The virtual bridge end to end: real vnetd, namespaces as guests, ping,
 //! nc and tcpdump.
 use anyhow::Result;
-use vnet_e2e::{have_root, repo_root, run, Guest, World};
+use vnet_e2e::{have_root, repo_root, Guest, World};
 
 const VM1_MAC: &str = "02:00:00:00:01:01";
 const VM2_MAC: &str = "02:00:00:00:01:02";
@@ -195,8 +195,8 @@ fn a_port_set_down_passes_nothing() -> Result<()> {
 }
 
 #[test]
-fn sigterm_with_detach_on_exit_detaches_xdp_from_every_interface() -> Result<()> {
-    if !have_root("sigterm_with_detach_on_exit_detaches_xdp_from_every_interface") {
+fn sigterm_with_detach_on_exit_detaches_every_program() -> Result<()> {
+    if !have_root("sigterm_with_detach_on_exit_detaches_every_program") {
         return Ok(());
     }
     // A plain SIGTERM leaves XDP attached for the next vnetd (restart.rs);
@@ -210,20 +210,30 @@ fn sigterm_with_detach_on_exit_detaches_xdp_from_every_interface() -> Result<()>
         &["--detach-on-exit"],
     )?;
     assert_eq!(w.ping(&vm1, &vm2.ip, 2)?, 2);
-    let attached = run(&["ip", "-n", &w.host, "link", "show", "vm1-h"])?;
-    assert!(
-        String::from_utf8_lossy(&attached.stdout).contains("xdp"),
-        "XDP attached while running"
+    // The guests' veths run the skb executor (auto: veth), the upcall
+    // pair's far end the upcall program.
+    assert_eq!(
+        names(&w.programs_on("vm1-h")?),
+        ["vnet_tc"],
+        "the skb executor on a guest veth while running"
     );
+    assert_eq!(names(&w.programs_on("vnet-up-x")?), ["vnet_upcall"]);
     let (status, log) = w.stop_vnetd()?;
     assert!(status.success(), "vnetd exit status {status}; log:\n{log}");
     for ifname in ["vm1-h", "vm2-h", "vm3-h"] {
-        let out = run(&["ip", "-n", &w.host, "link", "show", ifname])?;
-        let text = String::from_utf8_lossy(&out.stdout);
+        let left = w.programs_on(ifname)?;
         assert!(
-            !text.contains("xdp"),
-            "{ifname} still has XDP after shutdown: {text}"
+            left.is_empty(),
+            "{ifname} still has {left:?} after shutdown"
         );
     }
+    let pair = std::process::Command::new("ip")
+        .args(["-n", &w.host, "link", "show", "vnet-up"])
+        .output()?;
+    assert!(!pair.status.success(), "the upcall pair is removed too");
     Ok(())
+}
+
+fn names(programs: &[(String, u64)]) -> Vec<&str> {
+    programs.iter().map(|(n, _)| n.as_str()).collect()
 }

@@ -241,11 +241,11 @@ bridges:
         p["ifindex"] == ifindex
     })?;
     assert_eq!(p["interface"], "tap-vm9", "{p}");
-    let out = run(&["ip", "-n", &w.host, "-j", "link", "show", "tap-vm9"])?;
-    let link: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    // auto: a tap gets the skb executor.
+    let programs = w.programs_on("tap-vm9")?;
     assert!(
-        link[0]["xdp"]["prog"]["id"].as_u64().is_some(),
-        "XDP is attached to the tap: {link}"
+        programs.iter().map(|(n, _)| n.as_str()).eq(["vnet_tc"]),
+        "the skb executor on the tap: {programs:?}"
     );
     Ok(())
 }

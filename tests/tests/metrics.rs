@@ -211,9 +211,9 @@ fn prometheus_scrapes_vnetd_and_sees_what_vnetctl_stats_shows() -> Result<()> {
     promtool_check(&text)?;
     let redirected = sample(
         &text,
-        r#"vnet_packets_by_reason_total{reason="xdp_hit_redirect"}"#,
+        r#"vnet_packets_by_reason_total{reason="tc_hit_redirect"}"#,
     )
-    .with_context(|| format!("no xdp_hit_redirect sample in:\n{text}"))?;
+    .with_context(|| format!("no tc_hit_redirect sample in:\n{text}"))?;
     // PINGS requests and PINGS replies; the first of each direction (and
     // the ARP exchange) went through userspace.
     assert!(
@@ -257,14 +257,14 @@ fn prometheus_scrapes_vnetd_and_sees_what_vnetctl_stats_shows() -> Result<()> {
         Duration::from_secs(30),
         || {
             let stats = w.vnetctl_json(&["stats"])?;
-            let want_reason = stats["reasons"]["xdp_hit_redirect"]
+            let want_reason = stats["reasons"]["tc_hit_redirect"]
                 .as_u64()
-                .context("no xdp_hit_redirect in vnetctl stats")?;
+                .context("no tc_hit_redirect in vnetctl stats")?;
             let (name, want_kernel) = port(&stats, "kernel_packets")?;
             let (_, want_userspace) = port(&stats, "userspace_rx")?;
             let got_reason = query(
                 &w,
-                r#"vnet_packets_by_reason_total{reason="xdp_hit_redirect"}"#,
+                r#"vnet_packets_by_reason_total{reason="tc_hit_redirect"}"#,
             )?;
             let got_kernel = query(
                 &w,

@@ -201,8 +201,10 @@ fn jumbo_frames_work_in_the_kernel_or_are_dropped_with_a_counter() -> Result<()>
         "2000000",
         "the whole stream crossed with a 9000 MTU"
     );
+    // 2 MB in at most 64 KB GSO frames (the skb executor keeps them
+    // whole) is at least 31 of them.
     assert!(
-        w.kernel_flow_packets("ja-h")? > 100,
+        w.kernel_flow_packets("ja-h")? > 30,
         "the big segments ran in the kernel"
     );
     // A flow whose first packet is larger than a socket frame cannot be
@@ -215,7 +217,7 @@ fn jumbo_frames_work_in_the_kernel_or_are_dropped_with_a_counter() -> Result<()>
         ],
     )?;
     assert!(
-        reason(&w, "xdp_too_big")? >= 2,
+        reason(&w, "tc_too_big")? >= 2,
         "the oversized first packets are counted"
     );
     Ok(())

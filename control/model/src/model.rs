@@ -190,6 +190,9 @@ pub struct StaticArp {
 pub struct BridgePort {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface: Option<String>,
+    /// Which kernel program runs the port's flows (see [`Executor`]).
+    #[serde(default, skip_serializing_if = "Executor::is_auto")]
+    pub executor: Executor,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<PortRef>,
     /// 802.1Q VLAN id (1-4094) of the traffic of this port.
@@ -229,6 +232,7 @@ impl Default for BridgePort {
     fn default() -> Self {
         BridgePort {
             interface: None,
+            executor: Executor::Auto,
             peer: None,
             vlan: None,
             inbound_filter: None,
@@ -403,6 +407,9 @@ pub struct RouterPort {
     pub mtu: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface: Option<String>,
+    /// Which kernel program runs the port's flows (see [`Executor`]).
+    #[serde(default, skip_serializing_if = "Executor::is_auto")]
+    pub executor: Executor,
     /// A bridge port or another router's port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<PortRef>,
@@ -419,6 +426,35 @@ pub struct RouterPort {
     /// subnet, may send from behind it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reverse_path: Option<ReversePath>,
+}
+
+/// The kernel program that executes the flows of an exterior port.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Executor {
+    /// `skb` on veth and tap (guest interfaces), `xdp` on anything else
+    /// (physical NICs, uplinks).
+    #[default]
+    Auto,
+    /// XDP: fastest per packet, but it sees neither GSO super-frames nor
+    /// partial checksums, and on a veth it turns GSO off on the peer.
+    Xdp,
+    /// tc (skb): keeps a guest's offloads (GSO, partial checksums).
+    Skb,
+}
+
+impl Executor {
+    pub fn is_auto(&self) -> bool {
+        *self == Executor::Auto
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Executor::Auto => "auto",
+            Executor::Xdp => "xdp",
+            Executor::Skb => "skb",
+        }
+    }
 }
 
 /// RFC 3704 reverse-path filtering of a router port's incoming packets.
@@ -468,6 +504,7 @@ impl RouterPort {
             mac: None,
             mtu: None,
             interface: None,
+            executor: Executor::Auto,
             peer: None,
             inbound_filter: None,
             outbound_filter: None,

@@ -15,7 +15,6 @@ use vnet_dataplane::kernel::{AttachMode, Kernel, KernelError};
 use vnet_dataplane::runtime::{adoption, Limits, Link, Runtime};
 use vnet_dataplane::sim::Snapshot;
 use vnet_dataplane::upcalls::{self, UpcallLimit};
-use vnet_dataplane::veth::{self, PeerOutcome};
 use vnet_store::{EmbeddedStore, Store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -175,37 +174,14 @@ fn install_signal_handlers() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Chooses the attach mode and prepares veth peers for native mode.
-fn choose_mode(requested: XdpMode, interfaces: &[String]) -> AttachMode {
-    if requested == XdpMode::Skb {
-        tracing::info!("XDP in SKB mode, as asked");
-        return AttachMode::Skb;
-    }
-    let mut unprepared = Vec::new();
-    for ifname in interfaces {
-        match veth::prepare_peer(ifname) {
-            PeerOutcome::NotVeth => {}
-            PeerOutcome::Prepared(p) => tracing::info!(
-                interface = %ifname,
-                peer = %p.peer,
-                netns = p.netns.as_deref().unwrap_or("(vnetd's own)"),
-                "veth peer: enabled GRO (native XDP redirects into {ifname} need it) and turned tx checksum offload off"
-            ),
-            PeerOutcome::Unprepared(why) => {
-                tracing::warn!(interface = %ifname, "veth peer not prepared: {why}");
-                unprepared.push(ifname.clone());
-            }
-        }
-    }
-    match (requested, unprepared.is_empty()) {
-        (XdpMode::Native, _) | (_, true) => AttachMode::Native,
-        _ => {
-            tracing::warn!(
-                interfaces = ?unprepared,
-                "falling back to SKB-mode XDP on all interfaces: native redirects into these veths would be lost"
-            );
-            AttachMode::Skb
-        }
+/// The binder for `--xdp-mode`: native or SKB-mode XDP for the ports on the
+/// XDP executor (`auto`: native, SKB mode for a veth whose peer cannot be
+/// prepared).
+fn binder_for(requested: XdpMode) -> Binder {
+    match requested {
+        XdpMode::Auto => Binder::native_with_fallback(),
+        XdpMode::Native => Binder::new(AttachMode::Native),
+        XdpMode::Skb => Binder::new(AttachMode::Skb),
     }
 }
 
@@ -251,25 +227,21 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     }
     let snap = Arc::new(Snapshot::compile(&current.topology, current.revision));
 
-    // The veths that exist now decide the attach mode; missing interfaces
-    // leave their ports waiting until they appear.
-    let names: Vec<String> = snap
-        .interfaces()
-        .map(|(_, ifname)| ifname.to_string())
-        .filter(|ifname| vnet_dataplane::binding::ifindex(ifname).is_some())
-        .collect();
-    let mode = choose_mode(opts.xdp_mode, &names);
-
     // Read before anything runs: the revision the kernel's flows (left by an
     // earlier vnetd, if any) were installed under.
     let installed_under = adoption::recorded_revision(&opts.state_dir);
-    let kernel = load_kernel(opts)?;
+    let mut kernel = load_kernel(opts)?;
     install_signal_handlers()?;
     // The worker binds the ports when it connects to the control thread
     // (before "vnetd running"), and later ones as their interfaces appear;
     // a failed bind is shown in `vnetctl status` rather than fatal.
-    let binder = Binder::new(mode);
-    tracing::info!(?mode, "XDP attach mode");
+    let mut binder = binder_for(opts.xdp_mode);
+    tracing::info!(mode = ?binder.mode, "XDP attach mode (ports on the XDP executor)");
+    // Before any port: the skb ports' first packets come through it.
+    let upcall_path = binder.bind_upcall_path(&mut kernel).context(
+        "setting up the upcall path (the veth pair vnet-up/vnet-up-x that carries the \
+         first packets of skb ports to vnetd); vnetd needs iproute2 and CAP_NET_ADMIN",
+    )?;
     let listeners = Listeners::bind(&ApiConfig {
         socket: opts.socket.clone(),
         listen: opts.listen,
@@ -282,6 +254,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let limits = opts.limits();
     tracing::info!(?limits, "per-port and per-device limits");
     let mut runtime = Runtime::new(snap.clone(), kernel, Vec::new(), limits);
+    runtime.attach_upcall_path(upcall_path);
     runtime.keep_leases_in(&opts.state_dir);
     let topology = Arc::new(current.topology);
     runtime.attach_control(Link::new(
@@ -348,9 +321,10 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         }
         _ => {
             if let Err(e) = runtime.kernel.detach_all_and_unpin() {
-                tracing::warn!(error = %e, "detaching XDP and removing the pinned maps");
+                tracing::warn!(error = %e, "detaching the programs and removing the pinned maps");
             }
-            tracing::info!("stopped; XDP detached from every interface");
+            vnet_dataplane::upcall_path::remove_pair();
+            tracing::info!("stopped; the programs detached from every interface, the upcall pair removed");
         }
     }
     Ok(())

@@ -268,7 +268,7 @@ impl BenchPrograms {
                 } else {
                     KernelError::Attach {
                         ifname: ifname.into(),
-                        mode,
+                        what: format!("{} ({mode} mode)", program.name()),
                         error,
                     }
                 }

@@ -6,8 +6,6 @@ use std::{error::Error as StdError, fmt, io};
 
 use aya::{maps::MapError, programs::ProgramError, EbpfError};
 
-use super::AttachMode;
-
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
     /// Built with `AYA_BUILD_SKIP=1`: the embedded object is empty.
@@ -57,20 +55,21 @@ pub enum KernelError {
         error: ProgramError,
     },
 
-    #[error("attaching XDP to interface {ifname}: no such interface")]
+    #[error("attaching a program to interface {ifname}: no such interface")]
     UnknownInterface { ifname: String },
 
-    #[error("attaching XDP to interface {ifname} ({mode} mode): {}", chain(.error))]
+    #[error("attaching {what} to interface {ifname}: {}", chain(.error))]
     Attach {
         ifname: String,
-        mode: AttachMode,
+        /// The program and hook (`Hook`'s display).
+        what: String,
         error: ProgramError,
     },
 
-    #[error("detaching XDP from interface {ifname}: vnetd did not attach it")]
+    #[error("detaching a program from interface {ifname}: vnetd did not attach it")]
     NotAttached { ifname: String },
 
-    #[error("detaching XDP from interface {ifname}: {}", chain(.error))]
+    #[error("detaching a program from interface {ifname}: {}", chain(.error))]
     Detach { ifname: String, error: ProgramError },
 
     /// `bpf_map_update_elem` on FLOWS returned E2BIG: the table holds

@@ -10,6 +10,7 @@
 //! What the program does with these maps is documented in
 //! `ebpf/xdp/src/maps.rs`; the types are `vnet_common`'s.
 
+mod attach;
 pub mod batch;
 pub mod bench;
 mod error;
@@ -18,16 +19,17 @@ pub mod pin;
 use std::{collections::BTreeMap, ffi::CString, fmt, os::fd::AsRawFd, path::Path};
 
 use aya::{
-    maps::{HashMap, MapData, MapError, PerCpuArray, XskMap},
-    programs::{
-        links::{FdLink, PinnedLink},
-        xdp::{XdpLink, XdpLinkId},
-        Xdp, XdpMode,
-    },
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, XskMap},
+    programs::{Program, SchedClassifier, Xdp, XdpMode},
     Ebpf, EbpfLoader, TestRun as _, TestRunOptions,
 };
-use vnet_common::{maps, FlowActions, FlowKey, FlowValue, IfaceConfig, Reason, XDP_PROGRAM};
+use vnet_common::{
+    maps, FlowActions, FlowKey, FlowValue, IfaceConfig, Reason, TC_PROGRAM, UPCALL_PROGRAM,
+    XDP_PROGRAM,
+};
 
+pub use attach::Hook;
+use attach::{Attachment, Slot};
 pub use error::KernelError;
 use pin::PinDir;
 
@@ -95,6 +97,12 @@ pub struct TestRun {
     pub duration_ns: u64,
 }
 
+/// tc verdicts, for callers of [`Kernel::test_run_tc`].
+pub mod tc_action {
+    pub const TC_ACT_SHOT: u32 = 2;
+    pub const TC_ACT_REDIRECT: u32 = 7;
+}
+
 /// XDP verdicts, for callers of [`Kernel::test_run`].
 pub mod xdp_action {
     pub const XDP_ABORTED: u32 = 0;
@@ -102,21 +110,6 @@ pub mod xdp_action {
     pub const XDP_PASS: u32 = 2;
     pub const XDP_TX: u32 = 3;
     pub const XDP_REDIRECT: u32 = 4;
-}
-
-#[derive(Debug)]
-struct Attachment {
-    ifindex: u32,
-    link: AttachedLink,
-}
-
-#[derive(Debug)]
-enum AttachedLink {
-    /// Owned by the program: detached when the `Kernel` goes.
-    Owned(XdpLinkId),
-    /// Pinned at this path: stays attached after vnetd exits, until the
-    /// pin is removed.
-    Pinned(std::path::PathBuf),
 }
 
 /// The loaded XDP flow executor and its maps. Dropping it detaches the
@@ -131,8 +124,10 @@ pub struct Kernel {
     ifaces: HashMap<MapData, u32, IfaceConfig>,
     xsks: XskMap<MapData>,
     stats: PerCpuArray<MapData, u64>,
+    upcall: Array<MapData, u32>,
     max_flows: u32,
-    attached: BTreeMap<String, Attachment>,
+    /// What this `Kernel` attached, by interface and hook slot.
+    attached: BTreeMap<(String, Slot), Attachment>,
     /// Where the maps and links are pinned, if they are.
     pins: Option<PinDir>,
     /// The maps were pinned by an earlier vnetd and are reused.
@@ -214,19 +209,14 @@ impl Kernel {
             }
         })?;
 
-        xdp_program(&mut ebpf)?.load().map_err(|error| {
-            if error::is_permission(&error) {
-                KernelError::NotPermitted {
-                    call: format!("loading program {XDP_PROGRAM}"),
-                    error: Box::new(error),
-                }
-            } else {
-                KernelError::ProgramLoad {
-                    program: XDP_PROGRAM,
-                    error,
-                }
-            }
-        })?;
+        for name in [XDP_PROGRAM, UPCALL_PROGRAM] {
+            program_mut::<Xdp>(&mut ebpf, name)?
+                .load()
+                .map_err(|e| load_error(name, e))?;
+        }
+        program_mut::<SchedClassifier>(&mut ebpf, TC_PROGRAM)?
+            .load()
+            .map_err(|e| load_error(TC_PROGRAM, e))?;
 
         // The typed maps own their file descriptors; the program keeps its
         // own references, so taking them out of `Ebpf` changes nothing for it.
@@ -263,6 +253,7 @@ impl Kernel {
         let ifaces = take_map(&mut ebpf, maps::IFACES, HashMap::try_from)?;
         let xsks = take_map(&mut ebpf, maps::XSKS, XskMap::try_from)?;
         let stats = take_map(&mut ebpf, maps::STATS, PerCpuArray::try_from)?;
+        let upcall = take_map(&mut ebpf, maps::UPCALL, Array::try_from)?;
         Ok(Kernel {
             ebpf,
             flows,
@@ -270,6 +261,7 @@ impl Kernel {
             ifaces,
             xsks,
             stats,
+            upcall,
             max_flows,
             attached: BTreeMap::new(),
             pins,
@@ -314,55 +306,9 @@ impl Kernel {
         self.pins.as_ref().map(PinDir::root)
     }
 
-    /// Unpins the links of interfaces this `Kernel` did not attach to (an
-    /// earlier vnetd's, for ports that are gone): their program detaches.
-    pub fn release_stale_links(&mut self) {
-        let Some(pins) = &self.pins else { return };
-        let links = match pins.links() {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %e, "listing pinned links");
-                return;
-            }
-        };
-        for (ifname, path) in links {
-            let ours = matches!(
-                self.attached.get(&ifname),
-                Some(Attachment { link: AttachedLink::Pinned(p), .. }) if *p == path
-            );
-            if !ours {
-                tracing::info!(interface = %ifname, pin = %path.display(), "detaching an earlier vnetd's XDP link (no port uses it now)");
-                if let Err(e) = pin::remove_pin(&path) {
-                    tracing::warn!(pin = %path.display(), error = %e, "unpinning");
-                }
-            }
-        }
-    }
-
-    /// Detaches from every interface and removes the pinned maps and links
-    /// (`vnetd --detach-on-exit`).
-    pub fn detach_all_and_unpin(&mut self) -> Result<(), KernelError> {
-        let names: Vec<String> = self.attached.keys().cloned().collect();
-        for ifname in names {
-            self.detach(&ifname)?;
-        }
-        if let Some(pins) = self.pins.take() {
-            pins.remove().map_err(|error| KernelError::Pin {
-                path: pins.root().to_path_buf(),
-                error,
-            })?;
-            tracing::info!(dir = %pins.root().display(), "removed the pinned maps and links");
-        }
-        Ok(())
-    }
-
     /// Capacity of the flow table, as given to [`Kernel::load`].
     pub fn max_flows(&self) -> u32 {
         self.max_flows
-    }
-
-    fn program(&mut self) -> Result<&mut Xdp, KernelError> {
-        xdp_program(&mut self.ebpf)
     }
 
     fn program_ref(&self) -> Result<&Xdp, KernelError> {
@@ -379,136 +325,17 @@ impl Kernel {
             })
     }
 
-    /// Attaches the program to `ifname` and returns its ifindex. Attaching
-    /// again to an interface this `Kernel` already attached to replaces that
-    /// attachment (so a mode change is one call). Loaded pinned, a link an
-    /// earlier vnetd pinned for this interface (same ifindex and mode) gets
-    /// this program swapped in atomically: its traffic never stops.
-    pub fn attach(&mut self, ifname: &str, mode: AttachMode) -> Result<u32, KernelError> {
-        let ifindex = ifindex(ifname).ok_or_else(|| KernelError::UnknownInterface {
-            ifname: ifname.to_string(),
-        })?;
-        if self.attached.contains_key(ifname) {
-            self.detach(ifname)?;
-        }
-        let attach_error = |error: aya::programs::ProgramError| {
-            if error::is_permission(&error) {
-                KernelError::NotPermitted {
-                    call: format!("attaching XDP to interface {ifname} ({mode} mode)"),
-                    error: Box::new(error),
-                }
-            } else {
-                KernelError::Attach {
-                    ifname: ifname.to_string(),
-                    mode,
-                    error,
-                }
-            }
-        };
-        let pin_error = |path: &Path, error: std::io::Error| KernelError::Pin {
-            path: path.to_path_buf(),
-            error,
-        };
-        let link = match self.pins.clone() {
-            None => {
-                let id = self
-                    .program()?
-                    .attach_to_if_index(ifindex, mode.xdp_mode())
-                    .map_err(attach_error)?;
-                tracing::info!(ifname, ifindex, %mode, "attached XDP program {XDP_PROGRAM}");
-                AttachedLink::Owned(id)
-            }
-            Some(pins) => {
-                let path = pins.link(ifname, ifindex, mode);
-                // Links of an earlier ifindex (the interface was recreated)
-                // or another mode cannot be reused.
-                for stale in pins.links_of(ifname).map_err(|e| pin_error(&path, e))? {
-                    if stale != path {
-                        pin::remove_pin(&stale).map_err(|e| pin_error(&stale, e))?;
-                    }
-                }
-                let pinned = PinnedLink::from_pin(&path)
-                    .ok()
-                    .and_then(|p| XdpLink::try_from(FdLink::from(p)).ok());
-                let adopted = match pinned {
-                    Some(link) => match self.program()?.attach_to_link(link) {
-                        Ok(id) => Some(id),
-                        Err(e) => {
-                            tracing::warn!(ifname, error = %e, "cannot update the pinned XDP link: attaching anew");
-                            pin::remove_pin(&path).map_err(|e| pin_error(&path, e))?;
-                            None
-                        }
-                    },
-                    None => None,
-                };
-                let id = match adopted {
-                    Some(id) => {
-                        tracing::info!(ifname, ifindex, %mode, "took over the pinned XDP link: program {XDP_PROGRAM} swapped in");
-                        id
-                    }
-                    None => {
-                        let id = self
-                            .program()?
-                            .attach_to_if_index(ifindex, mode.xdp_mode())
-                            .map_err(attach_error)?;
-                        tracing::info!(ifname, ifindex, %mode, "attached XDP program {XDP_PROGRAM} (pinned)");
-                        id
-                    }
-                };
-                // The pin, not this process, keeps the link: our descriptor
-                // closes here and the program stays attached.
-                let link = self.program()?.take_link(id).map_err(attach_error)?;
-                let fd_link = FdLink::try_from(link).map_err(|e| KernelError::Pin {
-                    path: path.clone(),
-                    error: std::io::Error::other(format!(
-                        "this kernel attached XDP without a BPF link, which cannot be pinned: {e}"
-                    )),
-                })?;
-                if !path.exists() {
-                    fd_link.pin(&path).map_err(|e| KernelError::Pin {
-                        path: path.clone(),
-                        error: std::io::Error::other(error::chain(&e).to_string()),
-                    })?;
-                }
-                AttachedLink::Pinned(path)
-            }
-        };
-        self.attached
-            .insert(ifname.to_string(), Attachment { ifindex, link });
-        Ok(ifindex)
-    }
-
-    /// Detaches the program from `ifname` (attached by this `Kernel`),
-    /// pinned or not.
-    pub fn detach(&mut self, ifname: &str) -> Result<(), KernelError> {
-        let attachment = self
-            .attached
-            .remove(ifname)
-            .ok_or_else(|| KernelError::NotAttached {
-                ifname: ifname.to_string(),
-            })?;
-        match attachment.link {
-            AttachedLink::Owned(id) => {
-                self.program()?
-                    .detach(id)
-                    .map_err(|error| KernelError::Detach {
-                        ifname: ifname.to_string(),
-                        error,
-                    })?
-            }
-            AttachedLink::Pinned(path) => {
-                pin::remove_pin(&path).map_err(|error| KernelError::Pin { path, error })?
-            }
-        }
-        tracing::info!(ifname, ifindex = attachment.ifindex, "detached XDP program");
-        Ok(())
-    }
-
-    /// Interfaces this `Kernel` attached to, with their ifindex.
-    pub fn attached(&self) -> impl Iterator<Item = (&str, u32)> {
-        self.attached
-            .iter()
-            .map(|(name, a)| (name.as_str(), a.ifindex))
+    /// Tells the tc program where first packets go: the upcall pair's near
+    /// end (`vnet_common::upcall`), or nowhere (0: they are dropped, counted
+    /// `tc_no_upcall`).
+    pub fn set_upcall_ifindex(&mut self, ifindex: u32) -> Result<(), KernelError> {
+        self.upcall
+            .set(0, ifindex, 0)
+            .map_err(|error| KernelError::Map {
+                op: format!("setting the upcall interface (ifindex {ifindex})"),
+                map: maps::UPCALL,
+                error,
+            })
     }
 
     /// Declares the AF_XDP socket slot of interface `ifindex`: misses on it
@@ -721,38 +548,96 @@ impl Kernel {
             duration_ns: result.duration.as_nanos() as u64,
         })
     }
+    /// Runs the tc (skb) executor on `frame` with `BPF_PROG_TEST_RUN`, as if
+    /// received at tc ingress of `ifindex` (`1`, lo, or an interface of the
+    /// caller's namespace; the kernel builds the skb on it). `gso_size`, when
+    /// not 0, makes it a GSO frame of segments of that size (what the flow's
+    /// MTU check is on). The verdict is the tc action (`TC_ACT_REDIRECT` = 7,
+    /// `TC_ACT_SHOT` = 2), returned, not carried out; the skb is a plain one
+    /// (`CHECKSUM_NONE`, no VLAN tag in its metadata). `frame` is
+    /// `MIN_TEST_FRAME..=MAX_TEST_FRAME` bytes.
+    pub fn test_run_tc(
+        &mut self,
+        frame: &[u8],
+        ifindex: u32,
+        gso_size: u32,
+    ) -> Result<TestRun, KernelError> {
+        if !(MIN_TEST_FRAME..=MAX_TEST_FRAME).contains(&frame.len()) {
+            return Err(KernelError::TestFrameSize {
+                program: TC_PROGRAM,
+                len: frame.len(),
+                max: MAX_TEST_FRAME,
+            });
+        }
+        // struct __sk_buff (192 bytes): the kernel takes only a few fields
+        // from a test run's context, all others must be 0: `ifindex` at 40,
+        // `gso_segs` at 164, `gso_size` at 176.
+        let mut ctx = [0u8; 192];
+        ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+        if gso_size != 0 {
+            let segs = (frame.len() as u32).div_ceil(gso_size);
+            ctx[164..168].copy_from_slice(&segs.to_ne_bytes());
+            ctx[176..180].copy_from_slice(&gso_size.to_ne_bytes());
+        }
+        // Room for the upcall header and then some.
+        let mut out = vec![0u8; frame.len() + 64];
+        let result = program_mut::<SchedClassifier>(&mut self.ebpf, TC_PROGRAM)?
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx),
+                repeat: 1,
+                ..TestRunOptions::default()
+            })
+            .map_err(|error| KernelError::TestRun {
+                program: TC_PROGRAM,
+                len: frame.len(),
+                ifindex,
+                error,
+            })?;
+        out.truncate(result.data_size_out as usize);
+        Ok(TestRun {
+            action: result.return_value,
+            data: out,
+            duration_ns: result.duration.as_nanos() as u64,
+        })
+    }
 }
 
 impl Drop for Kernel {
     /// Detaches what this `Kernel` owns; pinned links stay attached (the
     /// point of pinning them).
     fn drop(&mut self) {
-        let owned: Vec<String> = self
-            .attached
-            .iter()
-            .filter(|(_, a)| matches!(a.link, AttachedLink::Owned(_)))
-            .map(|(name, _)| name.clone())
-            .collect();
-        for ifname in owned {
-            if let Err(e) = self.detach(&ifname) {
-                tracing::warn!("{e}");
-            }
-        }
+        self.detach_owned();
     }
 }
 
-/// The flow executor program in `ebpf`.
-fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, KernelError> {
-    ebpf.program_mut(XDP_PROGRAM)
+/// Program `name` of `ebpf`, as its type.
+fn program_mut<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, KernelError>
+where
+    &'a mut P: TryFrom<&'a mut Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
         .ok_or(KernelError::Missing {
             what: "program",
-            name: XDP_PROGRAM,
+            name,
         })?
         .try_into()
         .map_err(|error| KernelError::ProgramLoad {
-            program: XDP_PROGRAM,
+            program: name,
             error,
         })
+}
+
+fn load_error(program: &'static str, error: aya::programs::ProgramError) -> KernelError {
+    if error::is_permission(&error) {
+        KernelError::NotPermitted {
+            call: format!("loading program {program}"),
+            error: Box::new(error),
+        }
+    } else {
+        KernelError::ProgramLoad { program, error }
+    }
 }
 
 /// Takes map `name` out of `ebpf` as the typed map `convert` makes of it.

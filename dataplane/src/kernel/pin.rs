@@ -21,7 +21,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::AttachMode;
+use super::attach::{Hook, Slot};
 
 /// bpffs's `statfs` magic (include/uapi/linux/magic.h).
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -78,46 +78,46 @@ impl PinDir {
         self.map(vnet_common::maps::FLOWS).exists()
     }
 
-    pub fn link(&self, ifname: &str, ifindex: u32, mode: AttachMode) -> PathBuf {
+    pub fn link(&self, ifname: &str, ifindex: u32, hook: Hook) -> PathBuf {
         let name = ifname.replace('.', ":");
         self.root
             .join("links")
-            .join(format!("{name}@{ifindex}@{}", mode_name(mode)))
+            .join(format!("{name}@{ifindex}@{}", hook.pin_name()))
     }
 
-    /// Every pinned link, as (ifname, path).
-    pub fn links(&self) -> io::Result<Vec<(String, PathBuf)>> {
+    /// Every pinned link, as (ifname, hook part of the name, path).
+    pub fn links(&self) -> io::Result<Vec<(String, String, PathBuf)>> {
         let mut out = Vec::new();
         for entry in std::fs::read_dir(self.root.join("links"))? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
             // From the right: an interface name may hold `@` itself.
             let mut parts = name.rsplitn(3, '@');
-            let (Some(_mode), Some(_ifindex), Some(ifname)) =
+            let (Some(hook), Some(_ifindex), Some(ifname)) =
                 (parts.next(), parts.next(), parts.next())
             else {
                 continue;
             };
-            out.push((ifname.replace(':', "."), entry.path()));
+            out.push((ifname.replace(':', "."), hook.to_string(), entry.path()));
         }
         out.sort();
         Ok(out)
     }
 
-    /// The pinned links of `ifname`.
-    pub fn links_of(&self, ifname: &str) -> io::Result<Vec<PathBuf>> {
+    /// The pinned links of `ifname`, with the hook slot each is in.
+    pub(super) fn links_of(&self, ifname: &str) -> io::Result<Vec<(PathBuf, Option<Slot>)>> {
         Ok(self
             .links()?
             .into_iter()
-            .filter(|(i, _)| i == ifname)
-            .map(|(_, p)| p)
+            .filter(|(i, _, _)| i == ifname)
+            .map(|(_, hook, p)| (p, Hook::slot_of_pin_name(&hook)))
             .collect())
     }
 
     /// Unpins the maps (links first): once the last descriptor closes, the
     /// kernel detaches and frees them.
     pub fn remove_maps(&self) -> io::Result<()> {
-        for (_, link) in self.links()? {
+        for (_, _, link) in self.links()? {
             remove_pin(&link)?;
         }
         let maps = self.root.join("maps");
@@ -142,13 +142,6 @@ pub fn remove_pin(path: &Path) -> io::Result<()> {
     }
 }
 
-fn mode_name(mode: AttachMode) -> &'static str {
-    match mode {
-        AttachMode::Native => "native",
-        AttachMode::Skb => "skb",
-    }
-}
-
 fn is_bpffs(path: &Path) -> io::Result<bool> {
     let fs = nix::sys::statfs::statfs(path).map_err(io::Error::from)?;
     Ok(fs.filesystem_type().0 as i64 == BPF_FS_MAGIC)
@@ -167,11 +160,16 @@ mod tests {
         std::fs::create_dir_all(dir.join("links")).unwrap();
         let pins = PinDir { root: dir.clone() };
         for (ifname, ifindex) in [("veth@a", 7), ("veth", 8), ("eth0.100", 9)] {
-            let path = pins.link(ifname, ifindex, AttachMode::Native);
+            let path = pins.link(ifname, ifindex, Hook::Xdp(super::super::AttachMode::Native));
             assert!(!path.file_name().unwrap().to_string_lossy().contains('.'));
             std::fs::write(&path, b"").unwrap();
         }
-        let names: Vec<String> = pins.links().unwrap().into_iter().map(|(n, _)| n).collect();
+        let names: Vec<String> = pins
+            .links()
+            .unwrap()
+            .into_iter()
+            .map(|(n, _, _)| n)
+            .collect();
         assert_eq!(names, ["eth0.100", "veth", "veth@a"]);
         assert_eq!(pins.links_of("veth").unwrap().len(), 1);
         std::fs::remove_dir_all(&dir).unwrap();

@@ -7,6 +7,8 @@
 //! - `rewrite`: the byte-level rewrites under those setters (also used on
 //!   the packet an ICMP error quotes).
 //! - `build`: frames the dataplane generates, and those of tests.
+//! - `offload`: finishing the partial checksums of guests with transmit
+//!   offload.
 //!
 //! The rule for what the flow key holds is written once, on
 //! `vnet_common::FlowKey`; [`Headers::flow_key`] follows it.
@@ -14,6 +16,7 @@ pub mod build;
 pub mod checksum;
 mod frame;
 pub mod layout;
+pub mod offload;
 mod parse;
 pub mod rewrite;
 

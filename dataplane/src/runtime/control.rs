@@ -268,7 +268,8 @@ impl Runtime {
                     continue;
                 }
             }
-            match link.binder.bind(&mut self.kernel, port, ifname) {
+            let executor = snap.ports[port].executor;
+            match link.binder.bind(&mut self.kernel, port, ifname, executor) {
                 Ok(b) => {
                     tracing::info!(port = %name, interface = %ifname, ifindex = b.ifindex, "bound");
                     link.unbound.remove(name);
@@ -351,14 +352,15 @@ impl Runtime {
         // Keep the sockets of interfaces still bound (under their new port
         // ids), unbind the rest; the new snapshot's other ports are bound
         // (or found waiting) as for a link event.
+        // A port whose executor setting changed is bound again.
         let gone = self
             .ports
             .retain(|b| match wanted.get(b.xsk.ifname.as_str()) {
-                Some(&port) => {
+                Some(&port) if snap.ports[port].executor == b.wanted => {
                     b.port = port;
                     true
                 }
-                None => false,
+                _ => false,
             });
         for b in gone {
             link.binder.unbind(&mut self.kernel, b);

@@ -57,6 +57,9 @@ pub struct Port {
     pub tag: Tag,
     pub device: DeviceRef,
     pub binding: Binding,
+    /// The kernel program an exterior port's flows run in, as configured
+    /// (`auto` is resolved by the binder, which sees the interface).
+    pub executor: vnet_model::Executor,
     /// 802.1Q VID carried on the wire of an exterior port.
     pub vlan: Option<u16>,
     pub up: bool,
@@ -212,6 +215,7 @@ impl Snapshot {
                 let id = snap.add_port(format!("{bname}/{pname}"), device, p.vlan, p.up);
                 if let Some(ifname) = &p.interface {
                     snap.ports[id].binding = Binding::Interface(ifname.clone());
+                    snap.ports[id].executor = p.executor;
                 }
                 if let Some(peer) = &p.peer {
                     peers.push((id, format!("{}/{}", peer.device, peer.port)));
@@ -260,6 +264,7 @@ impl Snapshot {
                 });
                 if let Some(ifname) = &p.interface {
                     snap.ports[id].binding = Binding::Interface(ifname.clone());
+                    snap.ports[id].executor = p.executor;
                 }
                 if let Some(peer) = &p.peer {
                     peers.push((id, format!("{}/{}", peer.device, peer.port)));
@@ -454,6 +459,7 @@ impl Snapshot {
             tag,
             device,
             binding: Binding::Unbound,
+            executor: vnet_model::Executor::Auto,
             vlan,
             up,
             l3: None,

@@ -15,8 +15,9 @@ pub mod maps {
     pub const IFACES: &str = "IFACES";
     pub const XSKS: &str = "XSKS";
     pub const STATS: &str = "STATS";
-    /// Every map of the program (what vnetd pins).
-    pub const ALL: [&str; 5] = [FLOWS, FRAGS, IFACES, XSKS, STATS];
+    pub const UPCALL: &str = "UPCALL";
+    /// Every map of the programs (what vnetd pins).
+    pub const ALL: [&str; 6] = [FLOWS, FRAGS, IFACES, XSKS, STATS, UPCALL];
 }
 
 /// The version of the maps' layout: what the types below look like in the
@@ -24,10 +25,15 @@ pub mod maps {
 /// adopts pinned maps of the same version only (a restart keeps the flows);
 /// bump it with any change to a map's key or value type, or to what a
 /// field means.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
-/// Name of the XDP program in the object file.
+/// Name of the XDP flow executor in the object file.
 pub const XDP_PROGRAM: &str = "vnet_xdp";
+/// Name of the tc (skb) flow executor in the object file.
+pub const TC_PROGRAM: &str = "vnet_tc";
+/// Name of the XDP program on the upcall interface, which hands every frame
+/// to the upcall socket.
+pub const UPCALL_PROGRAM: &str = "vnet_upcall";
 
 /// Default capacity of the flow table (see PERFORMANCE.md: 1 000 000 flows).
 pub const DEFAULT_MAX_FLOWS: u32 = 1 << 20;
@@ -137,7 +143,61 @@ pub mod act {
     pub const PUSH_VLAN: u32 = 1 << 8;
     pub const OUTPUT: u32 = 1 << 9;
     pub const DROP: u32 = 1 << 10;
-    pub const ALL: u32 = (1 << 11) - 1;
+    /// Set by vnetd on a flow whose ingress port runs the XDP executor and
+    /// whose egress port the skb executor: the XDP program passes the frame
+    /// on (`XDP_PASS`) to the interface's tc program, which executes the
+    /// flow. A redirect from XDP into a veth is lost unless its peer runs
+    /// XDP or GRO, which vnet may not ask of a guest.
+    pub const VIA_TC: u32 = 1 << 11;
+    /// Set by vnetd when the egress interface is a veth whose peer is in
+    /// another network namespace: the tc program delivers straight into the
+    /// peer (`bpf_redirect_peer`), skipping the veth's transmit and backlog.
+    pub const REDIRECT_PEER: u32 = 1 << 12;
+    pub const ALL: u32 = (1 << 13) - 1;
+}
+
+/// The upcall path of the skb executor. A tc program cannot hand a frame to
+/// an AF_XDP socket, and an XDP program on a guest's veth would turn off GSO
+/// on the guest's side. So the tc program sends a first packet, behind an
+/// [`UpcallHeader`](upcall::UpcallHeader), out of one end of vnetd's own veth
+/// pair; the XDP program on the other end (`UPCALL_PROGRAM`) redirects every
+/// frame into vnetd's upcall socket. A GSO super-frame is segmented by the
+/// kernel on the way (the pair has no GSO, its far end running XDP), each
+/// segment carrying a copy of the header.
+pub mod upcall {
+    /// The near end (the tc program sends into it) and the far end (XDP and
+    /// the upcall socket).
+    pub const NEAR: &str = "vnet-up";
+    pub const FAR: &str = "vnet-up-x";
+    /// MTU of the pair: the largest a veth with native XDP takes (a page,
+    /// less the XDP headroom, the Ethernet header and `skb_shared_info`).
+    pub const MTU: u32 = 3500;
+    /// IEEE 802 local experimental EtherType, so that tcpdump on the pair
+    /// shows what the frames are.
+    pub const ETHERTYPE: u16 = 0x88b5;
+    /// `UpcallHeader::flags`: the frame carried an 802.1Q tag (the kernel
+    /// keeps received tags out of the packet bytes, so the header carries
+    /// it and vnetd puts it back).
+    pub const TAGGED: u8 = 1 << 0;
+    pub const HEADER_LEN: usize = core::mem::size_of::<UpcallHeader>();
+
+    /// In front of every frame on the upcall pair. Byte arrays only: no
+    /// padding, no alignment; multi-byte fields in network order.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct UpcallHeader {
+        /// An Ethernet header (zero MACs, [`ETHERTYPE`]).
+        pub eth_dst: [u8; 6],
+        pub eth_src: [u8; 6],
+        pub ethertype: [u8; 2],
+        /// Interface the frame entered on.
+        pub ifindex: [u8; 4],
+        /// The 802.1Q TCI of a tagged frame.
+        pub vlan_tci: [u8; 2],
+        /// `TAGGED`.
+        pub flags: u8,
+        pub _pad: u8,
+    }
 }
 
 #[repr(C)]
@@ -264,6 +324,39 @@ reasons! {
     /// A frame larger than an AF_XDP frame that missed the flow table: it
     /// cannot reach userspace, so it is dropped and counted here.
     XdpTooBig = "xdp_too_big",
+    /// A flow hit whose egress runs the skb executor (`act::VIA_TC`): passed
+    /// to the interface's tc program, which executes it.
+    XdpPassToTc = "xdp_pass_to_tc",
+    // --- counted by the tc (skb) program ---
+    /// A frame entered the tc program.
+    TcRx = "tc_rx",
+    /// Flow hit, actions applied, frame redirected.
+    TcHitRedirect = "tc_hit_redirect",
+    /// Flow hit with a drop action.
+    TcHitDrop = "tc_hit_drop",
+    /// No flow: sent to userspace through the upcall interface.
+    TcMiss = "tc_miss",
+    /// Not parsable by the kernel program: sent to userspace, which decides.
+    TcUnparsed = "tc_unparsed",
+    /// IPv4 the kernel will not key (see `XdpMalformed`): sent to userspace.
+    TcMalformed = "tc_malformed",
+    /// A later fragment whose first fragment was not seen: sent to userspace.
+    TcFragUnknown = "tc_frag_unknown",
+    /// A flow hit whose action could not be applied (TTL, MTU, a helper
+    /// failing): sent to userspace.
+    TcActionFailed = "tc_action_failed",
+    /// A frame for userspace larger than the upcall interface carries (and
+    /// not a GSO frame the kernel segments): dropped.
+    TcTooBig = "tc_too_big",
+    /// A frame for userspace with no upcall interface set (vnetd not
+    /// running or starting): dropped.
+    TcNoUpcall = "tc_no_upcall",
+    /// The upcall header could not be added (no memory for the head):
+    /// dropped.
+    TcUpcallFailed = "tc_upcall_failed",
+    /// A frame the upcall interface's XDP program handed to the upcall
+    /// socket.
+    UpcallRx = "upcall_rx",
     // --- counted by userspace ---
     /// A frame too short or malformed for the simulation.
     Malformed = "malformed",
@@ -392,8 +485,9 @@ reasons! {
 }
 
 impl Reason {
-    /// Number of reasons the kernel counts (the size of the STATS array).
-    pub const XDP_COUNT: u32 = Reason::XdpTooBig as u32 + 1;
+    /// Number of reasons the kernel programs count (the size of the STATS
+    /// array): the XDP, tc and upcall groups.
+    pub const XDP_COUNT: u32 = Reason::UpcallRx as u32 + 1;
 }
 
 #[cfg(feature = "user")]
@@ -444,6 +538,7 @@ mod tests {
         assert_eq!(offset_of!(FragKey, _pad), 15);
         assert_eq!(size_of::<FragPorts>(), 4);
         assert_eq!(size_of::<IfaceConfig>(), 8);
+        assert_eq!(upcall::HEADER_LEN, 22);
     }
 
     #[test]
@@ -458,6 +553,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(Reason::XDP_COUNT, 10);
+        assert_eq!(Reason::XDP_COUNT, 23);
     }
 }

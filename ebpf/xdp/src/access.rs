@@ -22,13 +22,17 @@ use core::marker::PhantomData;
 
 use aya_ebpf::{
     helpers::{bpf_xdp_adjust_head, bpf_xdp_get_buff_len},
-    programs::XdpContext,
+    programs::{TcContext, XdpContext},
 };
 
-/// The frame as the program received it: `data..end`.
+/// The frame as the program received it: the bytes it may access,
+/// `data..end`, and the length of the whole packet. They differ on the skb
+/// path, where only the headers are linear (a GSO super-frame is 64 KB,
+/// most of it in page fragments); for XDP they are the same.
 pub(crate) struct Frame<'a> {
     data: usize,
     end: usize,
+    len: usize,
     /// The context (or, in host tests, the buffer) the addresses belong to.
     _packet: PhantomData<&'a ()>,
 }
@@ -36,9 +40,23 @@ pub(crate) struct Frame<'a> {
 impl<'a> Frame<'a> {
     #[inline(always)]
     pub(crate) fn new(ctx: &'a XdpContext) -> Self {
+        let (data, end) = (ctx.data(), ctx.data_end());
+        Self {
+            data,
+            end,
+            len: end - data,
+            _packet: PhantomData,
+        }
+    }
+
+    /// The linear bytes of an skb (`data..data_end`, after the caller
+    /// pulled the headers in) and its whole length.
+    #[inline(always)]
+    pub(crate) fn of_skb(ctx: &'a TcContext) -> Self {
         Self {
             data: ctx.data(),
             end: ctx.data_end(),
+            len: ctx.len() as usize,
             _packet: PhantomData,
         }
     }
@@ -51,14 +69,15 @@ impl<'a> Frame<'a> {
         Self {
             data,
             end: data + buf.len(),
+            len: buf.len(),
             _packet: PhantomData,
         }
     }
 
-    /// Length of the frame in bytes.
+    /// Length of the whole packet in bytes (not only of what is linear).
     #[inline(always)]
     pub(crate) fn len(&self) -> usize {
-        self.end - self.data
+        self.len
     }
 
     /// Whether `len` bytes at `off` are inside the frame: a precondition

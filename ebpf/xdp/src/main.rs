@@ -41,13 +41,14 @@ mod checksum;
 mod maps;
 mod parse;
 mod rewrite;
+mod skb;
 mod wire;
 
 use aya_ebpf::{
-    bindings::xdp_action::{XDP_DROP, XDP_REDIRECT},
+    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT},
     helpers::bpf_redirect,
-    macros::xdp,
-    programs::XdpContext,
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
 };
 use vnet_common::{act, Reason, XSK_MAX_RX_FRAME};
 
@@ -78,6 +79,12 @@ pub fn vnet_xdp(mut ctx: XdpContext) -> u32 {
         count(Reason::XdpHitDrop);
         return XDP_DROP;
     }
+    // The egress is on the skb path: the tc program on this interface
+    // executes the flow on the skb the kernel builds (and counts the hit).
+    if flags & act::VIA_TC != 0 {
+        count(Reason::XdpPassToTc);
+        return XDP_PASS;
+    }
     if rewrite::apply(&mut ctx, &parsed, &actions).is_err() {
         count(Reason::XdpActionFailed);
         return to_userspace(&ctx);
@@ -87,6 +94,22 @@ pub fn vnet_xdp(mut ctx: XdpContext) -> u32 {
     // XDP_REDIRECT, or XDP_ABORTED for invalid flags (we pass none).
     // SAFETY: a helper call with plain values.
     unsafe { bpf_redirect(actions.out_ifindex, 0) as u32 }
+}
+
+/// The skb executor, attached at tc ingress (tcx) of guest-facing
+/// interfaces and of interfaces whose XDP program passes it flows
+/// (`act::VIA_TC`). See `skb`.
+#[classifier]
+pub fn vnet_tc(ctx: TcContext) -> i32 {
+    skb::run(ctx)
+}
+
+/// On the far end of vnetd's upcall pair (`vnet_common::upcall`): every
+/// frame is a first packet from the skb executor, for the upcall socket.
+#[xdp]
+pub fn vnet_upcall(ctx: XdpContext) -> u32 {
+    count(Reason::UpcallRx);
+    to_userspace(&ctx)
 }
 
 /// Hands the frame to the ingress interface's AF_XDP socket; drops it when

@@ -12,7 +12,7 @@ use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     helpers::bpf_ktime_get_ns,
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, XskMap},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, XskMap},
 };
 use vnet_common::{
     FlowActions, FlowKey, FlowValue, FragKey, FragPorts, IfaceConfig, Reason, DEFAULT_MAX_FLOWS,
@@ -57,6 +57,12 @@ pub(crate) static XSKS: XskMap = XskMap::with_max_entries(MAX_IFACES, 0);
 /// the program on the CPU it runs on; vnetd reads and sums them.
 #[map]
 pub(crate) static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Reason::XDP_COUNT, 0);
+
+/// Slot 0: the ifindex of the upcall pair's near end (`vnet_common::upcall`),
+/// where the tc program sends first packets; 0 while vnetd has not set it
+/// up. Written by vnetd at start-up, read by the tc program on every miss.
+#[map]
+pub(crate) static UPCALL: Array<u32> = Array::with_max_entries(1, 0);
 
 /// An installed flow, found by [`flow`].
 pub(crate) struct Flow {
@@ -118,6 +124,12 @@ pub(crate) fn record_frag(key: FragKey, ports: FragPorts) {
 pub(crate) fn xsk_slot(ifindex: u32) -> Option<u32> {
     // SAFETY: the reference is read at once, within this run.
     unsafe { IFACES.get(ifindex) }.map(|cfg| cfg.xsk_slot)
+}
+
+/// The interface first packets of the skb path go out of, if vnetd set one.
+#[inline(always)]
+pub(crate) fn upcall_ifindex() -> Option<u32> {
+    UPCALL.get(0).copied().filter(|&i| i != 0)
 }
 
 #[inline(always)]

@@ -30,19 +30,34 @@ pub(crate) struct Parsed {
 /// one we did not see, so its ports are unknown).
 #[inline(always)]
 pub(crate) fn parse(ctx: &XdpContext) -> Result<Parsed, Reason> {
+    parse_frame(&Frame::new(ctx), ctx.ingress_ifindex() as u32, None)
+}
+
+/// [`parse`] of any frame: `ifindex` is the ingress interface, `outer_tci`
+/// the 802.1Q tag the kernel took out of the bytes (the skb path: a
+/// received tag is in the skb's metadata, not in the packet), which keys
+/// exactly as the same tag in the bytes does.
+#[inline(always)]
+pub(crate) fn parse_frame(
+    f: &Frame,
+    ifindex: u32,
+    outer_tci: Option<u16>,
+) -> Result<Parsed, Reason> {
     const UNPARSED: Reason = Reason::XdpUnparsed;
-    let f = Frame::new(ctx);
     let eth = f.bytes::<ETH_HLEN>(0).ok_or(UNPARSED)?;
     // Zeroed first: every field the packet lacks is 0.
     let mut key = FlowKey {
-        ifindex: ctx.ingress_ifindex() as u32,
+        ifindex,
         eth_dst: eth.mac::<ETH_DST>(),
         eth_src: eth.mac::<ETH_SRC>(),
         ..FlowKey::default()
     };
     let mut ethertype = eth.be16::<ETH_TYPE>();
     let mut l2_len = ETH_HLEN;
-    if ethertype == ETH_P_8021Q {
+    if let Some(tci) = outer_tci {
+        key.vlan_tci = tci;
+        key.flags |= KEY_TAGGED;
+    } else if ethertype == ETH_P_8021Q {
         let tag = f.bytes::<VLAN_HLEN>(ETH_HLEN).ok_or(UNPARSED)?;
         // The whole TCI (a chain or a port may tell priorities apart), and
         // the presence of the tag: a priority tag (VID 0) is not untagged.
@@ -64,8 +79,8 @@ pub(crate) fn parse(ctx: &XdpContext) -> Result<Parsed, Reason> {
         len: f.len() as u64,
     };
     match ethertype {
-        ETH_P_ARP => parse_arp(&f, &mut parsed).ok_or(UNPARSED)?,
-        ETH_P_IP => parse_ipv4(&f, &mut parsed)?,
+        ETH_P_ARP => parse_arp(f, &mut parsed).ok_or(UNPARSED)?,
+        ETH_P_IP => parse_ipv4(f, &mut parsed)?,
         // Any other EtherType is switched on its L2 fields alone.
         _ => {}
     }

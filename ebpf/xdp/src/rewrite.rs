@@ -218,7 +218,7 @@ pub(crate) fn apply(ctx: &mut XdpContext, p: &Parsed, a: &FlowActions) -> Result
 
 /// TTL decrement of a flow: one per router on its path (0 means 1).
 #[inline(always)]
-fn ttl_dec(a: &FlowActions) -> u8 {
+pub(crate) fn ttl_dec(a: &FlowActions) -> u8 {
     if a.ttl_dec == 0 {
         1
     } else {
@@ -228,7 +228,7 @@ fn ttl_dec(a: &FlowActions) -> u8 {
 
 /// ICMP echo reply (0) or request (8), from the key's `type << 8 | code`.
 #[inline(always)]
-fn is_echo(type_code: u16) -> bool {
+pub(crate) fn is_echo(type_code: u16) -> bool {
     let kind = type_code >> 8;
     kind == 0 || kind == 8
 }

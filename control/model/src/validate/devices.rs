@@ -12,6 +12,7 @@ struct PortInfo<'a> {
     path: String,
     is_bridge: bool,
     interface: Option<&'a String>,
+    executor: crate::Executor,
     peer: Option<&'a PortRef>,
 }
 
@@ -279,6 +280,7 @@ fn all_ports(topo: &Topology) -> Vec<PortInfo<'_>> {
             path: format!("bridges.{b}.ports.{p}"),
             is_bridge: true,
             interface: port.interface.as_ref(),
+            executor: port.executor,
             peer: port.peer.as_ref(),
         })
     });
@@ -288,6 +290,7 @@ fn all_ports(topo: &Topology) -> Vec<PortInfo<'_>> {
             path: format!("routers.{r}.ports.{p}"),
             is_bridge: false,
             interface: port.interface.as_ref(),
+            executor: port.executor,
             peer: port.peer.as_ref(),
         })
     });
@@ -306,7 +309,16 @@ impl Validator<'_> {
                     "set either interface (exterior port) or peer (interior port), not both",
                 );
             }
-            let Some(ifname) = p.interface else { continue };
+            let Some(ifname) = p.interface else {
+                if !p.executor.is_auto() {
+                    self.err(
+                        &format!("{}.executor", p.path),
+                        "an executor applies to an exterior port (bound to an interface); \
+                         this port has no interface",
+                    );
+                }
+                continue;
+            };
             let ipath = format!("{}.interface", p.path);
             if let Some(why) = bad_interface_name(ifname) {
                 self.err(

@@ -1,0 +1,177 @@
+//! The upcall path of the skb executor (`vnet_common::upcall`): vnetd's veth
+//! pair, and the frames that come out of it.
+//!
+//! The tc program sends each first packet out of the pair's near end behind
+//! an `UpcallHeader` (its ingress interface and its VLAN tag, which the
+//! kernel keeps outside the bytes); the upcall program on the far end
+//! redirects every frame into the socket here. The pair carries nothing
+//! else: IPv6 is off on both ends, so the host sends no neighbour discovery
+//! into it, and anything without the header is dropped, counted.
+//!
+//! The pair stays when vnetd exits (the pinned tc programs keep sending into
+//! it across a restart) and is reused by the next vnetd.
+
+use std::process::Command;
+
+use anyhow::{bail, Context};
+use vnet_common::upcall::{self, UpcallHeader, FAR, NEAR};
+
+use crate::afxdp::{RxDrops, Xsk};
+use crate::binding;
+use crate::packet::{ETHERTYPE_VLAN, ETH_HLEN};
+
+/// The socket on the far end.
+pub struct UpcallPath {
+    pub xsk: Xsk,
+    /// The socket's drop counters at their last reading (a full ring: the
+    /// worker fell behind the first packets of all skb ports together).
+    pub drops: RxDrops,
+}
+
+impl UpcallPath {
+    pub fn new(xsk: Xsk) -> UpcallPath {
+        UpcallPath {
+            xsk,
+            drops: RxDrops::default(),
+        }
+    }
+}
+
+/// A first packet off the pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upcall {
+    /// The interface it entered on.
+    pub ifindex: u32,
+    /// The frame as the guest sent it (its tag back in the bytes).
+    pub frame: Vec<u8>,
+}
+
+/// Reads the header off `bytes`; `None` if there is none.
+pub fn decode(bytes: &[u8]) -> Option<Upcall> {
+    const HEADER: usize = upcall::HEADER_LEN;
+    let head = bytes.get(..HEADER)?;
+    let rest = bytes.get(HEADER..)?;
+    if head[12..14] != upcall::ETHERTYPE.to_be_bytes() || rest.len() < ETH_HLEN {
+        return None;
+    }
+    let header = UpcallHeader {
+        ifindex: head[14..18].try_into().ok()?,
+        vlan_tci: head[18..20].try_into().ok()?,
+        flags: head[20],
+        ..UpcallHeader::default()
+    };
+    let mut frame = Vec::with_capacity(rest.len() + 4);
+    if header.flags & upcall::TAGGED != 0 {
+        // MACs, the 802.1Q tag, then the frame's own EtherType onward.
+        frame.extend_from_slice(&rest[..12]);
+        frame.extend_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
+        frame.extend_from_slice(&header.vlan_tci);
+        frame.extend_from_slice(&rest[12..]);
+    } else {
+        frame.extend_from_slice(rest);
+    }
+    Some(Upcall {
+        ifindex: u32::from_be_bytes(header.ifindex),
+        frame,
+    })
+}
+
+/// Creates the pair if it is missing and brings it up: returns the near
+/// and far ends' ifindexes.
+pub fn ensure_pair() -> anyhow::Result<(u32, u32)> {
+    if binding::ifindex(FAR).is_none() || binding::ifindex(NEAR).is_none() {
+        // A half-left pair (one end renamed or moved) is replaced.
+        let _ = ip(&["link", "del", NEAR]);
+        ip(&["link", "add", NEAR, "type", "veth", "peer", "name", FAR])
+            .context("creating the upcall pair")?;
+        tracing::info!(near = NEAR, far = FAR, "created the upcall pair");
+    }
+    let mtu = upcall::MTU.to_string();
+    for end in [NEAR, FAR] {
+        // No IPv6: the host would send neighbour discovery into the pair.
+        let sysctl = format!("/proc/sys/net/ipv6/conf/{end}/disable_ipv6");
+        if let Err(e) = std::fs::write(&sysctl, "1") {
+            tracing::warn!(file = %sysctl, error = %e, "cannot turn IPv6 off on the upcall pair");
+        }
+        ip(&["link", "set", end, "mtu", &mtu, "arp", "off", "up"])
+            .with_context(|| format!("bringing up {end} of the upcall pair"))?;
+    }
+    match (binding::ifindex(NEAR), binding::ifindex(FAR)) {
+        (Some(near), Some(far)) => Ok((near, far)),
+        _ => bail!("the upcall pair {NEAR}/{FAR} vanished while it was set up"),
+    }
+}
+
+/// Deletes the pair (`vnetd --detach-on-exit`).
+pub fn remove_pair() {
+    if binding::ifindex(NEAR).is_some() {
+        if let Err(e) = ip(&["link", "del", NEAR]) {
+            tracing::warn!(error = %e, "deleting the upcall pair");
+        }
+    }
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip (iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "ip {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(ifindex: u32, tci: Option<u16>) -> Vec<u8> {
+        let mut h = vec![0; 12];
+        h.extend_from_slice(&upcall::ETHERTYPE.to_be_bytes());
+        h.extend_from_slice(&ifindex.to_be_bytes());
+        h.extend_from_slice(&tci.unwrap_or(0).to_be_bytes());
+        h.push(if tci.is_some() { upcall::TAGGED } else { 0 });
+        h.push(0);
+        h
+    }
+
+    const FRAME: [u8; 18] = [
+        2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00, 0x45, 0, 0, 20,
+    ];
+
+    #[test]
+    fn the_header_names_the_interface_and_gives_the_tag_back() {
+        let mut bytes = header(7, None);
+        bytes.extend_from_slice(&FRAME);
+        assert_eq!(
+            decode(&bytes),
+            Some(Upcall {
+                ifindex: 7,
+                frame: FRAME.to_vec()
+            })
+        );
+        let mut bytes = header(9, Some(0x2064));
+        bytes.extend_from_slice(&FRAME);
+        let up = decode(&bytes).unwrap();
+        assert_eq!(up.ifindex, 9);
+        assert_eq!(up.frame[..12], FRAME[..12]);
+        assert_eq!(up.frame[12..16], [0x81, 0x00, 0x20, 0x64]);
+        assert_eq!(up.frame[16..], FRAME[12..]);
+    }
+
+    #[test]
+    fn frames_without_the_header_are_refused() {
+        assert_eq!(decode(&FRAME), None);
+        assert_eq!(decode(&header(7, None)), None, "a header and no frame");
+        for len in 0..upcall::HEADER_LEN + 14 {
+            let mut bytes = header(7, None);
+            bytes.extend_from_slice(&FRAME);
+            assert_eq!(decode(&bytes[..len]), None, "cut at {len}");
+        }
+    }
+}
