@@ -9,7 +9,8 @@ BPF_LINKER_VERSION=0.10.3
 APT_PACKAGES=(iproute2 ethtool tcpdump iputils-ping netcat-openbsd curl
   isc-dhcp-client udhcpc dhcpcd-base arping traceroute python3-scapy bpftool
   procps nftables
-  prometheus)  # prometheus: the server and promtool that tests/tests/metrics.rs runs
+  prometheus  # prometheus: the server and promtool that tests/tests/metrics.rs runs
+  qemu-system-x86 iperf3)  # the VMs of tests/tests/vm.rs (iperf3 goes into their image too)
 
 step() { printf '[bootstrap] %s\n' "$*"; }
 
@@ -50,4 +51,5 @@ else
   step "cargo: installing bpf-linker $BPF_LINKER_VERSION (about a minute)"
   cargo install --locked bpf-linker --version "$BPF_LINKER_VERSION"
 fi
+bash "$(dirname "$0")/vm-image.sh"  # kernel + busybox initramfs of the VMs of tests/tests/vm.rs
 step "done"

@@ -13,6 +13,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod vm;
 
 /// True when the tests can run; prints the reason when they cannot.
 pub fn have_root(test: &str) -> bool {

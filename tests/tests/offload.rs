@@ -1,0 +1,233 @@
+//! Guests with their default offloads (transmit checksum offload and GSO
+//! on, as every Linux guest starts): bulk TCP and UDP through the bridge,
+//! the router with SNAT, the port forward (DNAT) and the floating IP, with
+//! every byte checked and no checksum error anywhere.
+//!
+//! Nothing in a guest is changed. The checksums are checked where they can
+//! be: a partial checksum is trusted by a receiver on the same host (the
+//! kernel finishes nothing for local delivery), so the outside network here
+//! behaves as a real one does: `out`, its router, transmits towards `far`
+//! with checksum offload off (the kernel then finishes each checksum from
+//! the seed vnet left in the packet, as a NIC would), and `far` sends full
+//! checksums. A seed vnet rewrote wrongly then arrives wrong at `far` and is
+//! counted (InCsumErrors); a full checksum vnet rewrote wrongly is counted
+//! by the guest. `out` and `far` stand for the Internet, not for tenants.
+//!
+//! Run with the uplink on each executor: skb, and XDP, where the flows
+//! from the uplink to the guests go from XDP to the tc program
+//! (`xdp_pass_to_tc`).
+use anyhow::{ensure, Context, Result};
+use std::time::Duration;
+use vnet_e2e::{have_root, run, Guest, World};
+
+const TOPOLOGY: &str = "version: 1
+bridges:
+  tenant:
+    ports:
+      vm1: {interface: vm1-h}
+      vm2: {interface: vm2-h}
+      gw: {peer: edge/tenant}
+routers:
+  edge:
+    ports:
+      tenant: {address: 10.0.0.1/24, peer: tenant/gw}
+      uplink: {address: 192.0.2.2/24, interface: uplink-h, executor: EXECUTOR}
+    routes:
+      - {dst: 10.0.0.0/24, port: tenant}
+      - {dst: 192.0.2.0/24, port: uplink}
+      - {dst: 0.0.0.0/0, port: uplink, via: 192.0.2.1}
+nat:
+  - {router: edge, type: snat, from: 10.0.0.0/24, to: 192.0.2.10, ports: 1024-65535, port: uplink}
+  - {router: edge, type: floating_ip, public: 192.0.2.50, private: 10.0.0.11, port: uplink}
+  - {router: edge, type: port_forward, protocol: tcp, public: 192.0.2.10, public_ports: 8080,
+     private: 10.0.0.12, private_ports: 80, port: uplink}
+";
+
+/// Receives one TCP stream on PORT, prints its length and SHA-256.
+const TCP_SINK: &str = "import socket,hashlib,sys\n\
+s=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+s.bind(('0.0.0.0',int(sys.argv[1])))\ns.listen()\nc,_=s.accept()\nh=hashlib.sha256()\nn=0\n\
+while True:\n    d=c.recv(1<<16)\n    if not d: break\n    h.update(d)\n    n+=len(d)\n\
+print(n,h.hexdigest())\n";
+
+/// Receives UDP datagrams on PORT until 2 s of silence; prints how many
+/// arrived with the expected contents.
+const UDP_SINK: &str = "import socket,sys\n\
+s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',int(sys.argv[1])))\n\
+s.settimeout(5)\nok=0\n\
+try:\n    while True:\n        d,_=s.recvfrom(2048)\n        ok+=d==bytes(i%251 for i in range(1400))\n        s.settimeout(2)\n\
+except socket.timeout:\n    pass\nprint(ok)\n";
+
+/// 8 MB of a fixed pattern: its SHA-256, computed by the sender too.
+const BULK_BYTES: usize = 8 << 20;
+
+fn send_tcp(host: &str, port: u16) -> String {
+    format!(
+        "import socket,hashlib\nb=bytes(i%251 for i in range(1<<20))*{}\n\
+         s=socket.create_connection(('{host}',{port}),timeout=10)\ns.sendall(b)\ns.close()\n\
+         print(len(b),hashlib.sha256(b).hexdigest())\n",
+        BULK_BYTES >> 20
+    )
+}
+
+fn send_udp(host: &str, port: u16, count: u32) -> String {
+    format!(
+        "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         d=bytes(i%251 for i in range(1400))\n\
+         for _ in range({count}):\n    s.sendto(d,('{host}',{port}))\n    time.sleep(0.002)\n"
+    )
+}
+
+struct Net {
+    w: World,
+    vm1: Guest,
+    vm2: Guest,
+    out: Guest,
+    far: Guest,
+}
+
+fn net(test: &str, executor: &str) -> Result<Net> {
+    let mut w = World::new(test)?;
+    let vm1 = w.guest("vm1", "vm1-h", "02:00:00:00:01:01", "10.0.0.11")?;
+    let vm2 = w.guest("vm2", "vm2-h", "02:00:00:00:01:02", "10.0.0.12")?;
+    let out = w.guest("out", "uplink-h", "02:00:00:00:09:01", "192.0.2.1")?;
+    let far = w.guest("far", "far-h", "02:00:00:00:09:02", "198.18.0.2")?;
+    // far's link goes to `out`, which routes between it and the uplink.
+    run(&["ip", "-n", &w.host, "link", "set", "far-h", "netns", &out.netns])?;
+    run(&["ip", "-n", &out.netns, "addr", "add", "198.18.0.1/24", "dev", "far-h"])?;
+    run(&["ip", "-n", &out.netns, "link", "set", "far-h", "up"])?;
+    run(&["ip", "netns", "exec", &out.netns, "sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    // The outside network finishes and sends full checksums (see the module
+    // doc): out's side of the link to far, and far itself.
+    run(&["ip", "netns", "exec", &out.netns, "ethtool", "-K", "far-h", "tx", "off"])?;
+    run(&["ip", "netns", "exec", &far.netns, "ethtool", "-K", "eth0", "tx", "off"])?;
+    w.route(&far, &["default", "via", "198.18.0.1"])?;
+    w.route(&vm1, &["default", "via", "10.0.0.1"])?;
+    w.route(&vm2, &["default", "via", "10.0.0.1"])?;
+    for g in [&vm1, &vm2] {
+        let features = w.exec(g, &["ethtool", "-k", "eth0"])?;
+        let text = String::from_utf8_lossy(&features.stdout);
+        ensure!(
+            text.contains("tx-checksumming: on") && text.contains("generic-segmentation-offload: on"),
+            "the guests must keep their default offloads:\n{text}"
+        );
+    }
+    let topology = w.topology_file(&TOPOLOGY.replace("EXECUTOR", executor))?;
+    w.start_vnetd(&topology)?;
+    Ok(Net {
+        w,
+        vm1,
+        vm2,
+        out,
+        far,
+    })
+}
+
+/// A TCP stream from `from` to `host:port`, received by `to` on
+/// `listen_port`: the receiver must see every byte of it.
+fn tcp(n: &Net, from: &Guest, to: &Guest, host: &str, port: u16, listen_port: u16) -> Result<()> {
+    let sink = n
+        .w
+        .spawn(to, &["/usr/bin/python3", "-c", TCP_SINK, &listen_port.to_string()])?;
+    let sent = n.w.python(from, &send_tcp(host, port))?;
+    let got = sink.finish(Duration::from_secs(30))?;
+    ensure!(
+        got.trim() == sent.trim(),
+        "TCP {} → {host}:{port}: sent {} received {}",
+        from.name,
+        sent.trim(),
+        got.trim()
+    );
+    Ok(())
+}
+
+/// 100 UDP datagrams of 1400 bytes: all must arrive intact (on veths in
+/// one host nothing is lost).
+fn udp(n: &Net, from: &Guest, to: &Guest, host: &str, port: u16) -> Result<()> {
+    let sink = n
+        .w
+        .spawn(to, &["/usr/bin/python3", "-c", UDP_SINK, &port.to_string()])?;
+    n.w.python(from, &send_udp(host, port, 100))?;
+    let got = sink.finish(Duration::from_secs(30))?;
+    ensure!(
+        got.trim() == "100",
+        "UDP {} → {host}:{port}: {} of 100 datagrams arrived intact",
+        from.name,
+        got.trim()
+    );
+    Ok(())
+}
+
+/// Tcp and Udp InCsumErrors of a namespace (`/proc/net/snmp`).
+fn checksum_errors(w: &World, g: &Guest) -> Result<u64> {
+    let out = w.exec(g, &["cat", "/proc/net/snmp"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut total = 0;
+    for proto in ["Tcp:", "Udp:"] {
+        let mut lines = text.lines().filter(|l| l.starts_with(proto));
+        let (names, values) = (lines.next(), lines.next());
+        let (Some(names), Some(values)) = (names, values) else {
+            anyhow::bail!("no {proto} lines in /proc/net/snmp of {}", g.name);
+        };
+        let at = names
+            .split_whitespace()
+            .position(|n| n == "InCsumErrors")
+            .with_context(|| format!("no InCsumErrors in {names}"))?;
+        total += values
+            .split_whitespace()
+            .nth(at)
+            .context("short /proc/net/snmp line")?
+            .parse::<u64>()?;
+    }
+    Ok(total)
+}
+
+fn every_path(test: &str, uplink_executor: &str) -> Result<()> {
+    let n = net(test, uplink_executor)?;
+    // Bridged: guest to guest.
+    tcp(&n, &n.vm1, &n.vm2, "10.0.0.12", 5001, 5001)?;
+    udp(&n, &n.vm1, &n.vm2, "10.0.0.12", 5002)?;
+    // Routed and SNAT (vm2 leaves as 192.0.2.10).
+    tcp(&n, &n.vm2, &n.far, "198.18.0.2", 5003, 5003)?;
+    udp(&n, &n.vm2, &n.far, "198.18.0.2", 5004)?;
+    // The floating IP, both ways (vm1 is 192.0.2.50; its firewall admits
+    // everything here: no firewall in this topology).
+    tcp(&n, &n.vm1, &n.far, "198.18.0.2", 5005, 5005)?;
+    tcp(&n, &n.far, &n.vm1, "192.0.2.50", 5006, 5006)?;
+    udp(&n, &n.far, &n.vm1, "192.0.2.50", 5007)?;
+    // The port forward (DNAT): 192.0.2.10:8080 is vm2:80.
+    tcp(&n, &n.far, &n.vm2, "192.0.2.10", 8080, 80)?;
+    for g in [&n.vm1, &n.vm2, &n.out, &n.far] {
+        let errors = checksum_errors(&n.w, g)?;
+        ensure!(errors == 0, "{} counted {errors} checksum errors", g.name);
+    }
+    // The bulk ran in the kernel, not through userspace.
+    let in_kernel = n.w.kernel_flow_packets("vm1-h")?;
+    ensure!(in_kernel > 100, "only {in_kernel} packets of vm1's flows ran in the kernel");
+    let stats = n.w.vnetctl_json(&["stats"])?;
+    let reason = |r: &str| stats["reasons"][r].as_u64().unwrap_or(0);
+    if uplink_executor == "xdp" {
+        ensure!(
+            reason("xdp_pass_to_tc") > 0,
+            "flows from the XDP uplink to the guests go through tc: {stats}"
+        );
+    }
+    ensure!(reason("tc_hit_redirect") > 0, "{stats}");
+    Ok(())
+}
+
+#[test]
+fn guest_offloads_on_every_path_with_the_uplink_on_the_skb_executor() -> Result<()> {
+    if !have_root("guest_offloads_on_every_path_with_the_uplink_on_the_skb_executor") {
+        return Ok(());
+    }
+    every_path("offload-skb", "skb")
+}
+
+#[test]
+fn guest_offloads_on_every_path_with_the_uplink_on_the_xdp_executor() -> Result<()> {
+    if !have_root("guest_offloads_on_every_path_with_the_uplink_on_the_xdp_executor") {
+        return Ok(());
+    }
+    every_path("offload-xdp", "xdp")
+}
