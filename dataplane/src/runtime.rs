@@ -580,10 +580,22 @@ impl Runtime {
             .collect();
         let kernel = self.kernel.stats().ok();
         let k = |r: Reason| kernel.as_ref().map(|s| s[r as usize]).unwrap_or(0);
+        // Both executors; a frame XDP passes to tc is received once.
+        let sum = |rs: &[Reason]| rs.iter().map(|&r| k(r)).sum::<u64>();
         tracing::info!(
-            kernel_rx = k(Reason::XdpRx),
-            kernel_hits = k(Reason::XdpHitRedirect) + k(Reason::XdpHitDrop),
-            kernel_misses = k(Reason::XdpMiss) + k(Reason::XdpUnparsed),
+            kernel_rx = (k(Reason::XdpRx) + k(Reason::TcRx)).saturating_sub(k(Reason::XdpPassToTc)),
+            kernel_hits = sum(&[
+                Reason::XdpHitRedirect,
+                Reason::XdpHitDrop,
+                Reason::TcHitRedirect,
+                Reason::TcHitDrop
+            ]),
+            kernel_misses = sum(&[
+                Reason::XdpMiss,
+                Reason::XdpUnparsed,
+                Reason::TcMiss,
+                Reason::TcUnparsed
+            ]),
             userspace_rx = self.counters.received,
             forwarded = self.counters.forwarded,
             flooded = self.counters.flooded,

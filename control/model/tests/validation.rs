@@ -960,3 +960,27 @@ fn a_port_address_of_the_wrong_form_is_a_parse_error() {
         "{err}"
     );
 }
+
+#[test]
+fn an_executor_needs_an_interface_and_is_one_of_three() {
+    for executor in ["auto", "xdp", "skb"] {
+        assert_valid(&bridge("").replace(
+            "vm1: {interface: vm1-h}",
+            &format!("vm1: {{interface: vm1-h, executor: {executor}}}"),
+        ));
+    }
+    assert_only_error(
+        &bridge("").replace("vm2: {interface: vm2-h}", "vm2: {executor: skb}"),
+        "bridges.b.ports.vm2.executor",
+        "applies to an exterior port",
+    );
+    let unknown = bridge("").replace(
+        "vm1: {interface: vm1-h}",
+        "vm1: {interface: vm1-h, executor: ebpf}",
+    );
+    let e = parse_str(&unknown).expect_err("executor: ebpf is refused");
+    assert!(
+        matches!(e, TopologyError::Syntax { .. }) && e.to_string().contains("executor"),
+        "{e}"
+    );
+}
