@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The vnet demo: vnetd runs the example bridge (examples/bridge.yaml) with
 # three network namespaces as its guests, and traffic flows between them
-# through the XDP fast path. Everything it creates is removed on exit.
+# through the kernel fast path (the tc executor on the guests' veths). Everything it creates is removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-[ "$(id -u)" -eq 0 ] || { echo "demo: run as root (it creates namespaces and attaches XDP): sudo $0" >&2; exit 1; }
+[ "$(id -u)" -eq 0 ] || { echo "demo: run as root (it creates namespaces and attaches the kernel programs): sudo $0" >&2; exit 1; }
 
 bash scripts/bootstrap.sh
 echo "[demo] building vnetd and vnetctl (release)"
