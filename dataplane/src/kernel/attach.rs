@@ -216,8 +216,7 @@ impl Kernel {
             }
         } else {
             KernelError::Attach {
-                ifname: ifname.to_string(),
-                what: hook.to_string(),
+                what: format!("{hook} to interface {ifname}"),
                 error,
             }
         }

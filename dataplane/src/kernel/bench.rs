@@ -267,8 +267,7 @@ impl BenchPrograms {
                     }
                 } else {
                     KernelError::Attach {
-                        ifname: ifname.into(),
-                        what: format!("{} ({mode} mode)", program.name()),
+                        what: format!("{} ({mode} mode) to interface {ifname}", program.name()),
                         error,
                     }
                 }

@@ -58,10 +58,10 @@ pub enum KernelError {
     #[error("attaching a program to interface {ifname}: no such interface")]
     UnknownInterface { ifname: String },
 
-    #[error("attaching {what} to interface {ifname}: {}", chain(.error))]
+    #[error("attaching {what}: {}", chain(.error))]
     Attach {
-        ifname: String,
-        /// The program and hook (`Hook`'s display).
+        /// The program, the hook and the interface: "XDP program vnet_xdp
+        /// (native mode) to interface eth0".
         what: String,
         error: ProgramError,
     },

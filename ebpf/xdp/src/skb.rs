@@ -42,6 +42,13 @@ use crate::parse::{self, Parsed};
 use crate::rewrite::{is_echo, ttl_dec};
 use crate::wire::*;
 
+// The tc verdicts the program returns. The constants are u32 in the bpf
+// build's bindings and i32 in the host build's.
+#[allow(clippy::unnecessary_cast)]
+const SHOT: i32 = TC_ACT_SHOT as i32;
+#[allow(clippy::unnecessary_cast)]
+const REDIRECT: i32 = TC_ACT_REDIRECT as i32;
+
 /// Bytes made linear (and writable) before parsing: the Ethernet header,
 /// the longest IPv4 header and the longest TCP header. Parsing and
 /// rewriting touch nothing further in.
@@ -129,7 +136,7 @@ pub(crate) fn run(ctx: TcContext) -> i32 {
     if flags & act::DROP != 0 || flags & act::OUTPUT == 0 {
         flow.account(parsed.len);
         count(Reason::TcHitDrop);
-        return TC_ACT_SHOT as i32;
+        return SHOT;
     }
     match apply(&ctx, &parsed, &actions, m.gso_size) {
         Ok(()) => {}
@@ -139,7 +146,7 @@ pub(crate) fn run(ctx: TcContext) -> i32 {
         }
         Err(Failed::Partly) => {
             count(Reason::TcActionFailed);
-            return TC_ACT_SHOT as i32;
+            return SHOT;
         }
     }
     flow.account(parsed.len);
@@ -307,7 +314,7 @@ fn apply(ctx: &TcContext, p: &Parsed, a: &FlowActions, gso_size: u32) -> Result<
     if !is_ip {
         return Ok(());
     }
-    let csum = (l4_off + csum_at) as usize;
+    let csum = l4_off + csum_at;
     // A zero UDP checksum means "none": BPF_F_MARK_MANGLED_0 keeps it zero
     // and turns a computed zero into 0xffff (RFC 768).
     let mangled0 = if proto == IPPROTO_UDP {
@@ -396,7 +403,7 @@ fn segment_len(f: &Frame, p: &Parsed, total: u16, gso_size: u32) -> u32 {
 fn upcall(ctx: &TcContext, tag: Option<u16>) -> i32 {
     let Some(target) = maps::upcall_ifindex() else {
         count(Reason::TcNoUpcall);
-        return TC_ACT_SHOT as i32;
+        return SHOT;
     };
     let skb = ctx.skb.skb;
     // SAFETY: reads of the program's own context.
@@ -410,7 +417,7 @@ fn upcall(ctx: &TcContext, tag: Option<u16>) -> i32 {
     };
     if longest as usize + upcall::HEADER_LEN > (upcall::MTU as usize) + ETH_HLEN {
         count(Reason::TcTooBig);
-        return TC_ACT_SHOT as i32;
+        return SHOT;
     }
     let mut header = UpcallHeader {
         ethertype: upcall::ETHERTYPE.to_be_bytes(),
@@ -423,7 +430,7 @@ fn upcall(ctx: &TcContext, tag: Option<u16>) -> i32 {
         // SAFETY: a helper call on the program's own context.
         if unsafe { bpf_skb_vlan_pop(skb) } != 0 {
             count(Reason::TcUpcallFailed);
-            return TC_ACT_SHOT as i32;
+            return SHOT;
         }
     }
     // SAFETY: as above.
@@ -431,11 +438,11 @@ fn upcall(ctx: &TcContext, tag: Option<u16>) -> i32 {
         || ctx.store(0, &header, 0).is_err()
     {
         count(Reason::TcUpcallFailed);
-        return TC_ACT_SHOT as i32;
+        return SHOT;
     }
     // SAFETY: a helper call with plain values.
     let verdict = unsafe { bpf_redirect(target, 0) } as i32;
-    if verdict != TC_ACT_REDIRECT as i32 {
+    if verdict != REDIRECT {
         count(Reason::TcUpcallFailed);
     }
     verdict

@@ -312,7 +312,7 @@ impl Validator<'_> {
             let Some(ifname) = p.interface else {
                 if !p.executor.is_auto() {
                     self.err(
-                        &format!("{}.executor", p.path),
+                        format!("{}.executor", p.path),
                         "an executor applies to an exterior port (bound to an interface); \
                          this port has no interface",
                     );
