@@ -1,7 +1,8 @@
 //! The virtual bridge end to end: real vnetd, namespaces as guests, ping,
 //! nc and tcpdump.
 use anyhow::Result;
-use vnet_e2e::{have_root, repo_root, Guest, World};
+use std::time::Duration;
+use vnet_e2e::{have_root, poll, repo_root, Guest, World};
 
 const VM1_MAC: &str = "02:00:00:00:01:01";
 const VM2_MAC: &str = "02:00:00:00:01:02";
@@ -236,4 +237,60 @@ fn sigterm_with_detach_on_exit_detaches_every_program() -> Result<()> {
 
 fn names(programs: &[(String, u64)]) -> Vec<&str> {
     programs.iter().map(|(n, _)| n.as_str()).collect()
+}
+
+/// A port carrying VLAN 100 (`vlan: 100`) and an untagged one on the same
+/// bridge: the trunk guest's tagged frames lose their tag, the access
+/// guest's answers gain it, in the kernel. On the skb path a received tag
+/// is skb metadata, popped and pushed with the skb helpers. (This kernel
+/// has no 802.1Q devices: the trunk guest speaks through scapy.)
+#[test]
+fn a_tagged_port_and_an_untagged_one_talk_through_the_kernel() -> Result<()> {
+    if !have_root("a_tagged_port_and_an_untagged_one_talk_through_the_kernel") {
+        return Ok(());
+    }
+    let mut w = World::new("vlan")?;
+    let trunk = w.guest_without_address("trunk", "tr-h", "02:00:00:00:0c:01")?;
+    let access = w.guest("access", "ac-h", "02:00:00:00:0c:02", "10.0.0.2")?;
+    // The access guest knows the trunk guest's MAC (no ARP from scapy).
+    let neigh = w.exec(
+        &access,
+        &[
+            "ip",
+            "neigh",
+            "add",
+            "10.0.0.1",
+            "lladdr",
+            "02:00:00:00:0c:01",
+            "dev",
+            "eth0",
+        ],
+    )?;
+    anyhow::ensure!(
+        neigh.status.success(),
+        "{}",
+        String::from_utf8_lossy(&neigh.stderr)
+    );
+    let topo = w.topology_file(
+        "version: 1\nbridges:\n  lan:\n    ports:\n      trunk: {interface: tr-h, vlan: 100}\n      access: {interface: ac-h}\n",
+    )?;
+    w.start_vnetd(&topo)?;
+    let replies = w.capture(&trunk, "vlan 100 and icmp[icmptype] == icmp-echoreply")?;
+    w.python(
+        &trunk,
+        "from scapy.all import Ether, Dot1Q, IP, ICMP, sendp\n\
+         p = Ether(src='02:00:00:00:0c:01', dst='02:00:00:00:0c:02')/Dot1Q(vlan=100)/\
+         IP(src='10.0.0.1', dst='10.0.0.2')/ICMP(id=77)\n\
+         sendp([p] * 20, iface='eth0', inter=0.05, verbose=False)\n",
+    )?;
+    poll("20 tagged echo replies", Duration::from_secs(10), || {
+        Ok((w.kernel_flow_packets("tr-h")? >= 18).then_some(()))
+    })?;
+    let seen = replies.finish()?;
+    let answered = seen
+        .iter()
+        .filter(|l| l.contains("vlan 100") && l.contains("echo reply"))
+        .count();
+    assert_eq!(answered, 20, "every request answered, tagged: {seen:?}");
+    Ok(())
 }
