@@ -488,6 +488,12 @@ impl Kernel {
                 })?;
             *slot = per_cpu.iter().sum();
         }
+        // The programs count outcomes only; what entered is their sum.
+        let sum = |c: &[u64; XDP_STATS], outcomes: &[Reason]| {
+            outcomes.iter().map(|&r| c[r as usize]).sum::<u64>()
+        };
+        out[Reason::XdpRx as usize] = sum(&out, &Reason::XDP_OUTCOMES);
+        out[Reason::TcRx as usize] = sum(&out, &Reason::TC_OUTCOMES);
         Ok(out)
     }
 

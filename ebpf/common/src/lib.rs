@@ -298,7 +298,8 @@ macro_rules! reasons {
 
 reasons! {
     // --- counted by the XDP program ---
-    /// A frame entered the XDP program.
+    /// A frame entered the XDP program: the sum of its outcomes
+    /// (`XDP_OUTCOMES`), worked out by vnetd; the program does not count it.
     XdpRx = "xdp_rx",
     /// Flow hit, actions applied, frame redirected.
     XdpHitRedirect = "xdp_hit_redirect",
@@ -328,7 +329,8 @@ reasons! {
     /// to the interface's tc program, which executes it.
     XdpPassToTc = "xdp_pass_to_tc",
     // --- counted by the tc (skb) program ---
-    /// A frame entered the tc program.
+    /// A frame entered the tc program: the sum of its outcomes
+    /// (`TC_OUTCOMES`), worked out by vnetd.
     TcRx = "tc_rx",
     /// Flow hit, actions applied, frame redirected.
     TcHitRedirect = "tc_hit_redirect",
@@ -488,6 +490,32 @@ impl Reason {
     /// Number of reasons the kernel programs count (the size of the STATS
     /// array): the XDP, tc and upcall groups.
     pub const XDP_COUNT: u32 = Reason::UpcallRx as u32 + 1;
+
+    /// Where every frame of the XDP program ends, exactly one each (the
+    /// socket outcomes, `XdpNoSocket` and `XdpTooBig`, come on top of
+    /// some): their sum is `XdpRx`, which the program leaves uncounted to
+    /// spare the hit path an add.
+    pub const XDP_OUTCOMES: [Reason; 8] = [
+        Reason::XdpHitRedirect,
+        Reason::XdpHitDrop,
+        Reason::XdpMiss,
+        Reason::XdpUnparsed,
+        Reason::XdpActionFailed,
+        Reason::XdpFragUnknown,
+        Reason::XdpMalformed,
+        Reason::XdpPassToTc,
+    ];
+
+    /// The same for the tc program and `TcRx`.
+    pub const TC_OUTCOMES: [Reason; 7] = [
+        Reason::TcHitRedirect,
+        Reason::TcHitDrop,
+        Reason::TcMiss,
+        Reason::TcUnparsed,
+        Reason::TcMalformed,
+        Reason::TcFragUnknown,
+        Reason::TcActionFailed,
+    ];
 }
 
 #[cfg(feature = "user")]

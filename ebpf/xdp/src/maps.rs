@@ -10,7 +10,7 @@
 
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
-    helpers::bpf_ktime_get_ns,
+    helpers::bpf_ktime_get_coarse_ns,
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, XskMap},
 };
@@ -87,6 +87,11 @@ impl Flow {
 
     /// Counts one packet of `len` bytes: atomic adds, as several CPUs may
     /// hit the same flow.
+    ///
+    /// "Last used" is the coarse clock (`CLOCK_MONOTONIC_COARSE`, a tick's
+    /// resolution: flows expire after seconds), stored only when it moved:
+    /// most hits of a busy flow read it and write nothing, as Cilium keeps
+    /// its conntrack's last-seen.
     #[inline(always)]
     pub(crate) fn account(&self, len: u64) {
         let flow = self.value;
@@ -95,11 +100,15 @@ impl Flow {
         unsafe {
             atomic_add(&raw mut (*flow).packets, 1);
             atomic_add(&raw mut (*flow).bytes, len);
-            // One aligned 64-bit store (BPF STX DW) cannot tear, and the
-            // latest writer winning is what "last used" means. Volatile, not
-            // an atomic store: LLVM's BPF backend cannot select an atomic
-            // store for the generic CPU that bpf-linker targets.
-            (&raw mut (*flow).last_used_ns).write_volatile(bpf_ktime_get_ns());
+            let now = bpf_ktime_get_coarse_ns();
+            let last = &raw mut (*flow).last_used_ns;
+            // One aligned 64-bit load or store (BPF LDX/STX DW) cannot tear,
+            // and the latest writer winning is what "last used" means.
+            // Volatile, not atomic: LLVM's BPF backend cannot select atomic
+            // loads and stores for the generic CPU that bpf-linker targets.
+            if last.read_volatile() != now {
+                last.write_volatile(now);
+            }
         }
     }
 }

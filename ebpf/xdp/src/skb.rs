@@ -98,7 +98,8 @@ fn meta(ctx: &TcContext) -> Result<Meta, ()> {
 /// The program: key, look up, execute or hand to userspace.
 #[inline(always)]
 pub(crate) fn run(ctx: TcContext) -> i32 {
-    count(Reason::TcRx);
+    // No `TcRx` count: every frame ends in exactly one outcome counter, and
+    // vnetd sums them (`Kernel::stats`).
     let Ok(m) = meta(&ctx) else {
         count(Reason::TcUnparsed);
         return upcall(&ctx, None);
