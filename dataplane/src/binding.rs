@@ -10,6 +10,7 @@ use crate::kernel::{AttachMode, Kernel};
 use crate::ports::BoundPort;
 use crate::sim::PortId;
 use crate::upcall_path::{self, UpcallPath};
+use crate::upcalls::UpcallLimit;
 use crate::veth::{self, LinkInfo, PeerOutcome};
 use anyhow::Context;
 use std::collections::BTreeSet;
@@ -150,12 +151,15 @@ impl Binder {
 
     /// Binds `port` to `ifname` with the executor `wanted` resolves to. On
     /// failure nothing stays attached or set.
+    /// `limit` is the port's budget of first packets, which the tc program
+    /// enforces for an skb port (their first packets share one ring).
     pub fn bind(
         &mut self,
         kernel: &mut Kernel,
         port: PortId,
         ifname: &str,
         wanted: Executor,
+        limit: UpcallLimit,
     ) -> anyhow::Result<BoundPort> {
         if ifindex(ifname).is_none() {
             anyhow::bail!("interface {ifname} does not exist");
@@ -174,9 +178,11 @@ impl Binder {
             // The socket only transmits (what userspace forwards to this
             // port): nothing redirects into it, and no XDP program runs on
             // the interface. First packets come through the upcall path.
-            _ => Xsk::bind(ifname)
-                .map(|xsk| BoundPort::new(port, ifindex, xsk, None, Executor::Skb, peer_elsewhere))
-                .map_err(anyhow::Error::from),
+            _ => kernel
+                .set_upcall_budget(ifindex, limit.per_sec, limit.burst)
+                .map_err(anyhow::Error::from)
+                .and_then(|()| Xsk::bind(ifname).map_err(anyhow::Error::from))
+                .map(|xsk| BoundPort::new(port, ifindex, xsk, None, Executor::Skb, peer_elsewhere)),
         };
         match bound {
             Ok(mut b) => {
@@ -184,6 +190,7 @@ impl Binder {
                 Ok(b)
             }
             Err(e) => {
+                let _ = kernel.remove_upcall_budget(ifindex);
                 let _ = kernel.detach_tc(ifname);
                 Err(e)
             }
@@ -287,6 +294,9 @@ impl Binder {
         }
         if let Err(e) = kernel.detach_tc(&ifname) {
             tracing::warn!(interface = %ifname, error = %e, "detaching the tc program");
+        }
+        if let Err(e) = kernel.remove_upcall_budget(bound.ifindex) {
+            tracing::warn!(interface = %ifname, error = %e, "removing the upcall budget");
         }
         tracing::info!(interface = %ifname, "unbound");
     }

@@ -55,6 +55,15 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// The upcall budget of `port`: an uplink's (a router's exterior port)
+    /// is larger, as every tenant's inbound first packets arrive there.
+    pub fn upcalls_of(&self, port: &sim::snapshot::Port) -> UpcallLimit {
+        match port.device {
+            DeviceRef::Router(_) => self.upcalls.for_uplink(),
+            DeviceRef::Bridge(_) => self.upcalls,
+        }
+    }
+
     /// The defaults for a kernel flow table of `max_flows`.
     pub fn for_max_flows(max_flows: u32) -> Limits {
         Limits {
@@ -344,14 +353,15 @@ impl Runtime {
     /// upcall path (the skb ports' first packets).
     fn serve_ports(&mut self) {
         let n = self.ports.len();
-        if n == 0 {
-            return;
+        if n > 0 {
+            let first = self.first_port % n;
+            for k in 0..n {
+                self.service((first + k) % n);
+            }
+            self.first_port = (first + 1) % n;
         }
-        let first = self.first_port % n;
-        for k in 0..n {
-            self.service((first + k) % n);
-        }
-        self.first_port = (first + 1) % n;
+        // Even with no port bound: frames left in the ring (an earlier
+        // vnetd's tc programs) must be read, or the poll never sleeps.
         self.serve_upcalls();
     }
 
@@ -392,17 +402,11 @@ impl Runtime {
         self.frames = raw;
     }
 
-    /// The upcall budget of the port at position `i`: an uplink's is larger.
+    /// The upcall budget of the port at position `i`.
     fn upcall_limit(&self, i: usize) -> UpcallLimit {
-        let uplink = self
-            .snap
-            .ports
-            .get(self.ports.at(i).port)
-            .is_some_and(|p| matches!(p.device, DeviceRef::Router(_)));
-        if uplink {
-            self.limits.upcalls.for_uplink()
-        } else {
-            self.limits.upcalls
+        match self.snap.ports.get(self.ports.at(i).port) {
+            Some(p) => self.limits.upcalls_of(p),
+            None => self.limits.upcalls,
         }
     }
 

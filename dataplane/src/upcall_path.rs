@@ -18,7 +18,7 @@ use vnet_common::upcall::{self, UpcallHeader, FAR, NEAR};
 
 use crate::afxdp::{RxDrops, Xsk};
 use crate::binding;
-use crate::packet::{ETHERTYPE_VLAN, ETH_HLEN};
+use crate::packet::{ETHERTYPE_QINQ, ETHERTYPE_VLAN, ETH_HLEN};
 
 /// The socket on the far end.
 pub struct UpcallPath {
@@ -62,9 +62,15 @@ pub fn decode(bytes: &[u8]) -> Option<Upcall> {
     };
     let mut frame = Vec::with_capacity(rest.len() + 4);
     if header.flags & upcall::TAGGED != 0 {
-        // MACs, the 802.1Q tag, then the frame's own EtherType onward.
+        // MACs, the outer tag, then the frame's own EtherType onward (an
+        // inner tag included).
+        let tpid = if header.flags & upcall::TAGGED_8021AD != 0 {
+            ETHERTYPE_QINQ
+        } else {
+            ETHERTYPE_VLAN
+        };
         frame.extend_from_slice(&rest[..12]);
-        frame.extend_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
+        frame.extend_from_slice(&tpid.to_be_bytes());
         frame.extend_from_slice(&header.vlan_tci);
         frame.extend_from_slice(&rest[12..]);
     } else {
@@ -162,6 +168,14 @@ mod tests {
         assert_eq!(up.frame[..12], FRAME[..12]);
         assert_eq!(up.frame[12..16], [0x81, 0x00, 0x20, 0x64]);
         assert_eq!(up.frame[16..], FRAME[12..]);
+        // An 802.1ad outer tag comes back as one.
+        let mut bytes = header(9, Some(0x0064));
+        bytes[20] |= upcall::TAGGED_8021AD;
+        bytes.extend_from_slice(&FRAME);
+        assert_eq!(
+            decode(&bytes).unwrap().frame[12..16],
+            [0x88, 0xa8, 0x00, 0x64]
+        );
     }
 
     #[test]

@@ -2619,3 +2619,45 @@ fn tc_mtu_check_is_on_the_gso_segment() {
         );
     }
 }
+
+/// A port's first packets on the skb path are charged to its budget before
+/// they reach the ring all skb ports share: over it, they are dropped and
+/// counted there (`tc_upcall_budget`).
+#[test]
+fn tc_upcalls_over_the_ports_budget_are_dropped_before_the_ring() {
+    use vnet_dataplane::kernel::tc_action::{TC_ACT_REDIRECT, TC_ACT_SHOT};
+    if needs_root() {
+        return;
+    }
+    let mut k = load(16);
+    k.set_upcall_ifindex(LO).unwrap();
+    // A burst of 3, refilled at 1 a second: the 4th of a quick run is over.
+    k.set_upcall_budget(LO, 1, 3).unwrap();
+    let frame = tcp_frame(VM1_MAC, RTR_MAC, None, &vm1_web(), 40000, 80);
+    let verdicts: Vec<u32> = (0..4)
+        .map(|_| k.test_run_tc(&frame, LO, 0).unwrap().action)
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            TC_ACT_REDIRECT,
+            TC_ACT_REDIRECT,
+            TC_ACT_REDIRECT,
+            TC_ACT_SHOT
+        ]
+    );
+    let stats = k.stats().unwrap();
+    assert_eq!(
+        stats[Reason::TcUpcallBudget as usize],
+        1,
+        "{}",
+        named(&stats)
+    );
+    assert_eq!(stats[Reason::TcMiss as usize], 4, "{}", named(&stats));
+    // Without a budget, no limit.
+    k.remove_upcall_budget(LO).unwrap();
+    assert_eq!(
+        k.test_run_tc(&frame, LO, 0).unwrap().action,
+        TC_ACT_REDIRECT
+    );
+}

@@ -24,8 +24,8 @@ use aya::{
     Ebpf, EbpfLoader, TestRun as _, TestRunOptions,
 };
 use vnet_common::{
-    maps, FlowActions, FlowKey, FlowValue, IfaceConfig, Reason, TC_PROGRAM, UPCALL_PROGRAM,
-    XDP_PROGRAM,
+    maps, FlowActions, FlowKey, FlowValue, IfaceConfig, Reason, UpcallBudget, TC_PROGRAM,
+    UPCALL_PROGRAM, XDP_PROGRAM,
 };
 
 pub use attach::Hook;
@@ -125,6 +125,7 @@ pub struct Kernel {
     xsks: XskMap<MapData>,
     stats: PerCpuArray<MapData, u64>,
     upcall: Array<MapData, u32>,
+    upcall_budgets: HashMap<MapData, u32, UpcallBudget>,
     max_flows: u32,
     /// What this `Kernel` attached, by interface and hook slot.
     attached: BTreeMap<(String, Slot), Attachment>,
@@ -254,6 +255,7 @@ impl Kernel {
         let xsks = take_map(&mut ebpf, maps::XSKS, XskMap::try_from)?;
         let stats = take_map(&mut ebpf, maps::STATS, PerCpuArray::try_from)?;
         let upcall = take_map(&mut ebpf, maps::UPCALL, Array::try_from)?;
+        let upcall_budgets = take_map(&mut ebpf, maps::UPCALL_BUDGETS, HashMap::try_from)?;
         Ok(Kernel {
             ebpf,
             flows,
@@ -262,6 +264,7 @@ impl Kernel {
             xsks,
             stats,
             upcall,
+            upcall_budgets,
             max_flows,
             attached: BTreeMap::new(),
             pins,
@@ -336,6 +339,36 @@ impl Kernel {
                 map: maps::UPCALL,
                 error,
             })
+    }
+
+    /// Gives skb port `ifindex` a full bucket of first packets (see
+    /// `UpcallBudget`); `per_sec` 0 lifts its limit.
+    pub fn set_upcall_budget(
+        &mut self,
+        ifindex: u32,
+        per_sec: u32,
+        burst: u32,
+    ) -> Result<(), KernelError> {
+        self.upcall_budgets
+            .insert(ifindex, UpcallBudget::full(per_sec, burst), 0)
+            .map_err(|error| KernelError::Map {
+                op: format!("setting the upcall budget of ifindex {ifindex}"),
+                map: maps::UPCALL_BUDGETS,
+                error,
+            })
+    }
+
+    /// Removes the budget of `ifindex`; absent is not an error.
+    pub fn remove_upcall_budget(&mut self, ifindex: u32) -> Result<(), KernelError> {
+        match self.upcall_budgets.remove(&ifindex) {
+            Ok(()) => Ok(()),
+            Err(e) if is_enoent(&e) => Ok(()),
+            Err(error) => Err(KernelError::Map {
+                op: format!("removing the upcall budget of ifindex {ifindex}"),
+                map: maps::UPCALL_BUDGETS,
+                error,
+            }),
+        }
     }
 
     /// Declares the AF_XDP socket slot of interface `ifindex`: misses on it

@@ -269,7 +269,11 @@ impl Runtime {
                 }
             }
             let executor = snap.ports[port].executor;
-            match link.binder.bind(&mut self.kernel, port, ifname, executor) {
+            let limit = self.limits.upcalls_of(&snap.ports[port]);
+            match link
+                .binder
+                .bind(&mut self.kernel, port, ifname, executor, limit)
+            {
                 Ok(b) => {
                     tracing::info!(port = %name, interface = %ifname, ifindex = b.ifindex, "bound");
                     link.unbound.remove(name);

@@ -16,8 +16,9 @@ pub mod maps {
     pub const XSKS: &str = "XSKS";
     pub const STATS: &str = "STATS";
     pub const UPCALL: &str = "UPCALL";
+    pub const UPCALL_BUDGETS: &str = "UPCALL_BUDGETS";
     /// Every map of the programs (what vnetd pins).
-    pub const ALL: [&str; 6] = [FLOWS, FRAGS, IFACES, XSKS, STATS, UPCALL];
+    pub const ALL: [&str; 7] = [FLOWS, FRAGS, IFACES, XSKS, STATS, UPCALL, UPCALL_BUDGETS];
 }
 
 /// The version of the maps' layout: what the types below look like in the
@@ -25,7 +26,7 @@ pub mod maps {
 /// adopts pinned maps of the same version only (a restart keeps the flows);
 /// bump it with any change to a map's key or value type, or to what a
 /// field means.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Name of the XDP flow executor in the object file.
 pub const XDP_PROGRAM: &str = "vnet_xdp";
@@ -175,10 +176,13 @@ pub mod upcall {
     /// IEEE 802 local experimental EtherType, so that tcpdump on the pair
     /// shows what the frames are.
     pub const ETHERTYPE: u16 = 0x88b5;
-    /// `UpcallHeader::flags`: the frame carried an 802.1Q tag (the kernel
-    /// keeps received tags out of the packet bytes, so the header carries
-    /// it and vnetd puts it back).
+    /// `UpcallHeader::flags`: the frame carried an outer VLAN tag (the
+    /// kernel keeps a received outer tag out of the packet bytes, so the
+    /// header carries it and vnetd puts it back; an inner tag stays in the
+    /// bytes).
     pub const TAGGED: u8 = 1 << 0;
+    /// With `TAGGED`: the tag's TPID is 802.1ad (0x88a8), not 802.1Q.
+    pub const TAGGED_8021AD: u8 = 1 << 1;
     pub const HEADER_LEN: usize = core::mem::size_of::<UpcallHeader>();
 
     /// In front of every frame on the upcall pair. Byte arrays only: no
@@ -194,7 +198,7 @@ pub mod upcall {
         pub ifindex: [u8; 4],
         /// The 802.1Q TCI of a tagged frame.
         pub vlan_tci: [u8; 2],
-        /// `TAGGED`.
+        /// `TAGGED`, `TAGGED_8021AD`.
         pub flags: u8,
         pub _pad: u8,
     }
@@ -257,6 +261,42 @@ pub struct FragKey {
 pub struct FragPorts {
     pub l4_src: u16,
     pub l4_dst: u16,
+}
+
+/// A port's budget of first packets on the skb path, keyed by ifindex: a
+/// token bucket the tc program charges before it sends a frame up. All skb
+/// ports share the upcall pair's one socket ring, so a port's budget must
+/// be enforced before the ring, or one guest's flood of new flows would
+/// fill it and the others' first packets (DHCP, ARP, SYNs) would be dropped
+/// there. Written whole by vnetd when it binds a port (a full bucket);
+/// `tokens` and `last_ns` then by the program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UpcallBudget {
+    /// Frames per second; 0: no limit.
+    pub per_sec: u32,
+    /// How many a quiet port may send at once.
+    pub burst: u32,
+    /// In units of [`UpcallBudget::TOKEN`] per frame.
+    pub tokens: u64,
+    /// `bpf_ktime_get_coarse_ns()` of the last charge.
+    pub last_ns: u64,
+}
+
+impl UpcallBudget {
+    /// One frame's worth of `tokens`: with time in ns, `per_sec` tokens
+    /// accrue per ns of elapsed time.
+    pub const TOKEN: u64 = 1_000_000_000;
+
+    /// A full bucket.
+    pub const fn full(per_sec: u32, burst: u32) -> UpcallBudget {
+        UpcallBudget {
+            per_sec,
+            burst,
+            tokens: burst as u64 * Self::TOKEN,
+            last_ns: 0,
+        }
+    }
 }
 
 /// Per-interface configuration, keyed by ifindex.
@@ -356,6 +396,9 @@ reasons! {
     /// The upcall header could not be added (no memory for the head):
     /// dropped.
     TcUpcallFailed = "tc_upcall_failed",
+    /// A first packet over its port's budget (`UpcallBudget`): dropped
+    /// before the shared upcall ring, so one port cannot fill it.
+    TcUpcallBudget = "tc_upcall_budget",
     /// A frame the upcall interface's XDP program handed to the upcall
     /// socket.
     UpcallRx = "upcall_rx",
@@ -528,6 +571,7 @@ mod pod {
     unsafe impl aya::Pod for super::FragKey {}
     unsafe impl aya::Pod for super::FragPorts {}
     unsafe impl aya::Pod for super::IfaceConfig {}
+    unsafe impl aya::Pod for super::UpcallBudget {}
 }
 
 #[cfg(test)]
@@ -567,6 +611,7 @@ mod tests {
         assert_eq!(size_of::<FragPorts>(), 4);
         assert_eq!(size_of::<IfaceConfig>(), 8);
         assert_eq!(upcall::HEADER_LEN, 22);
+        assert_eq!(size_of::<UpcallBudget>(), 24);
     }
 
     #[test]
@@ -581,6 +626,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(Reason::XDP_COUNT, 23);
+        assert_eq!(Reason::XDP_COUNT, 24);
     }
 }

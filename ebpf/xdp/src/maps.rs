@@ -15,8 +15,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, XskMap},
 };
 use vnet_common::{
-    FlowActions, FlowKey, FlowValue, FragKey, FragPorts, IfaceConfig, Reason, DEFAULT_MAX_FLOWS,
-    MAX_FRAGS, MAX_IFACES,
+    FlowActions, FlowKey, FlowValue, FragKey, FragPorts, IfaceConfig, Reason, UpcallBudget,
+    DEFAULT_MAX_FLOWS, MAX_FRAGS, MAX_IFACES,
 };
 
 /// The flow table. Written by vnetd only (install, replace, invalidate,
@@ -63,6 +63,15 @@ pub(crate) static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Reason
 /// up. Written by vnetd at start-up, read by the tc program on every miss.
 #[map]
 pub(crate) static UPCALL: Array<u32> = Array::with_max_entries(1, 0);
+
+/// The skb ports' budgets of first packets, by ifindex (see
+/// `UpcallBudget`). Written by vnetd at bind and removed at unbind; charged
+/// by the tc program on every frame it sends up. Two CPUs charging one port
+/// at once may both read the same tokens and both write: the bucket then
+/// lets a frame or two more through, which bounds nothing worse.
+#[map]
+pub(crate) static UPCALL_BUDGETS: HashMap<u32, UpcallBudget> =
+    HashMap::with_max_entries(MAX_IFACES, 0);
 
 /// An installed flow, found by [`flow`].
 pub(crate) struct Flow {
@@ -139,6 +148,43 @@ pub(crate) fn xsk_slot(ifindex: u32) -> Option<u32> {
 #[inline(always)]
 pub(crate) fn upcall_ifindex() -> Option<u32> {
     UPCALL.get(0).copied().filter(|&i| i != 0)
+}
+
+/// Charges one frame to `ifindex`'s budget of first packets: whether it may
+/// go up. A port without a budget is not limited.
+#[inline(always)]
+pub(crate) fn take_upcall_token(ifindex: u32) -> bool {
+    let Some(b) = UPCALL_BUDGETS.get_ptr_mut(ifindex) else {
+        return true;
+    };
+    // SAFETY: a value of this map found in this run (see the module doc).
+    unsafe {
+        let per_sec = u64::from((*b).per_sec);
+        if per_sec == 0 {
+            return true;
+        }
+        let now = bpf_ktime_get_coarse_ns();
+        // At most a second's refill per charge, so that the product stays
+        // in 64 bits (4.3e9 tokens/s × 1e9 ns) with no overflow check,
+        // which the BPF target lacks; a bucket idle longer fills up over
+        // the next few charges.
+        let mut elapsed = now.wrapping_sub((*b).last_ns);
+        if elapsed > 1_000_000_000 {
+            elapsed = 1_000_000_000;
+        }
+        let cap = u64::from((*b).burst) * UpcallBudget::TOKEN;
+        let mut tokens = (*b).tokens + elapsed * per_sec;
+        if tokens > cap {
+            tokens = cap;
+        }
+        (*b).last_ns = now;
+        if tokens < UpcallBudget::TOKEN {
+            (*b).tokens = tokens;
+            return false;
+        }
+        (*b).tokens = tokens - UpcallBudget::TOKEN;
+        true
+    }
 }
 
 #[inline(always)]

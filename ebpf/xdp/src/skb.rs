@@ -57,15 +57,24 @@ const HEADERS: u32 = (ETH_HLEN + 60 + 60) as u32;
 /// The skb's metadata the executor reads.
 struct Meta {
     ifindex: u32,
-    /// The received 802.1Q tag (the TCI), if the frame had one.
-    tag: Option<u16>,
+    /// The received outer VLAN tag (its TPID and TCI), if the frame had
+    /// one: the kernel keeps it in the skb, out of the bytes.
+    tag: Option<Tag>,
     /// GSO segment size (payload bytes per segment), 0 for a plain frame.
     gso_size: u32,
     len: u32,
 }
 
+/// A VLAN tag held in the skb's metadata.
+#[derive(Clone, Copy)]
+struct Tag {
+    /// The TPID in network order (`ETH_P_8021Q` or `ETH_P_8021AD`).
+    proto_be: u16,
+    tci: u16,
+}
+
 #[inline(always)]
-fn meta(ctx: &TcContext) -> Result<Meta, ()> {
+fn meta(ctx: &TcContext) -> Meta {
     let skb = ctx.skb.skb;
     // SAFETY: reads of the program's own context.
     let (ifindex, vlan_present, vlan_proto, vlan_tci, gso_size, len) = unsafe {
@@ -78,21 +87,16 @@ fn meta(ctx: &TcContext) -> Result<Meta, ()> {
             (*skb).len,
         )
     };
-    let tag = if vlan_present != 0 {
-        // An outer 802.1ad (QinQ) tag is not ours to key.
-        if vlan_proto != u32::from(ETH_P_8021Q.to_be()) {
-            return Err(());
-        }
-        Some(vlan_tci as u16)
-    } else {
-        None
-    };
-    Ok(Meta {
+    let tag = (vlan_present != 0).then_some(Tag {
+        proto_be: vlan_proto as u16,
+        tci: vlan_tci as u16,
+    });
+    Meta {
         ifindex,
         tag,
         gso_size,
         len,
-    })
+    }
 }
 
 /// The program: key, look up, execute or hand to userspace.
@@ -100,9 +104,14 @@ fn meta(ctx: &TcContext) -> Result<Meta, ()> {
 pub(crate) fn run(ctx: TcContext) -> i32 {
     // No `TcRx` count: every frame ends in exactly one outcome counter, and
     // vnetd sums them (`Kernel::stats`).
-    let Ok(m) = meta(&ctx) else {
-        count(Reason::TcUnparsed);
-        return upcall(&ctx, None);
+    let m = meta(&ctx);
+    // An outer 802.1ad (QinQ) tag is not ours to key.
+    let tci = match m.tag {
+        Some(t) if t.proto_be != ETH_P_8021Q.to_be() => {
+            count(Reason::TcUnparsed);
+            return upcall(&ctx, m.tag);
+        }
+        t => t.map(|t| t.tci),
     };
     // Headers linear and writable (a cloned skb gets its own head). Failure
     // is memory pressure: userspace copes with the frame as it is.
@@ -113,7 +122,7 @@ pub(crate) fn run(ctx: TcContext) -> i32 {
     }
     let parsed = {
         let f = Frame::of_skb(&ctx);
-        match parse::parse_frame(&f, m.ifindex, m.tag) {
+        match parse::parse_frame(&f, m.ifindex, tci) {
             Ok(p) => p,
             Err(reason) => {
                 count(tc_reason(reason));
@@ -397,11 +406,12 @@ fn segment_len(f: &Frame, p: &Parsed, total: u16, gso_size: u32) -> u32 {
     p.ip_len as u32 + l4_hlen + gso_size
 }
 
-/// Sends the frame to userspace: pops a received tag into the header
-/// (the far end's XDP would not see it), prepends the header and redirects
-/// out of the upcall pair's near end.
+/// Sends the frame to userspace: prepends the header (with the received
+/// tag, which the far end's XDP would not see: it stays in the skb's
+/// metadata, as veth carries it, while the bytes keep any inner tag) and
+/// redirects out of the upcall pair's near end.
 #[inline(always)]
-fn upcall(ctx: &TcContext, tag: Option<u16>) -> i32 {
+fn upcall(ctx: &TcContext, tag: Option<Tag>) -> i32 {
     let Some(target) = maps::upcall_ifindex() else {
         count(Reason::TcNoUpcall);
         return SHOT;
@@ -420,18 +430,22 @@ fn upcall(ctx: &TcContext, tag: Option<u16>) -> i32 {
         count(Reason::TcTooBig);
         return SHOT;
     }
+    // The port's budget, before the ring all skb ports share. A GSO frame
+    // is charged once, before the pair segments it.
+    if !maps::take_upcall_token(ifindex) {
+        count(Reason::TcUpcallBudget);
+        return SHOT;
+    }
     let mut header = UpcallHeader {
         ethertype: upcall::ETHERTYPE.to_be_bytes(),
         ifindex: ifindex.to_be_bytes(),
         ..UpcallHeader::default()
     };
-    if let Some(tci) = tag {
-        header.vlan_tci = tci.to_be_bytes();
+    if let Some(t) = tag {
+        header.vlan_tci = t.tci.to_be_bytes();
         header.flags = upcall::TAGGED;
-        // SAFETY: a helper call on the program's own context.
-        if unsafe { bpf_skb_vlan_pop(skb) } != 0 {
-            count(Reason::TcUpcallFailed);
-            return SHOT;
+        if t.proto_be != ETH_P_8021Q.to_be() {
+            header.flags |= upcall::TAGGED_8021AD;
         }
     }
     // SAFETY: as above.
