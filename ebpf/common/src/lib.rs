@@ -387,8 +387,8 @@ reasons! {
     /// A flow hit whose action could not be applied (TTL, MTU, a helper
     /// failing): sent to userspace.
     TcActionFailed = "tc_action_failed",
-    /// A frame for userspace larger than the upcall interface carries (and
-    /// not a GSO frame the kernel segments): dropped.
+    /// A frame for userspace larger than the upcall pair carries (over
+    /// 3.5 KB, or a GSO frame whose segments are): dropped.
     TcTooBig = "tc_too_big",
     /// A frame for userspace with no upcall interface set (vnetd not
     /// running or starting): dropped.
