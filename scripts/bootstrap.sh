@@ -10,6 +10,7 @@ APT_PACKAGES=(iproute2 ethtool tcpdump iputils-ping netcat-openbsd curl
   isc-dhcp-client udhcpc dhcpcd-base arping traceroute python3-scapy bpftool
   procps nftables
   prometheus  # prometheus: the server and promtool that tests/tests/metrics.rs runs
+  etcd-server protobuf-compiler  # etcd for control/etcd and tests/tests/etcd.rs; protoc for etcd-client's build
   qemu-system-x86 iperf3)  # the VMs of tests/tests/vm.rs (iperf3 goes into their image too)
 
 step() { printf '[bootstrap] %s\n' "$*"; }
@@ -53,3 +54,4 @@ else
 fi
 bash "$(dirname "$0")/vm-image.sh"  # kernel + busybox initramfs of the VMs of tests/tests/vm.rs
 step "done"
+"$(dirname "$0")/midonet-client.sh"  # midonetclient 5.2.0 for tests/tests/midonet.rs

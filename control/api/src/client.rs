@@ -132,6 +132,19 @@ pub struct Health {
     pub ports: Vec<vnet_model::reports::PortStatus>,
 }
 
+/// A host, as `vnetctl get hosts` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostStatus {
+    pub name: String,
+    pub tunnel_address: String,
+    /// Its registration is live (its lease not expired).
+    pub alive: bool,
+    /// It registered itself at least once (else only the topology names it).
+    pub registered: bool,
+    /// The ports (`device/port`) placed on it.
+    pub ports: Vec<String>,
+}
+
 /// A stream of stored revisions, each as the change it made.
 pub struct Watch(tonic::Streaming<pb::WatchEvent>);
 
@@ -317,6 +330,27 @@ impl Client {
             topology: topology(r.topology)?,
             objects,
         })
+    }
+
+    /// The hosts, by name: (revision, hosts).
+    pub async fn hosts(&mut self) -> Result<(u64, Vec<HostStatus>), ClientError> {
+        let r = self
+            .inner
+            .get_hosts(pb::GetHostsRequest {})
+            .await?
+            .into_inner();
+        let hosts = r
+            .hosts
+            .into_iter()
+            .map(|h| HostStatus {
+                name: h.name,
+                tunnel_address: h.tunnel_address,
+                alive: h.alive,
+                registered: h.registered,
+                ports: h.ports,
+            })
+            .collect();
+        Ok((r.revision, hosts))
     }
 
     pub async fn watch(&mut self, from_revision: u64) -> Result<Watch, ClientError> {

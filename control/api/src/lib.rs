@@ -22,7 +22,7 @@ mod pb {
 /// The compiled .proto, for gRPC reflection.
 const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vnet_descriptor.bin"));
 
-pub use client::{ApplyOutcome, Client, ClientError, Health, Listed, Target, Watch};
+pub use client::{ApplyOutcome, Client, ClientError, Health, HostStatus, Listed, Target, Watch};
 pub use documents::DocumentError;
 pub use latency::request_latency;
 pub use listen::{serve, serve_timed, ApiConfig, ApiError, Listeners};

@@ -274,6 +274,19 @@ impl pb::vnet_server::Vnet for VnetService {
         }))
     }
 
+    async fn get_hosts(
+        &self,
+        _request: Request<pb::GetHostsRequest>,
+    ) -> Result<Response<pb::GetHostsResponse>, Status> {
+        let (current, registered) = self
+            .store_call(|s| Ok((s.current()?, s.registered_hosts()?)))
+            .await?;
+        Ok(Response::new(pb::GetHostsResponse {
+            revision: current.revision,
+            hosts: crate::views::hosts(&current.topology, registered),
+        }))
+    }
+
     async fn list(
         &self,
         request: Request<pb::ListRequest>,

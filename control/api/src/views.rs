@@ -277,3 +277,49 @@ pub(crate) fn change_from_pb(c: pb::Change) -> Change {
     };
     Change { op, path: c.path }
 }
+
+/// The hosts view: the topology's `hosts:` and the store's registrations,
+/// by name, with the ports placed on each.
+pub fn hosts(
+    topology: &vnet_model::Topology,
+    registered: Vec<vnet_store::RegisteredHost>,
+) -> Vec<pb::HostInfo> {
+    use std::collections::BTreeMap;
+    let mut hosts: BTreeMap<String, pb::HostInfo> = topology
+        .hosts
+        .iter()
+        .map(|(name, h)| {
+            let info = pb::HostInfo {
+                name: name.clone(),
+                tunnel_address: h.tunnel_address.to_string(),
+                ..Default::default()
+            };
+            (name.clone(), info)
+        })
+        .collect();
+    for r in registered {
+        let h = hosts.entry(r.name.clone()).or_insert_with(|| pb::HostInfo {
+            name: r.name.clone(),
+            ..Default::default()
+        });
+        h.tunnel_address = r.tunnel_address;
+        h.alive = r.alive;
+        h.registered = true;
+    }
+    let bridge_ports = topology.bridges.iter().flat_map(|(d, b)| {
+        b.ports
+            .iter()
+            .map(move |(p, port)| (d, p, port.host.as_ref()))
+    });
+    let router_ports = topology.routers.iter().flat_map(|(d, r)| {
+        r.ports
+            .iter()
+            .map(move |(p, port)| (d, p, port.host.as_ref()))
+    });
+    for (device, port, host) in bridge_ports.chain(router_ports) {
+        if let Some(h) = host.and_then(|h| hosts.get_mut(h)) {
+            h.ports.push(format!("{device}/{port}"));
+        }
+    }
+    hosts.into_values().collect()
+}

@@ -596,3 +596,44 @@ async fn an_enormous_name_gets_a_bounded_error_not_a_protocol_error() {
     assert_eq!(code(&e), tonic::Code::NotFound, "{e}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn hosts_are_the_declared_ones_with_their_ports_and_none_alive_in_the_embedded_store() {
+    let server = start("hosts").await;
+    let mut c = server.client().await;
+    let (_, hosts) = c.hosts().await.unwrap();
+    assert!(hosts.is_empty());
+    let topo = parse_str(
+        "version: 1\nhosts:\n  h1: {tunnel_address: 192.0.2.1}\n  h2: {tunnel_address: 192.0.2.2}\nbridges:\n  t:\n    ports:\n      vm1: {interface: vm1-h, host: h1}\n      vm2: {interface: vm2-h}\nrouters:\n  r:\n    ports:\n      up: {address: 192.0.2.9/24, interface: up-h, host: h1}\n",
+    )
+    .unwrap();
+    let out = c.apply(&topo, false, None).await.unwrap();
+    let (revision, hosts) = c.hosts().await.unwrap();
+    assert_eq!(revision, out.revision);
+    let shown: Vec<_> = hosts
+        .iter()
+        .map(|h| {
+            (
+                h.name.as_str(),
+                h.tunnel_address.as_str(),
+                h.alive,
+                h.registered,
+                h.ports.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            (
+                "h1",
+                "192.0.2.1",
+                false,
+                false,
+                vec!["t/vm1".to_string(), "r/up".to_string()]
+            ),
+            ("h2", "192.0.2.2", false, false, vec![]),
+        ]
+    );
+    server.stop().await;
+}

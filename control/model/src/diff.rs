@@ -44,6 +44,7 @@ pub fn diff(old: &Topology, new: &Topology) -> Vec<Change> {
     if old.version != new.version {
         out.push(change(ChangeOp::Changed, "version".into()));
     }
+    named(&mut out, "hosts", &old.hosts, &new.hosts);
     devices(&mut out, "bridges", &old.bridges, &new.bridges, |b| {
         (
             Bridge {

@@ -87,12 +87,24 @@ pub struct Topology {
     /// Ingress firewalls on public addresses.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub firewall: Vec<FirewallIntent>,
+    // Last, so that errors listing the sections name the older ones first.
+    /// The hosts (vnetd agents) ports may be placed on, by name: a port's
+    /// `host` names one. Hosts also register themselves in a shared store
+    /// (`vnetd --host NAME`); listing one here makes it known (and shown
+    /// dead) before it does.
+    #[serde(
+        default,
+        deserialize_with = "unique_map",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub hosts: BTreeMap<String, Host>,
 }
 
 impl Default for Topology {
     fn default() -> Self {
         Topology {
             version: FORMAT_VERSION,
+            hosts: BTreeMap::new(),
             bridges: BTreeMap::new(),
             routers: BTreeMap::new(),
             chains: BTreeMap::new(),
@@ -102,6 +114,14 @@ impl Default for Topology {
             firewall: Vec::new(),
         }
     }
+}
+
+/// A host of the `hosts:` section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Host {
+    /// Its address on the underlay: where VXLAN from the other hosts goes.
+    pub tunnel_address: Ipv4Addr,
 }
 
 /// A port of either kind, as found by [`Topology::port`].
@@ -123,6 +143,14 @@ impl AnyPort<'_> {
         match self {
             AnyPort::Bridge(p) => p.interface.as_deref(),
             AnyPort::Router(p) => p.interface.as_deref(),
+        }
+    }
+
+    /// The host whose vnetd binds the port's interface (absent: any).
+    pub fn host(&self) -> Option<&str> {
+        match self {
+            AnyPort::Bridge(p) => p.host.as_deref(),
+            AnyPort::Router(p) => p.host.as_deref(),
         }
     }
 }
@@ -190,6 +218,10 @@ pub struct StaticArp {
 pub struct BridgePort {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface: Option<String>,
+    /// The host (of `hosts:`) whose vnetd binds `interface`; absent: any
+    /// vnetd (the single-host case).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// Which kernel program runs the port's flows (see [`Executor`]).
     #[serde(default, skip_serializing_if = "Executor::is_auto")]
     pub executor: Executor,
@@ -218,6 +250,11 @@ pub struct BridgePort {
     /// Neutron's allowed address pairs (a VIP shared by two VMs, say).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_address_pairs: Vec<PortAddress>,
+    /// The VIF (a cloud's NIC id) this port is for, MidoNet's `vifId`: a
+    /// label the orchestrator finds the port by to bind the NIC's tap
+    /// (docs/MIDONET.md). Forwarding does not use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vif_id: Option<String>,
 }
 
 impl BridgePort {
@@ -232,6 +269,7 @@ impl Default for BridgePort {
     fn default() -> Self {
         BridgePort {
             interface: None,
+            host: None,
             executor: Executor::Auto,
             peer: None,
             vlan: None,
@@ -241,6 +279,7 @@ impl Default for BridgePort {
             port_security: None,
             addresses: Vec::new(),
             allowed_address_pairs: Vec::new(),
+            vif_id: None,
         }
     }
 }
@@ -407,6 +446,10 @@ pub struct RouterPort {
     pub mtu: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface: Option<String>,
+    /// The host (of `hosts:`) whose vnetd binds `interface`; absent: any
+    /// vnetd (the single-host case).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// Which kernel program runs the port's flows (see [`Executor`]).
     #[serde(default, skip_serializing_if = "Executor::is_auto")]
     pub executor: Executor,
@@ -504,6 +547,7 @@ impl RouterPort {
             mac: None,
             mtu: None,
             interface: None,
+            host: None,
             executor: Executor::Auto,
             peer: None,
             inbound_filter: None,

@@ -984,3 +984,62 @@ fn an_executor_needs_an_interface_and_is_one_of_three() {
         "{e}"
     );
 }
+
+/// Two hosts and a bridge whose ports are placed on them.
+fn hosts(ports: &str) -> String {
+    format!(
+        "version: 1\nhosts:\n  h1: {{tunnel_address: 192.0.2.1}}\n  h2: {{tunnel_address: 192.0.2.2}}\nbridges:\n  b:\n    ports:\n{ports}"
+    )
+}
+
+#[test]
+fn a_port_host_must_be_declared_and_interfaces_are_per_host() {
+    // The same interface name on two hosts is two interfaces.
+    assert_valid(&hosts(
+        "      vm1: {interface: vm1-h, host: h1}\n      vm2: {interface: vm1-h, host: h2}\n",
+    ));
+    assert_only_error(
+        &hosts("      vm1: {interface: vm1-h, host: h3}\n"),
+        "bridges.b.ports.vm1.host",
+        "no host named `h3`; declare it under hosts",
+    );
+    assert_only_error(
+        &hosts(
+            "      vm1: {interface: vm1-h, host: h1}\n      vm2: {interface: vm1-h, host: h1}\n",
+        ),
+        "bridges.b.ports.vm2.interface",
+        "already bound to bridges.b.ports.vm1",
+    );
+    assert_only_error(
+        &hosts("      vm1: {host: h1}\n"),
+        "bridges.b.ports.vm1.host",
+        "applies to an exterior port",
+    );
+    assert_only_error(
+        "version: 1\nhosts:\n  h1: {tunnel_address: 192.0.2.1}\nrouters:\n  r:\n    ports:\n      up: {address: 192.0.2.9/24, interface: up-h, host: h9}\n",
+        "routers.r.ports.up.host",
+        "no host named `h9`",
+    );
+}
+
+#[test]
+fn hosts_have_valid_names_and_distinct_unicast_tunnel_addresses() {
+    assert_only_error(
+        "version: 1\nhosts:\n  h1: {tunnel_address: 192.0.2.1}\n  h2: {tunnel_address: 192.0.2.1}\n",
+        "hosts.h2.tunnel_address",
+        "already the tunnel address of hosts.h1",
+    );
+    assert_only_error(
+        "version: 1\nhosts:\n  h1: {tunnel_address: 0.0.0.0}\n",
+        "hosts.h1.tunnel_address",
+        "not a unicast address",
+    );
+    assert_only_error(
+        "version: 1\nhosts:\n  h/1: {tunnel_address: 192.0.2.1}\n",
+        "hosts.h/1",
+        "is not valid",
+    );
+    // The address is required, and an unknown field is an error.
+    assert!(parse_str("version: 1\nhosts:\n  h1: {}\n").is_err());
+    assert!(parse_str("version: 1\nhosts:\n  h1: {tunnel_address: 192.0.2.1, x: 1}\n").is_err());
+}

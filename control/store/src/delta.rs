@@ -16,6 +16,9 @@ use vnet_model::objects::ObjectKind;
 pub const NAT: &str = "nat";
 /// The section path that stands for all firewall intents.
 pub const FIREWALL: &str = "firewall";
+/// The section path that stands for the `hosts:` section (kept whole: it is
+/// small and names no API object).
+pub const HOSTS: &str = "hosts";
 
 /// The change from one topology to the next.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +39,7 @@ impl Delta {
         // forgotten here: it would not compile.
         let Topology {
             version,
+            hosts,
             bridges,
             routers,
             chains,
@@ -70,6 +74,13 @@ impl Delta {
             &mut c.port_groups,
             r,
         );
+        if &old.hosts != hosts {
+            if hosts.is_empty() {
+                r.push(HOSTS.to_string());
+            } else {
+                c.hosts = hosts.clone();
+            }
+        }
         section(NAT, &old.nat, nat, &mut c.nat, r);
         section(FIREWALL, &old.firewall, firewall, &mut c.firewall, r);
         delta
@@ -82,6 +93,7 @@ impl Delta {
         for path in &self.removed {
             match path.as_str() {
                 NAT => topology.nat.clear(),
+                HOSTS => topology.hosts.clear(),
                 FIREWALL => topology.firewall.clear(),
                 _ => {
                     let (kind, name) = object_path(path)?;
@@ -95,6 +107,9 @@ impl Delta {
         topology.chains.extend(c.chains);
         topology.ip_groups.extend(c.ip_groups);
         topology.port_groups.extend(c.port_groups);
+        if !c.hosts.is_empty() {
+            topology.hosts = c.hosts;
+        }
         if !c.nat.is_empty() {
             topology.nat = c.nat;
         }

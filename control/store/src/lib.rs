@@ -30,7 +30,7 @@ mod embedded;
 mod history;
 mod log;
 
-pub use delta::{object_path, Delta, FIREWALL, NAT};
+pub use delta::{object_path, Delta, FIREWALL, HOSTS, NAT};
 pub use embedded::EmbeddedStore;
 pub use history::{HISTORY, HISTORY_BYTES};
 
@@ -98,6 +98,16 @@ pub enum StoreError {
     RevisionsExhausted { current: u64 },
 }
 
+/// A host that registered itself in a shared store (`vnetd --host NAME`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredHost {
+    pub name: String,
+    /// The address it registered for tunnels.
+    pub tunnel_address: String,
+    /// Whether its registration is alive now (its lease not expired).
+    pub alive: bool,
+}
+
 /// A topology store. Implementations serialise changes: each one sees the
 /// result of the one before and gets the next revision.
 pub trait Store: Send + Sync {
@@ -129,6 +139,12 @@ pub trait Store: Send + Sync {
     /// Stable ids of the named objects, by path (`bridges.tenant`): given
     /// when an object is created and kept while its name exists.
     fn object_ids(&self) -> Result<BTreeMap<String, u64>, StoreError>;
+
+    /// The hosts that registered themselves in this store, alive or not
+    /// (by name). The embedded store is one host's: none register in it.
+    fn registered_hosts(&self) -> Result<Vec<RegisteredHost>, StoreError> {
+        Ok(Vec::new())
+    }
 
     /// Makes the topology exactly `topology` (declarative apply).
     fn apply(&self, topology: Topology, expected: Option<u64>) -> Result<Applied, StoreError> {

@@ -117,7 +117,8 @@ pub struct ApplyArgs {
 
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// bridge, router, chain, ip_group or port_group (plural too).
+    /// bridge, router, chain, ip_group or port_group (plural too), or
+    /// hosts (the registered and declared hosts, alive or dead).
     pub kind: Option<String>,
     pub name: Option<String>,
     #[command(flatten)]

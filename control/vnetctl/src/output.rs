@@ -125,6 +125,50 @@ pub fn listing(listed: &Listed, kind: Option<ObjectKind>, format: Format) -> Res
     }
 }
 
+/// `vnetctl get hosts`: NAME, TUNNEL ADDRESS, ALIVE, PORTS.
+pub fn hosts(revision: u64, hosts: &[vnet_api::HostStatus], format: Format) -> Result<String> {
+    let rows: Vec<Value> = hosts
+        .iter()
+        .map(|h| {
+            json!({
+                "name": h.name,
+                "tunnel_address": h.tunnel_address,
+                "alive": h.alive,
+                "registered": h.registered,
+                "ports": h.ports,
+            })
+        })
+        .collect();
+    let doc = json!({"revision": revision, "hosts": rows});
+    match format {
+        // JSON is YAML too: one printer for both.
+        Format::Json | Format::Yaml => pretty_json(&doc),
+        Format::Table => {
+            let rows: Vec<Vec<String>> = hosts
+                .iter()
+                .map(|h| {
+                    vec![
+                        h.name.clone(),
+                        h.tunnel_address.clone(),
+                        if h.alive { "alive" } else { "dead" }.to_string(),
+                        if h.ports.is_empty() {
+                            "-".to_string()
+                        } else {
+                            h.ports.join(",")
+                        },
+                    ]
+                })
+                .collect();
+            let mut text = table(&["NAME", "TUNNEL ADDRESS", "ALIVE", "PORTS"], &rows);
+            if hosts.is_empty() {
+                text += "no hosts: none declared under hosts:, none registered (vnetd --store etcd://... --host NAME)\n";
+            }
+            text += &format!("revision {revision}\n");
+            Ok(text)
+        }
+    }
+}
+
 /// One object; `topology` holds it alone.
 pub fn object(
     kind: ObjectKind,

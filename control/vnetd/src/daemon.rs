@@ -112,6 +112,38 @@ pub struct Options {
     /// vnetd.
     #[arg(long)]
     pub detach_on_exit: bool,
+    /// Also serve MidoNet's REST API on http://ADDR/midonet-api (for
+    /// midonet-cli, midonetclient, CloudStack's MidoNet provider); a view of
+    /// the same store as the gRPC API (docs/MIDONET.md). Beyond loopback it
+    /// needs --midonet-api-token-file.
+    #[arg(long, value_name = "ADDR")]
+    pub midonet_api: Option<SocketAddr>,
+    /// File holding the token every MidoNet API request must send
+    /// (X-Auth-Token); POST /midonet-api/login hands it out.
+    #[arg(long, value_name = "FILE", requires = "midonet_api")]
+    pub midonet_api_token_file: Option<PathBuf>,
+    /// Where the MidoNet host id is kept (read if present, else written),
+    /// as MidoNet agents keep it: CloudStack's KVM agent reads it.
+    #[arg(long, value_name = "FILE", default_value = vnet_midonet::DEFAULT_HOST_ID_FILE)]
+    pub midonet_host_id_file: PathBuf,
+    /// Where the topology is kept: `etcd://HOST:PORT[,HOST:PORT...]` (a
+    /// store shared by many hosts' vnetds; needs --host and
+    /// --tunnel-address). Default: the embedded store under --state-dir.
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+    /// This host's name in a shared store: it registers under a lease
+    /// (`vnetctl get hosts`). Its ports are those whose `host` is this one
+    /// or absent: --topology checks only their interfaces (the worker does
+    /// not yet skip the others' ports: their interfaces show as waiting).
+    #[arg(long, value_name = "NAME", requires = "store")]
+    pub host: Option<String>,
+    /// This host's underlay address, where other hosts' tunnels reach it.
+    #[arg(long, value_name = "IP", requires = "host")]
+    pub tunnel_address: Option<std::net::Ipv4Addr>,
+    /// TTL in seconds of this host's registration lease: how long after a
+    /// crash the others see it dead.
+    #[arg(long, value_name = "SECONDS", default_value_t = vnet_etcd::DEFAULT_HOST_TTL)]
+    pub host_ttl: i64,
 }
 
 impl Options {
@@ -195,13 +227,28 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         .metrics
         .map(|addr| vnet_dataplane::metrics::bind(addr, opts.metrics_allow_remote))
         .transpose()?;
-    let store = Arc::new(EmbeddedStore::open(&opts.state_dir)?);
+    let midonet_listener = match opts.midonet_api {
+        Some(addr) => {
+            let token = opts
+                .midonet_api_token_file
+                .as_deref()
+                .map(vnet_midonet::read_token)
+                .transpose()?;
+            let host = vnet_midonet::HostInfo::load_or_create(&opts.midonet_host_id_file)?;
+            Some((vnet_midonet::bind(addr, token.is_some())?, token, host))
+        }
+        None => None,
+    };
+    let store = open_store(opts)?;
     if let Some(path) = &opts.topology {
         let topology = vnet_model::load_file(path)?;
         // A file naming an interface this host lacks is refused before it
         // is stored (a stored topology with one runs without that port).
         let snap = Snapshot::compile(&topology, 0);
         for (port, ifname) in snap.interfaces() {
+            if !on_this_host(&topology, &snap.ports[port].name, opts.host.as_deref()) {
+                continue;
+            }
             if nix::net::if_::if_nametoindex(ifname).is_err() {
                 bail!(
                     "interface {ifname} (port {}) does not exist: create it, or bind the port to another interface",
@@ -293,6 +340,20 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let midonet = match midonet_listener {
+        Some((listener, token, host)) => {
+            let ctx = vnet_midonet::Ctx {
+                store: store.clone(),
+                running: Some(running.clone()),
+                token,
+                host,
+            };
+            let server = vnet_midonet::Server::start(listener, ctx)?;
+            tracing::info!(address = %server.addr(), "serving the MidoNet API on http://{}/midonet-api", server.addr());
+            Some(server)
+        }
+        None => None,
+    };
     let control = ControlThread::start(store, listeners, commands, running, topology, api_latency)?;
     tracing::info!(
         revision = current.revision,
@@ -305,6 +366,9 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
 
     runtime.run(&STOP);
     if let Some(m) = metrics {
+        m.stop();
+    }
+    if let Some(m) = midonet {
         m.stop();
     }
     control.stop();
@@ -324,10 +388,45 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
                 tracing::warn!(error = %e, "detaching the programs and removing the pinned maps");
             }
             vnet_dataplane::upcall_path::remove_pair();
-            tracing::info!("stopped; the programs detached from every interface, the upcall pair removed");
+            tracing::info!(
+                "stopped; the programs detached from every interface, the upcall pair removed"
+            );
         }
     }
     Ok(())
+}
+
+/// The store of `--store` (the embedded one without it); with etcd, this
+/// host registered in it.
+fn open_store(opts: &Options) -> anyhow::Result<Arc<dyn Store>> {
+    let Some(url) = &opts.store else {
+        return Ok(Arc::new(EmbeddedStore::open(&opts.state_dir)?));
+    };
+    let (Some(host), Some(tunnel_address)) = (&opts.host, opts.tunnel_address) else {
+        bail!(
+            "--store {url} is shared by many hosts: give this one's name and underlay address \
+             (--host NAME --tunnel-address IP)"
+        );
+    };
+    let store = vnet_etcd::EtcdStore::connect(url)?;
+    store.register_host(host, tunnel_address, opts.host_ttl)?;
+    tracing::info!(store = %url, %host, %tunnel_address, ttl = opts.host_ttl, "topology in etcd; this host registered");
+    Ok(Arc::new(store))
+}
+
+/// Whether port `device/port` of `topology` is this host's to bind: its
+/// `host` is `host` or absent.
+fn on_this_host(topology: &vnet_model::Topology, qualified: &str, host: Option<&str>) -> bool {
+    let Some((device, port)) = qualified.split_once('/') else {
+        return true;
+    };
+    let r = vnet_model::PortRef::new(device, port);
+    let placed = topology.port(&r).and_then(|p| p.host().map(str::to_owned));
+    match (placed, host) {
+        (None, _) => true,
+        (Some(h), Some(me)) => h == me,
+        (Some(_), None) => false,
+    }
 }
 
 /// The XDP program, pinned under --bpffs-dir if that can be done.

@@ -12,6 +12,7 @@ struct PortInfo<'a> {
     path: String,
     is_bridge: bool,
     interface: Option<&'a String>,
+    host: Option<&'a String>,
     executor: crate::Executor,
     peer: Option<&'a PortRef>,
 }
@@ -19,6 +20,7 @@ struct PortInfo<'a> {
 impl Validator<'_> {
     pub(super) fn devices(&mut self) {
         let topo = self.topo;
+        self.hosts();
         for (name, bridge) in &topo.bridges {
             self.bridge(name, bridge);
         }
@@ -39,6 +41,27 @@ impl Validator<'_> {
         self.port_bindings(&ports);
         self.links(&ports);
         self.router_macs();
+    }
+
+    /// Host names are used in etcd keys and `host:` references; tunnel
+    /// addresses are where other hosts send VXLAN, so one per host.
+    fn hosts(&mut self) {
+        let mut addresses = FirstSeen::new();
+        for (name, host) in &self.topo.hosts {
+            let path = format!("hosts.{name}");
+            self.name(&path, name);
+            let a = host.tunnel_address;
+            if a.is_unspecified() || a.is_broadcast() || a.is_multicast() {
+                self.err(
+                    format!("{path}.tunnel_address"),
+                    format!("{a} is not a unicast address; give the host's underlay address"),
+                );
+            }
+            if let Some(first) = addresses.check(a, path.clone()) {
+                let msg = format!("{a} is already the tunnel address of {first}");
+                self.err(format!("{path}.tunnel_address"), msg);
+            }
+        }
     }
 
     /// The inbound and outbound filters of the object at `path` name chains.
@@ -280,6 +303,7 @@ fn all_ports(topo: &Topology) -> Vec<PortInfo<'_>> {
             path: format!("bridges.{b}.ports.{p}"),
             is_bridge: true,
             interface: port.interface.as_ref(),
+            host: port.host.as_ref(),
             executor: port.executor,
             peer: port.peer.as_ref(),
         })
@@ -290,6 +314,7 @@ fn all_ports(topo: &Topology) -> Vec<PortInfo<'_>> {
             path: format!("routers.{r}.ports.{p}"),
             is_bridge: false,
             interface: port.interface.as_ref(),
+            host: port.host.as_ref(),
             executor: port.executor,
             peer: port.peer.as_ref(),
         })
@@ -303,6 +328,20 @@ impl Validator<'_> {
     fn port_bindings(&mut self, ports: &[PortInfo]) {
         let mut bound = FirstSeen::new();
         for p in ports {
+            if let Some(host) = p.host {
+                if !self.topo.hosts.contains_key(host) {
+                    self.err(
+                        format!("{}.host", p.path),
+                        format!("no host named `{host}`; declare it under hosts (with its tunnel_address)"),
+                    );
+                }
+                if p.interface.is_none() {
+                    self.err(
+                        format!("{}.host", p.path),
+                        "a host applies to an exterior port (bound to an interface); this port has no interface",
+                    );
+                }
+            }
             if p.interface.is_some() && p.peer.is_some() {
                 self.err(
                     &p.path,
@@ -326,7 +365,8 @@ impl Validator<'_> {
                     format!("`{ifname}` is not a valid Linux interface name: {why}"),
                 );
             }
-            if let Some(first) = bound.check(ifname.as_str(), p.path.clone()) {
+            // Interfaces are per host: each host has its own `vm1`.
+            if let Some(first) = bound.check((p.host, ifname.as_str()), p.path.clone()) {
                 let msg = format!(
                     "interface {ifname} is already bound to {first}; a host interface can back one port only"
                 );

@@ -8,6 +8,11 @@ use crate::{output, Result};
 
 pub async fn get(client: &mut Client, args: GetArgs) -> Result<()> {
     let format = args.output.format;
+    if matches!(args.kind.as_deref(), Some("host" | "hosts")) {
+        let (revision, hosts) = client.hosts().await.map_err(output::client_error)?;
+        print!("{}", output::hosts(revision, &hosts, format)?);
+        return Ok(());
+    }
     let kind = args.kind.as_deref().map(str::parse).transpose()?;
     let text = match (kind, args.name) {
         (Some(kind), Some(name)) => {

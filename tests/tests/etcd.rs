@@ -1,0 +1,335 @@
+//! Two hosts sharing one etcd (issue 16, first layer): each host is a
+//! namespace running its own vnetd with `--store etcd://...`, joined to
+//! etcd by an underlay bridge in a third namespace (HOSTS.md §5). A change
+//! applied through one vnetd is what the other one serves and runs; each
+//! host registers under a lease, and a vnetd killed with SIGKILL is shown
+//! dead by the other within the lease's TTL.
+//!
+//! Needs root and Debian's etcd-server; fails (never skips) without etcd.
+use anyhow::{ensure, Context, Result};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+use vnet_e2e::{have_root, poll, run, World};
+use vnet_etcd::server::EtcdServer;
+
+/// Seconds of each host's lease.
+const TTL: u64 = 3;
+
+const ETCD_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 254);
+
+/// The underlay: a namespace with a bridge and etcd on it; each host's
+/// namespace gets a veth onto the bridge with address 192.0.2.N.
+struct Underlay {
+    netns: String,
+    etcd: Option<EtcdServer>,
+}
+
+impl Underlay {
+    fn new(name: &str) -> Result<Underlay> {
+        let netns = format!("{name}-u");
+        run(&["ip", "netns", "add", &netns])?;
+        let u = Underlay { netns, etcd: None };
+        let ns = u.netns.as_str();
+        run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
+        run(&["ip", "-n", ns, "link", "add", "br0", "type", "bridge"])?;
+        run(&[
+            "ip",
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{ETCD_IP}/24"),
+            "dev",
+            "br0",
+        ])?;
+        run(&["ip", "-n", ns, "link", "set", "br0", "up"])?;
+        Ok(u)
+    }
+
+    /// Joins `world`'s host namespace to the bridge as 192.0.2.`n`.
+    fn join(&self, world: &World, n: u8) -> Result<Ipv4Addr> {
+        let (inner, outer) = (
+            format!("{}-ul", world.prefix),
+            format!("{}-up", world.prefix),
+        );
+        run(&[
+            "ip", "link", "add", &inner, "type", "veth", "peer", "name", &outer,
+        ])?;
+        run(&["ip", "link", "set", &inner, "netns", &world.host])?;
+        run(&["ip", "link", "set", &outer, "netns", &self.netns])?;
+        run(&[
+            "ip",
+            "-n",
+            &self.netns,
+            "link",
+            "set",
+            &outer,
+            "master",
+            "br0",
+            "up",
+        ])?;
+        let ip = Ipv4Addr::new(192, 0, 2, n);
+        run(&[
+            "ip",
+            "-n",
+            &world.host,
+            "addr",
+            "add",
+            &format!("{ip}/24"),
+            "dev",
+            &inner,
+        ])?;
+        run(&["ip", "-n", &world.host, "link", "set", &inner, "up"])?;
+        Ok(ip)
+    }
+
+    fn start_etcd(&mut self) -> Result<String> {
+        let etcd = EtcdServer::start_in(&self.netns, ETCD_IP)
+            .map_err(|e| anyhow::anyhow!("cannot start etcd for this test: {e}"))?;
+        let url = etcd.url();
+        self.etcd = Some(etcd);
+        Ok(url)
+    }
+}
+
+impl Drop for Underlay {
+    fn drop(&mut self) {
+        self.etcd = None;
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
+    }
+}
+
+const HOSTS: &str = "version: 1
+hosts:
+  h1: {tunnel_address: 192.0.2.1}
+  h2: {tunnel_address: 192.0.2.2}
+";
+
+fn topology(extra_port: bool) -> String {
+    let mut t = format!(
+        "{HOSTS}bridges:
+  tenant:
+    ports:
+      vm1: {{interface: vm1-h, host: h1}}
+      vm2: {{interface: vm2-h, host: h2}}
+"
+    );
+    if extra_port {
+        t += "      spare: {}\n";
+    }
+    t
+}
+
+/// One row of `vnetctl get hosts`: (name, tunnel address, alive, ports).
+type HostRow = (String, String, bool, Vec<String>);
+
+/// `vnetctl get hosts -o json` of `w`.
+fn hosts(w: &World) -> Result<Vec<HostRow>> {
+    let v = w.vnetctl_json(&["get", "hosts"])?;
+    let list = v["hosts"].as_array().context("no hosts array")?;
+    Ok(list
+        .iter()
+        .map(|h| {
+            (
+                h["name"].as_str().unwrap_or_default().to_string(),
+                h["tunnel_address"].as_str().unwrap_or_default().to_string(),
+                h["alive"].as_bool().unwrap_or(false),
+                h["ports"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|p| p.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            )
+        })
+        .collect())
+}
+
+fn vnetd_args<'a>(url: &'a str, host: &'a str, ip: &'a str, ttl: &'a str) -> [&'a str; 8] {
+    [
+        "--store",
+        url,
+        "--host",
+        host,
+        "--tunnel-address",
+        ip,
+        "--host-ttl",
+        ttl,
+    ]
+}
+
+#[test]
+fn two_vnetds_share_one_etcd_and_see_each_other_die() -> Result<()> {
+    if !have_root("two_vnetds_share_one_etcd_and_see_each_other_die") {
+        return Ok(());
+    }
+    let mut a = World::new("etcd-a")?;
+    let mut b = World::new("etcd-b")?;
+    let mut underlay = Underlay::new(&a.prefix)?;
+    let ip1 = underlay.join(&a, 1)?;
+    let ip2 = underlay.join(&b, 2)?;
+    let url = underlay.start_etcd()?;
+    // Each host has its own guest; a host's vnetd refuses a topology file
+    // only for missing interfaces of its own ports.
+    a.guest("vm1", "vm1-h", "02:00:00:00:01:01", "10.0.0.11")?;
+    b.guest("vm2", "vm2-h", "02:00:00:00:01:02", "10.0.0.12")?;
+    let ttl = TTL.to_string();
+    let (ip1s, ip2s) = (ip1.to_string(), ip2.to_string());
+    let file = a.topology_file(&topology(false))?;
+    a.start_vnetd_args(&file, &vnetd_args(&url, "h1", &ip1s, &ttl))
+        .context("vnetd on h1")?;
+    let file = b.topology_file(&topology(false))?;
+    b.start_vnetd_args(&file, &vnetd_args(&url, "h2", &ip2s, &ttl))
+        .context("vnetd on h2")?;
+    // The same file twice is one revision.
+    let status = b.vnetctl_json(&["status"])?;
+    ensure!(status["stored_revision"] == 1, "status on h2: {status}");
+
+    // An apply through h1 is what h2 serves, and what h2's dataplane runs.
+    let out = a.apply(&topology(true))?;
+    ensure!(
+        out.contains("bridges.tenant.ports.spare"),
+        "apply said: {out}"
+    );
+    let listed = poll(
+        "h2 serving the change made through h1",
+        Duration::from_secs(5),
+        || {
+            let t = b.vnetctl_json(&["get"])?;
+            Ok(t["bridges"]["tenant"]["ports"]
+                .get("spare")
+                .is_some()
+                .then_some(t))
+        },
+    )?;
+    ensure!(
+        listed["hosts"]["h1"]["tunnel_address"] == "192.0.2.1",
+        "the topology on h2: {listed}"
+    );
+    poll("h2 running revision 2", Duration::from_secs(10), || {
+        let s = b.vnetctl_json(&["status"])?;
+        Ok((s["stored_revision"] == 2 && s["running_revision"] == 2).then_some(()))
+    })?;
+
+    // Both hosts registered, alive, with their ports; the table too.
+    let expected = vec![
+        (
+            "h1".to_string(),
+            ip1s.clone(),
+            true,
+            vec!["tenant/vm1".to_string()],
+        ),
+        (
+            "h2".to_string(),
+            ip2s.clone(),
+            true,
+            vec!["tenant/vm2".to_string()],
+        ),
+    ];
+    ensure!(hosts(&b)? == expected, "hosts on h2: {:?}", hosts(&b)?);
+    ensure!(hosts(&a)? == expected, "hosts on h1: {:?}", hosts(&a)?);
+    let table = b.vnetctl(&["get", "hosts"])?;
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    ensure!(
+        table.contains("TUNNEL ADDRESS")
+            && table.lines().filter(|l| l.contains("alive")).count() == 2,
+        "vnetctl get hosts:\n{table}"
+    );
+
+    // Still alive after more than a TTL: the leases are kept alive.
+    std::thread::sleep(Duration::from_secs(TTL + 1));
+    ensure!(
+        hosts(&b)?.iter().all(|h| h.2),
+        "hosts on h2: {:?}",
+        hosts(&b)?
+    );
+
+    // kill -9 of h1's vnetd: h2 shows it dead within the lease's TTL.
+    let killed = Instant::now();
+    a.kill_vnetd()?;
+    poll("h1 dead on h2", Duration::from_secs(TTL + 3), || {
+        let h = hosts(&b)?;
+        Ok((h.len() == 2 && !h[0].2 && h[1].2).then_some(()))
+    })?;
+    let took = killed.elapsed();
+    ensure!(
+        took <= Duration::from_secs(TTL + 2),
+        "h1 was shown dead {took:?} after its vnetd died; the lease TTL is {TTL} s"
+    );
+    let table = b.vnetctl(&["get", "hosts"])?;
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    let h1_line = table
+        .lines()
+        .find(|l| l.starts_with("h1"))
+        .unwrap_or_default();
+    ensure!(h1_line.contains("dead"), "vnetctl get hosts:\n{table}");
+    eprintln!("h1 shown dead {took:?} after kill -9 (TTL {TTL} s)");
+    Ok(())
+}
+
+#[test]
+fn vnetd_with_etcd_needs_its_host_and_a_reachable_store() -> Result<()> {
+    if !have_root("vnetd_with_etcd_needs_its_host_and_a_reachable_store") {
+        return Ok(());
+    }
+    let vnetd = vnet_e2e::vnetd_path()?;
+    let w = World::new("etcd-flags")?;
+    let sock = w.dir().join("s.sock");
+    let base = |extra: &[&str]| {
+        let mut c = std::process::Command::new("ip");
+        c.args(["netns", "exec", &w.host])
+            .arg(&vnetd)
+            .arg("--state-dir")
+            .arg(w.state_dir())
+            .arg("--socket")
+            .arg(&sock)
+            .arg("--bpffs-dir")
+            .arg(w.bpffs_dir())
+            .args(extra);
+        c.output()
+    };
+    let out = base(&["--store", "etcd://192.0.2.254:2379"])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && err.contains("--host NAME --tunnel-address IP"),
+        "{err}"
+    );
+    let out = base(&[
+        "--store",
+        "http://x",
+        "--host",
+        "h",
+        "--tunnel-address",
+        "192.0.2.1",
+    ])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && err.contains("etcd://HOST:PORT"),
+        "{err}"
+    );
+    // Nothing listens there (the namespace has only loopback).
+    let started = Instant::now();
+    let out = base(&[
+        "--store",
+        "etcd://127.0.0.1:2379",
+        "--host",
+        "h",
+        "--tunnel-address",
+        "192.0.2.1",
+    ])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && err.contains("etcd://127.0.0.1:2379"),
+        "{err}"
+    );
+    ensure!(
+        started.elapsed() < Duration::from_secs(40),
+        "took {:?}",
+        started.elapsed()
+    );
+    Ok(())
+}
