@@ -53,5 +53,5 @@ else
   cargo install --locked bpf-linker --version "$BPF_LINKER_VERSION"
 fi
 bash "$(dirname "$0")/vm-image.sh"  # kernel + busybox initramfs of the VMs of tests/tests/vm.rs
+bash "$(dirname "$0")/midonet-client.sh"  # midonetclient 5.2.0 for tests/tests/midonet.rs
 step "done"
-"$(dirname "$0")/midonet-client.sh"  # midonetclient 5.2.0 for tests/tests/midonet.rs
