@@ -11,7 +11,7 @@ use crate::ports::BoundPort;
 use crate::sim::PortId;
 use crate::upcall_path::{self, UpcallPath};
 use crate::upcalls::UpcallLimit;
-use crate::veth::{self, LinkInfo, PeerOutcome};
+use crate::veth::{self, LinkInfo};
 use anyhow::Context;
 use std::collections::BTreeSet;
 use vnet_common::{upcall, IfaceConfig, MAX_IFACES};
@@ -208,24 +208,24 @@ impl Binder {
             format!("no free socket slot for {ifname} (at most {MAX_IFACES} interfaces)")
         })?;
         let mut mode = self.mode;
-        // A veth needs its peer prepared, or native redirects into it are
-        // lost.
+        // Native XDP redirects into a veth are lost unless its peer runs XDP
+        // or has GRO on, and vnetd changes nothing on a peer: a veth on the
+        // XDP executor runs XDP in SKB mode (`--xdp-mode auto`), which needs
+        // neither, or is warned about (`--xdp-mode native`).
         if mode == AttachMode::Native && link.is_some_and(|l| l.kind.as_deref() == Some("veth")) {
-            match veth::prepare_peer(ifname) {
-                PeerOutcome::NotVeth => {}
-                PeerOutcome::Prepared(p) => tracing::info!(
+            if self.fall_back_to_skb {
+                tracing::info!(
                     interface = %ifname,
-                    peer = %p.peer,
-                    "veth peer: enabled GRO (native XDP redirects into {ifname} need it)"
-                ),
-                PeerOutcome::Unprepared(why) if self.fall_back_to_skb => {
-                    tracing::warn!(interface = %ifname, "veth peer not prepared ({why}): XDP in SKB mode on {ifname}");
-                    mode = AttachMode::Skb;
-                }
-                PeerOutcome::Unprepared(why) => tracing::warn!(
+                    "a veth on the XDP executor: XDP in SKB mode (native redirects into it \
+                     would need its peer changed, which vnetd does not do)"
+                );
+                mode = AttachMode::Skb;
+            } else {
+                tracing::warn!(
                     interface = %ifname,
-                    "veth peer not prepared ({why}): native XDP redirects into {ifname} may be lost"
-                ),
+                    "native XDP on a veth: redirects into it are lost unless its peer runs \
+                     XDP or has GRO on"
+                );
             }
         }
         let ifindex = match kernel.attach(ifname, mode) {

@@ -19,8 +19,8 @@ use vnet_store::{EmbeddedStore, Store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum XdpMode {
-    /// Native (driver) mode, preparing veth peers; SKB mode if a peer cannot
-    /// be prepared.
+    /// Native (driver) mode; SKB mode on veths (native redirects into a
+    /// veth need its peer changed, which vnetd does not do).
     Auto,
     Native,
     Skb,
@@ -207,8 +207,7 @@ fn install_signal_handlers() -> anyhow::Result<()> {
 }
 
 /// The binder for `--xdp-mode`: native or SKB-mode XDP for the ports on the
-/// XDP executor (`auto`: native, SKB mode for a veth whose peer cannot be
-/// prepared).
+/// XDP executor (`auto`: native, SKB mode on veths).
 fn binder_for(requested: XdpMode) -> Binder {
     match requested {
         XdpMode::Auto => Binder::native_with_fallback(),
