@@ -210,6 +210,41 @@ impl World {
         Ok(g)
     }
 
+    /// The outside network of a tenant router's uplink: `out` (192.0.2.1,
+    /// the uplink's gateway, behind `uplink-h`) routes to `far`
+    /// (198.18.0.2, default route via 198.18.0.1), one hop further, where
+    /// tests run their servers.
+    pub fn outside(&mut self) -> Result<(Guest, Guest)> {
+        let out = self.guest("out", "uplink-h", "02:00:00:00:09:01", "192.0.2.1")?;
+        let far = self.guest("far", "far-h", "02:00:00:00:09:02", "198.18.0.2")?;
+        // far's link goes to `out`, which routes between it and the uplink.
+        run(&[
+            "ip", "-n", &self.host, "link", "set", "far-h", "netns", &out.netns,
+        ])?;
+        run(&[
+            "ip",
+            "-n",
+            &out.netns,
+            "addr",
+            "add",
+            "198.18.0.1/24",
+            "dev",
+            "far-h",
+        ])?;
+        run(&["ip", "-n", &out.netns, "link", "set", "far-h", "up"])?;
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &out.netns,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ])?;
+        self.route(&far, &["default", "via", "198.18.0.1"])?;
+        Ok((out, far))
+    }
+
     /// Adds a guest like [`World::guest`] whose `eth0` has no address, for
     /// a DHCP client to configure.
     pub fn guest_without_address(&mut self, name: &str, host_if: &str, mac: &str) -> Result<Guest> {

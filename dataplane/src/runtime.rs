@@ -9,7 +9,10 @@
 //! ([`upcalls`]), so a port flooding new flows gets its rate and no more;
 //! each device (tenant) may hold only its share of each table ([`Limits`]);
 //! and the kernel's drops at each socket are read every second and counted
-//! by reason (`rx_ring_full`, `fill_ring_empty`, `rx_dropped`).
+//! by reason (`rx_ring_full`, `fill_ring_empty`, `rx_dropped`). The first
+//! packets of skb ports share one socket, the upcall path's
+//! ([`crate::upcall_path`]): the tc program charges each to its port's
+//! budget before that socket's ring, and the worker again when it reads it.
 //!
 //! One worker thread owns the sockets and the state tables, so the state
 //! needs no locks. (Several workers, one per queue, arrive with multi-queue

@@ -6,7 +6,7 @@
 //! `far` (198.18.0.2), one hop further, where the test servers run.
 use anyhow::Result;
 use std::time::Duration;
-use vnet_e2e::{have_root, repo_root, run, Background, Guest, World};
+use vnet_e2e::{have_root, repo_root, Background, Guest, World};
 
 /// A web server that answers with the client's address as it sees it.
 const WHOAMI: &str = "import http.server\n\
@@ -35,33 +35,7 @@ fn tenant(test: &str, topology: Option<&str>) -> Result<Tenant> {
         }
         _ => None,
     };
-    let out = w.guest("out", "uplink-h", "02:00:00:00:09:01", "192.0.2.1")?;
-    let far = w.guest("far", "far-h", "02:00:00:00:09:02", "198.18.0.2")?;
-    // far's link goes to `out`, which routes between it and the uplink.
-    run(&[
-        "ip", "-n", &w.host, "link", "set", "far-h", "netns", &out.netns,
-    ])?;
-    run(&[
-        "ip",
-        "-n",
-        &out.netns,
-        "addr",
-        "add",
-        "198.18.0.1/24",
-        "dev",
-        "far-h",
-    ])?;
-    run(&["ip", "-n", &out.netns, "link", "set", "far-h", "up"])?;
-    run(&[
-        "ip",
-        "netns",
-        "exec",
-        &out.netns,
-        "sysctl",
-        "-qw",
-        "net.ipv4.ip_forward=1",
-    ])?;
-    w.route(&far, &["default", "via", "198.18.0.1"])?;
+    let (_out, far) = w.outside()?;
     w.route(&vm1, &["default", "via", "10.0.0.1"])?;
     w.route(&vm2, &["default", "via", "10.0.0.1"])?;
     if let Some(vm3) = &vm3 {
@@ -329,9 +303,12 @@ fn an_inside_hosts_port_unreachable_leaves_translated() -> Result<()> {
     // far answers vm2's datagram after vm2 closed its socket: vm2's kernel
     // answers with port unreachable, which must reach far from the SNAT
     // address and quoting far's own packet, so far's socket sees it.
-    let far_code = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+    // far waits half a second before it answers: vm2's socket must be
+    // closed by then (a datagram that finds it still open is queued there
+    // and dropped with it, no ICMP), which the fast path made a real race.
+    let far_code = "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
                     s.bind(('0.0.0.0',9999))\ns.settimeout(5)\ntry:\n    d,a=s.recvfrom(100)\n    \
-                    s.connect(a)\n    s.send(b'reply')\n    s.recv(100)\n    print('data')\n\
+                    time.sleep(0.5)\n    s.connect(a)\n    s.send(b'reply')\n    s.recv(100)\n    print('data')\n\
                     except ConnectionRefusedError:\n    print('refused', a[0], a[1])\n\
                     except socket.timeout:\n    print('timeout')\n";
     let cap = t.w.capture(&t.far, "icmp")?;

@@ -90,32 +90,7 @@ fn net(test: &str, executor: &str) -> Result<Net> {
     let mut w = World::new(test)?;
     let vm1 = w.guest("vm1", "vm1-h", "02:00:00:00:01:01", "10.0.0.11")?;
     let vm2 = w.guest("vm2", "vm2-h", "02:00:00:00:01:02", "10.0.0.12")?;
-    let out = w.guest("out", "uplink-h", "02:00:00:00:09:01", "192.0.2.1")?;
-    let far = w.guest("far", "far-h", "02:00:00:00:09:02", "198.18.0.2")?;
-    // far's link goes to `out`, which routes between it and the uplink.
-    run(&[
-        "ip", "-n", &w.host, "link", "set", "far-h", "netns", &out.netns,
-    ])?;
-    run(&[
-        "ip",
-        "-n",
-        &out.netns,
-        "addr",
-        "add",
-        "198.18.0.1/24",
-        "dev",
-        "far-h",
-    ])?;
-    run(&["ip", "-n", &out.netns, "link", "set", "far-h", "up"])?;
-    run(&[
-        "ip",
-        "netns",
-        "exec",
-        &out.netns,
-        "sysctl",
-        "-qw",
-        "net.ipv4.ip_forward=1",
-    ])?;
+    let (out, far) = w.outside()?;
     // The outside network finishes and sends full checksums (see the module
     // doc): out's side of the link to far, and far itself.
     run(&[
@@ -124,7 +99,6 @@ fn net(test: &str, executor: &str) -> Result<Net> {
     run(&[
         "ip", "netns", "exec", &far.netns, "ethtool", "-K", "eth0", "tx", "off",
     ])?;
-    w.route(&far, &["default", "via", "198.18.0.1"])?;
     w.route(&vm1, &["default", "via", "10.0.0.1"])?;
     w.route(&vm2, &["default", "via", "10.0.0.1"])?;
     for g in [&vm1, &vm2] {
