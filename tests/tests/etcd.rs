@@ -214,6 +214,23 @@ fn two_vnetds_share_one_etcd_and_see_each_other_die() -> Result<()> {
         let s = b.vnetctl_json(&["status"])?;
         Ok((s["stored_revision"] == 2 && s["running_revision"] == 2).then_some(()))
     })?;
+    // Each host binds its own ports only: the other's are not its.
+    for (w, mine, theirs) in [
+        (&a, "tenant/vm1", "tenant/vm2"),
+        (&b, "tenant/vm2", "tenant/vm1"),
+    ] {
+        let s = w.vnetctl_json(&["status"])?;
+        let ports: Vec<&str> = s["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["port"].as_str())
+            .collect();
+        ensure!(
+            ports.contains(&mine) && !ports.contains(&theirs),
+            "{mine} only, not {theirs}: {s}"
+        );
+    }
 
     // Both hosts registered, alive, with their ports; the table too.
     let expected = vec![

@@ -84,6 +84,7 @@ impl ControlThread {
         running: Arc<AtomicU64>,
         topology: Arc<Topology>,
         api_latency: prometheus::HistogramVec,
+        host: Option<String>,
     ) -> anyhow::Result<ControlThread> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -103,6 +104,7 @@ impl ControlThread {
                         commands,
                         running.load(Ordering::Acquire),
                         topology,
+                        host,
                         stop.clone(),
                     ));
                     let served =
@@ -128,7 +130,8 @@ impl ControlThread {
     }
 }
 
-/// Compiles every revision after `sent` (whose model is `running`) and
+/// Compiles every revision after `sent` (whose model is `running`), as this
+/// `host` runs it (its own ports bound, see `Snapshot::placed_on`), and
 /// sends it to the worker with the tags of what changed since the one sent
 /// before. Only the latest matters: revisions stored while one compiles are
 /// skipped, and the next diff is against what the worker was sent.
@@ -137,6 +140,7 @@ async fn watch_store(
     commands: Commands,
     mut sent: u64,
     mut running: Arc<Topology>,
+    host: Option<String>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut changed = store.subscribe();
@@ -144,7 +148,9 @@ async fn watch_store(
         changed.borrow_and_update();
         match store.current() {
             Ok(cur) if cur.revision != sent => {
-                let snapshot = Arc::new(Snapshot::compile(&cur.topology, cur.revision));
+                let snapshot = Arc::new(
+                    Snapshot::compile(&cur.topology, cur.revision).placed_on(host.as_deref()),
+                );
                 let invalidate = reconfig::changed_tags(&running, &cur.topology);
                 tracing::debug!(
                     revision = cur.revision,

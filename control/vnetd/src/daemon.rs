@@ -133,8 +133,8 @@ pub struct Options {
     pub store: Option<String>,
     /// This host's name in a shared store: it registers under a lease
     /// (`vnetctl get hosts`). Its ports are those whose `host` is this one
-    /// or absent: --topology checks only their interfaces (the worker does
-    /// not yet skip the others' ports: their interfaces show as waiting).
+    /// or absent: it binds only them (--topology checks only their
+    /// interfaces).
     #[arg(long, value_name = "NAME", requires = "store")]
     pub host: Option<String>,
     /// This host's underlay address, where other hosts' tunnels reach it.
@@ -271,7 +271,10 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             "no topology stored yet: running an empty one until `vnetctl apply -f FILE`"
         );
     }
-    let snap = Arc::new(Snapshot::compile(&current.topology, current.revision));
+    // This host's ports only (`host:`).
+    let snap = Arc::new(
+        Snapshot::compile(&current.topology, current.revision).placed_on(opts.host.as_deref()),
+    );
 
     // Read before anything runs: the revision the kernel's flows (left by an
     // earlier vnetd, if any) were installed under.
@@ -353,7 +356,15 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let control = ControlThread::start(store, listeners, commands, running, topology, api_latency)?;
+    let control = ControlThread::start(
+        store,
+        listeners,
+        commands,
+        running,
+        topology,
+        api_latency,
+        opts.host.clone(),
+    )?;
     tracing::info!(
         revision = current.revision,
         socket = %opts.socket.display(),

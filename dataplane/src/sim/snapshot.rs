@@ -60,6 +60,8 @@ pub struct Port {
     /// The kernel program an exterior port's flows run in, as configured
     /// (`auto` is resolved by the binder, which sees the interface).
     pub executor: vnet_model::Executor,
+    /// The host whose vnetd binds the interface (`host:`); none: any.
+    pub host: Option<String>,
     /// 802.1Q VID carried on the wire of an exterior port.
     pub vlan: Option<u16>,
     pub up: bool,
@@ -216,6 +218,7 @@ impl Snapshot {
                 if let Some(ifname) = &p.interface {
                     snap.ports[id].binding = Binding::Interface(ifname.clone());
                     snap.ports[id].executor = p.executor;
+                    snap.ports[id].host = p.host.clone();
                 }
                 if let Some(peer) = &p.peer {
                     peers.push((id, format!("{}/{}", peer.device, peer.port)));
@@ -265,6 +268,7 @@ impl Snapshot {
                 if let Some(ifname) = &p.interface {
                     snap.ports[id].binding = Binding::Interface(ifname.clone());
                     snap.ports[id].executor = p.executor;
+                    snap.ports[id].host = p.host.clone();
                 }
                 if let Some(peer) = &p.peer {
                     peers.push((id, format!("{}/{}", peer.device, peer.port)));
@@ -460,6 +464,7 @@ impl Snapshot {
             device,
             binding: Binding::Unbound,
             executor: vnet_model::Executor::Auto,
+            host: None,
             vlan,
             up,
             l3: None,
@@ -479,6 +484,21 @@ impl Snapshot {
         self.by_tag.get(&tag).copied()
     }
 
+    /// The snapshot as the vnetd of `host` (`--host`; none for a vnetd
+    /// without one) runs it: a port placed on another host (`host:`) is
+    /// not bound here. Its interface is on that host; until tunnels carry
+    /// traffic there (issue 16), frames towards it are dropped here as
+    /// towards an unbound port.
+    pub fn placed_on(mut self, host: Option<&str>) -> Snapshot {
+        for p in &mut self.ports {
+            let elsewhere = p.host.as_deref().is_some_and(|h| Some(h) != host);
+            if elsewhere && matches!(p.binding, Binding::Interface(_)) {
+                p.binding = Binding::Unbound;
+            }
+        }
+        self
+    }
+
     /// Exterior ports with their interface names.
     pub fn interfaces(&self) -> impl Iterator<Item = (PortId, &str)> {
         self.ports
@@ -494,5 +514,36 @@ impl Snapshot {
 impl PortNames for Snapshot {
     fn port_id(&self, qualified: &str) -> Option<PortId> {
         self.port_by_name(qualified)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PLACED: &str = "version: 1
+hosts:
+  h1: {tunnel_address: 192.0.2.1}
+  h2: {tunnel_address: 192.0.2.2}
+bridges:
+  tenant:
+    ports:
+      a: {interface: a-h, host: h1}
+      b: {interface: b-h, host: h2}
+      c: {interface: c-h}
+";
+
+    fn bound_here(host: Option<&str>) -> Vec<String> {
+        let topology = vnet_model::parse_str(PLACED).expect("valid topology");
+        let snap = Snapshot::compile(&topology, 1).placed_on(host);
+        snap.interfaces().map(|(_, i)| i.to_string()).collect()
+    }
+
+    #[test]
+    fn a_host_binds_its_own_ports_and_those_placed_nowhere() {
+        assert_eq!(bound_here(Some("h1")), ["a-h", "c-h"]);
+        assert_eq!(bound_here(Some("h2")), ["b-h", "c-h"]);
+        // A vnetd without --host binds only ports placed on no host.
+        assert_eq!(bound_here(None), ["c-h"]);
     }
 }
