@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use vnet_model::diff::{Change, ChangeOp};
 use vnet_model::model::Topology;
 use vnet_model::objects::ObjectKind;
 use vnet_store::{Delta, FIREWALL, HOSTS, NAT};
@@ -144,21 +143,6 @@ pub struct Record {
     /// As `vnetctl apply` prints them (`~ bridges.b.ports.p`).
     pub changes: Vec<String>,
     pub delta: Delta,
-}
-
-/// A change's text back into a change.
-pub fn parse_change(text: &str) -> Option<Change> {
-    let (sign, path) = text.split_once(' ')?;
-    let op = match sign {
-        "+" => ChangeOp::Added,
-        "-" => ChangeOp::Removed,
-        "~" => ChangeOp::Changed,
-        _ => return None,
-    };
-    Some(Change {
-        op,
-        path: path.to_string(),
-    })
 }
 
 /// The JSON of the object `kind`/`name` of `t`.

@@ -387,7 +387,7 @@ pub async fn events_since(shared: Arc<Shared>, revision: u64) -> Result<Vec<Even
             .changes
             .iter()
             .map(|t| {
-                layout::parse_change(t)
+                vnet_model::diff::Change::parse(t)
                     .ok_or_else(|| shared.corrupt(format!("{key}: `{t}` is not a change")))
             })
             .collect::<Result<_, _>>()?;

@@ -34,6 +34,24 @@ impl fmt::Display for Change {
     }
 }
 
+impl Change {
+    /// A change back from its text (`~ bridges.b.ports.p`, as `Display`
+    /// writes it); `None` if it is not one.
+    pub fn parse(text: &str) -> Option<Change> {
+        let (sign, path) = text.split_once(' ')?;
+        let op = match sign {
+            "+" => ChangeOp::Added,
+            "-" => ChangeOp::Removed,
+            "~" => ChangeOp::Changed,
+            _ => return None,
+        };
+        Some(Change {
+            op,
+            path: path.to_string(),
+        })
+    }
+}
+
 /// The changes that turn `old` into `new`. A device that is added or removed
 /// is one change (its ports are not listed); a device that stays is
 /// `Changed` when its own fields differ, and each of its ports is compared

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use vnet_model::diff::{Change, ChangeOp};
+use vnet_model::diff::Change;
 
 use crate::delta::Delta;
 use crate::{Event, StoreError};
@@ -107,22 +107,11 @@ mod change_texts {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Change>, D::Error> {
         Vec::<String>::deserialize(d)?
             .iter()
-            .map(|t| parse(t).ok_or_else(|| serde::de::Error::custom(format!("not a change: {t}"))))
+            .map(|t| {
+                Change::parse(t)
+                    .ok_or_else(|| serde::de::Error::custom(format!("not a change: {t}")))
+            })
             .collect()
-    }
-
-    fn parse(text: &str) -> Option<Change> {
-        let (sign, path) = text.split_once(' ')?;
-        let op = match sign {
-            "+" => ChangeOp::Added,
-            "-" => ChangeOp::Removed,
-            "~" => ChangeOp::Changed,
-            _ => return None,
-        };
-        Some(Change {
-            op,
-            path: path.to_string(),
-        })
     }
 }
 
@@ -143,6 +132,7 @@ mod shared {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vnet_model::diff::ChangeOp;
 
     fn record(revision: u64) -> Record {
         Record {

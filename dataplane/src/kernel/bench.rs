@@ -308,28 +308,10 @@ impl BenchPrograms {
                 max: MAX_TEST_FRAME,
             });
         }
-        let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
-        let ctx: Vec<u8> = md.iter().flat_map(|w| w.to_ne_bytes()).collect();
-        let mut out = vec![0u8; frame.len() + 64];
-        let result = program_ref(&self.ebpf, program)?
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ctx_in: Some(&ctx),
-                repeat: repeat.max(1),
-                ..TestRunOptions::default()
-            })
-            .map_err(|error| KernelError::TestRun {
-                program: program.name(),
-                len: frame.len(),
-                ifindex,
-                error,
-            })?;
-        out.truncate(result.data_size_out as usize);
-        Ok(TestRun {
-            action: result.return_value,
-            data: out,
-            duration_ns: result.duration.as_nanos() as u64,
+        let xdp = program_ref(&self.ebpf, program)?;
+        let ctx = super::xdp_md(frame, ifindex);
+        super::run_test(program.name(), frame, ifindex, &ctx, repeat, |o| {
+            xdp.test_run(o)
         })
     }
 

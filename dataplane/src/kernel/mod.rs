@@ -561,31 +561,15 @@ impl Kernel {
         // struct xdp_md { data, data_end, data_meta, ingress_ifindex,
         // rx_queue_index, egress_ifindex }: the kernel wants data = 0 (no
         // metadata), data_end = the frame length, egress 0.
-        let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
-        let ctx: Vec<u8> = md.iter().flat_map(|w| w.to_ne_bytes()).collect();
-        // Room for a pushed VLAN tag and then some.
-        let mut out = vec![0u8; frame.len() + 64];
-        let result = self
-            .program_ref()?
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ctx_in: Some(&ctx),
-                repeat: repeat.max(1),
-                ..TestRunOptions::default()
-            })
-            .map_err(|error| KernelError::TestRun {
-                program: XDP_PROGRAM,
-                len: frame.len(),
-                ifindex,
-                error,
-            })?;
-        out.truncate(result.data_size_out as usize);
-        Ok(TestRun {
-            action: result.return_value,
-            data: out,
-            duration_ns: result.duration.as_nanos() as u64,
-        })
+        let program = self.program_ref()?;
+        run_test(
+            XDP_PROGRAM,
+            frame,
+            ifindex,
+            &xdp_md(frame, ifindex),
+            repeat,
+            |o| program.test_run(o),
+        )
     }
     /// Runs the tc (skb) executor on `frame` with `BPF_PROG_TEST_RUN`, as if
     /// received at tc ingress of `ifindex` (`1`, lo, or an interface of the
@@ -618,28 +602,8 @@ impl Kernel {
             ctx[164..168].copy_from_slice(&segs.to_ne_bytes());
             ctx[176..180].copy_from_slice(&gso_size.to_ne_bytes());
         }
-        // Room for the upcall header and then some.
-        let mut out = vec![0u8; frame.len() + 64];
-        let result = program_mut::<SchedClassifier>(&mut self.ebpf, TC_PROGRAM)?
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ctx_in: Some(&ctx),
-                repeat: 1,
-                ..TestRunOptions::default()
-            })
-            .map_err(|error| KernelError::TestRun {
-                program: TC_PROGRAM,
-                len: frame.len(),
-                ifindex,
-                error,
-            })?;
-        out.truncate(result.data_size_out as usize);
-        Ok(TestRun {
-            action: result.return_value,
-            data: out,
-            duration_ns: result.duration.as_nanos() as u64,
-        })
+        let program = program_mut::<SchedClassifier>(&mut self.ebpf, TC_PROGRAM)?;
+        run_test(TC_PROGRAM, frame, ifindex, &ctx, 1, |o| program.test_run(o))
     }
 }
 
@@ -649,6 +613,48 @@ impl Drop for Kernel {
     fn drop(&mut self) {
         self.detach_owned();
     }
+}
+
+/// The `xdp_md` context of an XDP test run of `frame` received on
+/// `ifindex`: { data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+/// egress_ifindex }, where the kernel wants data = 0 (no metadata),
+/// data_end = the frame length, egress 0.
+pub(super) fn xdp_md(frame: &[u8], ifindex: u32) -> Vec<u8> {
+    let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
+    md.iter().flat_map(|w| w.to_ne_bytes()).collect()
+}
+
+/// One `BPF_PROG_TEST_RUN` of `program` on `frame` with context `ctx`:
+/// `run` calls the program with the options; the output buffer has room
+/// for what the program may add (a VLAN tag, the upcall header).
+pub(super) fn run_test(
+    program: &'static str,
+    frame: &[u8],
+    ifindex: u32,
+    ctx: &[u8],
+    repeat: u32,
+    run: impl FnOnce(TestRunOptions<'_>) -> Result<aya::TestRunResult, aya::programs::ProgramError>,
+) -> Result<TestRun, KernelError> {
+    let mut out = vec![0u8; frame.len() + 64];
+    let result = run(TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        ctx_in: Some(ctx),
+        repeat: repeat.max(1),
+        ..TestRunOptions::default()
+    })
+    .map_err(|error| KernelError::TestRun {
+        program,
+        len: frame.len(),
+        ifindex,
+        error,
+    })?;
+    out.truncate(result.data_size_out as usize);
+    Ok(TestRun {
+        action: result.return_value,
+        data: out,
+        duration_ns: result.duration.as_nanos() as u64,
+    })
 }
 
 /// Program `name` of `ebpf`, as its type.
