@@ -67,6 +67,13 @@ impl Limits {
         }
     }
 
+    /// The upcall budget of port `port` of `snap` (a guest's if it is gone).
+    fn upcalls_at(&self, snap: &Snapshot, port: PortId) -> UpcallLimit {
+        snap.ports
+            .get(port)
+            .map_or(self.upcalls, |p| self.upcalls_of(p))
+    }
+
     /// The defaults for a kernel flow table of `max_flows`.
     pub fn for_max_flows(max_flows: u32) -> Limits {
         Limits {
@@ -192,6 +199,9 @@ pub struct Runtime {
     /// Where the first packets of skb ports arrive; none until vnetd set it
     /// up (and in tests of XDP ports alone).
     upcall: Option<UpcallPath>,
+    /// The frames taken off it in a turn, with their port's position (kept
+    /// for its capacity).
+    upcalls_in: Vec<(usize, Vec<u8>)>,
 }
 
 /// How many socket batches of the upcall path a turn of the loop reads.
@@ -241,6 +251,7 @@ impl Runtime {
             hand_over_until: None,
             ctl: None,
             upcall: None,
+            upcalls_in: Vec::new(),
         }
     }
 
@@ -375,42 +386,45 @@ impl Runtime {
         let Some(up) = self.upcall.as_mut() else {
             return;
         };
-        let mut raw = std::mem::take(&mut self.frames);
-        raw.clear();
+        let mut taken = std::mem::take(&mut self.upcalls_in);
+        taken.clear();
+        let now = now_ns();
+        let (ports, counters) = (&mut self.ports, &mut self.counters);
+        let (snap, limits) = (&self.snap, &self.limits);
         for _ in 0..UPCALL_BATCHES {
-            if up.xsk.receive(|f| raw.push(f.to_vec())) == 0 {
+            let n = up.xsk.receive(|bytes| {
+                let Some(received) = upcall_path::read(bytes) else {
+                    counters.count(Reason::Malformed);
+                    return;
+                };
+                let Some(i) = ports.position_of_ifindex(received.ifindex) else {
+                    counters.count(Reason::UnknownInterface);
+                    return;
+                };
+                // Charged to its port before it is copied, as on the ports'
+                // own sockets (`service`).
+                let limit = limits.upcalls_at(snap, ports.at(i).port);
+                let port = ports.at_mut(i);
+                if !port.upcalls.take(now, &limit) {
+                    port.upcall_dropped += 1;
+                    counters.count(Reason::UpcallBudget);
+                    return;
+                }
+                taken.push((i, received.frame()));
+            });
+            if n == 0 {
                 break;
             }
         }
-        let now = now_ns();
-        for bytes in &raw {
-            let Some(up) = upcall_path::decode(bytes) else {
-                self.counters.count(Reason::Malformed);
-                continue;
-            };
-            let Some(i) = self.ports.position_of_ifindex(up.ifindex) else {
-                self.counters.count(Reason::UnknownInterface);
-                continue;
-            };
-            let limit = self.upcall_limit(i);
-            let port = self.ports.at_mut(i);
-            if !port.upcalls.take(now, &limit) {
-                port.upcall_dropped += 1;
-                self.counters.count(Reason::UpcallBudget);
-                continue;
-            }
-            let mut frame = up.frame;
-            self.handle_received(i, &mut frame);
+        for (i, frame) in &mut taken {
+            self.handle_received(*i, frame);
         }
-        self.frames = raw;
+        self.upcalls_in = taken;
     }
 
     /// The upcall budget of the port at position `i`.
     fn upcall_limit(&self, i: usize) -> UpcallLimit {
-        match self.snap.ports.get(self.ports.at(i).port) {
-            Some(p) => self.limits.upcalls_of(p),
-            None => self.limits.upcalls,
-        }
+        self.limits.upcalls_at(&self.snap, self.ports.at(i).port)
     }
 
     /// Handles what port `i` received: at most `afxdp::BATCH` frames, each

@@ -37,20 +37,20 @@ impl UpcallPath {
     }
 }
 
-/// A first packet off the pair.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upcall {
+/// An upcall as it sits in the socket's frame: the header read and checked,
+/// the frame not copied yet (the worker charges it to its port first).
+pub struct Received<'a> {
     /// The interface it entered on.
     pub ifindex: u32,
-    /// The frame as the guest sent it (its tag back in the bytes).
-    pub frame: Vec<u8>,
+    header: UpcallHeader,
+    /// The frame behind the header, at least an Ethernet header long.
+    rest: &'a [u8],
 }
 
-/// Reads the header off `bytes`; `None` if there is none.
-pub fn decode(bytes: &[u8]) -> Option<Upcall> {
-    const HEADER: usize = upcall::HEADER_LEN;
-    let head = bytes.get(..HEADER)?;
-    let rest = bytes.get(HEADER..)?;
+/// The header of `bytes`, checked; `None` if there is none.
+pub fn read(bytes: &[u8]) -> Option<Received<'_>> {
+    let head = bytes.get(..upcall::HEADER_LEN)?;
+    let rest = bytes.get(upcall::HEADER_LEN..)?;
     if head[12..14] != upcall::ETHERTYPE.to_be_bytes() || rest.len() < ETH_HLEN {
         return None;
     }
@@ -60,26 +60,35 @@ pub fn decode(bytes: &[u8]) -> Option<Upcall> {
         flags: head[20],
         ..UpcallHeader::default()
     };
-    let mut frame = Vec::with_capacity(rest.len() + 4);
-    if header.flags & upcall::TAGGED != 0 {
-        // MACs, the outer tag, then the frame's own EtherType onward (an
-        // inner tag included).
-        let tpid = if header.flags & upcall::TAGGED_8021AD != 0 {
-            ETHERTYPE_QINQ
-        } else {
-            ETHERTYPE_VLAN
-        };
-        frame.extend_from_slice(&rest[..12]);
-        frame.extend_from_slice(&tpid.to_be_bytes());
-        frame.extend_from_slice(&header.vlan_tci);
-        frame.extend_from_slice(&rest[12..]);
-    } else {
-        frame.extend_from_slice(rest);
-    }
-    Some(Upcall {
+    Some(Received {
         ifindex: u32::from_be_bytes(header.ifindex),
-        frame,
+        header,
+        rest,
     })
+}
+
+impl Received<'_> {
+    /// The frame as the guest sent it: its outer tag back in the bytes.
+    pub fn frame(&self) -> Vec<u8> {
+        let (header, rest) = (&self.header, self.rest);
+        let mut frame = Vec::with_capacity(rest.len() + 4);
+        if header.flags & upcall::TAGGED != 0 {
+            // MACs, the outer tag, then the frame's own EtherType onward (an
+            // inner tag included). `rest` holds an Ethernet header (`read`).
+            let tpid = if header.flags & upcall::TAGGED_8021AD != 0 {
+                ETHERTYPE_QINQ
+            } else {
+                ETHERTYPE_VLAN
+            };
+            frame.extend_from_slice(&rest[..12]);
+            frame.extend_from_slice(&tpid.to_be_bytes());
+            frame.extend_from_slice(&header.vlan_tci);
+            frame.extend_from_slice(&rest[12..]);
+        } else {
+            frame.extend_from_slice(rest);
+        }
+        frame
+    }
 }
 
 /// Creates the pair if it is missing and brings it up: returns the near
@@ -135,6 +144,21 @@ fn ip(args: &[&str]) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A first packet off the pair, copied out.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Upcall {
+        ifindex: u32,
+        frame: Vec<u8>,
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Upcall> {
+        let up = read(bytes)?;
+        Some(Upcall {
+            ifindex: up.ifindex,
+            frame: up.frame(),
+        })
+    }
 
     fn header(ifindex: u32, tci: Option<u16>) -> Vec<u8> {
         let mut h = vec![0; 12];
