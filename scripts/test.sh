@@ -17,7 +17,8 @@ echo "[test] disk: ${free_gb} GB free here; the build and tests need about ${nee
 if [ "$free_gb" -lt "$need_gb" ]; then
   echo "[test] warning: less than ${need_gb} GB free; the build may fail with 'No space left on device' (cargo clean, or free space)" >&2
 fi
-echo "[test] building the tests (the XDP program too, with nightly and bpf-linker)"
+echo "[test] building vnetd, vnetctl and the tests (the XDP program too, with nightly and bpf-linker)"
+cargo build --workspace --bins  # the end-to-end tests run target/debug/vnetd and vnetctl
 cargo test --workspace --no-run
 echo "[test] checking that the benchmarks compile"
 cargo check --workspace --benches
