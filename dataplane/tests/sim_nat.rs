@@ -1071,3 +1071,58 @@ fn an_icmp_query_dynamic_snat_cannot_bind_is_dropped_not_leaked() {
     assert_eq!(d.verdict, Verdict::Dropped(Reason::NatUntranslatable));
     assert!(d.emit.is_empty(), "nothing leaves with the private source");
 }
+
+/// CloudStack's recipe (MidoNetElement): post-routing holds the source-NAT
+/// `snat` (no condition but the uplink) ahead of `rev_dnat`. The replies of
+/// a port-forwarded connection still leave from the public port: a forward
+/// rule passes over a reply of a connection the router already translated.
+/// A new connection from the same guest is source-NATed as before.
+#[test]
+fn a_snat_rule_ahead_of_rev_dnat_leaves_port_forward_replies_alone() {
+    let yaml = example()
+        .split("\nnat:\n")
+        .next()
+        .unwrap()
+        .replace(
+            "routers:\n  edge:\n",
+            "routers:\n  edge:\n    inbound_filter: pre\n    outbound_filter: post\n",
+        )
+        + "\nchains:\n  pre:\n\
+           \x20   - {action: rev_snat, then: accept, match: {dst: 192.0.2.10/32, in_ports: [edge/uplink]}}\n\
+           \x20   - action: dnat\n      to: {ip: 10.0.0.12, ports: 80}\n      then: accept\n\
+           \x20     match: {dst: 192.0.2.30/32, protocol: tcp, dst_ports: 8080, in_ports: [edge/uplink]}\n\
+           \x20 post:\n\
+           \x20   - {action: snat, to: {ip: 192.0.2.10, ports: 1024-65535}, then: accept, \
+           match: {out_ports: [edge/uplink]}}\n\
+           \x20   - {action: rev_dnat, then: accept}\n";
+    let mut n = Net::new(&yaml);
+    let forward = [192, 0, 2, 30];
+    let mut f = tcp_frame(GW_MAC, [0; 6], REMOTE, forward, 51000, 8080, 0x02);
+    n.addressed_from_outside(&mut f);
+    let d = n.send("edge/uplink", &f);
+    assert_eq!(
+        single(&n, &d),
+        ("tenant/vm2".into(), REMOTE, VM2, 51000, 80)
+    );
+    let reply = tcp_frame(VM2_MAC, tenant_gw(&n), VM2, REMOTE, 80, 51000, 0x12);
+    let d = n.send("tenant/vm2", &reply);
+    assert_eq!(
+        single(&n, &d),
+        ("edge/uplink".into(), forward, REMOTE, 8080, 51000),
+        "the reply leaves from the forwarded public port, not source-NATed: {:?}",
+        d.trace
+    );
+    assert!(
+        d.install.is_some(),
+        "the reply is installed as a flow: {:?}",
+        d.trace
+    );
+    // vm2's own connection to the same remote is source-NATed.
+    let own = tcp_frame(VM2_MAC, tenant_gw(&n), VM2, REMOTE, 40000, 443, 0x02);
+    let d = n.send("tenant/vm2", &own);
+    let (port, src, dst, _, dport) = single(&n, &d);
+    assert_eq!(
+        (port.as_str(), src, dst, dport),
+        ("edge/uplink", SNAT_IP, REMOTE, 443)
+    );
+}

@@ -616,7 +616,10 @@ fn midonet_api_token_guards_every_request() -> Result<()> {
 /// A Python server in a guest: accepts one connection and sends `reply`.
 fn serve_once(w: &World, guest: &Guest, port: u16, reply: &str) -> Result<vnet_e2e::Background> {
     let code = format!(
-        "import socket\ns=socket.socket()\ns.bind(('0.0.0.0',{port}))\ns.listen()\n\
+        // SO_REUSEADDR: an earlier server's connection on the port may be
+        // in TIME_WAIT, and the bind would fail.
+        "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+         s.bind(('0.0.0.0',{port}))\ns.listen()\n\
          c,_=s.accept()\nc.sendall({reply:?}.encode())\nc.close()"
     );
     w.spawn(guest, &["/usr/bin/python3", "-c", &code])
@@ -641,10 +644,11 @@ fn fetch(w: &World, guest: &Guest, addr: &str, port: u16) -> Result<String> {
 /// snat), and a floating IP (static dnat/snat with the pre-filter jumps,
 /// drop and firewall allow).
 ///
-/// The port forward runs before source NAT is set up: CloudStack puts its
-/// `snat` rule ahead of `rev_dnat` in post-routing, and vnet, like
-/// MidoNet's NatState, gives a matching `snat` rule a binding for any
-/// packet, so replies of forwarded connections would leave source-NATed.
+/// CloudStack puts its source-NAT `snat` rule ahead of `rev_dnat` in
+/// post-routing; the port forward is tried again once that rule is there:
+/// its replies must still leave from the forwarded address (MidoNet would
+/// have bound them to the SNAT address; vnet's forward rules pass over the
+/// replies of a connection already translated).
 #[test]
 fn cloudstack_recipes_carry_traffic() -> Result<()> {
     need_root("cloudstack_recipes_carry_traffic")?;
@@ -764,6 +768,13 @@ fn cloudstack_recipes_carry_traffic() -> Result<()> {
         !lines.iter().any(|l| l.contains("10.0.1.6")),
         "no private address leaves: {lines:?}"
     );
+    let server = serve_once(&m.w, &vm2, 80, "still forwarded")?;
+    assert_eq!(
+        fetch(&m.w, &out, "203.0.113.30", 8080)?,
+        "still forwarded",
+        "the port forward's replies leave from 203.0.113.30:8080 with the snat rule ahead of rev_dnat"
+    );
+    drop_server(server);
 
     // A floating IP 203.0.113.20 for vm1 (addMidonetStaticNAT): return
     // traffic and ICMP replies jump to pre-nat, the rest to the address is

@@ -67,7 +67,10 @@ pub trait Env {
     fn fragment_sensitive(&mut self);
     fn depends_on(&mut self, tag: Tag);
     /// Applies a NAT action to the packet (and the frame behind it).
-    fn nat(&mut self, packet: &mut Packet, nat: &Nat) -> Result<(), Reason>;
+    /// `Ok(false)`: the rule does not apply to this packet (a forward rule
+    /// meeting a reply of a connection already translated), and the chain
+    /// goes on as if it had not matched.
+    fn nat(&mut self, packet: &mut Packet, nat: &Nat) -> Result<bool, Reason>;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -592,10 +595,10 @@ impl Chains {
                         None => continue,
                     }
                 }
-                CAction::Nat(nat, then) => {
-                    if let Err(reason) = env.nat(p, nat) {
-                        result = Some(Verdict::Error(reason));
-                    } else {
+                CAction::Nat(nat, then) => match env.nat(p, nat) {
+                    Err(reason) => result = Some(Verdict::Error(reason)),
+                    Ok(false) => continue,
+                    Ok(true) => {
                         match then {
                             FlowAction::Accept => result = Some(Verdict::Accept),
                             FlowAction::Return => break,
@@ -610,7 +613,7 @@ impl Chains {
                             }
                         }
                     }
-                }
+                },
             }
             if result.is_some() {
                 break;

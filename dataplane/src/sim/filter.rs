@@ -144,7 +144,7 @@ impl Env for FilterEnv<'_, '_> {
     fn depends_on(&mut self, tag: Tag) {
         self.walk.tags.push(tag);
     }
-    fn nat(&mut self, packet: &mut Packet, nat: &Nat) -> Result<(), Reason> {
+    fn nat(&mut self, packet: &mut Packet, nat: &Nat) -> Result<bool, Reason> {
         super::nat::apply(self.walk, self.frame, self.zone, packet, nat)
     }
 }

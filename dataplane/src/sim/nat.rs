@@ -322,17 +322,19 @@ fn is_static(nat: &Nat) -> bool {
 }
 
 /// Applies a NAT action to the frame, the packet view and the walk's flow.
+/// `Ok(false)`: the rule does not apply to this packet (see
+/// `reply_of_a_translated_connection`).
 pub(super) fn apply(
     walk: &mut Walk,
     frame: &mut Frame,
     zone: Tag,
     p: &mut Packet,
     nat: &Nat,
-) -> Result<(), Reason> {
+) -> Result<bool, Reason> {
     // A later fragment is translated as its datagram.
     let h = fragments::view(walk, frame.headers());
     let L3::Ipv4(ip, l4) = h.l3 else {
-        return Ok(());
+        return Ok(true);
     };
     let echo_id = match l4 {
         L4::Icmp { echo_id, .. } => echo_id,
@@ -346,7 +348,7 @@ pub(super) fn apply(
         }
     );
     if icmp_error && !ip.is_later_fragment() {
-        return apply_to_error(walk, frame, nat);
+        return apply_to_error(walk, frame, nat).map(|()| true);
     }
     let t = match tuple_of(p, echo_id) {
         Some(t) => t,
@@ -369,9 +371,12 @@ pub(super) fn apply(
         None if matches!(nat, Nat::Snat { .. } | Nat::Dnat { .. }) => {
             return Err(Reason::NatUntranslatable)
         }
-        None => return Ok(()),
+        None => return Ok(true),
     };
     let now = walk.now_ns;
+    if reply_of_a_translated_connection(walk, zone, nat, &t) {
+        return Ok(false);
+    }
     // The translated tuple and the binding the flow depends on.
     let (new, binding): (Tuple, Option<Tuple>) = match *nat {
         Nat::Snat {
@@ -440,7 +445,7 @@ pub(super) fn apply(
                 // flow, though: a binding for this tuple may appear (a
                 // port forward's connection), and the flow would skip it.
                 walk.not_installable("a reverse NAT found no binding (one may appear later)");
-                return Ok(());
+                return Ok(true);
             }
         },
     };
@@ -493,7 +498,30 @@ pub(super) fn apply(
         sport: new.sport,
         dport: new.dport,
     });
-    Ok(())
+    Ok(true)
+}
+
+/// Whether a dynamic forward rule (`snat`, `dnat` with ports) meets a reply
+/// of a connection this zone has already translated. Such a packet belongs
+/// to that connection, which has its binding: a forward rule binds once per
+/// connection (SEMANTICS.md), the reverse rules undo it, and the forward
+/// rule passes over the packet as if it had not matched. As in Linux, where
+/// only a connection's first packet traverses the NAT rules. MidoNet bound
+/// it again, which breaks CloudStack's recipe: its post-routing chain has
+/// the source-NAT `snat` ahead of `rev_dnat`, so the replies of a port
+/// forward would leave source-NATed. The flow depends on the binding (its
+/// tag): when it expires, the packet is a new connection's again.
+fn reply_of_a_translated_connection(walk: &mut Walk, zone: Tag, nat: &Nat, t: &Tuple) -> bool {
+    if is_static(nat) || !matches!(nat, Nat::Snat { .. } | Nat::Dnat { .. }) {
+        return false;
+    }
+    match walk.state.nat.original_of_reply(zone, t, walk.now_ns) {
+        Some(original) => {
+            walk.tags.push(NatTable::tag(zone, &original));
+            true
+        }
+        None => false,
+    }
 }
 
 /// Adds a rewrite to the flow's actions.
