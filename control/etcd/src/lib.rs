@@ -401,6 +401,7 @@ impl Store for EtcdStore {
             }
             let mut topology = current.topology.clone();
             edit(&mut topology)?;
+            topology.keep_tunnel_keys(&current.topology);
             topology.validate().map_err(StoreError::Invalid)?;
             let Some(change) = txn::Change::prepare(&self.shared, &current, topology)? else {
                 return Ok(Applied {

@@ -20,6 +20,7 @@ pub mod intents;
 pub mod model;
 pub mod objects;
 pub mod reports;
+pub mod tunnel_keys;
 mod validate;
 
 pub use error::{visible, visible_lines, TopologyError, ValidationError};

@@ -153,6 +153,14 @@ impl AnyPort<'_> {
             AnyPort::Router(p) => p.host.as_deref(),
         }
     }
+
+    /// The port's VXLAN network identifier (see `BridgePort::tunnel_key`).
+    pub fn tunnel_key(&self) -> Option<u32> {
+        match self {
+            AnyPort::Bridge(p) => p.tunnel_key,
+            AnyPort::Router(p) => p.tunnel_key,
+        }
+    }
 }
 
 impl Topology {
@@ -222,6 +230,13 @@ pub struct BridgePort {
     /// vnetd (the single-host case).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// The VXLAN network identifier other hosts reach this port by (issue
+    /// 16): given by the store to every port placed on a host (`host:`)
+    /// and kept while the port exists, so it is the same on every host and
+    /// across restarts (`Topology::keep_tunnel_keys`). May be written
+    /// (1-16777214, unique); an apply without it keeps the one given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_key: Option<u32>,
     /// Which kernel program runs the port's flows (see [`Executor`]).
     #[serde(default, skip_serializing_if = "Executor::is_auto")]
     pub executor: Executor,
@@ -270,6 +285,7 @@ impl Default for BridgePort {
         BridgePort {
             interface: None,
             host: None,
+            tunnel_key: None,
             executor: Executor::Auto,
             peer: None,
             vlan: None,
@@ -450,6 +466,13 @@ pub struct RouterPort {
     /// vnetd (the single-host case).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// The VXLAN network identifier other hosts reach this port by (issue
+    /// 16): given by the store to every port placed on a host (`host:`)
+    /// and kept while the port exists, so it is the same on every host and
+    /// across restarts (`Topology::keep_tunnel_keys`). May be written
+    /// (1-16777214, unique); an apply without it keeps the one given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_key: Option<u32>,
     /// Which kernel program runs the port's flows (see [`Executor`]).
     #[serde(default, skip_serializing_if = "Executor::is_auto")]
     pub executor: Executor,
@@ -548,6 +571,7 @@ impl RouterPort {
             mtu: None,
             interface: None,
             host: None,
+            tunnel_key: None,
             executor: Executor::Auto,
             peer: None,
             inbound_filter: None,

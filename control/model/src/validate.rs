@@ -41,6 +41,7 @@ pub(crate) fn validate(topo: &Topology) -> Vec<ValidationError> {
     v.groups();
     v.nat();
     v.firewall();
+    crate::tunnel_keys::validate(topo, &mut v.errors);
     v.errors
 }
 

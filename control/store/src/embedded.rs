@@ -477,6 +477,7 @@ impl Store for EmbeddedStore {
         }
         let mut topology = state.topology.clone();
         edit(&mut topology)?;
+        topology.keep_tunnel_keys(&state.topology);
         topology.validate().map_err(StoreError::Invalid)?;
         let changes = diff(&state.topology, &topology);
         if changes.is_empty() {
@@ -584,6 +585,29 @@ mod tests {
         assert_eq!(events[1].changes[0].to_string(), "~ bridges.b.ports.p");
         assert!(s.events_since(2).unwrap().is_empty());
         assert!(s.events_since(3).is_err());
+    }
+
+    /// Tunnel keys are given by the store and kept: re-applying the file
+    /// (which has none) changes nothing, in the plan or the apply, and the
+    /// keys survive a restart.
+    #[test]
+    fn tunnel_keys_are_given_once_and_kept() {
+        let d = dir("tunnel-keys");
+        let placed = "version: 1\nhosts:\n  h1: {tunnel_address: 192.0.2.1}\nbridges:\n  b:\n    \
+                      ports:\n      p: {interface: a, host: h1}\n      q: {interface: b, host: h1}\n";
+        let key = |t: &Topology, p: &str| t.bridges["b"].ports[p].tunnel_key;
+        {
+            let s = EmbeddedStore::open(&d).unwrap();
+            s.apply(topo(placed), None).unwrap();
+            let t = s.current().unwrap().topology;
+            assert_eq!((key(&t, "p"), key(&t, "q")), (Some(1), Some(2)));
+            assert!(s.plan(&topo(placed)).unwrap().changes.is_empty());
+            let again = s.apply(topo(placed), None).unwrap();
+            assert!(again.changes.is_empty(), "{:?}", again.changes);
+        }
+        let s = EmbeddedStore::open(&d).unwrap();
+        let t = s.current().unwrap().topology;
+        assert_eq!((key(&t, "p"), key(&t, "q")), (Some(1), Some(2)));
     }
 
     #[test]

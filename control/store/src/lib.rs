@@ -157,11 +157,14 @@ pub trait Store: Send + Sync {
     /// What `apply` would change, without storing anything: validation
     /// errors, or the diff against the current topology.
     fn plan(&self, topology: &Topology) -> Result<Applied, StoreError> {
-        topology.validate().map_err(StoreError::Invalid)?;
         let current = self.current()?;
+        // As `transact` would store it: ports keep their tunnel keys.
+        let mut topology = topology.clone();
+        topology.keep_tunnel_keys(&current.topology);
+        topology.validate().map_err(StoreError::Invalid)?;
         Ok(Applied {
             revision: current.revision,
-            changes: diff(&current.topology, topology),
+            changes: diff(&current.topology, &topology),
         })
     }
 

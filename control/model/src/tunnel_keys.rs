@@ -1,0 +1,201 @@
+//! Tunnel keys: the VXLAN network identifier (VNI) of each port placed on
+//! a host. The ingress host encapsulates a frame for a port on another host
+//! with that port's key; the egress host's kernel delivers by the key alone,
+//! without simulating. So every host must agree on a port's key at every
+//! revision, and a key must never be handed to another port while a host
+//! may still hold the old topology: keys are stored in the topology, given
+//! once by the store (MidoNet's API allocated them the same way) and kept
+//! for as long as the port exists.
+use crate::{Topology, ValidationError};
+use std::collections::BTreeSet;
+
+/// The first key given, and the last a port may have: 0xFF_FFFF is
+/// reserved (flow state between hosts, HOSTS.md).
+pub const FIRST_TUNNEL_KEY: u32 = 1;
+pub const LAST_TUNNEL_KEY: u32 = 0xFF_FFFE;
+
+impl Topology {
+    /// Gives a tunnel key to every port placed on a host (`host:`) that has
+    /// none: the key the same port (same `device/port` path) had in
+    /// `previous`, else one above every key either topology holds (never a
+    /// key just released: a host still on `previous` would send the
+    /// released port's traffic to the new one). Keys written in the
+    /// topology are kept as they are (validation checks them). Stores call
+    /// this on every change before validating it.
+    pub fn keep_tunnel_keys(&mut self, previous: &Topology) {
+        let mut taken: BTreeSet<u32> = BTreeSet::new();
+        for t in [&*self, previous] {
+            for_each_key(t, |_, key| {
+                taken.insert(key);
+            });
+        }
+        // Above every key in use, so a key released by a recent change is
+        // not handed out again while a lagging host may still route by it;
+        // only when the range is used up are gaps filled, lowest first.
+        let mut next = taken
+            .last()
+            .map_or(FIRST_TUNNEL_KEY, |k| k.saturating_add(1));
+        let mut fresh = |taken: &mut BTreeSet<u32>| {
+            if next > LAST_TUNNEL_KEY {
+                next = FIRST_TUNNEL_KEY;
+            }
+            while taken.contains(&next) && next <= LAST_TUNNEL_KEY {
+                next += 1;
+            }
+            taken.insert(next);
+            next
+        };
+        let old = |device: &str, port: &str| -> Option<u32> {
+            previous
+                .bridges
+                .get(device)
+                .and_then(|b| b.ports.get(port))
+                .map(|p| p.tunnel_key)
+                .or_else(|| {
+                    previous
+                        .routers
+                        .get(device)
+                        .and_then(|r| r.ports.get(port))
+                        .map(|p| p.tunnel_key)
+                })
+                .flatten()
+        };
+        for (dname, b) in &mut self.bridges {
+            for (pname, p) in &mut b.ports {
+                if p.host.is_some() && p.tunnel_key.is_none() {
+                    p.tunnel_key = Some(old(dname, pname).unwrap_or_else(|| fresh(&mut taken)));
+                }
+            }
+        }
+        for (dname, r) in &mut self.routers {
+            for (pname, p) in &mut r.ports {
+                if p.host.is_some() && p.tunnel_key.is_none() {
+                    p.tunnel_key = Some(old(dname, pname).unwrap_or_else(|| fresh(&mut taken)));
+                }
+            }
+        }
+    }
+}
+
+/// Calls `f(path, key)` for every port with a tunnel key.
+fn for_each_key(t: &Topology, mut f: impl FnMut(String, u32)) {
+    for (dname, b) in &t.bridges {
+        for (pname, p) in &b.ports {
+            if let Some(k) = p.tunnel_key {
+                f(format!("bridges.{dname}.ports.{pname}"), k);
+            }
+        }
+    }
+    for (dname, r) in &t.routers {
+        for (pname, p) in &r.ports {
+            if let Some(k) = p.tunnel_key {
+                f(format!("routers.{dname}.ports.{pname}"), k);
+            }
+        }
+    }
+}
+
+/// Keys in range and held by one port each.
+pub(crate) fn validate(t: &Topology, errors: &mut Vec<ValidationError>) {
+    let mut owner: std::collections::BTreeMap<u32, String> = Default::default();
+    for_each_key(t, |port, key| {
+        let path = format!("{port}.tunnel_key");
+        if !(FIRST_TUNNEL_KEY..=LAST_TUNNEL_KEY).contains(&key) {
+            errors.push(ValidationError::new(
+                path,
+                format!(
+                    "tunnel key {key} is out of range; give {FIRST_TUNNEL_KEY}-{LAST_TUNNEL_KEY}, or none and the store gives one"
+                ),
+            ));
+        } else if let Some(first) = owner.get(&key) {
+            errors.push(ValidationError::new(
+                path,
+                format!("tunnel key {key} is already {first}'s; each port needs its own (or give none and the store gives one)"),
+            ));
+        } else {
+            owner.insert(key, port);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::load_str;
+
+    const TWO_HOSTS: &str = "version: 1\nhosts:\n  h1: {tunnel_address: 192.0.2.1}\n  \
+        h2: {tunnel_address: 192.0.2.2}\nbridges:\n  b:\n    ports:\n      \
+        a: {interface: a-h, host: h1}\n      c: {interface: c-h, host: h2}\n      \
+        local: {interface: l-h}\n";
+
+    fn key(t: &crate::Topology, port: &str) -> Option<u32> {
+        t.bridges["b"].ports[port].tunnel_key
+    }
+
+    #[test]
+    fn placed_ports_get_keys_that_survive_changes_and_are_never_reused() {
+        let empty = crate::Topology::default();
+        let mut t = load_str(TWO_HOSTS).unwrap();
+        t.keep_tunnel_keys(&empty);
+        assert_eq!((key(&t, "a"), key(&t, "c")), (Some(1), Some(2)));
+        assert_eq!(key(&t, "local"), None, "a port on no host needs no key");
+        assert!(t.validate().is_ok());
+
+        // Re-applied from the file (no keys in it): the same keys.
+        let mut again = load_str(TWO_HOSTS).unwrap();
+        again.keep_tunnel_keys(&t);
+        assert_eq!(again, t);
+
+        // `a` removed and `d` added in one change: `d` does not get `a`'s
+        // key, which a host still on the old topology would use for `a`.
+        let mut next = load_str(&TWO_HOSTS.replace(
+            "a: {interface: a-h, host: h1}",
+            "d: {interface: d-h, host: h1}",
+        ))
+        .unwrap();
+        next.keep_tunnel_keys(&t);
+        assert_eq!((key(&next, "c"), key(&next, "d")), (Some(2), Some(3)));
+    }
+
+    #[test]
+    fn written_keys_are_kept_and_checked() {
+        let mut t = load_str(&TWO_HOSTS.replace(
+            "c: {interface: c-h, host: h2}",
+            "c: {interface: c-h, host: h2, tunnel_key: 1}",
+        ))
+        .unwrap();
+        t.keep_tunnel_keys(&crate::Topology::default());
+        assert_eq!((key(&t, "a"), key(&t, "c")), (Some(2), Some(1)));
+
+        let invalid = |yaml: String| match load_str(&yaml) {
+            Err(crate::TopologyError::Invalid(errors)) => errors,
+            other => panic!("not refused: {other:?}"),
+        };
+        let errors = invalid(
+            TWO_HOSTS
+                .replace(
+                    "a: {interface: a-h, host: h1}",
+                    "a: {interface: a-h, host: h1, tunnel_key: 7}",
+                )
+                .replace(
+                    "c: {interface: c-h, host: h2}",
+                    "c: {interface: c-h, host: h2, tunnel_key: 7}",
+                ),
+        );
+        assert!(
+            errors.iter().any(|e| e
+                .to_string()
+                .contains("tunnel key 7 is already bridges.b.ports.a's")),
+            "{errors:?}"
+        );
+        let errors = invalid(TWO_HOSTS.replace(
+            "a: {interface: a-h, host: h1}",
+            "a: {interface: a-h, host: h1, tunnel_key: 16777215}",
+        ));
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.to_string().contains("out of range")),
+            "{errors:?}"
+        );
+    }
+}
