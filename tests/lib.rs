@@ -7,7 +7,7 @@
 //!
 //! The tests need root (namespaces, XDP). Without it they print why they
 //! skip and pass, except under CI (`CI` set), where they fail.
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -800,7 +800,47 @@ impl World {
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
+
+    /// A TCP stream of `mib` MiB of a fixed pattern from `from` to
+    /// `host:port`, received by `to` on `listen_port`: the receiver must
+    /// count every byte and get the sender's SHA-256.
+    pub fn tcp_stream(
+        &self,
+        from: &Guest,
+        to: &Guest,
+        (host, port): (&str, u16),
+        listen_port: u16,
+        mib: usize,
+    ) -> Result<()> {
+        let sink = self.spawn(
+            to,
+            &["/usr/bin/python3", "-c", TCP_SINK, &listen_port.to_string()],
+        )?;
+        let send = format!(
+            "import socket,hashlib\nb=bytes(i%251 for i in range(1<<20))*{mib}\n\
+             s=socket.create_connection(('{host}',{port}),timeout=10)\ns.sendall(b)\ns.close()\n\
+             print(len(b),hashlib.sha256(b).hexdigest())\n"
+        );
+        let sent = self.python(from, &send)?;
+        let got = sink.finish(Duration::from_secs(30))?;
+        ensure!(
+            got.trim() == sent.trim(),
+            "TCP {} → {host}:{port}: sent {} received {}",
+            from.name,
+            sent.trim(),
+            got.trim()
+        );
+        Ok(())
+    }
 }
+
+/// Receives one TCP stream on the port in argv[1], prints its length and
+/// SHA-256.
+pub const TCP_SINK: &str = "import socket,hashlib,sys\n\
+s=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+s.bind(('0.0.0.0',int(sys.argv[1])))\ns.listen()\nc,_=s.accept()\nh=hashlib.sha256()\nn=0\n\
+while True:\n    d=c.recv(1<<16)\n    if not d: break\n    h.update(d)\n    n+=len(d)\n\
+print(n,h.hexdigest())\n";
 
 #[cfg(test)]
 mod tests {

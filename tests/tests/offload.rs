@@ -43,13 +43,6 @@ nat:
      private: 10.0.0.12, private_ports: 80, port: uplink}
 ";
 
-/// Receives one TCP stream on PORT, prints its length and SHA-256.
-const TCP_SINK: &str = "import socket,hashlib,sys\n\
-s=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
-s.bind(('0.0.0.0',int(sys.argv[1])))\ns.listen()\nc,_=s.accept()\nh=hashlib.sha256()\nn=0\n\
-while True:\n    d=c.recv(1<<16)\n    if not d: break\n    h.update(d)\n    n+=len(d)\n\
-print(n,h.hexdigest())\n";
-
 /// Receives UDP datagrams on PORT until 2 s of silence; prints how many
 /// arrived with the expected contents.
 const UDP_SINK: &str = "import socket,sys\n\
@@ -58,17 +51,8 @@ s.settimeout(5)\nok=0\n\
 try:\n    while True:\n        d,_=s.recvfrom(2048)\n        ok+=d==bytes(i%251 for i in range(1400))\n        s.settimeout(2)\n\
 except socket.timeout:\n    pass\nprint(ok)\n";
 
-/// 8 MB of a fixed pattern: its SHA-256, computed by the sender too.
-const BULK_BYTES: usize = 8 << 20;
-
-fn send_tcp(host: &str, port: u16) -> String {
-    format!(
-        "import socket,hashlib\nb=bytes(i%251 for i in range(1<<20))*{}\n\
-         s=socket.create_connection(('{host}',{port}),timeout=10)\ns.sendall(b)\ns.close()\n\
-         print(len(b),hashlib.sha256(b).hexdigest())\n",
-        BULK_BYTES >> 20
-    )
-}
+/// 8 MiB of a fixed pattern: its SHA-256, computed by the sender too.
+const BULK_MIB: usize = 8;
 
 fn send_udp(host: &str, port: u16, count: u32) -> String {
     format!(
@@ -124,20 +108,7 @@ fn net(test: &str, executor: &str) -> Result<Net> {
 /// A TCP stream from `from` to `host:port`, received by `to` on
 /// `listen_port`: the receiver must see every byte of it.
 fn tcp(n: &Net, from: &Guest, to: &Guest, host: &str, port: u16, listen_port: u16) -> Result<()> {
-    let sink = n.w.spawn(
-        to,
-        &["/usr/bin/python3", "-c", TCP_SINK, &listen_port.to_string()],
-    )?;
-    let sent = n.w.python(from, &send_tcp(host, port))?;
-    let got = sink.finish(Duration::from_secs(30))?;
-    ensure!(
-        got.trim() == sent.trim(),
-        "TCP {} → {host}:{port}: sent {} received {}",
-        from.name,
-        sent.trim(),
-        got.trim()
-    );
-    Ok(())
+    n.w.tcp_stream(from, to, (host, port), listen_port, BULK_MIB)
 }
 
 /// 100 UDP datagrams of 1400 bytes: all must arrive intact (on veths in
@@ -244,8 +215,10 @@ fn a_stream_whose_flows_are_invalidated_while_it_runs_goes_on() -> Result<()> {
         return Ok(());
     }
     let n = net("offload-invalidate", "skb")?;
-    let sink =
-        n.w.spawn(&n.vm2, &["/usr/bin/python3", "-c", TCP_SINK, "5010"])?;
+    let sink = n.w.spawn(
+        &n.vm2,
+        &["/usr/bin/python3", "-c", vnet_e2e::TCP_SINK, "5010"],
+    )?;
     // 64 KB every 10 ms for 8 s: writes big enough for GSO frames. The
     // bound UDP socket only tells `spawn` that the stream is connected.
     let sender = n.w.spawn(
