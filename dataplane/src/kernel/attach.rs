@@ -6,6 +6,11 @@
 //! tcx, the kernel's BPF links for tc). Attached pinned, a link an earlier
 //! vnetd left for the same interface, ifindex and hook gets this process's
 //! program swapped in atomically (`BPF_LINK_UPDATE`): traffic never stops.
+//!
+//! The underlay interface (`vnetd --underlay`, not a port: it carries the
+//! host's own traffic too) gets the VXLAN decapsulators in both places:
+//! `UNDERLAY_XDP_PROGRAM` in its XDP hook and `UNDERLAY_PROGRAM` at tc
+//! ingress ([`Kernel::attach_underlay`]).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -16,7 +21,9 @@ use aya::programs::{
     xdp::{XdpLink, XdpLinkId},
     LinkOrder, SchedClassifier, TcAttachType, Xdp,
 };
-use vnet_common::{TC_PROGRAM, UPCALL_PROGRAM, XDP_PROGRAM};
+use vnet_common::{
+    TC_PROGRAM, UNDERLAY_PROGRAM, UNDERLAY_XDP_PROGRAM, UPCALL_PROGRAM, XDP_PROGRAM,
+};
 
 use super::{error, ifindex, pin, AttachMode, Kernel, KernelError};
 
@@ -30,6 +37,12 @@ pub enum Hook {
     /// The upcall program (`UPCALL_PROGRAM`), native XDP on the upcall
     /// pair's far end.
     Upcall,
+    /// The tc VXLAN decapsulator (`UNDERLAY_PROGRAM`) at tc ingress of the
+    /// underlay interface.
+    Underlay,
+    /// The XDP VXLAN decapsulator (`UNDERLAY_XDP_PROGRAM`) on the underlay
+    /// interface.
+    UnderlayXdp(AttachMode),
 }
 
 /// The two hooks of an interface: at most one program in each.
@@ -42,8 +55,8 @@ pub(super) enum Slot {
 impl Hook {
     pub(super) fn slot(self) -> Slot {
         match self {
-            Hook::Xdp(_) | Hook::Upcall => Slot::Xdp,
-            Hook::Tc => Slot::Tc,
+            Hook::Xdp(_) | Hook::Upcall | Hook::UnderlayXdp(_) => Slot::Xdp,
+            Hook::Tc | Hook::Underlay => Slot::Tc,
         }
     }
 
@@ -52,6 +65,8 @@ impl Hook {
             Hook::Xdp(_) => XDP_PROGRAM,
             Hook::Tc => TC_PROGRAM,
             Hook::Upcall => UPCALL_PROGRAM,
+            Hook::Underlay => UNDERLAY_PROGRAM,
+            Hook::UnderlayXdp(_) => UNDERLAY_XDP_PROGRAM,
         }
     }
 
@@ -62,14 +77,17 @@ impl Hook {
             Hook::Xdp(AttachMode::Skb) => "skb",
             Hook::Tc => "tc",
             Hook::Upcall => "upcall",
+            Hook::Underlay => "underlay-tc",
+            Hook::UnderlayXdp(AttachMode::Native) => "underlay-native",
+            Hook::UnderlayXdp(AttachMode::Skb) => "underlay-skb",
         }
     }
 
     /// The slot a pin name's hook part belongs to.
     pub(super) fn slot_of_pin_name(name: &str) -> Option<Slot> {
         match name {
-            "native" | "skb" | "upcall" => Some(Slot::Xdp),
-            "tc" => Some(Slot::Tc),
+            "native" | "skb" | "upcall" | "underlay-native" | "underlay-skb" => Some(Slot::Xdp),
+            "tc" | "underlay-tc" => Some(Slot::Tc),
             _ => None,
         }
     }
@@ -81,6 +99,10 @@ impl fmt::Display for Hook {
             Hook::Xdp(mode) => write!(f, "XDP program {XDP_PROGRAM} ({mode} mode)"),
             Hook::Tc => write!(f, "tc program {TC_PROGRAM} (tcx ingress)"),
             Hook::Upcall => write!(f, "XDP program {UPCALL_PROGRAM} (native mode)"),
+            Hook::Underlay => write!(f, "tc program {UNDERLAY_PROGRAM} (tcx ingress)"),
+            Hook::UnderlayXdp(mode) => {
+                write!(f, "XDP program {UNDERLAY_XDP_PROGRAM} ({mode} mode)")
+            }
         }
     }
 }
@@ -123,6 +145,47 @@ impl Kernel {
     /// Attaches the upcall program to the upcall pair's far end.
     pub fn attach_upcall(&mut self, ifname: &str) -> Result<u32, KernelError> {
         self.attach_hook(ifname, Hook::Upcall)
+    }
+
+    /// Attaches the VXLAN decapsulators to the underlay interface `ifname`:
+    /// the tc one at tc ingress, then the XDP one in `mode`. Either both
+    /// are attached or, on an error (which names the interface and the
+    /// program), neither that this call attached. Attaching again replaces
+    /// them (a mode change is one call); pinned (`load_pinned`), a vnetd
+    /// restart swaps its programs into the links.
+    pub fn attach_underlay(&mut self, ifname: &str, mode: AttachMode) -> Result<u32, KernelError> {
+        let ifindex = self.attach_hook(ifname, Hook::Underlay)?;
+        if let Err(e) = self.attach_hook(ifname, Hook::UnderlayXdp(mode)) {
+            if let Err(undo) = self.detach_slot(ifname, Slot::Tc) {
+                tracing::warn!("{undo}");
+            }
+            return Err(e);
+        }
+        Ok(ifindex)
+    }
+
+    /// Detaches the VXLAN decapsulators from `ifname` (both hooks; one
+    /// already gone is not an error, neither attached is).
+    pub fn detach_underlay(&mut self, ifname: &str) -> Result<(), KernelError> {
+        let mut found = false;
+        for slot in [Slot::Xdp, Slot::Tc] {
+            let key = (ifname.to_string(), slot);
+            let ours = self
+                .attached
+                .get(&key)
+                .is_some_and(|a| matches!(a.hook, Hook::Underlay | Hook::UnderlayXdp(_)));
+            if ours {
+                self.detach_slot(ifname, slot)?;
+                found = true;
+            }
+        }
+        if found {
+            Ok(())
+        } else {
+            Err(KernelError::NotAttached {
+                ifname: ifname.to_string(),
+            })
+        }
     }
 
     /// Detaches whatever XDP program this `Kernel` attached to `ifname`.
@@ -240,12 +303,17 @@ impl Kernel {
                     .attach_to_if_index(ifindex, AttachMode::Native.xdp_mode())
                     .map_err(fail)?,
             ),
+            Hook::UnderlayXdp(mode) => LinkId::Xdp(
+                self.xdp(UNDERLAY_XDP_PROGRAM)?
+                    .attach_to_if_index(ifindex, mode.xdp_mode())
+                    .map_err(fail)?,
+            ),
             // tcx (a BPF link, kernel 6.6+): pinnable, and it neither needs
             // nor touches a clsact qdisc. First, before any tc program
             // someone else attached: tenant frames must meet ours before
             // anything that could pass them to the host stack.
-            Hook::Tc => LinkId::Tc(
-                self.tc()?
+            Hook::Tc | Hook::Underlay => LinkId::Tc(
+                self.classifier(hook.program())?
                     .attach_with_options(
                         ifname,
                         TcAttachType::Ingress,
@@ -261,16 +329,19 @@ impl Kernel {
     fn adopt_pinned(&mut self, path: &Path, hook: Hook) -> Option<LinkId> {
         let pinned = FdLink::from(PinnedLink::from_pin(path).ok()?);
         let adopted = match hook {
-            Hook::Xdp(_) | Hook::Upcall => {
+            Hook::Xdp(_) | Hook::Upcall | Hook::UnderlayXdp(_) => {
                 let link = XdpLink::try_from(pinned).ok()?;
                 self.xdp(hook.program())
                     .ok()?
                     .attach_to_link(link)
                     .map(LinkId::Xdp)
             }
-            Hook::Tc => {
+            Hook::Tc | Hook::Underlay => {
                 let link = SchedClassifierLink::try_from(pinned).ok()?;
-                self.tc().ok()?.attach_to_link(link).map(LinkId::Tc)
+                self.classifier(hook.program())
+                    .ok()?
+                    .attach_to_link(link)
+                    .map(LinkId::Tc)
             }
         };
         match adopted {
@@ -301,7 +372,10 @@ impl Kernel {
                 FdLink::try_from(link).map_err(not_a_link)
             }
             LinkId::Tc(id) => {
-                let link = self.tc()?.take_link(id).map_err(fail)?;
+                let link = self
+                    .classifier(hook.program())?
+                    .take_link(id)
+                    .map_err(fail)?;
                 FdLink::try_from(link).map_err(not_a_link)
             }
         }
@@ -323,7 +397,10 @@ impl Kernel {
             AttachedLink::Owned(LinkId::Xdp(id)) => {
                 self.xdp(hook.program())?.detach(id).map_err(detach_error)?
             }
-            AttachedLink::Owned(LinkId::Tc(id)) => self.tc()?.detach(id).map_err(detach_error)?,
+            AttachedLink::Owned(LinkId::Tc(id)) => self
+                .classifier(hook.program())?
+                .detach(id)
+                .map_err(detach_error)?,
             AttachedLink::Pinned(path) => {
                 pin::remove_pin(&path).map_err(|error| KernelError::Pin { path, error })?
             }
@@ -393,7 +470,7 @@ impl Kernel {
         super::program_mut(&mut self.ebpf, name)
     }
 
-    fn tc(&mut self) -> Result<&mut SchedClassifier, KernelError> {
-        super::program_mut(&mut self.ebpf, TC_PROGRAM)
+    fn classifier(&mut self, name: &'static str) -> Result<&mut SchedClassifier, KernelError> {
+        super::program_mut(&mut self.ebpf, name)
     }
 }

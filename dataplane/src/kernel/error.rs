@@ -66,6 +66,10 @@ pub enum KernelError {
         error: ProgramError,
     },
 
+    /// A tunnel port (VNI → local port) that cannot be set.
+    #[error("setting the local port of VNI {vni}: {why}")]
+    InvalidTunnelPort { vni: u32, why: &'static str },
+
     #[error("detaching a program from interface {ifname}: vnetd did not attach it")]
     NotAttached { ifname: String },
 

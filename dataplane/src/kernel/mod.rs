@@ -16,7 +16,7 @@ pub mod bench;
 mod error;
 pub mod pin;
 
-use std::{collections::BTreeMap, ffi::CString, fmt, os::fd::AsRawFd, path::Path};
+use std::{collections::BTreeMap, ffi::CString, fmt, net::Ipv4Addr, os::fd::AsRawFd, path::Path};
 
 use aya::{
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, XskMap},
@@ -24,8 +24,10 @@ use aya::{
     Ebpf, EbpfLoader, TestRun as _, TestRunOptions,
 };
 use vnet_common::{
-    maps, FlowActions, FlowKey, FlowValue, IfaceConfig, Reason, UpcallBudget, TC_PROGRAM,
-    UPCALL_PROGRAM, XDP_PROGRAM,
+    maps,
+    tunnel::{self, TunnelPort},
+    FlowActions, FlowKey, FlowValue, IfaceConfig, Reason, UpcallBudget, TC_PROGRAM,
+    UNDERLAY_PROGRAM, UNDERLAY_XDP_PROGRAM, UPCALL_PROGRAM, XDP_PROGRAM,
 };
 
 pub use attach::Hook;
@@ -126,6 +128,9 @@ pub struct Kernel {
     stats: PerCpuArray<MapData, u64>,
     upcall: Array<MapData, u32>,
     upcall_budgets: HashMap<MapData, u32, UpcallBudget>,
+    tunnel_ports: HashMap<MapData, u32, TunnelPort>,
+    tunnel_peers: HashMap<MapData, [u8; 4], u32>,
+    tunnel_local: HashMap<MapData, [u8; 4], u32>,
     max_flows: u32,
     /// What this `Kernel` attached, by interface and hook slot.
     attached: BTreeMap<(String, Slot), Attachment>,
@@ -210,14 +215,16 @@ impl Kernel {
             }
         })?;
 
-        for name in [XDP_PROGRAM, UPCALL_PROGRAM] {
+        for name in [XDP_PROGRAM, UPCALL_PROGRAM, UNDERLAY_XDP_PROGRAM] {
             program_mut::<Xdp>(&mut ebpf, name)?
                 .load()
                 .map_err(|e| load_error(name, e))?;
         }
-        program_mut::<SchedClassifier>(&mut ebpf, TC_PROGRAM)?
-            .load()
-            .map_err(|e| load_error(TC_PROGRAM, e))?;
+        for name in [TC_PROGRAM, UNDERLAY_PROGRAM] {
+            program_mut::<SchedClassifier>(&mut ebpf, name)?
+                .load()
+                .map_err(|e| load_error(name, e))?;
+        }
 
         // The typed maps own their file descriptors; the program keeps its
         // own references, so taking them out of `Ebpf` changes nothing for it.
@@ -256,6 +263,9 @@ impl Kernel {
         let stats = take_map(&mut ebpf, maps::STATS, PerCpuArray::try_from)?;
         let upcall = take_map(&mut ebpf, maps::UPCALL, Array::try_from)?;
         let upcall_budgets = take_map(&mut ebpf, maps::UPCALL_BUDGETS, HashMap::try_from)?;
+        let tunnel_ports = take_map(&mut ebpf, maps::TUNNEL_PORTS, HashMap::try_from)?;
+        let tunnel_peers = take_map(&mut ebpf, maps::TUNNEL_PEERS, HashMap::try_from)?;
+        let tunnel_local = take_map(&mut ebpf, maps::TUNNEL_LOCAL, HashMap::try_from)?;
         Ok(Kernel {
             ebpf,
             flows,
@@ -265,6 +275,9 @@ impl Kernel {
             stats,
             upcall,
             upcall_budgets,
+            tunnel_ports,
+            tunnel_peers,
+            tunnel_local,
             max_flows,
             attached: BTreeMap::new(),
             pins,
@@ -366,6 +379,113 @@ impl Kernel {
             Err(error) => Err(KernelError::Map {
                 op: format!("removing the upcall budget of ifindex {ifindex}"),
                 map: maps::UPCALL_BUDGETS,
+                error,
+            }),
+        }
+    }
+
+    /// Delivers VXLAN frames with `vni` (from a peer, to a local tunnel
+    /// address) to the local port `port` (see `vnet_common::tunnel`).
+    /// Replaces an earlier entry of `vni`. `vni` must be a 24-bit VNI
+    /// other than the flow-state one, and the port an interface.
+    pub fn set_tunnel_port(&mut self, vni: u32, port: TunnelPort) -> Result<(), KernelError> {
+        check_vni(vni)?;
+        if port.ifindex == 0 {
+            return Err(KernelError::InvalidTunnelPort {
+                vni,
+                why: "ifindex 0 names no interface",
+            });
+        }
+        let known = tunnel::PORT_REDIRECT_PEER | tunnel::PORT_XDP;
+        if port.flags & !known != 0 {
+            return Err(KernelError::InvalidTunnelPort {
+                vni,
+                why: "unknown flags (only tunnel::PORT_REDIRECT_PEER and tunnel::PORT_XDP exist)",
+            });
+        }
+        self.tunnel_ports
+            .insert(vni, port, 0)
+            .map_err(|error| KernelError::Map {
+                op: format!(
+                    "setting VNI {vni} to ifindex {} (flags {:#x})",
+                    port.ifindex, port.flags
+                ),
+                map: maps::TUNNEL_PORTS,
+                error,
+            })
+    }
+
+    /// Stops delivering `vni`; absent is not an error.
+    pub fn remove_tunnel_port(&mut self, vni: u32) -> Result<(), KernelError> {
+        match self.tunnel_ports.remove(&vni) {
+            Ok(()) => Ok(()),
+            Err(e) if is_enoent(&e) => Ok(()),
+            Err(error) => Err(KernelError::Map {
+                op: format!("removing VNI {vni}"),
+                map: maps::TUNNEL_PORTS,
+                error,
+            }),
+        }
+    }
+
+    /// The local port of `vni`, if set.
+    pub fn tunnel_port(&self, vni: u32) -> Result<Option<TunnelPort>, KernelError> {
+        match self.tunnel_ports.get(&vni, 0) {
+            Ok(p) => Ok(Some(p)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(error) => Err(KernelError::Map {
+                op: format!("looking up VNI {vni}"),
+                map: maps::TUNNEL_PORTS,
+                error,
+            }),
+        }
+    }
+
+    /// Accepts VXLAN from `addr`, another host's tunnel address; `id` is
+    /// the caller's (the kernel only looks at the key).
+    pub fn set_tunnel_peer(&mut self, addr: Ipv4Addr, id: u32) -> Result<(), KernelError> {
+        self.tunnel_peers
+            .insert(addr.octets(), id, 0)
+            .map_err(|error| KernelError::Map {
+                op: format!("adding tunnel peer {addr}"),
+                map: maps::TUNNEL_PEERS,
+                error,
+            })
+    }
+
+    /// Stops accepting VXLAN from `addr`; absent is not an error.
+    pub fn remove_tunnel_peer(&mut self, addr: Ipv4Addr) -> Result<(), KernelError> {
+        match self.tunnel_peers.remove(&addr.octets()) {
+            Ok(()) => Ok(()),
+            Err(e) if is_enoent(&e) => Ok(()),
+            Err(error) => Err(KernelError::Map {
+                op: format!("removing tunnel peer {addr}"),
+                map: maps::TUNNEL_PEERS,
+                error,
+            }),
+        }
+    }
+
+    /// Makes `addr` one of this host's tunnel addresses: VXLAN to it is
+    /// decapsulated, VXLAN to any other address is the host's own.
+    pub fn set_tunnel_local(&mut self, addr: Ipv4Addr) -> Result<(), KernelError> {
+        self.tunnel_local
+            .insert(addr.octets(), 0, 0)
+            .map_err(|error| KernelError::Map {
+                op: format!("adding local tunnel address {addr}"),
+                map: maps::TUNNEL_LOCAL,
+                error,
+            })
+    }
+
+    /// Removes a local tunnel address; absent is not an error.
+    pub fn remove_tunnel_local(&mut self, addr: Ipv4Addr) -> Result<(), KernelError> {
+        match self.tunnel_local.remove(&addr.octets()) {
+            Ok(()) => Ok(()),
+            Err(e) if is_enoent(&e) => Ok(()),
+            Err(error) => Err(KernelError::Map {
+                op: format!("removing local tunnel address {addr}"),
+                map: maps::TUNNEL_LOCAL,
                 error,
             }),
         }
@@ -527,6 +647,7 @@ impl Kernel {
         };
         out[Reason::XdpRx as usize] = sum(&out, &Reason::XDP_OUTCOMES);
         out[Reason::TcRx as usize] = sum(&out, &Reason::TC_OUTCOMES);
+        out[Reason::UnderlayRx as usize] = sum(&out, &Reason::UNDERLAY_OUTCOMES);
         Ok(out)
     }
 
@@ -605,6 +726,83 @@ impl Kernel {
         let program = program_mut::<SchedClassifier>(&mut self.ebpf, TC_PROGRAM)?;
         run_test(TC_PROGRAM, frame, ifindex, &ctx, 1, |o| program.test_run(o))
     }
+
+    /// Runs the tc VXLAN decapsulator (`UNDERLAY_PROGRAM`) on `frame` as
+    /// received at tc ingress of `ifindex`, like [`Kernel::test_run_tc`].
+    /// A test run's verdict is `TC_ACT_REDIRECT`, `TC_ACT_SHOT`, or
+    /// `TC_ACT_UNSPEC` (-1 as u32: the host's own traffic goes on).
+    pub fn test_run_underlay(
+        &mut self,
+        frame: &[u8],
+        ifindex: u32,
+    ) -> Result<TestRun, KernelError> {
+        if !(MIN_TEST_FRAME..=MAX_TEST_FRAME).contains(&frame.len()) {
+            return Err(KernelError::TestFrameSize {
+                program: UNDERLAY_PROGRAM,
+                len: frame.len(),
+                max: MAX_TEST_FRAME,
+            });
+        }
+        let mut ctx = [0u8; 192];
+        ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+        let program = program_mut::<SchedClassifier>(&mut self.ebpf, UNDERLAY_PROGRAM)?;
+        run_test(UNDERLAY_PROGRAM, frame, ifindex, &ctx, 1, |o| {
+            program.test_run(o)
+        })
+    }
+
+    /// Runs the XDP VXLAN decapsulator (`UNDERLAY_XDP_PROGRAM`) on `frame`
+    /// as received on `ifindex`, like [`Kernel::test_run`] (once).
+    pub fn test_run_underlay_xdp(
+        &self,
+        frame: &[u8],
+        ifindex: u32,
+    ) -> Result<TestRun, KernelError> {
+        if !(MIN_TEST_FRAME..=MAX_TEST_FRAME).contains(&frame.len()) {
+            return Err(KernelError::TestFrameSize {
+                program: UNDERLAY_XDP_PROGRAM,
+                len: frame.len(),
+                max: MAX_TEST_FRAME,
+            });
+        }
+        let program: &Xdp = self
+            .ebpf
+            .program(UNDERLAY_XDP_PROGRAM)
+            .ok_or(KernelError::Missing {
+                what: "program",
+                name: UNDERLAY_XDP_PROGRAM,
+            })?
+            .try_into()
+            .map_err(|error| KernelError::ProgramLoad {
+                program: UNDERLAY_XDP_PROGRAM,
+                error,
+            })?;
+        run_test(
+            UNDERLAY_XDP_PROGRAM,
+            frame,
+            ifindex,
+            &xdp_md(frame, ifindex),
+            1,
+            |o| program.test_run(o),
+        )
+    }
+}
+
+/// A VNI vnetd may deliver: 24 bits, not the flow-state one.
+fn check_vni(vni: u32) -> Result<(), KernelError> {
+    if vni > tunnel::MAX_VNI {
+        return Err(KernelError::InvalidTunnelPort {
+            vni,
+            why: "a VNI has 24 bits (at most 16777215)",
+        });
+    }
+    if vni == tunnel::RESERVED_VNI {
+        return Err(KernelError::InvalidTunnelPort {
+            vni,
+            why: "VNI 16777215 (0xFFFFFF) is reserved for flow state",
+        });
+    }
+    Ok(())
 }
 
 impl Drop for Kernel {

@@ -17,8 +17,22 @@ pub mod maps {
     pub const STATS: &str = "STATS";
     pub const UPCALL: &str = "UPCALL";
     pub const UPCALL_BUDGETS: &str = "UPCALL_BUDGETS";
+    pub const TUNNEL_PORTS: &str = "TUNNEL_PORTS";
+    pub const TUNNEL_PEERS: &str = "TUNNEL_PEERS";
+    pub const TUNNEL_LOCAL: &str = "TUNNEL_LOCAL";
     /// Every map of the programs (what vnetd pins).
-    pub const ALL: [&str; 7] = [FLOWS, FRAGS, IFACES, XSKS, STATS, UPCALL, UPCALL_BUDGETS];
+    pub const ALL: [&str; 10] = [
+        FLOWS,
+        FRAGS,
+        IFACES,
+        XSKS,
+        STATS,
+        UPCALL,
+        UPCALL_BUDGETS,
+        TUNNEL_PORTS,
+        TUNNEL_PEERS,
+        TUNNEL_LOCAL,
+    ];
 }
 
 /// The version of the maps' layout: what the types below look like in the
@@ -26,7 +40,7 @@ pub mod maps {
 /// adopts pinned maps of the same version only (a restart keeps the flows);
 /// bump it with any change to a map's key or value type, or to what a
 /// field means.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Name of the XDP flow executor in the object file.
 pub const XDP_PROGRAM: &str = "vnet_xdp";
@@ -35,6 +49,12 @@ pub const TC_PROGRAM: &str = "vnet_tc";
 /// Name of the XDP program on the upcall interface, which hands every frame
 /// to the upcall socket.
 pub const UPCALL_PROGRAM: &str = "vnet_upcall";
+/// Name of the VXLAN decapsulator at tc ingress (tcx) of the underlay
+/// interface (`vnetd --underlay`).
+pub const UNDERLAY_PROGRAM: &str = "vnet_underlay";
+/// Name of the VXLAN decapsulator in the XDP hook of the underlay
+/// interface.
+pub const UNDERLAY_XDP_PROGRAM: &str = "vnet_underlay_xdp";
 
 /// Default capacity of the flow table (see PERFORMANCE.md: 1 000 000 flows).
 pub const DEFAULT_MAX_FLOWS: u32 = 1 << 20;
@@ -154,7 +174,95 @@ pub mod act {
     /// another network namespace: the tc program delivers straight into the
     /// peer (`bpf_redirect_peer`), skipping the veth's transmit and backlog.
     pub const REDIRECT_PEER: u32 = 1 << 12;
-    pub const ALL: u32 = (1 << 13) - 1;
+    /// The egress port is on another host: after every other action (the
+    /// rewrites, the TTL), the frame as rewritten is put behind Ethernet,
+    /// IPv4, UDP and VXLAN headers made from `FlowActions::encap` (see
+    /// [`Encap`](crate::Encap)), and `OUTPUT` sends it out of
+    /// `out_ifindex`, the underlay interface. The flow's `mtu` applies to
+    /// the inner IPv4 packet (on the skb executor, to each GSO segment):
+    /// userspace puts the underlay MTU less [`tunnel::OVERHEAD`](crate::tunnel::OVERHEAD)
+    /// there. A flow with both `PUSH_VLAN` and `ENCAP_VXLAN` is invalid
+    /// (the inner frame of a tunnel is never tagged): userspace never
+    /// installs one, and the kernel sends such a frame to userspace,
+    /// counted (`*ActionFailed` and `TunnelEncapFailed`).
+    pub const ENCAP_VXLAN: u32 = 1 << 13;
+    pub const ALL: u32 = (1 << 14) - 1;
+}
+
+/// VXLAN between hosts (RFC 7348): constants and the local delivery table.
+///
+/// The ingress host simulates the whole path and installs a flow that
+/// encapsulates (`act::ENCAP_VXLAN`); the egress host's underlay programs
+/// (`UNDERLAY_PROGRAM`, `UNDERLAY_XDP_PROGRAM`) decapsulate what a known
+/// peer sends to a local tunnel address and deliver it by VNI
+/// (`TUNNEL_PORTS`), with no simulation.
+pub mod tunnel {
+    /// The IANA VXLAN port, the outer UDP destination port.
+    pub const VXLAN_PORT: u16 = 4789;
+    /// Bytes the encapsulation adds: Ethernet (14), IPv4 (20), UDP (8),
+    /// VXLAN (8).
+    pub const OVERHEAD: u32 = 50;
+    /// The VNI of flow state (MidoNet's `0xFFFFFF`): not delivered to a
+    /// port. For now the underlay programs drop it, counted
+    /// (`TunnelReservedVni`).
+    pub const RESERVED_VNI: u32 = 0xFF_FFFF;
+    /// The largest VNI (24 bits).
+    pub const MAX_VNI: u32 = 0xFF_FFFF;
+    /// The VXLAN flags byte with the I bit (a valid VNI follows).
+    pub const FLAG_I: u8 = 0x08;
+    /// TTL of the outer IPv4 header.
+    pub const OUTER_TTL: u8 = 64;
+    /// `TunnelPort::flags`: deliver straight into the veth's peer
+    /// (`bpf_redirect_peer`, the tc decapsulator only; like
+    /// `act::REDIRECT_PEER`).
+    pub const PORT_REDIRECT_PEER: u32 = 1 << 0;
+    /// `TunnelPort::flags`: the port runs the XDP executor, so the XDP
+    /// decapsulator may redirect into it; without it the XDP decapsulator
+    /// passes the frame to the tc one (a redirect from XDP into a veth is
+    /// lost unless its peer runs XDP).
+    pub const PORT_XDP: u32 = 1 << 1;
+    /// Capacity of `TUNNEL_PORTS` (local ports reachable by VNI).
+    pub const MAX_PORTS: u32 = 4096;
+    /// Capacity of `TUNNEL_PEERS` (other hosts' tunnel addresses).
+    pub const MAX_PEERS: u32 = 4096;
+    /// Capacity of `TUNNEL_LOCAL` (this host's tunnel addresses).
+    pub const MAX_LOCAL: u32 = 16;
+
+    /// Value of `TUNNEL_PORTS`, keyed by VNI (host order): the local port
+    /// that frames with this VNI are delivered to.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct TunnelPort {
+        pub ifindex: u32,
+        /// `PORT_*` bits.
+        pub flags: u32,
+    }
+}
+
+/// The outer headers of an `act::ENCAP_VXLAN` flow. The kernel writes:
+/// Ethernet `eth_dst`, `eth_src`, EtherType IPv4; IPv4 version 4, IHL 5,
+/// TOS 0, id 0, no flags (DF clear), TTL 64, protocol UDP, `src` → `dst`,
+/// the header checksum; UDP `sport` → `tunnel::VXLAN_PORT`, the length,
+/// checksum 0 (none, RFC 7348 on IPv4); VXLAN flags `I`, `vni << 8`. The
+/// lengths are those of the actual (super-)frame.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Encap {
+    /// 24 bits, host order.
+    pub vni: u32,
+    /// Outer IPv4 addresses, wire order: this host's tunnel address and
+    /// the egress host's.
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    /// Outer MACs: the underlay interface's and the next hop's.
+    pub eth_src: [u8; 6],
+    pub eth_dst: [u8; 6],
+    /// UDP source port, host order: userspace derives it from the flow key
+    /// (RFC 7348: a hash of the inner headers, for the underlay's ECMP).
+    pub sport: u16,
+    /// To 32 bytes, so that `FlowActions` (72) ends where `FlowValue`'s
+    /// counters are aligned, with no implicit padding before them.
+    pub _pad: [u8; 6],
 }
 
 /// The upcall path of the skb executor. A tc program cannot hand a frame to
@@ -226,6 +334,8 @@ pub struct FlowActions {
     /// which sends the ICMP time exceeded.
     pub ttl_dec: u8,
     pub _pad: [u8; 3],
+    /// The outer headers of `act::ENCAP_VXLAN` (zero otherwise).
+    pub encap: Encap,
 }
 
 /// Value of the flow table: the actions, written by userspace, and the
@@ -402,6 +512,44 @@ reasons! {
     /// A frame the upcall interface's XDP program handed to the upcall
     /// socket.
     UpcallRx = "upcall_rx",
+    // --- counted by the underlay programs (VXLAN) ---
+    /// A frame entered the underlay programs: the sum of their outcomes
+    /// (`UNDERLAY_OUTCOMES`), worked out by vnetd.
+    UnderlayRx = "underlay_rx",
+    /// VXLAN from a peer to a local tunnel address with a known VNI:
+    /// decapsulated and redirected to its port.
+    TunnelDecap = "tunnel_decap",
+    /// Not VXLAN to a local tunnel address (the host's own traffic):
+    /// passed to the host stack. Counted by the tc decapsulator only (the
+    /// XDP one passes such frames to it).
+    TunnelPass = "tunnel_pass",
+    /// VXLAN to us with a VNI no local port has: dropped.
+    TunnelUnknownVni = "tunnel_unknown_vni",
+    /// VXLAN to us from an address that is no known peer's: dropped (the
+    /// underlay is shared: a frame from an unknown source must not reach a
+    /// tenant).
+    TunnelUnknownPeer = "tunnel_unknown_peer",
+    /// VXLAN to us with the flow-state VNI (`tunnel::RESERVED_VNI`):
+    /// dropped for now.
+    TunnelReservedVni = "tunnel_reserved_vni",
+    /// VXLAN to us that is cut short, has bad lengths or header checksum,
+    /// or no I flag: dropped.
+    TunnelMalformed = "tunnel_malformed",
+    /// VXLAN to us for a known port that could not be decapsulated (a
+    /// helper failed; on the skb path, an inner frame too short for the
+    /// kernel): dropped.
+    TunnelDecapFailed = "tunnel_decap_failed",
+    /// Counted on top of an outcome: the XDP decapsulator passed a tunnel
+    /// frame for a port of the skb executor to the tc decapsulator, which
+    /// counts the outcome.
+    TunnelPassToTc = "tunnel_pass_to_tc",
+    /// Counted on top of `XdpHitRedirect`/`TcHitRedirect`: the flow
+    /// encapsulated the frame (`act::ENCAP_VXLAN`).
+    TunnelEncap = "tunnel_encap",
+    /// Counted on top of `XdpActionFailed`/`TcActionFailed`: an
+    /// `ENCAP_VXLAN` flow could not encapsulate (no headroom, a helper
+    /// failing, `PUSH_VLAN` with it): sent to userspace unchanged.
+    TunnelEncapFailed = "tunnel_encap_failed",
     // --- counted by userspace ---
     /// A frame too short or malformed for the simulation.
     Malformed = "malformed",
@@ -532,7 +680,7 @@ reasons! {
 impl Reason {
     /// Number of reasons the kernel programs count (the size of the STATS
     /// array): the XDP, tc and upcall groups.
-    pub const XDP_COUNT: u32 = Reason::UpcallRx as u32 + 1;
+    pub const XDP_COUNT: u32 = Reason::TunnelEncapFailed as u32 + 1;
 
     /// Where every frame of the XDP program ends, exactly one each (the
     /// socket outcomes, `XdpNoSocket` and `XdpTooBig`, come on top of
@@ -559,6 +707,19 @@ impl Reason {
         Reason::TcFragUnknown,
         Reason::TcActionFailed,
     ];
+
+    /// The same for the underlay programs and `UnderlayRx`: a frame the
+    /// XDP decapsulator passes to the tc one is counted by the one that
+    /// ends it (`TunnelPassToTc` comes on top).
+    pub const UNDERLAY_OUTCOMES: [Reason; 7] = [
+        Reason::TunnelDecap,
+        Reason::TunnelPass,
+        Reason::TunnelUnknownVni,
+        Reason::TunnelUnknownPeer,
+        Reason::TunnelReservedVni,
+        Reason::TunnelMalformed,
+        Reason::TunnelDecapFailed,
+    ];
 }
 
 #[cfg(feature = "user")]
@@ -572,6 +733,7 @@ mod pod {
     unsafe impl aya::Pod for super::FragPorts {}
     unsafe impl aya::Pod for super::IfaceConfig {}
     unsafe impl aya::Pod for super::UpcallBudget {}
+    unsafe impl aya::Pod for super::tunnel::TunnelPort {}
 }
 
 #[cfg(test)]
@@ -595,12 +757,23 @@ mod tests {
         assert_eq!(offset_of!(FlowKey, l4_dst), 32);
         assert_eq!(offset_of!(FlowKey, tos), 34);
         assert_eq!(offset_of!(FlowKey, flags), 35);
-        assert_eq!(size_of::<FlowActions>(), 40);
+        assert_eq!(size_of::<FlowActions>(), 72);
         assert_eq!(offset_of!(FlowActions, vlan), 32);
         assert_eq!(offset_of!(FlowActions, mtu), 34);
         assert_eq!(offset_of!(FlowActions, ttl_dec), 36);
-        assert_eq!(size_of::<FlowValue>(), 64);
-        assert_eq!(offset_of!(FlowValue, packets), 40);
+        assert_eq!(offset_of!(FlowActions, encap), 40);
+        assert_eq!(size_of::<Encap>(), 32);
+        assert_eq!(offset_of!(Encap, vni), 0);
+        assert_eq!(offset_of!(Encap, src), 4);
+        assert_eq!(offset_of!(Encap, dst), 8);
+        assert_eq!(offset_of!(Encap, eth_src), 12);
+        assert_eq!(offset_of!(Encap, eth_dst), 18);
+        assert_eq!(offset_of!(Encap, sport), 24);
+        assert_eq!(offset_of!(Encap, _pad), 26);
+        assert_eq!(size_of::<FlowValue>(), 96);
+        assert_eq!(offset_of!(FlowValue, bytes), 80);
+        assert_eq!(offset_of!(FlowValue, packets), 72);
+        assert_eq!(size_of::<tunnel::TunnelPort>(), 8);
         assert_eq!(size_of::<FragKey>(), 16);
         assert_eq!(offset_of!(FragKey, ifindex), 0);
         assert_eq!(offset_of!(FragKey, src), 4);
@@ -626,6 +799,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(Reason::XDP_COUNT, 24);
+        assert_eq!(Reason::XDP_COUNT, 35);
     }
 }

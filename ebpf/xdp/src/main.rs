@@ -22,11 +22,15 @@
 //! plain data in `FLOWS`. Every `Reason::Xdp*` counter is bumped in the
 //! per-CPU `STATS` array.
 //!
+//! A flow to a port on another host also encapsulates (`act::ENCAP_VXLAN`,
+//! after the rewrites); the underlay programs (`vnet_underlay`,
+//! `vnet_underlay_xdp`) decapsulate on the egress host (`tunnel`).
+//!
 //! Modules: `access` (the only code that touches packet bytes: handles that
 //! exist only after a bounds check against `data_end`, what the verifier
 //! needs before every access), `wire` (header layouts), `parse`,
-//! `checksum`, `rewrite`, and `maps` (the maps and who writes and reads
-//! them).
+//! `checksum`, `rewrite`, `skb` (the tc executor), `tunnel` (VXLAN), and
+//! `maps` (the maps and who writes and reads them).
 //!
 //! The crate also compiles for the host (`cargo build --workspace`, clippy,
 //! the unit tests in `checksum`): the assembly helpers then have plain-Rust
@@ -42,6 +46,7 @@ mod maps;
 mod parse;
 mod rewrite;
 mod skb;
+mod tunnel;
 mod wire;
 
 use aya_ebpf::{
@@ -86,9 +91,27 @@ pub fn vnet_xdp(mut ctx: XdpContext) -> u32 {
         count(Reason::XdpPassToTc);
         return XDP_PASS;
     }
+    // Encapsulation: checked before the rewrites, so that a frame that
+    // cannot be encapsulated goes to userspace as received.
+    let encap = flags & act::ENCAP_VXLAN != 0;
+    if encap && (flags & act::PUSH_VLAN != 0 || tunnel::probe_headroom(&mut ctx).is_err()) {
+        count(Reason::XdpActionFailed);
+        count(Reason::TunnelEncapFailed);
+        return to_userspace(&ctx);
+    }
     if rewrite::apply(&mut ctx, &parsed, &actions).is_err() {
         count(Reason::XdpActionFailed);
         return to_userspace(&ctx);
+    }
+    if encap {
+        if tunnel::encap_xdp(&mut ctx, &actions.encap).is_err() {
+            // After the probe this cannot fail; the frame is rewritten,
+            // so it is dropped rather than sent up half-done.
+            count(Reason::XdpActionFailed);
+            count(Reason::TunnelEncapFailed);
+            return XDP_DROP;
+        }
+        count(Reason::TunnelEncap);
     }
     flow.account(parsed.len);
     count(Reason::XdpHitRedirect);
@@ -103,6 +126,20 @@ pub fn vnet_xdp(mut ctx: XdpContext) -> u32 {
 #[classifier]
 pub fn vnet_tc(ctx: TcContext) -> i32 {
     skb::run(ctx)
+}
+
+/// The VXLAN decapsulator at tc ingress (tcx) of the underlay interface.
+/// See `tunnel`.
+#[classifier]
+pub fn vnet_underlay(ctx: TcContext) -> i32 {
+    tunnel::underlay_tc(ctx)
+}
+
+/// The VXLAN decapsulator in the XDP hook of the underlay interface. See
+/// `tunnel`.
+#[xdp]
+pub fn vnet_underlay_xdp(ctx: XdpContext) -> u32 {
+    tunnel::underlay_xdp(ctx)
 }
 
 /// On the far end of vnetd's upcall pair (`vnet_common::upcall`): every

@@ -15,6 +15,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, XskMap},
 };
 use vnet_common::{
+    tunnel::{self, TunnelPort},
     FlowActions, FlowKey, FlowValue, FragKey, FragPorts, IfaceConfig, Reason, UpcallBudget,
     DEFAULT_MAX_FLOWS, MAX_FRAGS, MAX_IFACES,
 };
@@ -72,6 +73,51 @@ pub(crate) static UPCALL: Array<u32> = Array::with_max_entries(1, 0);
 #[map]
 pub(crate) static UPCALL_BUDGETS: HashMap<u32, UpcallBudget> =
     HashMap::with_max_entries(MAX_IFACES, 0);
+
+/// VNI → the local port its frames are delivered to (`TunnelPort`).
+/// Written by vnetd when it binds a port that other hosts reach through
+/// the tunnel, removed at unbind; read by the underlay programs for every
+/// VXLAN frame to us. A frame racing a removal finds no entry and is
+/// dropped, counted (`TunnelUnknownVni`); one racing a replacement reads
+/// the old or the new value whole (a hash map update swaps the element).
+#[map]
+pub(crate) static TUNNEL_PORTS: HashMap<u32, TunnelPort> =
+    HashMap::with_max_entries(tunnel::MAX_PORTS, 0);
+
+/// The other hosts' tunnel addresses (wire order) → an id of vnetd's (the
+/// program reads only the key's presence). Written by vnetd as hosts join
+/// and leave; read by the underlay programs: VXLAN from any other source
+/// is dropped (`TunnelUnknownPeer`), as the underlay is shared.
+#[map]
+pub(crate) static TUNNEL_PEERS: HashMap<[u8; 4], u32> =
+    HashMap::with_max_entries(tunnel::MAX_PEERS, 0);
+
+/// This host's tunnel addresses (wire order) → an id of vnetd's (presence
+/// only, as above). Written by vnetd at start-up; read by the underlay
+/// programs: only VXLAN to one of them is ours, everything else is the
+/// host's own traffic.
+#[map]
+pub(crate) static TUNNEL_LOCAL: HashMap<[u8; 4], u32> =
+    HashMap::with_max_entries(tunnel::MAX_LOCAL, 0);
+
+/// The local port of `vni`, copied out (userspace may replace it).
+#[inline(always)]
+pub(crate) fn tunnel_port(vni: u32) -> Option<TunnelPort> {
+    // SAFETY: the reference is read at once, within this run.
+    unsafe { TUNNEL_PORTS.get(vni) }.copied()
+}
+
+/// Whether `addr` is a known peer's tunnel address.
+#[inline(always)]
+pub(crate) fn is_tunnel_peer(addr: [u8; 4]) -> bool {
+    TUNNEL_PEERS.get_ptr(addr).is_some()
+}
+
+/// Whether `addr` is one of this host's tunnel addresses.
+#[inline(always)]
+pub(crate) fn is_tunnel_local(addr: [u8; 4]) -> bool {
+    TUNNEL_LOCAL.get_ptr(addr).is_some()
+}
 
 /// An installed flow, found by [`flow`].
 pub(crate) struct Flow {

@@ -40,6 +40,7 @@ use crate::access::{bounded, Frame};
 use crate::maps::{self, count};
 use crate::parse::{self, Parsed};
 use crate::rewrite::{is_echo, ttl_dec};
+use crate::tunnel;
 use crate::wire::*;
 
 // The tc verdicts the program returns. The constants are u32 in the bpf
@@ -48,6 +49,9 @@ use crate::wire::*;
 const SHOT: i32 = TC_ACT_SHOT as i32;
 #[allow(clippy::unnecessary_cast)]
 const REDIRECT: i32 = TC_ACT_REDIRECT as i32;
+
+/// `BPF_F_RECOMPUTE_CSUM` of `bpf_skb_store_bytes`.
+const RECOMPUTE_CSUM: u64 = 1 << 0;
 
 /// Bytes made linear (and writable) before parsing: the Ethernet header,
 /// the longest IPv4 header and the longest TCP header. Parsing and
@@ -154,17 +158,27 @@ pub(crate) fn run(ctx: TcContext) -> i32 {
             count(Reason::TcActionFailed);
             return upcall(&ctx, m.tag);
         }
+        Err(Failed::Encap) => {
+            count(Reason::TcActionFailed);
+            count(Reason::TunnelEncapFailed);
+            return upcall(&ctx, m.tag);
+        }
         Err(Failed::Partly) => {
             count(Reason::TcActionFailed);
             return SHOT;
         }
     }
     flow.account(parsed.len);
+    if flags & act::ENCAP_VXLAN != 0 {
+        count(Reason::TunnelEncap);
+    }
     count(Reason::TcHitRedirect);
     // SAFETY: helper calls with plain values. Both return TC_ACT_REDIRECT,
     // or TC_ACT_SHOT for flags they do not know (we pass none).
     unsafe {
-        if flags & act::REDIRECT_PEER != 0 {
+        // An encapsulated frame leaves by the underlay's transmit path,
+        // never into a veth's peer.
+        if flags & act::REDIRECT_PEER != 0 && flags & act::ENCAP_VXLAN == 0 {
             bpf_redirect_peer(actions.out_ifindex, 0) as i32
         } else {
             bpf_redirect(actions.out_ifindex, 0) as i32
@@ -187,6 +201,9 @@ enum Failed {
     /// Before the first byte changed: the frame can go to userspace as
     /// received.
     Unchanged,
+    /// The encapsulation of an `ENCAP_VXLAN` flow, before the first byte
+    /// changed: as `Unchanged`, counted `TunnelEncapFailed` too.
+    Encap,
     /// A helper failed after some bytes changed (it cannot, with the
     /// headers made writable first, short of a kernel bug): the frame is
     /// dropped rather than sent half rewritten.
@@ -219,6 +236,11 @@ fn apply(ctx: &TcContext, p: &Parsed, a: &FlowActions, gso_size: u32) -> Result<
     // We never build QinQ.
     if flags & act::PUSH_VLAN != 0 && tagged {
         return Err(Failed::Unchanged);
+    }
+    // The inner frame of a tunnel is never tagged (see `act::ENCAP_VXLAN`).
+    let encap = flags & act::ENCAP_VXLAN != 0;
+    if encap && flags & act::PUSH_VLAN != 0 {
+        return Err(Failed::Encap);
     }
     if flags & (act::SET_IP_SRC | act::SET_IP_DST | act::DEC_TTL) != 0 && !is_ip {
         return Err(Failed::Unchanged);
@@ -297,6 +319,17 @@ fn apply(ctx: &TcContext, p: &Parsed, a: &FlowActions, gso_size: u32) -> Result<
         }
     }
 
+    let olds = Olds {
+        src: old_src,
+        dst: old_dst,
+        ttl_proto: old_ttl_proto,
+        new_ttl_proto,
+        l4_src: old_l4_src,
+        l4_dst: old_l4_dst,
+    };
+    // The whole (super-)frame: the outer lengths are those of what leaves.
+    let inner_len = ctx.len() as usize;
+
     // --- VLAN: the only helpers that can fail (memory), before any write -
     let skb = ctx.skb.skb;
     if flags & act::POP_VLAN != 0 {
@@ -312,18 +345,101 @@ fn apply(ctx: &TcContext, p: &Parsed, a: &FlowActions, gso_size: u32) -> Result<
             return Err(Failed::Unchanged);
         }
     }
+    // --- VXLAN: room for the outer headers, still before any write -------
+    // The room opens after the Ethernet header: from here on the inner
+    // frame starts at `base` (its Ethernet header is written there below)
+    // and every offset of the rewrites is shifted by it.
+    let base = if encap { tunnel::OVERHEAD } else { 0 };
+    if encap
+        && ctx
+            .adjust_room(tunnel::OVERHEAD as i32, 1, tunnel::SKB_ENCAP_FLAGS)
+            .is_err()
+    {
+        return Err(Failed::Encap);
+    }
 
     // --- Ethernet, then the transport checksum and ports, then IPv4 ------
     let partly = |_| Failed::Partly;
-    if flags & act::SET_ETH_DST != 0 {
-        ctx.store(ETH_DST, &a.eth_dst, 0).map_err(partly)?;
+    if encap {
+        // The inner Ethernet header, whole, into the room's end. Inside
+        // the checksummed part of the frame (after the MAC header), hence
+        // BPF_F_RECOMPUTE_CSUM (a no-op unless CHECKSUM_COMPLETE).
+        let inner = tunnel::InnerEth {
+            dst: if flags & act::SET_ETH_DST != 0 {
+                a.eth_dst
+            } else {
+                p.key.eth_dst
+            },
+            src: if flags & act::SET_ETH_SRC != 0 {
+                a.eth_src
+            } else {
+                p.key.eth_src
+            },
+            ethertype: p.key.ethertype.to_be(),
+        };
+        ctx.store(tunnel::OVERHEAD, &inner, RECOMPUTE_CSUM)
+            .map_err(partly)?;
+    } else {
+        if flags & act::SET_ETH_DST != 0 {
+            ctx.store(ETH_DST, &a.eth_dst, 0).map_err(partly)?;
+        }
+        if flags & act::SET_ETH_SRC != 0 {
+            ctx.store(ETH_SRC, &a.eth_src, 0).map_err(partly)?;
+        }
     }
-    if flags & act::SET_ETH_SRC != 0 {
-        ctx.store(ETH_SRC, &a.eth_src, 0).map_err(partly)?;
+    if is_ip {
+        rewrite_ip(ctx, p, a, base, csum_at, pseudo, l4_rewrite, olds)?;
     }
-    if !is_ip {
-        return Ok(());
+    if encap {
+        // The outer headers last, over the old Ethernet header and the
+        // room: the bytes are linear and writable (the room was made so).
+        // Written directly, so a CHECKSUM_COMPLETE sum would not follow
+        // them; frames from guests (veth, tap) are CHECKSUM_PARTIAL or
+        // NONE at this hook, never COMPLETE (only a NIC's receive is).
+        let f = Frame::of_skb(ctx);
+        let h = f.bytes::<{ tunnel::OVERHEAD }>(0).ok_or(Failed::Partly)?;
+        tunnel::write_outer(h, &a.encap, inner_len);
     }
+    Ok(())
+}
+
+/// The old values of the IPv4 rewrites, read before any helper.
+struct Olds {
+    src: u32,
+    dst: u32,
+    ttl_proto: u16,
+    new_ttl_proto: u16,
+    l4_src: u16,
+    l4_dst: u16,
+}
+
+/// The transport checksum and ports, then IPv4, of the frame whose IPv4
+/// header is at `base + ETH_HLEN`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn rewrite_ip(
+    ctx: &TcContext,
+    p: &Parsed,
+    a: &FlowActions,
+    base: usize,
+    csum_at: usize,
+    pseudo: bool,
+    l4_rewrite: bool,
+    o: Olds,
+) -> Result<(), Failed> {
+    let partly = |_| Failed::Partly;
+    let flags = a.flags;
+    let proto = p.key.proto;
+    let ip_len = bounded::<0x3f>(p.ip_len);
+    let l4_off = base + ETH_HLEN + ip_len;
+    let Olds {
+        src: old_src,
+        dst: old_dst,
+        ttl_proto: old_ttl_proto,
+        new_ttl_proto,
+        l4_src: old_l4_src,
+        l4_dst: old_l4_dst,
+    } = o;
     let csum = l4_off + csum_at;
     // A zero UDP checksum means "none": BPF_F_MARK_MANGLED_0 keeps it zero
     // and turns a computed zero into 0xffff (RFC 768).
@@ -367,21 +483,22 @@ fn apply(ctx: &TcContext, p: &Parsed, a: &FlowActions, gso_size: u32) -> Result<
             }
         }
     }
-    let ip_csum = ETH_HLEN + IP_CSUM;
+    let ip_off = base + ETH_HLEN;
+    let ip_csum = ip_off + IP_CSUM;
     if flags & act::SET_IP_SRC != 0 {
         ctx.l3_csum_replace(ip_csum, old_src.into(), new_src.into(), 4)
             .map_err(partly)?;
-        ctx.store(ETH_HLEN + IP_SRC, &new_src, 0).map_err(partly)?;
+        ctx.store(ip_off + IP_SRC, &new_src, 0).map_err(partly)?;
     }
     if flags & act::SET_IP_DST != 0 {
         ctx.l3_csum_replace(ip_csum, old_dst.into(), new_dst.into(), 4)
             .map_err(partly)?;
-        ctx.store(ETH_HLEN + IP_DST, &new_dst, 0).map_err(partly)?;
+        ctx.store(ip_off + IP_DST, &new_dst, 0).map_err(partly)?;
     }
     if flags & act::DEC_TTL != 0 {
         ctx.l3_csum_replace(ip_csum, old_ttl_proto.into(), new_ttl_proto.into(), 2)
             .map_err(partly)?;
-        ctx.store(ETH_HLEN + IP_TTL, &new_ttl_proto, 0)
+        ctx.store(ip_off + IP_TTL, &new_ttl_proto, 0)
             .map_err(partly)?;
     }
     Ok(())
