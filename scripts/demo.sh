@@ -4,6 +4,11 @@
 # through the kernel fast path (the tc executor on the guests' veths). Everything it creates is removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# --hosts 2: two hosts sharing one topology in etcd (scripts/demo-hosts.sh).
+if [ "${1:-}" = "--hosts" ]; then
+  [ "${2:-}" = 2 ] || { echo "demo: --hosts takes 2 (the two-host demo)" >&2; exit 2; }
+  exec bash scripts/demo-hosts.sh
+fi
 export PATH="$HOME/.cargo/bin:$PATH"
 [ "$(id -u)" -eq 0 ] || { echo "demo: run as root (it creates namespaces and attaches the kernel programs): sudo $0" >&2; exit 1; }
 

@@ -16,6 +16,7 @@
 //! - [`upcalls`]: each port's budget of first packets per second.
 //! - [`link_watch`]: netlink link events: interfaces appearing and vanishing.
 //! - [`reconfig`]: which flows a topology change touches.
+//! - [`tunnel`]: sending to ports on other hosts (VXLAN over the underlay).
 //! - [`views`]: text forms of traces, flow keys and actions.
 //! - [`metrics`]: the Prometheus endpoint (`vnetd --metrics`).
 pub mod afxdp;
@@ -31,6 +32,7 @@ pub mod ports;
 pub mod reconfig;
 pub mod runtime;
 pub mod sim;
+pub mod tunnel;
 pub mod upcall_path;
 pub mod upcalls;
 pub mod veth;

@@ -25,6 +25,7 @@ use crate::ports::{BoundPort, PortRegistry};
 use crate::sim::dhcp::leases::{self, Leases};
 use crate::sim::{self, conntrack, mac_table, Conntrack, DeviceRef, MacTable, PortId};
 use crate::sim::{Snapshot, State, Tag, Verdict};
+use crate::tunnel::Tunnel;
 use crate::upcall_path::{self, UpcallPath};
 use std::collections::HashMap;
 use std::os::fd::BorrowedFd;
@@ -36,6 +37,7 @@ use vnet_model::Executor;
 
 pub mod adoption;
 mod control;
+mod tunnels;
 /// Re-exported: the upcall budget lives with the ports it limits.
 pub use crate::upcalls;
 pub use control::{channel, Command, Commands, Link, Wakeup};
@@ -202,6 +204,11 @@ pub struct Runtime {
     /// The frames taken off it in a turn, with their port's position (kept
     /// for its capacity).
     upcalls_in: Vec<(usize, Vec<u8>)>,
+    /// This host's end of the tunnels to ports on other hosts; none on a
+    /// single host.
+    tunnel: Option<Tunnel>,
+    /// What the kernel's tunnel maps hold (see [`tunnels`]).
+    tunnels_written: tunnels::Written,
 }
 
 /// How many socket batches of the upcall path a turn of the loop reads.
@@ -252,7 +259,15 @@ impl Runtime {
             ctl: None,
             upcall: None,
             upcalls_in: Vec::new(),
+            tunnel: None,
+            tunnels_written: tunnels::Written::default(),
         }
+    }
+
+    /// Sends what is for ports on other hosts through `tunnel` from now on.
+    pub fn attach_tunnel(&mut self, tunnel: Tunnel) {
+        self.tunnel = Some(tunnel);
+        self.sync_tunnels();
     }
 
     /// Serves the upcall path's socket from now on.
@@ -509,7 +524,7 @@ impl Runtime {
         for emit in &decision.emit {
             let sent = match self.ports.by_port_mut(emit.port) {
                 Some(b) => b.xsk.send(&emit.frame),
-                None => false,
+                None => self.send_remote(emit.port, &emit.frame),
             };
             if !sent {
                 self.counters.count(Reason::TxRingFull);
@@ -547,7 +562,12 @@ impl Runtime {
                     actions.out_ifindex = b.ifindex;
                     actions.flags |= executor_flags(self.ports.at(i).executor, b);
                 }
-                None => return,
+                None => {
+                    let ingress = self.ports.at(i).executor;
+                    if !self.tunnel_actions(out, &key, ingress, &mut actions) {
+                        return;
+                    }
+                }
             }
         }
         match self
@@ -559,6 +579,61 @@ impl Runtime {
             Err(InstallError::DeviceLimit) => self.counters.count(Reason::DeviceFlowLimit),
             Err(e) => tracing::warn!(error = %e, "installing a flow"),
         }
+    }
+
+    /// Sends `frame` to port `port` on another host, through the tunnel.
+    fn send_remote(&self, port: PortId, frame: &[u8]) -> bool {
+        let (Some(tunnel), Some(p)) = (&self.tunnel, self.snap.ports.get(port)) else {
+            return false;
+        };
+        match p.binding {
+            sim::Binding::Remote {
+                tunnel_address,
+                tunnel_key,
+            } => tunnel.send(tunnel_address, tunnel_key, frame),
+            _ => false,
+        }
+    }
+
+    /// Makes `actions` (towards `port`, on another host) encapsulate and
+    /// leave by the underlay. False when the flow cannot be installed: no
+    /// tunnel, the next hop not resolved yet (the packet went through the
+    /// socket, which resolves it), or a VLAN tag to push (a tunnel's inner
+    /// frame is sent as userspace built it).
+    fn tunnel_actions(
+        &self,
+        port: PortId,
+        key: &FlowKey,
+        ingress: Executor,
+        actions: &mut FlowActions,
+    ) -> bool {
+        let (Some(tunnel), Some(p)) = (&self.tunnel, self.snap.ports.get(port)) else {
+            return false;
+        };
+        let sim::Binding::Remote {
+            tunnel_address,
+            tunnel_key,
+        } = p.binding
+        else {
+            return false;
+        };
+        if actions.flags & act::PUSH_VLAN != 0 {
+            return false;
+        }
+        let Some(encap) = tunnel.encap(tunnel_address, tunnel_key, key) else {
+            return false;
+        };
+        actions.encap = encap;
+        actions.flags |= act::ENCAP_VXLAN;
+        actions.out_ifindex = tunnel.underlay.ifindex;
+        let inner = tunnel.underlay.inner_mtu();
+        if actions.mtu == 0 || actions.mtu > inner {
+            actions.mtu = inner;
+        }
+        if ingress == Executor::Xdp && tunnel.underlay.executor == Executor::Skb {
+            actions.flags |= act::VIA_TC;
+        }
+        true
     }
 
     /// The simulation's own timers (ARP retries and expiry), run often: a
@@ -617,6 +692,8 @@ impl Runtime {
                 Reason::TcMiss,
                 Reason::TcUnparsed
             ]),
+            tunnel_encap = k(Reason::TunnelEncap),
+            tunnel_decap = k(Reason::TunnelDecap),
             userspace_rx = self.counters.received,
             forwarded = self.counters.forwarded,
             flooded = self.counters.flooded,

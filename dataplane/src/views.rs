@@ -270,6 +270,15 @@ pub fn actions(a: &FlowActions, out: impl Fn(u32) -> String) -> String {
     if f & act::PUSH_VLAN != 0 {
         parts.push(format!("push_vlan={}", a.vlan));
     }
+    if f & act::ENCAP_VXLAN != 0 {
+        let e = &a.encap;
+        parts.push(format!(
+            "vxlan(vni={},{}->{})",
+            e.vni,
+            ip(&e.src),
+            ip(&e.dst)
+        ));
+    }
     if f & act::OUTPUT != 0 {
         parts.push(format!("output={}", out(a.out_ifindex)));
     }
@@ -388,5 +397,20 @@ mod tests {
             ..FlowActions::default()
         };
         assert_eq!(actions(&a, |i| format!("if{i}")), "push_vlan=10,output=if7");
+        let tunnelled = FlowActions {
+            flags: act::ENCAP_VXLAN | act::OUTPUT,
+            out_ifindex: 3,
+            encap: vnet_common::Encap {
+                vni: 2,
+                src: [192, 0, 2, 1],
+                dst: [192, 0, 2, 2],
+                ..Default::default()
+            },
+            ..FlowActions::default()
+        };
+        assert_eq!(
+            actions(&tunnelled, |i| format!("if{i}")),
+            "vxlan(vni=2,192.0.2.1->192.0.2.2),output=if3"
+        );
     }
 }

@@ -5,6 +5,10 @@
 //! host registers under a lease, and a vnetd killed with SIGKILL is shown
 //! dead by the other within the lease's TTL.
 //!
+//! Then guests on both hosts, bridged and routed: the ingress host
+//! simulates, the frame crosses the underlay in VXLAN, the egress host's
+//! kernel delivers it.
+//!
 //! Needs root and Debian's etcd-server; fails (never skips) without etcd.
 use anyhow::{ensure, Context, Result};
 use std::net::Ipv4Addr;
@@ -79,7 +83,28 @@ impl Underlay {
             "dev",
             &inner,
         ])?;
-        run(&["ip", "-n", &world.host, "link", "set", &inner, "up"])?;
+        // Room for VXLAN's 50 bytes around a guest's 1500 (HOSTS.md §5).
+        run(&[
+            "ip",
+            "-n",
+            &world.host,
+            "link",
+            "set",
+            &inner,
+            "mtu",
+            "1550",
+            "up",
+        ])?;
+        run(&[
+            "ip",
+            "-n",
+            &self.netns,
+            "link",
+            "set",
+            &outer,
+            "mtu",
+            "1550",
+        ])?;
         Ok(ip)
     }
 
@@ -285,6 +310,116 @@ fn two_vnetds_share_one_etcd_and_see_each_other_die() -> Result<()> {
         .unwrap_or_default();
     ensure!(h1_line.contains("dead"), "vnetctl get hosts:\n{table}");
     eprintln!("h1 shown dead {took:?} after kill -9 (TTL {TTL} s)");
+    Ok(())
+}
+
+/// Two hosts, one bridge across them and a router whose other network is
+/// on the second host (the example the two-host demo runs).
+fn across() -> Result<String> {
+    let path = vnet_e2e::repo_root().join("examples/two-hosts.yaml");
+    std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// A kernel counter of `vnetctl stats` on `w`.
+fn reason(w: &World, name: &str) -> Result<u64> {
+    let stats = w.vnetctl_json(&["stats"])?;
+    stats["reasons"][name]
+        .as_u64()
+        .with_context(|| format!("no {name} in vnetctl stats: {stats}"))
+}
+
+#[test]
+fn guests_on_two_hosts_talk_through_vxlan() -> Result<()> {
+    if !have_root("guests_on_two_hosts_talk_through_vxlan") {
+        return Ok(());
+    }
+    let mut a = World::new("vxlan-a")?;
+    let mut b = World::new("vxlan-b")?;
+    let mut underlay = Underlay::new(&a.prefix)?;
+    let ip1 = underlay.join(&a, 1)?.to_string();
+    let ip2 = underlay.join(&b, 2)?.to_string();
+    let url = underlay.start_etcd()?;
+    let vm1 = a.guest("vm1", "vm1-h", "02:00:00:00:01:01", "10.0.0.11")?;
+    let vm2 = b.guest("vm2", "vm2-h", "02:00:00:00:01:02", "10.0.0.12")?;
+    let vm3 = b.guest("vm3", "vm3-h", "02:00:00:00:02:03", "10.0.1.13")?;
+    a.route(&vm1, &["default", "via", "10.0.0.1"])?;
+    b.route(&vm3, &["default", "via", "10.0.1.1"])?;
+    let ttl = TTL.to_string();
+    let file = a.topology_file(&across()?)?;
+    a.start_vnetd_args(&file, &vnetd_args(&url, "h1", &ip1, &ttl))
+        .context("vnetd on h1")?;
+    let file = b.topology_file(&across()?)?;
+    b.start_vnetd_args(&file, &vnetd_args(&url, "h2", &ip2, &ttl))
+        .context("vnetd on h2")?;
+    // The store gave every placed port its tunnel key.
+    let t = a.vnetctl_json(&["get"])?;
+    let keys: Vec<u64> = ["tenant.ports.vm1", "tenant.ports.vm2", "other.ports.vm3"]
+        .iter()
+        .filter_map(|p| {
+            let (bridge, port) = p.split_once(".ports.")?;
+            t["bridges"][bridge]["ports"][port]["tunnel_key"].as_u64()
+        })
+        .collect();
+    ensure!(keys.len() == 3, "tunnel keys in the stored topology: {t}");
+
+    // h1 started first and saw h2 dead (not registered yet): it reaches
+    // h2's ports once it has seen h2 register (within a second).
+    poll("h1 reaching h2's ports", Duration::from_secs(10), || {
+        Ok((a.ping(&vm1, "10.0.0.12", 1)? == 1).then_some(()))
+    })?;
+    // Bridged: vm1 on h1, vm2 on h2.
+    ensure!(a.ping(&vm1, "10.0.0.12", 3)? == 3, "vm1 → vm2 across hosts");
+    // Routed: the router runs on h1 for vm1's packets, on h2 for vm3's.
+    ensure!(
+        a.ping(&vm1, "10.0.1.13", 3)? == 3,
+        "vm1 → vm3 routed across hosts"
+    );
+    // Bulk TCP with the guests' offloads (GSO frames through the tunnel).
+    a.tcp_stream(&vm1, &vm2, ("10.0.0.12", 5001), 5001, 8)
+        .context("TCP vm1 → vm2 across hosts")?;
+    a.tcp_stream(&vm3, &vm1, ("10.0.0.11", 5002), 5002, 8)
+        .context("TCP vm3 → vm1 routed across hosts")?;
+    // The kernel carried the connections once their flows were in: h1
+    // encapsulated and h2 decapsulated, and back.
+    for (w, host) in [(&a, "h1"), (&b, "h2")] {
+        let (encap, decap) = (reason(w, "tunnel_encap")?, reason(w, "tunnel_decap")?);
+        ensure!(
+            encap > 100 && decap > 100,
+            "{host}: tunnel_encap {encap}, tunnel_decap {decap}: the kernel should carry the streams"
+        );
+    }
+
+    // kill -9 of h2's vnetd: within its lease's TTL h1 stops sending to
+    // h2's ports (the flows towards them go, their packets are dropped and
+    // counted); restarted, h2 is reached again, by the same tunnel keys.
+    let dropped = reason(&a, "no_egress")?;
+    b.kill_vnetd()?;
+    let killed = Instant::now();
+    poll(
+        "h1 dropping what is for the dead h2",
+        Duration::from_secs(TTL + 5),
+        || {
+            Ok(
+                (a.ping(&vm1, "10.0.0.12", 1)? == 0 && reason(&a, "no_egress")? > dropped)
+                    .then_some(()),
+            )
+        },
+    )?;
+    eprintln!(
+        "h2's ports unreachable {:?} after kill -9 (TTL {TTL} s)",
+        killed.elapsed()
+    );
+    b.start_vnetd_args(&file, &vnetd_args(&url, "h2", &ip2, &ttl))
+        .context("vnetd on h2 again")?;
+    poll("vm2 reached again", Duration::from_secs(TTL + 5), || {
+        Ok((a.ping(&vm1, "10.0.0.12", 1)? == 1).then_some(()))
+    })?;
+    let again = a.vnetctl_json(&["get"])?;
+    ensure!(
+        again["bridges"]["tenant"]["ports"]["vm2"]["tunnel_key"]
+            == t["bridges"]["tenant"]["ports"]["vm2"]["tunnel_key"],
+        "vm2's tunnel key changed: {again}"
+    );
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 //! snapshot in between two polls: the packet thread never diffs models. The API's dataplane views ask the worker over the same
 //! channel ([`WorkerView`]).
 use crossbeam_channel::Sender;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +69,26 @@ impl Dataplane for WorkerView {
     }
 }
 
+/// How this vnetd runs a topology: its host (`--host`; its own ports are
+/// bound, the others' reached through tunnels) and the largest inner packet
+/// its tunnels carry (`None`: no tunnels).
+#[derive(Debug, Clone, Default)]
+pub struct Placement {
+    pub host: Option<String>,
+    pub tunnel_mtu: Option<u16>,
+}
+
+impl Placement {
+    /// The snapshot of `topology` as this vnetd runs it.
+    pub fn compile(&self, topology: &Topology, revision: u64) -> Snapshot {
+        let snap = Snapshot::compile(topology, revision).placed_on(self.host.as_deref());
+        match self.tunnel_mtu {
+            Some(mtu) => snap.with_tunnel_mtu(mtu),
+            None => snap,
+        }
+    }
+}
+
 pub struct ControlThread {
     shutdown: tokio::sync::watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -84,7 +105,7 @@ impl ControlThread {
         running: Arc<AtomicU64>,
         topology: Arc<Topology>,
         api_latency: prometheus::HistogramVec,
-        host: Option<String>,
+        placement: Placement,
     ) -> anyhow::Result<ControlThread> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -104,7 +125,7 @@ impl ControlThread {
                         commands,
                         running.load(Ordering::Acquire),
                         topology,
-                        host,
+                        placement,
                         stop.clone(),
                     ));
                     let served =
@@ -130,28 +151,56 @@ impl ControlThread {
     }
 }
 
+/// How often a vnetd of a shared store reads which hosts are alive: a dead
+/// host's ports become unreachable within its lease's TTL and this.
+const LIVENESS_POLL: Duration = Duration::from_secs(1);
+
 /// Compiles every revision after `sent` (whose model is `running`), as this
-/// `host` runs it (its own ports bound, see `Snapshot::placed_on`), and
+/// vnetd runs it (`placement`: its own ports bound, see `Snapshot::placed_on`), and
 /// sends it to the worker with the tags of what changed since the one sent
 /// before. Only the latest matters: revisions stored while one compiles are
-/// skipped, and the next diff is against what the worker was sent.
+/// skipped, and the next diff is against what the worker was sent. With a
+/// host, the other hosts' liveness is read every [`LIVENESS_POLL`]: when a
+/// host dies or returns, the snapshot is compiled again without or with its
+/// ports (`Snapshot::without_hosts`) and the flows towards them go.
 async fn watch_store(
     store: Arc<dyn Store>,
     commands: Commands,
     mut sent: u64,
     mut running: Arc<Topology>,
-    host: Option<String>,
+    placement: Placement,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let host = placement.host.clone();
     let mut changed = store.subscribe();
+    let mut dead = BTreeSet::new();
+    let mut liveness = tokio::time::interval(LIVENESS_POLL);
     loop {
         changed.borrow_and_update();
-        match store.current() {
-            Ok(cur) if cur.revision != sent => {
+        let current = store.current().map(|cur| {
+            let now_dead = match &host {
+                Some(me) => dead_hosts(&*store, &cur.topology, me).unwrap_or_else(|| dead.clone()),
+                None => BTreeSet::new(),
+            };
+            (cur, now_dead)
+        });
+        match current {
+            Ok((cur, now_dead)) if cur.revision != sent || now_dead != dead => {
                 let snapshot = Arc::new(
-                    Snapshot::compile(&cur.topology, cur.revision).placed_on(host.as_deref()),
+                    placement
+                        .compile(&cur.topology, cur.revision)
+                        .without_hosts(&now_dead),
                 );
-                let invalidate = reconfig::changed_tags(&running, &cur.topology);
+                let mut invalidate = reconfig::changed_tags(&running, &cur.topology);
+                let flipped: BTreeSet<&String> = now_dead.symmetric_difference(&dead).collect();
+                for name in &flipped {
+                    if now_dead.contains(*name) {
+                        tracing::warn!(host = %name, "host dead (its registration expired): its ports are unreachable until it returns");
+                    } else {
+                        tracing::info!(host = %name, "host alive: its ports are reachable");
+                    }
+                }
+                invalidate.extend(ports_on(&cur.topology, &flipped));
                 tracing::debug!(
                     revision = cur.revision,
                     changed = invalidate.len(),
@@ -166,14 +215,62 @@ async fn watch_store(
                 if commands.send(apply).is_err() {
                     return;
                 }
-                (sent, running) = (cur.revision, topology);
+                (sent, running, dead) = (cur.revision, topology, now_dead);
             }
             Ok(_) => {}
             Err(e) => tracing::error!("reading the store: {e}"),
         }
         tokio::select! {
             r = changed.changed() => if r.is_err() { return },
+            _ = liveness.tick(), if host.is_some() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
     }
+}
+
+/// The hosts of `topology` other than `me` whose registration is not alive
+/// (never registered, or lease expired). `None` when the store cannot say
+/// (etcd unreachable): then nothing changes, and every host goes on
+/// forwarding on what it has.
+fn dead_hosts(store: &dyn Store, topology: &Topology, me: &str) -> Option<BTreeSet<String>> {
+    let registered = match store.registered_hosts() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!("reading the hosts' liveness: {e}");
+            return None;
+        }
+    };
+    let alive: BTreeSet<&str> = registered
+        .iter()
+        .filter(|h| h.alive)
+        .map(|h| h.name.as_str())
+        .collect();
+    Some(
+        topology
+            .hosts
+            .keys()
+            .filter(|h| h.as_str() != me && !alive.contains(h.as_str()))
+            .cloned()
+            .collect(),
+    )
+}
+
+/// The tags of the ports placed on `hosts`.
+fn ports_on(topology: &Topology, hosts: &BTreeSet<&String>) -> Vec<vnet_dataplane::sim::Tag> {
+    let mut tags = Vec::new();
+    for (d, b) in &topology.bridges {
+        for (p, port) in &b.ports {
+            if port.host.as_ref().is_some_and(|h| hosts.contains(h)) {
+                tags.push(vnet_dataplane::sim::Tag::port(&format!("{d}/{p}")));
+            }
+        }
+    }
+    for (d, r) in &topology.routers {
+        for (p, port) in &r.ports {
+            if port.host.as_ref().is_some_and(|h| hosts.contains(h)) {
+                tags.push(vnet_dataplane::sim::Tag::port(&format!("{d}/{p}")));
+            }
+        }
+    }
+    tags
 }

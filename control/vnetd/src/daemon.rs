@@ -3,7 +3,7 @@
 //! opens their AF_XDP sockets, serves the API from its control thread and
 //! runs the worker until SIGINT or SIGTERM, then detaches everything it
 //! attached.
-use crate::control_thread::ControlThread;
+use crate::control_thread::{ControlThread, Placement};
 use anyhow::{bail, Context};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +14,7 @@ use vnet_dataplane::binding::Binder;
 use vnet_dataplane::kernel::{AttachMode, Kernel, KernelError};
 use vnet_dataplane::runtime::{adoption, Limits, Link, Runtime};
 use vnet_dataplane::sim::Snapshot;
+use vnet_dataplane::tunnel::{Tunnel, Underlay};
 use vnet_dataplane::upcalls::{self, UpcallLimit};
 use vnet_store::{EmbeddedStore, Store};
 
@@ -140,6 +141,10 @@ pub struct Options {
     /// This host's underlay address, where other hosts' tunnels reach it.
     #[arg(long, value_name = "IP", requires = "host")]
     pub tunnel_address: Option<std::net::Ipv4Addr>,
+    /// The interface VXLAN to and from the other hosts goes through.
+    /// Default: the interface that holds --tunnel-address.
+    #[arg(long, value_name = "IFACE", requires = "tunnel_address")]
+    pub underlay: Option<String>,
     /// TTL in seconds of this host's registration lease: how long after a
     /// crash the others see it dead.
     #[arg(long, value_name = "SECONDS", default_value_t = vnet_etcd::DEFAULT_HOST_TTL)]
@@ -183,6 +188,53 @@ pub fn check(path: &std::path::Path) -> bool {
             false
         }
     }
+}
+
+/// This host's end of the tunnels: the underlay interface (--underlay, or
+/// the one holding `address`) with the decapsulators on it, and the socket
+/// first packets for other hosts' ports leave by.
+fn open_tunnel(
+    kernel: &mut Kernel,
+    mode: AttachMode,
+    address: std::net::Ipv4Addr,
+    opts: &Options,
+) -> anyhow::Result<Tunnel> {
+    let name = match &opts.underlay {
+        Some(name) => name.clone(),
+        None => interface_holding(address)?,
+    };
+    let underlay = Underlay::open(&name).map_err(anyhow::Error::msg)?;
+    kernel
+        .attach_underlay(&name, mode)
+        .with_context(|| format!("attaching the VXLAN decapsulators to the underlay {name}"))?;
+    let tunnel = Tunnel::open(address, underlay).map_err(anyhow::Error::msg)?;
+    tracing::info!(
+        underlay = %name,
+        %address,
+        inner_mtu = tunnel.underlay.inner_mtu(),
+        executor = ?tunnel.underlay.executor,
+        "VXLAN tunnels to the other hosts"
+    );
+    Ok(tunnel)
+}
+
+/// The interface `address` is configured on.
+fn interface_holding(address: std::net::Ipv4Addr) -> anyhow::Result<String> {
+    let addrs = nix::ifaddrs::getifaddrs().context("listing the host's addresses")?;
+    for a in addrs {
+        let holds = a
+            .address
+            .as_ref()
+            .and_then(|s| s.as_sockaddr_in())
+            .is_some_and(|sin| sin.ip() == address);
+        if holds {
+            return Ok(a.interface_name);
+        }
+    }
+    bail!(
+        "no interface of this host has --tunnel-address {address}: configure it on the underlay \
+         interface, or give another address"
+    )
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -271,10 +323,6 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             "no topology stored yet: running an empty one until `vnetctl apply -f FILE`"
         );
     }
-    // This host's ports only (`host:`).
-    let snap = Arc::new(
-        Snapshot::compile(&current.topology, current.revision).placed_on(opts.host.as_deref()),
-    );
 
     // Read before anything runs: the revision the kernel's flows (left by an
     // earlier vnetd, if any) were installed under.
@@ -302,8 +350,21 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let running = Arc::new(AtomicU64::new(current.revision));
     let limits = opts.limits();
     tracing::info!(?limits, "per-port and per-device limits");
+    let tunnel = match opts.tunnel_address {
+        Some(address) => Some(open_tunnel(&mut kernel, binder.mode, address, opts)?),
+        None => None,
+    };
+    // This host's ports only (`host:`), the others' through the tunnels.
+    let placement = Placement {
+        host: opts.host.clone(),
+        tunnel_mtu: tunnel.as_ref().map(|t| t.underlay.inner_mtu()),
+    };
+    let snap = Arc::new(placement.compile(&current.topology, current.revision));
     let mut runtime = Runtime::new(snap.clone(), kernel, Vec::new(), limits);
     runtime.attach_upcall_path(upcall_path);
+    if let Some(tunnel) = tunnel {
+        runtime.attach_tunnel(tunnel);
+    }
     runtime.keep_leases_in(&opts.state_dir);
     let topology = Arc::new(current.topology);
     runtime.attach_control(Link::new(
@@ -363,7 +424,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         running,
         topology,
         api_latency,
-        opts.host.clone(),
+        placement,
     )?;
     tracing::info!(
         revision = current.revision,

@@ -309,6 +309,9 @@ impl Runtime {
         if changed {
             tracing::debug!(bound = self.ports.len(), "bindings changed");
         }
+        if changed || look == Look::Revision {
+            self.sync_tunnels();
+        }
     }
 
     /// Carries out what the control thread asked since the last poll.

@@ -224,7 +224,7 @@ impl<'a> Walk<'a> {
             }
         }
         match p.binding {
-            Binding::Interface(_) => self.emit(port, frame),
+            Binding::Interface(_) | Binding::Remote { .. } => self.emit(port, frame),
             Binding::Peer(peer) => {
                 self.step(|| Step::Link {
                     from: port,

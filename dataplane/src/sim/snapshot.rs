@@ -18,6 +18,13 @@ pub enum Binding {
     Interface(String),
     /// Interior: linked to the port of another device.
     Peer(PortId),
+    /// Exterior, on another host (`host:`): frames for it are sent to that
+    /// host's tunnel address in VXLAN with the port's tunnel key, and that
+    /// host's kernel delivers them (see `Snapshot::placed_on`).
+    Remote {
+        tunnel_address: [u8; 4],
+        tunnel_key: u32,
+    },
     Unbound,
 }
 
@@ -62,6 +69,8 @@ pub struct Port {
     pub executor: vnet_model::Executor,
     /// The host whose vnetd binds the interface (`host:`); none: any.
     pub host: Option<String>,
+    /// The VNI other hosts reach the port by (`tunnel_key:`).
+    pub tunnel_key: Option<u32>,
     /// 802.1Q VID carried on the wire of an exterior port.
     pub vlan: Option<u16>,
     pub up: bool,
@@ -195,6 +204,8 @@ pub struct Snapshot {
     pub bridges: Vec<Bridge>,
     pub routers: Vec<Router>,
     pub chains: Chains,
+    /// The tunnel address of each host of `hosts:`.
+    pub hosts: HashMap<String, [u8; 4]>,
     by_name: HashMap<String, PortId>,
     by_tag: HashMap<Tag, PortId>,
 }
@@ -209,39 +220,53 @@ impl Snapshot {
             ..Snapshot::default()
         };
         let mut peers: Vec<(PortId, String)> = Vec::new();
+        for (name, h) in &topology.hosts {
+            snap.hosts.insert(name.clone(), h.tunnel_address.octets());
+        }
 
         for (bname, b) in &topology.bridges {
             let device = DeviceRef::Bridge(snap.bridges.len());
             let mut ports = Vec::new();
+            // The MACs and addresses ports placed on a host own: a bridge
+            // (or router) on another host never sees their frames (its
+            // kernel delivers them from the tunnel), so it cannot learn
+            // where they are, nor a router there hear their ARP replies.
+            let mut placed_macs: Vec<(Mac, PortId)> = Vec::new();
+            let mut placed_ips: Vec<([u8; 4], Mac)> = Vec::new();
             for (pname, p) in &b.ports {
                 let id = snap.add_port(format!("{bname}/{pname}"), device, p.vlan, p.up);
                 if let Some(ifname) = &p.interface {
                     snap.ports[id].binding = Binding::Interface(ifname.clone());
                     snap.ports[id].executor = p.executor;
                     snap.ports[id].host = p.host.clone();
+                    snap.ports[id].tunnel_key = p.tunnel_key;
                 }
                 if let Some(peer) = &p.peer {
                     peers.push((id, format!("{}/{}", peer.device, peer.port)));
                 }
                 if p.interface.is_some() && p.port_security_on() {
-                    snap.ports[id].security = Some(PortSecurity::compile(p, b));
+                    let security = PortSecurity::compile(p, b);
+                    if p.host.is_some() {
+                        placed_macs.extend(security.macs.iter().map(|&m| (m, id)));
+                        placed_ips.extend(
+                            security.ips.iter().filter_map(|&(mac, ip, len)| {
+                                Some((ip, mac.filter(|_| len == 32)?))
+                            }),
+                        );
+                    }
+                    snap.ports[id].security = Some(security);
                 }
                 ports.push(id);
             }
             let bridge_name = bname.clone();
-            let static_macs = b
-                .mac_table
-                .iter()
-                .filter_map(|m| {
-                    let id = snap.by_name.get(&format!("{bridge_name}/{}", m.port))?;
-                    Some((m.mac.0, *id))
-                })
-                .collect();
-            let arp_table = b
-                .arp_table
-                .iter()
-                .map(|a| (a.ip.octets(), a.mac.0))
-                .collect();
+            let mut static_macs: HashMap<Mac, PortId> = placed_macs.into_iter().collect();
+            // The bridge's own table wins.
+            static_macs.extend(b.mac_table.iter().filter_map(|m| {
+                let id = snap.by_name.get(&format!("{bridge_name}/{}", m.port))?;
+                Some((m.mac.0, *id))
+            }));
+            let mut arp_table: HashMap<[u8; 4], Mac> = placed_ips.into_iter().collect();
+            arp_table.extend(b.arp_table.iter().map(|a| (a.ip.octets(), a.mac.0)));
             snap.bridges.push(Bridge {
                 name: bname.clone(),
                 tag: Tag::device(bname),
@@ -269,6 +294,7 @@ impl Snapshot {
                     snap.ports[id].binding = Binding::Interface(ifname.clone());
                     snap.ports[id].executor = p.executor;
                     snap.ports[id].host = p.host.clone();
+                    snap.ports[id].tunnel_key = p.tunnel_key;
                 }
                 if let Some(peer) = &p.peer {
                     peers.push((id, format!("{}/{}", peer.device, peer.port)));
@@ -465,6 +491,7 @@ impl Snapshot {
             binding: Binding::Unbound,
             executor: vnet_model::Executor::Auto,
             host: None,
+            tunnel_key: None,
             vlan,
             up,
             l3: None,
@@ -486,14 +513,64 @@ impl Snapshot {
 
     /// The snapshot as the vnetd of `host` (`--host`; none for a vnetd
     /// without one) runs it: a port placed on another host (`host:`) is
-    /// not bound here. Its interface is on that host; until tunnels carry
-    /// traffic there (issue 16), frames towards it are dropped here as
-    /// towards an unbound port.
+    /// not bound here but reached through a tunnel to that host
+    /// (`Binding::Remote`). A vnetd without `--host` has no tunnels: ports
+    /// placed on a host are unbound there, as are ports whose host has no
+    /// address or that have no tunnel key (stores give one to every placed
+    /// port; a snapshot compiled from a file may lack them).
     pub fn placed_on(mut self, host: Option<&str>) -> Snapshot {
         for p in &mut self.ports {
-            let elsewhere = p.host.as_deref().is_some_and(|h| Some(h) != host);
-            if elsewhere && matches!(p.binding, Binding::Interface(_)) {
+            let Some(there) = p.host.as_deref() else {
+                continue;
+            };
+            if Some(there) == host || !matches!(p.binding, Binding::Interface(_)) {
+                continue;
+            }
+            p.binding = match (host, self.hosts.get(there), p.tunnel_key) {
+                (Some(_), Some(&tunnel_address), Some(tunnel_key)) => Binding::Remote {
+                    tunnel_address,
+                    tunnel_key,
+                },
+                _ => Binding::Unbound,
+            };
+        }
+        self
+    }
+
+    /// The snapshot with the ports of `dead` hosts (their registration
+    /// expired) unreachable: frames towards them are dropped here
+    /// (`NoEgress`) instead of being sent into a tunnel nobody ends. When
+    /// such a host returns, the next snapshot reaches its ports again, by
+    /// the same tunnel keys.
+    pub fn without_hosts(mut self, dead: &std::collections::BTreeSet<String>) -> Snapshot {
+        for p in &mut self.ports {
+            let unreachable = matches!(p.binding, Binding::Remote { .. })
+                && p.host.as_ref().is_some_and(|h| dead.contains(h));
+            if unreachable {
                 p.binding = Binding::Unbound;
+            }
+        }
+        self
+    }
+
+    /// The snapshot for a host whose tunnels carry inner packets of at most
+    /// `inner_mtu` bytes: the DHCP servers of bridges with ports placed on
+    /// hosts tell their clients that MTU (option 26), unless a subnet sets
+    /// `mtu:` itself (any of their frames may cross a tunnel, bridged or
+    /// routed). Nothing changes when a guest's 1500 fits.
+    pub fn with_tunnel_mtu(mut self, inner_mtu: u16) -> Snapshot {
+        if inner_mtu >= 1500 {
+            return self;
+        }
+        for (i, bridge) in self.bridges.iter_mut().enumerate() {
+            let placed = self
+                .ports
+                .iter()
+                .any(|p| p.device == DeviceRef::Bridge(i) && p.host.is_some());
+            if placed {
+                for s in &mut bridge.dhcp.subnets {
+                    s.advertise_mtu(inner_mtu);
+                }
             }
         }
         self
@@ -528,8 +605,8 @@ hosts:
 bridges:
   tenant:
     ports:
-      a: {interface: a-h, host: h1}
-      b: {interface: b-h, host: h2}
+      a: {interface: a-h, host: h1, tunnel_key: 1}
+      b: {interface: b-h, host: h2, tunnel_key: 2, addresses: [\"02:00:00:00:00:0b 10.0.0.11\"]}
       c: {interface: c-h}
 ";
 
@@ -545,5 +622,66 @@ bridges:
         assert_eq!(bound_here(Some("h2")), ["b-h", "c-h"]);
         // A vnetd without --host binds only ports placed on no host.
         assert_eq!(bound_here(None), ["c-h"]);
+    }
+
+    #[test]
+    fn a_port_on_another_host_is_reached_by_its_tunnel() {
+        let topology = vnet_model::parse_str(PLACED).expect("valid topology");
+        let on_h1 = Snapshot::compile(&topology, 1).placed_on(Some("h1"));
+        let b = on_h1.port_by_name("tenant/b").unwrap();
+        assert_eq!(
+            on_h1.ports[b].binding,
+            Binding::Remote {
+                tunnel_address: [192, 0, 2, 2],
+                tunnel_key: 2
+            }
+        );
+        // Its MAC and address are known on every host: h1 never sees its
+        // frames.
+        assert_eq!(
+            on_h1.bridges[0].static_macs.get(&[2, 0, 0, 0, 0, 0x0b]),
+            Some(&b)
+        );
+        assert_eq!(
+            on_h1.bridges[0].arp_table.get(&[10, 0, 0, 11]),
+            Some(&[2, 0, 0, 0, 0, 0x0b])
+        );
+        // A dead host's ports are unreachable.
+        let dead = std::collections::BTreeSet::from(["h2".to_string()]);
+        let h2_dead = Snapshot::compile(&topology, 1)
+            .placed_on(Some("h1"))
+            .without_hosts(&dead);
+        assert_eq!(h2_dead.ports[b].binding, Binding::Unbound);
+        // Without --host there are no tunnels.
+        let alone = Snapshot::compile(&topology, 1).placed_on(None);
+        assert_eq!(alone.ports[b].binding, Binding::Unbound);
+    }
+
+    #[test]
+    fn dhcp_tells_guests_of_placed_bridges_the_tunnel_mtu() {
+        let with_dhcp = |mtu: &str| {
+            PLACED.replace(
+                "  tenant:\n    ports:\n",
+                &format!("  tenant:\n    dhcp:\n      - {{subnet: 10.0.0.0/24, server: 10.0.0.2{mtu}}}\n    ports:\n"),
+            )
+        };
+        let mtu_option = |yaml: &str, inner: u16| {
+            let topology = vnet_model::parse_str(yaml).expect("valid topology");
+            let snap = Snapshot::compile(&topology, 1)
+                .placed_on(Some("h1"))
+                .with_tunnel_mtu(inner);
+            snap.bridges[0].dhcp.subnets[0]
+                .options
+                .iter()
+                .find(|(c, _)| *c == 26)
+                .map(|(_, v)| u16::from_be_bytes([v[0], v[1]]))
+        };
+        assert_eq!(mtu_option(&with_dhcp(""), 1450), Some(1450));
+        assert_eq!(mtu_option(&with_dhcp(""), 1500), None, "1500 fits");
+        assert_eq!(
+            mtu_option(&with_dhcp(", mtu: 1400"), 1450),
+            Some(1400),
+            "the subnet's own wins"
+        );
     }
 }

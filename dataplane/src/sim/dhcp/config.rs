@@ -127,6 +127,22 @@ impl Config {
 }
 
 impl Subnet {
+    /// Tells clients MTU `mtu` (option 26) unless the subnet says its own:
+    /// guests whose frames may cross a tunnel must leave room for it.
+    pub fn advertise_mtu(&mut self, mtu: u16) {
+        if mtu <= MIN_ADVERTISED_MTU || self.options.iter().any(|(c, _)| *c == opt::INTERFACE_MTU) {
+            return;
+        }
+        // In sending order: before the classless routes (121), if any.
+        let at = self
+            .options
+            .iter()
+            .position(|(c, _)| *c > opt::INTERFACE_MTU)
+            .unwrap_or(self.options.len());
+        self.options
+            .insert(at, (opt::INTERFACE_MTU, mtu.to_be_bytes().to_vec()));
+    }
+
     fn compile(s: &DhcpSubnet) -> Subnet {
         let network = u32::from(s.subnet.network());
         let prefix_len = s.subnet.prefix_len();

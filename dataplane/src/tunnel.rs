@@ -1,0 +1,234 @@
+//! Sending to ports on other hosts (issue 16): VXLAN over the underlay.
+//!
+//! The ingress host simulates the whole path; when the egress port is on
+//! another host (`sim::Binding::Remote`), what userspace emits there (first
+//! packets, floods, ARP answers) leaves through [`Tunnel::send`], a plain
+//! UDP socket bound to this host's tunnel address: the host stack routes
+//! it and resolves the next hop, so a first packet needs nothing of ours
+//! on the underlay. The flow installed for the rest of the connection
+//! encapsulates in the kernel (`act::ENCAP_VXLAN`) with the outer headers
+//! [`Tunnel::encap`] works out: this needs the next hop's MAC, read from
+//! the host's neighbour table, which the socket's first send fills; until
+//! it is there, the flow is not installed and packets keep coming up.
+//!
+//! Peers are on the underlay's own subnet (HOSTS.md's layout: one L2
+//! underlay); a routed underlay would need the next hop of the route
+//! towards the peer, which is not done.
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use vnet_common::tunnel::{OVERHEAD, VXLAN_PORT};
+use vnet_common::{Encap, FlowKey};
+
+/// The VXLAN header (RFC 7348): flags with the I bit, reserved, the VNI in
+/// the top 24 bits of the second word.
+pub fn vxlan_header(vni: u32) -> [u8; 8] {
+    let v = (vni << 8).to_be_bytes();
+    [vnet_common::tunnel::FLAG_I, 0, 0, 0, v[0], v[1], v[2], v[3]]
+}
+
+/// The UDP source port of a flow's tunnel packets: a hash of its key, in
+/// the dynamic range (RFC 7348 §5), so the underlay's ECMP spreads flows
+/// and keeps each in order.
+pub fn source_port(key: &FlowKey) -> u16 {
+    // FNV-1a over the key's fields.
+    let mut h: u32 = 0x811c_9dc5;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+        }
+    };
+    eat(&key.ifindex.to_ne_bytes());
+    eat(&key.eth_src);
+    eat(&key.eth_dst);
+    eat(&key.src);
+    eat(&key.dst);
+    eat(&[key.proto]);
+    eat(&key.l4_src.to_ne_bytes());
+    eat(&key.l4_dst.to_ne_bytes());
+    49152 + (h & 0x3fff) as u16
+}
+
+/// The underlay interface: where tunnel packets leave and arrive.
+#[derive(Debug, Clone)]
+pub struct Underlay {
+    pub name: String,
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+    pub mtu: u32,
+    /// How flows out of it are executed, as for a port of `executor: auto`
+    /// (a veth underlay, as in the tests, takes the skb executor's
+    /// redirects; XDP's would be lost unless its peer ran XDP).
+    pub executor: vnet_model::Executor,
+}
+
+impl Underlay {
+    /// Reads the interface's index, MAC and MTU.
+    pub fn open(name: &str) -> Result<Underlay, String> {
+        let ifindex = nix::net::if_::if_nametoindex(name).map_err(|e| {
+            format!("underlay interface {name}: {e}; give an existing interface (--underlay)")
+        })?;
+        let read = |what: &str| {
+            std::fs::read_to_string(format!("/sys/class/net/{name}/{what}"))
+                .map(|s| s.trim().to_string())
+                .map_err(|e| format!("underlay interface {name}: reading its {what}: {e}"))
+        };
+        let mac = parse_mac(&read("address")?)
+            .ok_or_else(|| format!("underlay interface {name} has no Ethernet address"))?;
+        let mtu = read("mtu")?
+            .parse()
+            .map_err(|e| format!("underlay interface {name}: its MTU: {e}"))?;
+        let (executor, _) = crate::binding::resolve_executor(
+            vnet_model::Executor::Auto,
+            crate::veth::describe(name).as_ref(),
+        );
+        Ok(Underlay {
+            name: name.to_string(),
+            ifindex,
+            mac,
+            mtu,
+            executor,
+        })
+    }
+
+    /// The largest inner IPv4 packet a tunnel packet of this underlay
+    /// carries (the inner Ethernet header is part of the overhead).
+    pub fn inner_mtu(&self) -> u16 {
+        self.mtu.saturating_sub(OVERHEAD).min(u32::from(u16::MAX)) as u16
+    }
+}
+
+/// This host's end of the tunnels.
+pub struct Tunnel {
+    pub local: [u8; 4],
+    pub underlay: Underlay,
+    socket: UdpSocket,
+}
+
+impl Tunnel {
+    /// Opens the sending socket on `local`, this host's tunnel address,
+    /// which must be an address of the host (on `underlay`).
+    pub fn open(local: Ipv4Addr, underlay: Underlay) -> Result<Tunnel, String> {
+        let socket = UdpSocket::bind(SocketAddrV4::new(local, 0)).map_err(|e| {
+            format!(
+                "cannot send tunnel packets from {local}: {e}; --tunnel-address must be an address of this host (on {})",
+                underlay.name
+            )
+        })?;
+        socket
+            .set_nonblocking(true)
+            .map_err(|e| format!("tunnel socket: {e}"))?;
+        Ok(Tunnel {
+            local: local.octets(),
+            underlay,
+            socket,
+        })
+    }
+
+    /// Sends `frame` to the host at `peer` for the port of tunnel key
+    /// `vni`. False when the socket would block or failed (counted by the
+    /// caller as a transmit drop).
+    pub fn send(&self, peer: [u8; 4], vni: u32, frame: &[u8]) -> bool {
+        let mut packet = Vec::with_capacity(8 + frame.len());
+        packet.extend_from_slice(&vxlan_header(vni));
+        packet.extend_from_slice(frame);
+        let to = SocketAddrV4::new(Ipv4Addr::from(peer), VXLAN_PORT);
+        self.socket.send_to(&packet, to).is_ok()
+    }
+
+    /// The outer headers of a flow towards the port of `vni` at `peer`, or
+    /// `None` while the next hop's MAC is unknown (see the module comment).
+    pub fn encap(&self, peer: [u8; 4], vni: u32, key: &FlowKey) -> Option<Encap> {
+        let eth_dst = neighbour(&self.underlay.name, peer)?;
+        Some(Encap {
+            vni,
+            src: self.local,
+            dst: peer,
+            eth_src: self.underlay.mac,
+            eth_dst,
+            sport: source_port(key),
+            _pad: [0; 6],
+        })
+    }
+}
+
+/// The MAC of `ip` in the host's neighbour table on interface `dev`
+/// (`/proc/net/arp`, complete entries only).
+fn neighbour(dev: &str, ip: [u8; 4]) -> Option<[u8; 6]> {
+    let table = std::fs::read_to_string("/proc/net/arp").ok()?;
+    neighbour_in(&table, dev, ip)
+}
+
+/// [`neighbour`] on the text of `/proc/net/arp`: "IP address, HW type,
+/// Flags, HW address, Mask, Device", a header line first; flag 0x2 is a
+/// complete entry.
+fn neighbour_in(table: &str, dev: &str, ip: [u8; 4]) -> Option<[u8; 6]> {
+    let want = Ipv4Addr::from(ip).to_string();
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let complete = f
+            .get(2)
+            .and_then(|x| u32::from_str_radix(x.trim_start_matches("0x"), 16).ok())
+            .is_some_and(|flags| flags & 0x2 != 0);
+        if f.len() >= 6 && f[0] == want && f[5] == dev && complete {
+            parse_mac(f[3])
+        } else {
+            None
+        }
+    })
+}
+
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for b in &mut mac {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_vxlan_header_carries_the_i_flag_and_the_vni() {
+        assert_eq!(
+            vxlan_header(0x12_3456),
+            [0x08, 0, 0, 0, 0x12, 0x34, 0x56, 0]
+        );
+    }
+
+    #[test]
+    fn source_ports_are_dynamic_and_follow_the_flow() {
+        let a = FlowKey {
+            l4_src: 1000,
+            ..FlowKey::default()
+        };
+        let b = FlowKey { l4_src: 1001, ..a };
+        assert!(source_port(&a) >= 49152 && source_port(&b) >= 49152);
+        assert_eq!(source_port(&a), source_port(&a.clone()));
+        assert_ne!(source_port(&a), source_port(&b));
+    }
+
+    #[test]
+    fn only_complete_entries_on_the_underlay_count() {
+        let table = "IP address       HW type     Flags       HW address            Mask     Device\n\
+                     192.0.2.2        0x1         0x2         02:00:00:00:00:02     *        u1\n\
+                     192.0.2.3        0x1         0x0         00:00:00:00:00:00     *        u1\n\
+                     192.0.2.4        0x1         0x2         02:00:00:00:00:04     *        eth9\n";
+        assert_eq!(
+            neighbour_in(table, "u1", [192, 0, 2, 2]),
+            Some([2, 0, 0, 0, 0, 2])
+        );
+        assert_eq!(
+            neighbour_in(table, "u1", [192, 0, 2, 3]),
+            None,
+            "incomplete"
+        );
+        assert_eq!(
+            neighbour_in(table, "u1", [192, 0, 2, 4]),
+            None,
+            "another interface"
+        );
+        assert_eq!(neighbour_in(table, "u1", [192, 0, 2, 9]), None);
+    }
+}
