@@ -605,7 +605,9 @@ fn flow_packets(entry: &serde_json::Value) -> Option<u64> {
         .iter()
         .filter_map(|b| u8::from_str_radix(b.as_str()?.trim_start_matches("0x"), 16).ok())
         .collect();
-    let b = bytes.get(40..48)?;
+    // Raw bytes: the `packets` field where the shared layout puts it.
+    let at = std::mem::offset_of!(vnet_common::FlowValue, packets);
+    let b = bytes.get(at..at + 8)?;
     Some(u64::from_le_bytes(b.try_into().ok()?))
 }
 
