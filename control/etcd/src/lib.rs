@@ -401,7 +401,9 @@ impl Store for EtcdStore {
             }
             let mut topology = current.topology.clone();
             edit(&mut topology)?;
-            topology.keep_tunnel_keys(&current.topology);
+            topology
+                .keep_tunnel_keys(&current.topology)
+                .map_err(StoreError::Invalid)?;
             topology.validate().map_err(StoreError::Invalid)?;
             let Some(change) = txn::Change::prepare(&self.shared, &current, topology)? else {
                 return Ok(Applied {

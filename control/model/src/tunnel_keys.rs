@@ -17,21 +17,28 @@ pub const LAST_TUNNEL_KEY: u32 = 0xFF_FFFE;
 impl Topology {
     /// Gives a tunnel key to every port placed on a host (`host:`) that has
     /// none: the key the same port (same `device/port` path) had in
-    /// `previous`, else one above every key either topology holds (never a
-    /// key just released: a host still on `previous` would send the
-    /// released port's traffic to the new one). Keys written in the
-    /// topology are kept as they are (validation checks them). Stores call
-    /// this on every change before validating it.
-    pub fn keep_tunnel_keys(&mut self, previous: &Topology) {
+    /// `previous`, else one above every key either topology holds (a key
+    /// released by this change is not handed out: a host still on
+    /// `previous` would send the released port's traffic to the new one).
+    /// Keys written in the topology are kept, but a port's key never
+    /// changes, and a new port may not be written a key at or below the
+    /// highest one `previous` holds (it may have been another port's).
+    /// Stores call this on every change before validating it.
+    ///
+    /// Not covered: a key released by one change (the highest) and given
+    /// by the next while a host that lost etcd still routes by it; closing
+    /// that needs a high-water mark kept by the store (not done).
+    pub fn keep_tunnel_keys(&mut self, previous: &Topology) -> Result<(), Vec<ValidationError>> {
         let mut taken: BTreeSet<u32> = BTreeSet::new();
         for t in [&*self, previous] {
             for_each_key(t, |_, key| {
                 taken.insert(key);
             });
         }
-        // Above every key in use, so a key released by a recent change is
-        // not handed out again while a lagging host may still route by it;
-        // only when the range is used up are gaps filled, lowest first.
+        let mut highest_before = 0;
+        for_each_key(previous, |_, key| highest_before = highest_before.max(key));
+        // Above every key in use; only when the range is used up are gaps
+        // filled, lowest first.
         let mut next = taken
             .last()
             .map_or(FIRST_TUNNEL_KEY, |k| k.saturating_add(1));
@@ -45,35 +52,60 @@ impl Topology {
             taken.insert(next);
             next
         };
-        let old = |device: &str, port: &str| -> Option<u32> {
-            previous
-                .bridges
-                .get(device)
-                .and_then(|b| b.ports.get(port))
-                .map(|p| p.tunnel_key)
-                .or_else(|| {
-                    previous
-                        .routers
-                        .get(device)
-                        .and_then(|r| r.ports.get(port))
-                        .map(|p| p.tunnel_key)
-                })
-                .flatten()
+        let mut errors = Vec::new();
+        let mut keep = |path: String, placed: bool, key: &mut Option<u32>, old: Option<u32>| {
+            match (*key, old) {
+                (Some(k), Some(o)) if k != o => errors.push(ValidationError::new(
+                    format!("{path}.tunnel_key"),
+                    format!(
+                        "a port's tunnel key cannot change (it is {o}): other hosts may still send its traffic by it; leave it out"
+                    ),
+                )),
+                (Some(k), None) if k <= highest_before => errors.push(ValidationError::new(
+                    format!("{path}.tunnel_key"),
+                    format!(
+                        "tunnel key {k} is not above the keys already given (up to {highest_before}): it may have been another port's; leave it out and the store gives one"
+                    ),
+                )),
+                (None, _) if placed => *key = Some(old.unwrap_or_else(|| fresh(&mut taken))),
+                _ => {}
+            }
         };
         for (dname, b) in &mut self.bridges {
             for (pname, p) in &mut b.ports {
-                if p.host.is_some() && p.tunnel_key.is_none() {
-                    p.tunnel_key = Some(old(dname, pname).unwrap_or_else(|| fresh(&mut taken)));
-                }
+                let old = port_key(previous, "bridges", dname, pname);
+                keep(
+                    format!("bridges.{dname}.ports.{pname}"),
+                    p.host.is_some(),
+                    &mut p.tunnel_key,
+                    old,
+                );
             }
         }
         for (dname, r) in &mut self.routers {
             for (pname, p) in &mut r.ports {
-                if p.host.is_some() && p.tunnel_key.is_none() {
-                    p.tunnel_key = Some(old(dname, pname).unwrap_or_else(|| fresh(&mut taken)));
-                }
+                let old = port_key(previous, "routers", dname, pname);
+                keep(
+                    format!("routers.{dname}.ports.{pname}"),
+                    p.host.is_some(),
+                    &mut p.tunnel_key,
+                    old,
+                );
             }
         }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// The tunnel key of `section.device.ports.port` in `t`.
+fn port_key(t: &Topology, section: &str, device: &str, port: &str) -> Option<u32> {
+    match section {
+        "bridges" => t.bridges.get(device)?.ports.get(port)?.tunnel_key,
+        _ => t.routers.get(device)?.ports.get(port)?.tunnel_key,
     }
 }
 
@@ -135,14 +167,14 @@ mod tests {
     fn placed_ports_get_keys_that_survive_changes_and_are_never_reused() {
         let empty = crate::Topology::default();
         let mut t = load_str(TWO_HOSTS).unwrap();
-        t.keep_tunnel_keys(&empty);
+        t.keep_tunnel_keys(&empty).unwrap();
         assert_eq!((key(&t, "a"), key(&t, "c")), (Some(1), Some(2)));
         assert_eq!(key(&t, "local"), None, "a port on no host needs no key");
         assert!(t.validate().is_ok());
 
         // Re-applied from the file (no keys in it): the same keys.
         let mut again = load_str(TWO_HOSTS).unwrap();
-        again.keep_tunnel_keys(&t);
+        again.keep_tunnel_keys(&t).unwrap();
         assert_eq!(again, t);
 
         // `a` removed and `d` added in one change: `d` does not get `a`'s
@@ -152,8 +184,32 @@ mod tests {
             "d: {interface: d-h, host: h1}",
         ))
         .unwrap();
-        next.keep_tunnel_keys(&t);
+        next.keep_tunnel_keys(&t).unwrap();
         assert_eq!((key(&next, "c"), key(&next, "d")), (Some(2), Some(3)));
+
+        // A port's key cannot change, nor a new port be written an old key.
+        let mut changed = load_str(&TWO_HOSTS.replace(
+            "c: {interface: c-h, host: h2}",
+            "c: {interface: c-h, host: h2, tunnel_key: 9}",
+        ))
+        .unwrap();
+        let errors = changed.keep_tunnel_keys(&t).unwrap_err();
+        assert!(
+            errors[0].to_string().contains("cannot change (it is 2)"),
+            "{errors:?}"
+        );
+        let mut reused = load_str(&TWO_HOSTS.replace(
+            "a: {interface: a-h, host: h1}",
+            "e: {interface: e-h, host: h1, tunnel_key: 1}",
+        ))
+        .unwrap();
+        let errors = reused.keep_tunnel_keys(&t).unwrap_err();
+        assert!(
+            errors[0]
+                .to_string()
+                .contains("not above the keys already given"),
+            "{errors:?}"
+        );
     }
 
     #[test]
@@ -163,7 +219,7 @@ mod tests {
             "c: {interface: c-h, host: h2, tunnel_key: 1}",
         ))
         .unwrap();
-        t.keep_tunnel_keys(&crate::Topology::default());
+        t.keep_tunnel_keys(&crate::Topology::default()).unwrap();
         assert_eq!((key(&t, "a"), key(&t, "c")), (Some(2), Some(1)));
 
         let invalid = |yaml: String| match load_str(&yaml) {

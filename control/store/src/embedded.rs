@@ -477,7 +477,9 @@ impl Store for EmbeddedStore {
         }
         let mut topology = state.topology.clone();
         edit(&mut topology)?;
-        topology.keep_tunnel_keys(&state.topology);
+        topology
+            .keep_tunnel_keys(&state.topology)
+            .map_err(StoreError::Invalid)?;
         topology.validate().map_err(StoreError::Invalid)?;
         let changes = diff(&state.topology, &topology);
         if changes.is_empty() {

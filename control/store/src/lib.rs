@@ -160,7 +160,9 @@ pub trait Store: Send + Sync {
         let current = self.current()?;
         // As `transact` would store it: ports keep their tunnel keys.
         let mut topology = topology.clone();
-        topology.keep_tunnel_keys(&current.topology);
+        topology
+            .keep_tunnel_keys(&current.topology)
+            .map_err(StoreError::Invalid)?;
         topology.validate().map_err(StoreError::Invalid)?;
         Ok(Applied {
             revision: current.revision,
