@@ -13,6 +13,23 @@ use std::collections::BTreeSet;
 use vnet_model::diff::{diff, ChangeOp};
 use vnet_model::Topology;
 
+/// The tags of the ports placed on `host`.
+pub fn ports_placed_on<'t>(t: &'t Topology, host: &'t str) -> impl Iterator<Item = Tag> + 't {
+    let bridges = t.bridges.iter().flat_map(move |(d, b)| {
+        b.ports
+            .iter()
+            .filter(move |(_, p)| p.host.as_deref() == Some(host))
+            .map(move |(p, _)| Tag::port(&format!("{d}/{p}")))
+    });
+    let routers = t.routers.iter().flat_map(move |(d, r)| {
+        r.ports
+            .iter()
+            .filter(move |(_, p)| p.host.as_deref() == Some(host))
+            .map(move |(p, _)| Tag::port(&format!("{d}/{p}")))
+    });
+    bridges.chain(routers)
+}
+
 /// Tags to invalidate when `old` is replaced by `new`, without duplicates.
 pub fn changed_tags(old: &Topology, new: &Topology) -> Vec<Tag> {
     let mut tags = BTreeSet::new();
@@ -42,6 +59,12 @@ pub fn changed_tags(old: &Topology, new: &Topology) -> Vec<Tag> {
                         }
                     }
                 }
+            }
+        } else if let Some(host) = path.strip_prefix("hosts.") {
+            // A host's tunnel address changed, or it came or went: flows
+            // towards its ports carry (or lack) that address.
+            for t in [old, new] {
+                tags.extend(ports_placed_on(t, host));
             }
         } else if let Some(name) = path.strip_prefix("chains.") {
             chains.insert(name.to_string());
@@ -162,6 +185,18 @@ bridges:
         ];
         want.sort();
         assert_eq!(tags, want);
+    }
+
+    #[test]
+    fn a_host_change_touches_its_ports() {
+        let placed = "version: 1\nhosts:\n  h1: {tunnel_address: 192.0.2.1}\n  \
+                      h2: {tunnel_address: 192.0.2.2}\nbridges:\n  b:\n    ports:\n      \
+                      x: {interface: x, host: h1}\n      y: {interface: y, host: h2}\n";
+        let moved = placed.replace("192.0.2.2}", "192.0.2.9}");
+        assert_eq!(
+            changed_tags(&topo(placed), &topo(&moved)),
+            vec![Tag::port("b/y")]
+        );
     }
 
     #[test]

@@ -175,50 +175,71 @@ async fn watch_store(
     let mut changed = store.subscribe();
     let mut dead = BTreeSet::new();
     let mut liveness = tokio::time::interval(LIVENESS_POLL);
+    // After an etcd outage, one read, not a burst of them.
+    liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        changed.borrow_and_update();
-        let current = store.current().map(|cur| {
-            let now_dead = match &host {
-                Some(me) => dead_hosts(&*store, &cur.topology, me).unwrap_or_else(|| dead.clone()),
-                None => BTreeSet::new(),
-            };
-            (cur, now_dead)
-        });
-        match current {
-            Ok((cur, now_dead)) if cur.revision != sent || now_dead != dead => {
-                let snapshot = Arc::new(
-                    placement
-                        .compile(&cur.topology, cur.revision)
-                        .without_hosts(&now_dead),
-                );
-                let mut invalidate = reconfig::changed_tags(&running, &cur.topology);
-                let flipped: BTreeSet<&String> = now_dead.symmetric_difference(&dead).collect();
-                for name in &flipped {
-                    if now_dead.contains(*name) {
-                        tracing::warn!(host = %name, "host dead (its registration expired): its ports are unreachable until it returns");
-                    } else {
-                        tracing::info!(host = %name, "host alive: its ports are reachable");
-                    }
+        // The topology is read only when the store has a newer revision;
+        // a liveness tick reads the hosts alone.
+        let stored = *changed.borrow_and_update();
+        let fresh = if stored != sent {
+            match store.current() {
+                Ok(cur) if cur.revision != sent => Some(cur),
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::error!("reading the store: {e}");
+                    None
                 }
-                invalidate.extend(ports_on(&cur.topology, &flipped));
-                tracing::debug!(
-                    revision = cur.revision,
-                    changed = invalidate.len(),
-                    "compiled a topology snapshot"
-                );
-                let topology = Arc::new(cur.topology);
-                let apply = Command::Apply {
-                    snapshot,
-                    topology: topology.clone(),
-                    invalidate,
-                };
-                if commands.send(apply).is_err() {
-                    return;
-                }
-                (sent, running, dead) = (cur.revision, topology, now_dead);
             }
-            Ok(_) => {}
-            Err(e) => tracing::error!("reading the store: {e}"),
+        } else {
+            None
+        };
+        let (revision, topology) = match fresh {
+            Some(cur) => (cur.revision, Arc::new(cur.topology)),
+            None => (sent, running.clone()),
+        };
+        let now_dead = match &host {
+            // Off this thread, which also serves the API: with etcd down
+            // the read waits for its deadline.
+            Some(me) => {
+                let (store, topology, me) = (store.clone(), topology.clone(), me.clone());
+                tokio::task::spawn_blocking(move || dead_hosts(&*store, &topology, &me))
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| dead.clone())
+            }
+            None => BTreeSet::new(),
+        };
+        if revision != sent || now_dead != dead {
+            let snapshot = Arc::new(
+                placement
+                    .compile(&topology, revision)
+                    .without_hosts(&now_dead),
+            );
+            let mut invalidate = reconfig::changed_tags(&running, &topology);
+            let flipped: BTreeSet<&String> = now_dead.symmetric_difference(&dead).collect();
+            for name in &flipped {
+                if now_dead.contains(*name) {
+                    tracing::warn!(host = %name, "host dead (its registration expired): its ports are unreachable until it returns");
+                } else {
+                    tracing::info!(host = %name, "host alive: its ports are reachable");
+                }
+                invalidate.extend(reconfig::ports_placed_on(&topology, name));
+            }
+            tracing::debug!(
+                revision,
+                changed = invalidate.len(),
+                "compiled a topology snapshot"
+            );
+            let apply = Command::Apply {
+                snapshot,
+                topology: topology.clone(),
+                invalidate,
+            };
+            if commands.send(apply).is_err() {
+                return;
+            }
+            (sent, running, dead) = (revision, topology, now_dead);
         }
         tokio::select! {
             r = changed.changed() => if r.is_err() { return },
@@ -253,24 +274,4 @@ fn dead_hosts(store: &dyn Store, topology: &Topology, me: &str) -> Option<BTreeS
             .cloned()
             .collect(),
     )
-}
-
-/// The tags of the ports placed on `hosts`.
-fn ports_on(topology: &Topology, hosts: &BTreeSet<&String>) -> Vec<vnet_dataplane::sim::Tag> {
-    let mut tags = Vec::new();
-    for (d, b) in &topology.bridges {
-        for (p, port) in &b.ports {
-            if port.host.as_ref().is_some_and(|h| hosts.contains(h)) {
-                tags.push(vnet_dataplane::sim::Tag::port(&format!("{d}/{p}")));
-            }
-        }
-    }
-    for (d, r) in &topology.routers {
-        for (p, port) in &r.ports {
-            if port.host.as_ref().is_some_and(|h| hosts.contains(h)) {
-                tags.push(vnet_dataplane::sim::Tag::port(&format!("{d}/{p}")));
-            }
-        }
-    }
-    tags
 }
