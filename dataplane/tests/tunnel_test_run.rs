@@ -150,7 +150,7 @@ fn guest_tcp(eth_src: Mac, eth_dst: Mac, src: Ip4, dst: Ip4, ttl: u8, payload: &
 }
 
 /// `inner` behind VXLAN as the contract on `vnet_common::Encap` says:
-/// outer IPv4 id 0, DF clear, TTL 64; UDP checksum 0; VXLAN flags I.
+/// outer IPv4 id 0, DF, TTL 64; UDP checksum 0; VXLAN flags I.
 #[allow(clippy::too_many_arguments)]
 fn vxlan_with(
     eth_src: Mac,
@@ -174,7 +174,7 @@ fn vxlan_with(
         eth_dst,
         eth_src,
         ETH_P_IP,
-        &ipv4(src, dst, UDP, 64, 0, 0, &u),
+        &ipv4(src, dst, UDP, 64, 0, 0x4000, &u),
     )
 }
 
@@ -322,7 +322,7 @@ fn check_outer(what: &str, out: &[u8], vni: u32, inner: &[u8]) {
         "{what}: outer total length"
     );
     assert_eq!(ip[4..6], [0, 0], "{what}: id 0");
-    assert_eq!(ip[6..8], [0, 0], "{what}: DF clear, offset 0");
+    assert_eq!(ip[6..8], [0x40, 0], "{what}: DF, offset 0");
     assert_eq!(ip[8], 64, "{what}: TTL");
     assert_eq!(ip[9], UDP, "{what}: protocol");
     assert_eq!(

@@ -94,12 +94,16 @@ pub(crate) const SKB_ENCAP_FLAGS: u64 = ADJ_ROOM_FIXED_GSO
 /// underlay's GRO merged), where the kernel would otherwise grow it by 50.
 const DECAP_FLAGS: u64 = ADJ_ROOM_FIXED_GSO | ADJ_ROOM_DECAP_L3_IPV4;
 
-/// The outer IPv4 header's checksum (version 4, IHL 5, TOS 0, id 0, no
-/// flags, TTL 64, UDP) for `total` bytes from `src` to `dst`, host order.
+/// The outer IPv4 header's flags and offset: DF.
+const OUTER_DF: u32 = 0x4000;
+
+/// The outer IPv4 header's checksum (version 4, IHL 5, TOS 0, id 0, DF,
+/// TTL 64, UDP) for `total` bytes from `src` to `dst`, host order.
 #[inline(always)]
 fn outer_ip_checksum(total: u16, src: [u8; 4], dst: [u8; 4]) -> u16 {
     let mut sum: u32 = 0x4500
         + u32::from(total)
+        + OUTER_DF
         + (u32::from(tunnel::OUTER_TTL) << 8 | u32::from(IPPROTO_UDP))
         + u32::from(u16::from_be_bytes([src[0], src[1]]))
         + u32::from(u16::from_be_bytes([src[2], src[3]]))
@@ -134,8 +138,11 @@ pub(crate) fn write_outer(h: Bytes<'_, OVERHEAD>, e: &Encap, inner_len: usize) {
     let [c0, c1] = outer_ip_checksum(total, e.src, e.dst).to_be_bytes();
     let ip = h.field::<O_IP, IPV4_MIN_HLEN>();
     ip.set_raw32::<0>(u32::from_ne_bytes([0x45, 0, t0, t1]));
-    // Id 0, no flags (DF clear: the underlay may fragment), offset 0.
-    ip.set_raw32::<IP_ID>(0);
+    // Id 0, DF, offset 0: the decapsulator takes no fragments, so a tunnel
+    // packet must arrive whole or not at all (the flow's MTU keeps it
+    // within the underlay's); with DF, id 0 is allowed (RFC 6864).
+    let [f0, f1] = (OUTER_DF as u16).to_be_bytes();
+    ip.set_raw32::<IP_ID>(u32::from_ne_bytes([0, 0, f0, f1]));
     ip.set_raw32::<IP_TTL>(u32::from_ne_bytes([tunnel::OUTER_TTL, IPPROTO_UDP, c0, c1]));
     ip.set_raw32::<IP_SRC>(u32::from_ne_bytes(e.src));
     ip.set_raw32::<IP_DST>(u32::from_ne_bytes(e.dst));
