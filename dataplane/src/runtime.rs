@@ -265,9 +265,14 @@ impl Runtime {
     }
 
     /// Sends what is for ports on other hosts through `tunnel` from now on.
-    pub fn attach_tunnel(&mut self, tunnel: Tunnel) {
+    /// Starts from what an earlier vnetd left in the (pinned) tunnel maps:
+    /// those entries go on delivering until the ports are bound, and the
+    /// first sync after that (`sync_tunnels`) removes what this topology
+    /// no longer has.
+    pub fn attach_tunnel(&mut self, tunnel: Tunnel) -> Result<(), KernelError> {
+        self.tunnels_written = tunnels::Written::from_kernel(&self.kernel)?;
         self.tunnel = Some(tunnel);
-        self.sync_tunnels();
+        Ok(())
     }
 
     /// Serves the upcall path's socket from now on.
@@ -325,6 +330,8 @@ impl Runtime {
             let woke = now_ns();
             self.control();
             self.follow_links();
+            // Before the ports: a reply waiting there may need it.
+            self.receive_flow_state();
             self.serve_ports();
             self.flush();
             let now = now_ns();
@@ -366,6 +373,9 @@ impl Runtime {
             // SAFETY: the socket outlives this call (owned by self.upcall).
             let fd = unsafe { BorrowedFd::borrow_raw(up.xsk.fd()) };
             fds.push(PollFd::new(fd, PollFlags::POLLIN));
+        }
+        if let Some(t) = &self.tunnel {
+            fds.push(PollFd::new(t.state_fd(), PollFlags::POLLIN));
         }
         if let Some(link) = &self.ctl {
             fds.push(PollFd::new(link.wake.fd(), PollFlags::POLLIN));
@@ -521,13 +531,20 @@ impl Runtime {
             let n = self.flows.invalidate(&mut self.kernel, *tag);
             tracing::debug!(tag = tag.0, flows = n, "invalidated flows");
         }
+        // Ahead of the packet: what the other host needs for its replies.
+        if !decision.state_out.is_empty() {
+            self.send_flow_state(&decision);
+        }
         for emit in &decision.emit {
-            let sent = match self.ports.by_port_mut(emit.port) {
-                Some(b) => b.xsk.send(&emit.frame),
-                None => self.send_remote(emit.port, &emit.frame),
+            let (sent, unsent) = match self.ports.by_port_mut(emit.port) {
+                Some(b) => (b.xsk.send(&emit.frame), Reason::TxRingFull),
+                None => (
+                    self.send_remote(emit.port, &emit.frame),
+                    Reason::TunnelTxFailed,
+                ),
             };
             if !sent {
-                self.counters.count(Reason::TxRingFull);
+                self.counters.count(unsent);
             }
         }
         if ingress.is_some() {
@@ -617,7 +634,12 @@ impl Runtime {
         else {
             return false;
         };
-        if actions.flags & act::PUSH_VLAN != 0 {
+        // The inner frame of a tunnel is untagged: one to tag stays in
+        // userspace, and so does a tagged one kept tagged (on tc the tag is
+        // the skb's, and would end up on the outer frame).
+        if actions.flags & act::PUSH_VLAN != 0
+            || (key.tagged() && actions.flags & act::POP_VLAN == 0)
+        {
             return false;
         }
         let Some(encap) = tunnel.encap(tunnel_address, tunnel_key, key) else {

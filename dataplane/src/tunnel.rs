@@ -11,12 +11,20 @@
 //! the host's neighbour table, which the socket's first send fills; until
 //! it is there, the flow is not installed and packets keep coming up.
 //!
+//! Flow state (`sim::flow_state`: connections and NAT bindings another host
+//! will need for the replies) goes to the egress host's [`STATE_PORT`]
+//! ahead of the packet, from the same host, so it is there first; the
+//! underlay programs leave it to the host stack (it is not VXLAN).
+//!
 //! Peers are on the underlay's own subnet (HOSTS.md's layout: one L2
 //! underlay); a routed underlay would need the next hop of the route
 //! towards the peer, which is not done.
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use vnet_common::tunnel::{OVERHEAD, VXLAN_PORT};
 use vnet_common::{Encap, FlowKey};
+
+/// The UDP port flow-state messages go to on the tunnel addresses.
+pub const STATE_PORT: u16 = 4799;
 
 /// The VXLAN header (RFC 7348): flags with the I bit, reserved, the VNI in
 /// the top 24 bits of the second word.
@@ -101,6 +109,8 @@ pub struct Tunnel {
     pub local: [u8; 4],
     pub underlay: Underlay,
     socket: UdpSocket,
+    /// Bound to [`STATE_PORT`]: where the other hosts' flow state arrives.
+    state: UdpSocket,
 }
 
 impl Tunnel {
@@ -113,13 +123,19 @@ impl Tunnel {
                 underlay.name
             )
         })?;
-        socket
-            .set_nonblocking(true)
-            .map_err(|e| format!("tunnel socket: {e}"))?;
+        let state = UdpSocket::bind(SocketAddrV4::new(local, STATE_PORT)).map_err(|e| {
+            format!("cannot receive flow state on {local}:{STATE_PORT}: {e}; is another vnetd running with this --tunnel-address?")
+        })?;
+        for s in [&socket, &state] {
+            s.set_nonblocking(true)
+                .map_err(|e| format!("tunnel socket: {e}"))?;
+        }
+        dont_fragment(&socket)?;
         Ok(Tunnel {
             local: local.octets(),
             underlay,
             socket,
+            state,
         })
     }
 
@@ -132,6 +148,27 @@ impl Tunnel {
         packet.extend_from_slice(frame);
         let to = SocketAddrV4::new(Ipv4Addr::from(peer), VXLAN_PORT);
         self.socket.send_to(&packet, to).is_ok()
+    }
+
+    /// Sends a flow-state message to the host at `peer`.
+    pub fn send_state(&self, peer: [u8; 4], message: &[u8]) -> bool {
+        let to = SocketAddrV4::new(Ipv4Addr::from(peer), STATE_PORT);
+        self.socket.send_to(message, to).is_ok()
+    }
+
+    /// The next flow-state message waiting, with its sender's address;
+    /// `None` when there is none. `buf` must hold a whole message.
+    pub fn receive_state<'b>(&self, buf: &'b mut [u8]) -> Option<([u8; 4], &'b [u8])> {
+        match self.state.recv_from(buf) {
+            Ok((n, std::net::SocketAddr::V4(from))) => Some((from.ip().octets(), &buf[..n])),
+            Ok(_) | Err(_) => None,
+        }
+    }
+
+    /// The flow-state socket, for the worker's poll.
+    pub fn state_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.state.as_fd()
     }
 
     /// The outer headers of a flow towards the port of `vni` at `peer`, or
@@ -147,6 +184,33 @@ impl Tunnel {
             sport: source_port(key),
             _pad: [0; 6],
         })
+    }
+}
+
+/// Sets DF on what `socket` sends and never fragments it: the receiving
+/// decapsulator takes no fragments, so a frame too big for the underlay is
+/// refused here (the send fails, counted `tunnel_tx_failed`) instead of
+/// being lost there.
+fn dont_fragment(socket: &UdpSocket) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = libc::IP_PMTUDISC_DO;
+    // SAFETY: a valid socket and a c_int option of the right size.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "tunnel socket: setting IP_MTU_DISCOVER: {}",
+            std::io::Error::last_os_error()
+        ))
     }
 }
 

@@ -423,6 +423,97 @@ fn guests_on_two_hosts_talk_through_vxlan() -> Result<()> {
     Ok(())
 }
 
+/// The two-host example with state that must follow the traffic: vm1's
+/// port lets in only the replies of what vm1 opened (`replies`), and vm1
+/// leaves by SNAT through an uplink on h2. vm1's packets are simulated on
+/// h1, their replies on h2 (where vm2 is, and the uplink).
+fn stateful_across() -> Result<String> {
+    let t = across()?
+        .replace(
+            "vm1: {interface: vm1-h, host: h1,",
+            "vm1: {interface: vm1-h, host: h1, inbound_filter: track, outbound_filter: replies,",
+        )
+        .replace(
+            "      other: {address: 10.0.1.1/24, peer: other/gw}\n",
+            "      other: {address: 10.0.1.1/24, peer: other/gw}\n      \
+             uplink: {address: 192.0.2.2/24, interface: uplink-h, host: h2}\n",
+        )
+        .replace(
+            "      - {dst: 10.0.1.0/24, port: other}\n",
+            "      - {dst: 10.0.1.0/24, port: other}\n      \
+             - {dst: 192.0.2.0/24, port: uplink}\n      \
+             - {dst: 0.0.0.0/0, port: uplink, via: 192.0.2.1}\n",
+        );
+    Ok(t + "chains:
+  track:
+    - {action: continue, match: {conntrack: forward}}
+  replies:
+    - {action: accept, match: {conntrack: return}}
+    - {action: drop}
+nat:
+  - {router: edge, type: snat, from: 10.0.0.0/24, to: 192.0.2.10, ports: 1024-65535, port: uplink}
+")
+}
+
+/// Connection and NAT state reach the host that simulates the replies
+/// before the replies do (`flow_state`): without it, vm2's answers to vm1
+/// would be dropped by vm1's filter on h2, and the outside's answers to
+/// vm1's SNATed packets would find no binding on h2.
+#[test]
+fn state_reaches_the_host_that_simulates_the_replies() -> Result<()> {
+    if !have_root("state_reaches_the_host_that_simulates_the_replies") {
+        return Ok(());
+    }
+    let mut a = World::new("vxstate-a")?;
+    let mut b = World::new("vxstate-b")?;
+    let mut underlay = Underlay::new(&a.prefix)?;
+    let ip1 = underlay.join(&a, 1)?.to_string();
+    let ip2 = underlay.join(&b, 2)?.to_string();
+    let url = underlay.start_etcd()?;
+    let vm1 = a.guest("vm1", "vm1-h", "02:00:00:00:01:01", "10.0.0.11")?;
+    let vm2 = b.guest("vm2", "vm2-h", "02:00:00:00:01:02", "10.0.0.12")?;
+    b.guest("vm3", "vm3-h", "02:00:00:00:02:03", "10.0.1.13")?;
+    let (out, far) = b.outside()?;
+    a.route(&vm1, &["default", "via", "10.0.0.1"])?;
+    let ttl = TTL.to_string();
+    let yaml = stateful_across()?;
+    let file = a.topology_file(&yaml)?;
+    a.start_vnetd_args(&file, &vnetd_args(&url, "h1", &ip1, &ttl))
+        .context("vnetd on h1")?;
+    let file = b.topology_file(&yaml)?;
+    b.start_vnetd_args(&file, &vnetd_args(&url, "h2", &ip2, &ttl))
+        .context("vnetd on h2")?;
+    poll("h1 reaching h2's ports", Duration::from_secs(10), || {
+        Ok((a.ping(&vm1, "10.0.0.12", 1)? == 1).then_some(()))
+    })?;
+
+    // vm1's connections get their replies (simulated on h2)...
+    ensure!(
+        a.ping(&vm1, "10.0.0.12", 3)? == 3,
+        "vm1 → vm2 and its replies"
+    );
+    // ...and nobody else may open one towards vm1.
+    ensure!(
+        b.ping(&vm2, "10.0.0.11", 2)? == 0,
+        "vm2 → vm1 must be dropped"
+    );
+    // SNAT on h1, the uplink and the outside's replies on h2.
+    let cap = b.capture(&out, "icmp")?;
+    ensure!(a.ping(&vm1, "198.18.0.2", 3)? == 3, "vm1 → far by SNAT");
+    let lines = cap.finish()?;
+    ensure!(
+        lines.iter().any(|l| l.contains("192.0.2.10 > 198.18.0.2")),
+        "the outside sees the SNAT address: {lines:?}"
+    );
+    b.tcp_stream(&vm1, &far, ("198.18.0.2", 5003), 5003, 8)
+        .context("TCP vm1 → far by SNAT, replies through h2")?;
+    for (w, host) in [(&a, "h1"), (&b, "h2")] {
+        let refused = reason(w, "flow_state_refused")?;
+        ensure!(refused == 0, "{host} refused {refused} flow-state messages");
+    }
+    Ok(())
+}
+
 #[test]
 fn vnetd_with_etcd_needs_its_host_and_a_reachable_store() -> Result<()> {
     if !have_root("vnetd_with_etcd_needs_its_host_and_a_reachable_store") {

@@ -363,7 +363,9 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let mut runtime = Runtime::new(snap.clone(), kernel, Vec::new(), limits);
     runtime.attach_upcall_path(upcall_path);
     if let Some(tunnel) = tunnel {
-        runtime.attach_tunnel(tunnel);
+        runtime
+            .attach_tunnel(tunnel)
+            .context("clearing the tunnel maps an earlier vnetd left")?;
     }
     runtime.keep_leases_in(&opts.state_dir);
     let topology = Arc::new(current.topology);

@@ -491,6 +491,47 @@ impl Kernel {
         }
     }
 
+    /// What the three tunnel maps hold: (VNI → port, peer → id, local →
+    /// id). Pinned maps outlive vnetd, so a new one starts from what the
+    /// last one wrote, and removes what its topology no longer has (a VNI
+    /// of a port deleted since, whose ifindex may now be another tenant's
+    /// interface; a host removed since).
+    #[allow(clippy::type_complexity)]
+    pub fn tunnel_entries(
+        &self,
+    ) -> Result<
+        (
+            Vec<(u32, TunnelPort)>,
+            Vec<([u8; 4], u32)>,
+            Vec<([u8; 4], u32)>,
+        ),
+        KernelError,
+    > {
+        let fail = |map: &'static str| {
+            move |error| KernelError::Map {
+                op: "reading the tunnel maps".to_string(),
+                map,
+                error,
+            }
+        };
+        let ports = self
+            .tunnel_ports
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(fail(maps::TUNNEL_PORTS))?;
+        let peers = self
+            .tunnel_peers
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(fail(maps::TUNNEL_PEERS))?;
+        let local = self
+            .tunnel_local
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(fail(maps::TUNNEL_LOCAL))?;
+        Ok((ports, peers, local))
+    }
+
     /// Declares the AF_XDP socket slot of interface `ifindex`: misses on it
     /// go to `XSKS[cfg.xsk_slot]`. Without an entry they are dropped.
     pub fn set_iface(&mut self, ifindex: u32, cfg: IfaceConfig) -> Result<(), KernelError> {

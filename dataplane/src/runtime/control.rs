@@ -309,7 +309,7 @@ impl Runtime {
         if changed {
             tracing::debug!(bound = self.ports.len(), "bindings changed");
         }
-        if changed || look == Look::Revision {
+        if changed || look == Look::Revision || !self.tunnels_written.synced {
             self.sync_tunnels();
         }
     }

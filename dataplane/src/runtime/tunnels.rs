@@ -3,11 +3,14 @@
 //! whose VXLAN is accepted (`TUNNEL_PEERS`: the other hosts' tunnel
 //! addresses), and this host's own address (`TUNNEL_LOCAL`). Written only
 //! by the worker (here), read by the underlay programs; each entry is
-//! written whole, so the kernel sees the old value or the new one.
+//! written whole, so the kernel sees the old value or the new one. And the
+//! flow state exchanged with the other hosts (`sim::flow_state`).
 use super::Runtime;
+use crate::sim::{self, flow_state};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use vnet_common::tunnel::{TunnelPort, PORT_REDIRECT_PEER, PORT_XDP};
+use vnet_common::Reason;
 use vnet_model::Executor;
 
 /// What the worker last wrote to the tunnel maps.
@@ -16,6 +19,27 @@ pub struct Written {
     ports: HashMap<u32, TunnelPort>,
     peers: HashMap<[u8; 4], u32>,
     local: Option<[u8; 4]>,
+    /// Local addresses an earlier vnetd wrote besides `local`.
+    stale_locals: Vec<[u8; 4]>,
+    /// Whether a sync ran since the tunnel was attached.
+    pub(super) synced: bool,
+}
+
+impl Written {
+    /// What the kernel's maps hold now (left by an earlier vnetd).
+    pub fn from_kernel(
+        kernel: &crate::kernel::Kernel,
+    ) -> Result<Written, crate::kernel::KernelError> {
+        let (ports, peers, local) = kernel.tunnel_entries()?;
+        Ok(Written {
+            ports: ports.into_iter().collect(),
+            peers: peers.into_iter().collect(),
+            // More than one would be a stale one: the sync replaces it.
+            local: local.first().map(|(a, _)| *a),
+            stale_locals: local.iter().skip(1).map(|(a, _)| *a).collect(),
+            synced: false,
+        })
+    }
 }
 
 impl Runtime {
@@ -58,12 +82,26 @@ impl Runtime {
             .collect();
 
         let w = &mut self.tunnels_written;
+        w.synced = true;
         if w.local != Some(local) {
+            if let Some(old) = w.local {
+                w.stale_locals.push(old);
+            }
             match self.kernel.set_tunnel_local(Ipv4Addr::from(local)) {
                 Ok(()) => w.local = Some(local),
                 Err(e) => tracing::warn!(error = %e, "setting the local tunnel address"),
             }
         }
+        w.stale_locals.retain(|a| {
+            *a != local
+                && self
+                    .kernel
+                    .remove_tunnel_local(Ipv4Addr::from(*a))
+                    .inspect_err(
+                        |e| tracing::warn!(error = %e, "removing an old local tunnel address"),
+                    )
+                    .is_err()
+        });
         let stale: Vec<u32> = w
             .ports
             .keys()
@@ -120,6 +158,66 @@ impl Runtime {
                     tracing::warn!(peer = %Ipv4Addr::from(addr), error = %e, "setting a tunnel peer")
                 }
             }
+        }
+    }
+
+    /// Sends the state `decision` recorded to every other host it sends the
+    /// packet to (its remote egress ports' hosts), before the packet.
+    pub(super) fn send_flow_state(&mut self, decision: &sim::Decision) {
+        let Some(tunnel) = &self.tunnel else {
+            return;
+        };
+        let mut peers: Vec<[u8; 4]> = Vec::new();
+        if decision.state_out.iter().any(|e| e.for_every_host()) {
+            let local = tunnel.local;
+            peers.extend(self.snap.hosts.values().filter(|a| **a != local));
+        }
+        let outputs = decision.emit.iter().map(|e| e.port);
+        let flow_out = decision.install.as_ref().and_then(|f| f.output);
+        for port in outputs.chain(flow_out) {
+            if let Some(sim::Binding::Remote { tunnel_address, .. }) =
+                self.snap.ports.get(port).map(|p| &p.binding)
+            {
+                if !peers.contains(tunnel_address) {
+                    peers.push(*tunnel_address);
+                }
+            }
+        }
+        if peers.is_empty() {
+            return;
+        }
+        let message = flow_state::encode(&decision.state_out);
+        for peer in peers {
+            if !tunnel.send_state(peer, &message) {
+                self.counters.count(Reason::TunnelTxFailed);
+            }
+        }
+    }
+
+    /// Imports the flow state other hosts sent, at most a batch per turn.
+    /// Only the tunnel addresses of the topology's other hosts are heard.
+    pub(super) fn receive_flow_state(&mut self) {
+        const BATCH: usize = 64;
+        let Some(tunnel) = &self.tunnel else {
+            return;
+        };
+        let local = tunnel.local;
+        let mut buf = [0u8; 2048];
+        let now = super::now_ns();
+        let mut imported = Vec::new();
+        for _ in 0..BATCH {
+            let Some((from, message)) = tunnel.receive_state(&mut buf) else {
+                break;
+            };
+            let known = from != local && self.snap.hosts.values().any(|a| *a == from);
+            match flow_state::decode(message) {
+                Ok(entries) if known => imported.extend(entries),
+                Ok(_) | Err(_) => self.counters.count(Reason::FlowStateRefused),
+            }
+        }
+        if !imported.is_empty() {
+            let decision = flow_state::import(&self.snap, &mut self.state, &imported, now);
+            self.apply(decision, None, now);
         }
     }
 }

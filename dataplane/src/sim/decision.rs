@@ -187,6 +187,10 @@ pub struct Decision {
     /// The received frame's headers, parsed once at ingress (`None` when it
     /// did not parse): the worker keys the installed flow on them.
     pub received: Option<Headers>,
+    /// State this decision recorded (new connections, new NAT bindings)
+    /// that the host the packet goes to needs for its replies
+    /// (`flow_state`); the worker sends it there before the packet.
+    pub state_out: Vec<super::flow_state::StateEntry>,
 }
 
 impl Decision {
@@ -199,6 +203,7 @@ impl Decision {
             released: Vec::new(),
             trace: Vec::new(),
             received: None,
+            state_out: Vec::new(),
         }
     }
 }

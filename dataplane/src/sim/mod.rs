@@ -16,6 +16,7 @@ mod decision;
 pub mod dhcp;
 mod dhcp_stage;
 mod filter;
+pub mod flow_state;
 pub mod fragments;
 pub mod mac_table;
 pub mod nat;
@@ -333,7 +334,11 @@ fn commit_connections(walk: &mut Walk) {
     }
     for (zone, tuple) in std::mem::take(&mut walk.pending_conns) {
         match walk.state.conntrack.commit(zone, tuple, walk.now_ns) {
-            Ok(Some(tag)) => walk.decision.invalidate.push(tag),
+            Ok(Some(tag)) => {
+                walk.decision.invalidate.push(tag);
+                let entry = flow_state::StateEntry::Connection { zone, tuple };
+                walk.decision.state_out.push(entry);
+            }
             Ok(None) => {}
             Err(refused) => {
                 let reason = refused.reason();

@@ -46,6 +46,7 @@
 //!   Neither is ever installed: the flow key does not hold the quote.
 use super::chain::{Forwarded, Nat, Packet};
 use super::conntrack::Tuple;
+use super::flow_state::StateEntry;
 use super::{fragments, Step, Tag, Walk};
 use crate::hash::HashMap;
 use crate::packet::layout::icmp;
@@ -195,6 +196,31 @@ impl NatTable {
         let b = self.forward.get_mut(&(zone, *original))?;
         b.last_seen_ns = now_ns;
         Some(b.translated)
+    }
+
+    /// Takes a binding another host allocated (`flow_state`), so that the
+    /// replies of its connection, simulated here, are translated back.
+    /// Refused (false) when this table has a binding for either direction
+    /// already (this host's own decisions win), or has no room for it.
+    pub fn import(&mut self, zone: Tag, original: Tuple, translated: Tuple, now_ns: u64) -> bool {
+        let reply = translated.reply();
+        if self.forward.contains_key(&(zone, original)) || self.reverse.contains_key(&(zone, reply))
+        {
+            return false;
+        }
+        if self.forward.len() >= self.capacity || self.zone_len(zone) >= self.zone_share {
+            return false;
+        }
+        self.forward.insert(
+            (zone, original),
+            Binding {
+                translated,
+                last_seen_ns: now_ns,
+            },
+        );
+        self.reverse.insert((zone, reply), original);
+        *self.per_zone.entry(zone).or_default() += 1;
+        true
     }
 
     /// Removes idle bindings whose flows are unused; returns their tags.
@@ -398,7 +424,7 @@ pub(super) fn apply(
                 (0, 0)
             };
             let candidates = snat_candidates(t, start, end, range, forwarded);
-            let new = walk.state.nat.bind(zone, t, now, candidates)?;
+            let new = bind_recorded(walk, zone, t, candidates)?;
             (new, Some(t))
         }
         Nat::Dnat {
@@ -430,7 +456,7 @@ pub(super) fn apply(
                     ..t
                 }
             };
-            let new = walk.state.nat.bind(zone, t, now, std::iter::once(target))?;
+            let new = bind_recorded(walk, zone, t, std::iter::once(target))?;
             (new, Some(t))
         }
         Nat::RevSnat | Nat::RevDnat => match walk.state.nat.original_of_reply(zone, &t, now) {
@@ -499,6 +525,28 @@ pub(super) fn apply(
         dport: new.dport,
     });
     Ok(true)
+}
+
+/// The binding of connection `t`, allocated from `candidates` if it has
+/// none; a new one is recorded in the decision for the host the packet goes
+/// to (`flow_state`): its replies may be simulated there.
+fn bind_recorded(
+    walk: &mut Walk,
+    zone: Tag,
+    t: Tuple,
+    candidates: impl Iterator<Item = Tuple>,
+) -> Result<Tuple, Reason> {
+    let now = walk.now_ns;
+    let known = walk.state.nat.translation_of(zone, &t, now).is_some();
+    let translated = walk.state.nat.bind(zone, t, now, candidates)?;
+    if !known {
+        walk.decision.state_out.push(StateEntry::NatBinding {
+            zone,
+            original: t,
+            translated,
+        });
+    }
+    Ok(translated)
 }
 
 /// Whether a dynamic forward rule (`snat`, `dnat` with ports) meets a reply

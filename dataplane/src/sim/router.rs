@@ -99,10 +99,15 @@ fn arp_input(walk: &mut Walk, router_id: usize, in_port: PortId, port: RouterIf,
     }
 }
 
-fn learn(walk: &mut Walk, router: Tag, ip: [u8; 4], mac: Mac) {
+/// Records that `ip` is at `mac` for `router` (and tells the other hosts:
+/// the reply to a request from one may arrive at another) and releases
+/// what waited for it.
+pub(super) fn learn(walk: &mut Walk, router: Tag, ip: [u8; 4], mac: Mac) {
     let (update, released) = walk.state.arp.update(router, ip, mac, walk.now_ns);
     if update != Update::TableFull {
         walk.step(|| Step::ArpLearned { ip, mac });
+        let entry = super::flow_state::StateEntry::Arp { router, ip, mac };
+        walk.decision.state_out.push(entry);
     }
     if update == Update::Changed {
         walk.decision.invalidate.push(Tag::arp(router, ip));

@@ -8,6 +8,16 @@ use crate::hash::HashMap;
 use crate::packet::Mac;
 use vnet_model::{ReversePath, RouteType, Topology};
 
+/// The pairs whose key appears once: a MAC (or address) two ports claim is
+/// left to learning (or ARP), not pinned to either.
+fn unique<K: std::hash::Hash + Eq + Copy, V: Copy>(pairs: Vec<(K, V)>) -> HashMap<K, V> {
+    let mut count: HashMap<K, usize> = HashMap::default();
+    for (k, _) in &pairs {
+        *count.entry(*k).or_default() += 1;
+    }
+    pairs.into_iter().filter(|(k, _)| count[k] == 1).collect()
+}
+
 /// Index of a port in `Snapshot::ports`; valid within one snapshot only
 /// (tags are the ids that survive snapshots).
 pub type PortId = usize;
@@ -245,27 +255,30 @@ impl Snapshot {
                     peers.push((id, format!("{}/{}", peer.device, peer.port)));
                 }
                 if p.interface.is_some() && p.port_security_on() {
-                    let security = PortSecurity::compile(p, b);
-                    if p.host.is_some() {
-                        placed_macs.extend(security.macs.iter().map(|&m| (m, id)));
-                        placed_ips.extend(
-                            security.ips.iter().filter_map(|&(mac, ip, len)| {
-                                Some((ip, mac.filter(|_| len == 32)?))
-                            }),
-                        );
+                    snap.ports[id].security = Some(PortSecurity::compile(p, b));
+                }
+                // What the port owns (`addresses`), not what it may also
+                // use (`allowed_address_pairs`: a VIP moves between ports).
+                if p.interface.is_some() && p.host.is_some() {
+                    for a in &p.addresses {
+                        if let Some(mac) = a.mac {
+                            placed_macs.push((mac.0, id));
+                            if let Some(net) = a.ip.filter(|n| n.prefix_len() == 32) {
+                                placed_ips.push((net.addr().octets(), mac.0));
+                            }
+                        }
                     }
-                    snap.ports[id].security = Some(security);
                 }
                 ports.push(id);
             }
             let bridge_name = bname.clone();
-            let mut static_macs: HashMap<Mac, PortId> = placed_macs.into_iter().collect();
+            let mut static_macs = unique(placed_macs);
             // The bridge's own table wins.
             static_macs.extend(b.mac_table.iter().filter_map(|m| {
                 let id = snap.by_name.get(&format!("{bridge_name}/{}", m.port))?;
                 Some((m.mac.0, *id))
             }));
-            let mut arp_table: HashMap<[u8; 4], Mac> = placed_ips.into_iter().collect();
+            let mut arp_table = unique(placed_ips);
             arp_table.extend(b.arp_table.iter().map(|a| (a.ip.octets(), a.mac.0)));
             snap.bridges.push(Bridge {
                 name: bname.clone(),

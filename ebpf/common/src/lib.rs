@@ -241,7 +241,7 @@ pub mod tunnel {
 
 /// The outer headers of an `act::ENCAP_VXLAN` flow. The kernel writes:
 /// Ethernet `eth_dst`, `eth_src`, EtherType IPv4; IPv4 version 4, IHL 5,
-/// TOS 0, id 0, no flags (DF clear), TTL 64, protocol UDP, `src` → `dst`,
+/// TOS 0, id 0, DF, TTL 64, protocol UDP, `src` → `dst`,
 /// the header checksum; UDP `sport` → `tunnel::VXLAN_PORT`, the length,
 /// checksum 0 (none, RFC 7348 on IPv4); VXLAN flags `I`, `vni << 8`. The
 /// lengths are those of the actual (super-)frame.
@@ -580,6 +580,13 @@ reasons! {
     LinkLocalDrop = "link_local_drop",
     /// A transmit ring was full.
     TxRingFull = "tx_ring_full",
+    /// A frame for a port on another host could not be sent into the
+    /// tunnel (the socket refused it, or this vnetd has no tunnel).
+    TunnelTxFailed = "tunnel_tx_failed",
+    /// A flow-state message (conntrack and NAT entries another host sends
+    /// ahead of a packet) that was malformed or came from an address that
+    /// is no other host's tunnel address: dropped.
+    FlowStateRefused = "flow_state_refused",
     /// Frames the kernel dropped at an AF_XDP receive ring that was full
     /// (counted from the socket's statistics).
     RxRingFull = "rx_ring_full",
