@@ -538,10 +538,21 @@ impl Runtime {
         for emit in &decision.emit {
             let (sent, unsent) = match self.ports.by_port_mut(emit.port) {
                 Some(b) => (b.xsk.send(&emit.frame), Reason::TxRingFull),
-                None => (
-                    self.send_remote(emit.port, &emit.frame),
-                    Reason::TunnelTxFailed,
-                ),
+                // Not bound here: on another host, or a local port whose
+                // interface is gone (counted as before).
+                None => {
+                    let remote = self
+                        .snap
+                        .ports
+                        .get(emit.port)
+                        .is_some_and(|p| matches!(p.binding, sim::Binding::Remote { .. }));
+                    let unsent = if remote {
+                        Reason::TunnelTxFailed
+                    } else {
+                        Reason::TxRingFull
+                    };
+                    (self.send_remote(emit.port, &emit.frame), unsent)
+                }
             };
             if !sent {
                 self.counters.count(unsent);

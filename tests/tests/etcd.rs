@@ -13,7 +13,7 @@
 use anyhow::{ensure, Context, Result};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
-use vnet_e2e::{have_root, poll, run, World};
+use vnet_e2e::{have_root, poll, run, Guest, World};
 use vnet_etcd::server::EtcdServer;
 
 /// Seconds of each host's lease.
@@ -328,29 +328,88 @@ fn reason(w: &World, name: &str) -> Result<u64> {
         .with_context(|| format!("no {name} in vnetctl stats: {stats}"))
 }
 
+/// Two hosts on one underlay with etcd, and the example's guests: vm1 on
+/// h1 (10.0.0.11), vm2 (10.0.0.12) and vm3 (10.0.1.13, behind the router)
+/// on h2, their default routes through the router.
+struct TwoHosts {
+    a: World,
+    b: World,
+    underlay: Underlay,
+    url: String,
+    ips: [String; 2],
+    vm1: Guest,
+    vm2: Guest,
+    vm3: Guest,
+}
+
+impl TwoHosts {
+    fn new(name: &str) -> Result<TwoHosts> {
+        let mut a = World::new(&format!("{name}-a"))?;
+        let mut b = World::new(&format!("{name}-b"))?;
+        let mut underlay = Underlay::new(&a.prefix)?;
+        let ips = [
+            underlay.join(&a, 1)?.to_string(),
+            underlay.join(&b, 2)?.to_string(),
+        ];
+        let url = underlay.start_etcd()?;
+        let vm1 = a.guest("vm1", "vm1-h", "02:00:00:00:01:01", "10.0.0.11")?;
+        let vm2 = b.guest("vm2", "vm2-h", "02:00:00:00:01:02", "10.0.0.12")?;
+        let vm3 = b.guest("vm3", "vm3-h", "02:00:00:00:02:03", "10.0.1.13")?;
+        a.route(&vm1, &["default", "via", "10.0.0.1"])?;
+        b.route(&vm3, &["default", "via", "10.0.1.1"])?;
+        Ok(TwoHosts {
+            a,
+            b,
+            underlay,
+            url,
+            ips,
+            vm1,
+            vm2,
+            vm3,
+        })
+    }
+
+    /// Starts the vnetd of host `n` (1 or 2) on `yaml`.
+    fn start_vnetd(&mut self, n: usize, yaml: &str) -> Result<()> {
+        let (w, ip) = match n {
+            1 => (&mut self.a, &self.ips[0]),
+            _ => (&mut self.b, &self.ips[1]),
+        };
+        let (host, ttl) = (format!("h{n}"), TTL.to_string());
+        let file = w.topology_file(yaml)?;
+        w.start_vnetd_args(&file, &vnetd_args(&self.url, &host, ip, &ttl))
+            .with_context(|| format!("vnetd on {host}"))
+    }
+
+    /// Both vnetds on `yaml`, until h1 reaches vm2: h1 started first and
+    /// saw h2 dead (not registered yet), and reaches h2's ports once it has
+    /// seen h2 register (within a second).
+    fn start(&mut self, yaml: &str) -> Result<()> {
+        self.start_vnetd(1, yaml)?;
+        self.start_vnetd(2, yaml)?;
+        poll("h1 reaching h2's ports", Duration::from_secs(10), || {
+            Ok((self.a.ping(&self.vm1, "10.0.0.12", 1)? == 1).then_some(()))
+        })
+    }
+}
+
 #[test]
 fn guests_on_two_hosts_talk_through_vxlan() -> Result<()> {
     if !have_root("guests_on_two_hosts_talk_through_vxlan") {
         return Ok(());
     }
-    let mut a = World::new("vxlan-a")?;
-    let mut b = World::new("vxlan-b")?;
-    let mut underlay = Underlay::new(&a.prefix)?;
-    let ip1 = underlay.join(&a, 1)?.to_string();
-    let ip2 = underlay.join(&b, 2)?.to_string();
-    let url = underlay.start_etcd()?;
-    let vm1 = a.guest("vm1", "vm1-h", "02:00:00:00:01:01", "10.0.0.11")?;
-    let vm2 = b.guest("vm2", "vm2-h", "02:00:00:00:01:02", "10.0.0.12")?;
-    let vm3 = b.guest("vm3", "vm3-h", "02:00:00:00:02:03", "10.0.1.13")?;
-    a.route(&vm1, &["default", "via", "10.0.0.1"])?;
-    b.route(&vm3, &["default", "via", "10.0.1.1"])?;
-    let ttl = TTL.to_string();
-    let file = a.topology_file(&across()?)?;
-    a.start_vnetd_args(&file, &vnetd_args(&url, "h1", &ip1, &ttl))
-        .context("vnetd on h1")?;
-    let file = b.topology_file(&across()?)?;
-    b.start_vnetd_args(&file, &vnetd_args(&url, "h2", &ip2, &ttl))
-        .context("vnetd on h2")?;
+    let mut h = TwoHosts::new("vxlan")?;
+    h.start(&across()?)?;
+    let TwoHosts {
+        a,
+        b,
+        underlay,
+        url,
+        ips,
+        vm1,
+        vm2,
+        vm3,
+    } = &mut h;
     // The store gave every placed port its tunnel key.
     let t = a.vnetctl_json(&["get"])?;
     let keys: Vec<u64> = ["tenant.ports.vm1", "tenant.ports.vm2", "other.ports.vm3"]
@@ -362,11 +421,6 @@ fn guests_on_two_hosts_talk_through_vxlan() -> Result<()> {
         .collect();
     ensure!(keys.len() == 3, "tunnel keys in the stored topology: {t}");
 
-    // h1 started first and saw h2 dead (not registered yet): it reaches
-    // h2's ports once it has seen h2 register (within a second).
-    poll("h1 reaching h2's ports", Duration::from_secs(10), || {
-        Ok((a.ping(&vm1, "10.0.0.12", 1)? == 1).then_some(()))
-    })?;
     // Bridged: vm1 on h1, vm2 on h2.
     ensure!(a.ping(&vm1, "10.0.0.12", 3)? == 3, "vm1 → vm2 across hosts");
     // Routed: the router runs on h1 for vm1's packets, on h2 for vm3's.
@@ -389,6 +443,32 @@ fn guests_on_two_hosts_talk_through_vxlan() -> Result<()> {
         );
     }
 
+    // An etcd outage: both hosts go on forwarding on what they have, the
+    // established flows and new connections on the last topology, and see
+    // each other alive again once etcd is back.
+    let etcd = underlay.etcd.as_mut().context("no etcd")?;
+    etcd.kill();
+    ensure!(
+        a.ping(&vm1, "10.0.0.12", 3)? == 3,
+        "vm1 → vm2 with etcd down"
+    );
+    a.tcp_stream(&vm1, &vm2, ("10.0.0.12", 5004), 5004, 1)
+        .context("a new connection vm1 → vm2 with etcd down")?;
+    etcd.restart()
+        .map_err(|e| anyhow::anyhow!("restarting etcd: {e}"))?;
+    poll(
+        "both hosts alive after the outage",
+        Duration::from_secs(15),
+        || {
+            let h = hosts(&a)?;
+            Ok((h.len() == 2 && h.iter().all(|h| h.2)).then_some(()))
+        },
+    )?;
+    ensure!(
+        a.ping(&vm1, "10.0.1.13", 3)? == 3,
+        "vm1 → vm3 after the outage"
+    );
+
     // kill -9 of h2's vnetd: within its lease's TTL h1 stops sending to
     // h2's ports (the flows towards them go, their packets are dropped and
     // counted); restarted, h2 is reached again, by the same tunnel keys.
@@ -409,7 +489,8 @@ fn guests_on_two_hosts_talk_through_vxlan() -> Result<()> {
         "h2's ports unreachable {:?} after kill -9 (TTL {TTL} s)",
         killed.elapsed()
     );
-    b.start_vnetd_args(&file, &vnetd_args(&url, "h2", &ip2, &ttl))
+    let file = b.topology_file(&across()?)?;
+    b.start_vnetd_args(&file, &vnetd_args(url, "h2", &ips[1], &TTL.to_string()))
         .context("vnetd on h2 again")?;
     poll("vm2 reached again", Duration::from_secs(TTL + 5), || {
         Ok((a.ping(&vm1, "10.0.0.12", 1)? == 1).then_some(()))
@@ -464,28 +545,10 @@ fn state_reaches_the_host_that_simulates_the_replies() -> Result<()> {
     if !have_root("state_reaches_the_host_that_simulates_the_replies") {
         return Ok(());
     }
-    let mut a = World::new("vxstate-a")?;
-    let mut b = World::new("vxstate-b")?;
-    let mut underlay = Underlay::new(&a.prefix)?;
-    let ip1 = underlay.join(&a, 1)?.to_string();
-    let ip2 = underlay.join(&b, 2)?.to_string();
-    let url = underlay.start_etcd()?;
-    let vm1 = a.guest("vm1", "vm1-h", "02:00:00:00:01:01", "10.0.0.11")?;
-    let vm2 = b.guest("vm2", "vm2-h", "02:00:00:00:01:02", "10.0.0.12")?;
-    b.guest("vm3", "vm3-h", "02:00:00:00:02:03", "10.0.1.13")?;
-    let (out, far) = b.outside()?;
-    a.route(&vm1, &["default", "via", "10.0.0.1"])?;
-    let ttl = TTL.to_string();
-    let yaml = stateful_across()?;
-    let file = a.topology_file(&yaml)?;
-    a.start_vnetd_args(&file, &vnetd_args(&url, "h1", &ip1, &ttl))
-        .context("vnetd on h1")?;
-    let file = b.topology_file(&yaml)?;
-    b.start_vnetd_args(&file, &vnetd_args(&url, "h2", &ip2, &ttl))
-        .context("vnetd on h2")?;
-    poll("h1 reaching h2's ports", Duration::from_secs(10), || {
-        Ok((a.ping(&vm1, "10.0.0.12", 1)? == 1).then_some(()))
-    })?;
+    let mut h = TwoHosts::new("vxstate")?;
+    let (out, far) = h.b.outside()?;
+    h.start(&stateful_across()?)?;
+    let TwoHosts { a, b, vm1, vm2, .. } = &h;
 
     // vm1's connections get their replies (simulated on h2)...
     ensure!(
