@@ -209,6 +209,9 @@ pub struct Runtime {
     tunnel: Option<Tunnel>,
     /// What the kernel's tunnel maps hold (see [`tunnels`]).
     tunnels_written: tunnels::Written,
+    /// The next hop's MAC each peer's installed flows encapsulate with,
+    /// checked every second against the neighbour table.
+    peer_macs: HashMap<[u8; 4], [u8; 6]>,
 }
 
 /// How many socket batches of the upcall path a turn of the loop reads.
@@ -261,6 +264,7 @@ impl Runtime {
             upcalls_in: Vec::new(),
             tunnel: None,
             tunnels_written: tunnels::Written::default(),
+            peer_macs: HashMap::new(),
         }
     }
 
@@ -572,7 +576,7 @@ impl Runtime {
                 self.handle(b, frame);
             }
         }
-        let (Some(flow), Some((i, _))) = (decision.install, ingress) else {
+        let (Some(mut flow), Some((i, _))) = (decision.install, ingress) else {
             return;
         };
         let ifindex = self.ports.at(i).ifindex;
@@ -592,9 +596,12 @@ impl Runtime {
                 }
                 None => {
                     let ingress = self.ports.at(i).executor;
-                    if !self.tunnel_actions(out, &key, ingress, &mut actions) {
+                    let Some((peer, mac)) = self.tunnel_actions(out, &key, ingress, &mut actions)
+                    else {
                         return;
-                    }
+                    };
+                    flow.tags.push(Tag::tunnel_peer(peer));
+                    self.peer_macs.insert(peer, mac);
                 }
             }
         }
@@ -624,26 +631,27 @@ impl Runtime {
     }
 
     /// Makes `actions` (towards `port`, on another host) encapsulate and
-    /// leave by the underlay. False when the flow cannot be installed: no
-    /// tunnel, the next hop not resolved yet (the packet went through the
-    /// socket, which resolves it), or a VLAN tag to push (a tunnel's inner
-    /// frame is sent as userspace built it).
+    /// leave by the underlay; returns the peer and the next hop's MAC used.
+    /// `None` when the flow cannot be installed: no tunnel, the next hop not
+    /// resolved yet (the packet went through the socket, which resolves
+    /// it), or a VLAN tag to push (a tunnel's inner frame is sent as
+    /// userspace built it).
     fn tunnel_actions(
         &self,
         port: PortId,
         key: &FlowKey,
         ingress: Executor,
         actions: &mut FlowActions,
-    ) -> bool {
+    ) -> Option<([u8; 4], [u8; 6])> {
         let (Some(tunnel), Some(p)) = (&self.tunnel, self.snap.ports.get(port)) else {
-            return false;
+            return None;
         };
         let sim::Binding::Remote {
             tunnel_address,
             tunnel_key,
         } = p.binding
         else {
-            return false;
+            return None;
         };
         // The inner frame of a tunnel is untagged: one to tag stays in
         // userspace, and so does a tagged one kept tagged (on tc the tag is
@@ -651,11 +659,9 @@ impl Runtime {
         if actions.flags & act::PUSH_VLAN != 0
             || (key.tagged() && actions.flags & act::POP_VLAN == 0)
         {
-            return false;
+            return None;
         }
-        let Some(encap) = tunnel.encap(tunnel_address, tunnel_key, key) else {
-            return false;
-        };
+        let encap = tunnel.encap(tunnel_address, tunnel_key, key)?;
         actions.encap = encap;
         actions.flags |= act::ENCAP_VXLAN;
         actions.out_ifindex = tunnel.underlay.ifindex;
@@ -666,7 +672,33 @@ impl Runtime {
         if ingress == Executor::Xdp && tunnel.underlay.executor == Executor::Skb {
             actions.flags |= act::VIA_TC;
         }
-        true
+        Some((tunnel_address, encap.eth_dst))
+    }
+
+    /// Invalidates the flows towards a peer whose next hop's MAC changed or
+    /// went from the neighbour table (they would go to the old MAC), and
+    /// forgets peers no flow uses any more.
+    fn check_tunnel_peers(&mut self) {
+        let Some(tunnel) = &self.tunnel else {
+            return;
+        };
+        if self.peer_macs.is_empty() {
+            return;
+        }
+        let peers: Vec<([u8; 4], [u8; 6])> = self.peer_macs.iter().map(|(a, m)| (*a, *m)).collect();
+        let Some(moved) = tunnel.moved_peers(&peers) else {
+            return;
+        };
+        for peer in moved {
+            let n = self
+                .flows
+                .invalidate(&mut self.kernel, Tag::tunnel_peer(peer));
+            tracing::info!(peer = %std::net::Ipv4Addr::from(peer), flows = n, "next hop of a tunnel changed: its flows go");
+            self.peer_macs.remove(&peer);
+        }
+        let flows = &self.flows;
+        self.peer_macs
+            .retain(|peer, _| flows.uses(Tag::tunnel_peer(*peer)));
     }
 
     /// The simulation's own timers (ARP retries and expiry), run often: a
@@ -679,6 +711,7 @@ impl Runtime {
 
     fn timers(&mut self, now: u64) {
         self.end_hand_over(now);
+        self.check_tunnel_peers();
         let expired = self.flows.expire(&mut self.kernel, now);
         if expired > 0 {
             tracing::debug!(expired, "expired idle flows");

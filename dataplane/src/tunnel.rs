@@ -221,6 +221,22 @@ fn neighbour(dev: &str, ip: [u8; 4]) -> Option<[u8; 6]> {
     neighbour_in(&table, dev, ip)
 }
 
+impl Tunnel {
+    /// Which of `peers` (address → the MAC flows were installed with) no
+    /// longer have that MAC on the underlay: their flows must go. `None`
+    /// when the table cannot be read (nothing is judged then).
+    pub fn moved_peers(&self, peers: &[([u8; 4], [u8; 6])]) -> Option<Vec<[u8; 4]>> {
+        let table = std::fs::read_to_string("/proc/net/arp").ok()?;
+        Some(
+            peers
+                .iter()
+                .filter(|(ip, mac)| neighbour_in(&table, &self.underlay.name, *ip) != Some(*mac))
+                .map(|(ip, _)| *ip)
+                .collect(),
+        )
+    }
+}
+
 /// [`neighbour`] on the text of `/proc/net/arp`: "IP address, HW type,
 /// Flags, HW address, Mask, Device", a header line first; flag 0x2 is a
 /// complete entry.

@@ -422,16 +422,16 @@ fn guests_on_two_hosts_talk_through_vxlan() -> Result<()> {
     ensure!(keys.len() == 3, "tunnel keys in the stored topology: {t}");
 
     // Bridged: vm1 on h1, vm2 on h2.
-    ensure!(a.ping(&vm1, "10.0.0.12", 3)? == 3, "vm1 → vm2 across hosts");
+    ensure!(a.ping(vm1, "10.0.0.12", 3)? == 3, "vm1 → vm2 across hosts");
     // Routed: the router runs on h1 for vm1's packets, on h2 for vm3's.
     ensure!(
-        a.ping(&vm1, "10.0.1.13", 3)? == 3,
+        a.ping(vm1, "10.0.1.13", 3)? == 3,
         "vm1 → vm3 routed across hosts"
     );
     // Bulk TCP with the guests' offloads (GSO frames through the tunnel).
-    a.tcp_stream(&vm1, &vm2, ("10.0.0.12", 5001), 5001, 8)
+    a.tcp_stream(vm1, vm2, ("10.0.0.12", 5001), 5001, 8)
         .context("TCP vm1 → vm2 across hosts")?;
-    a.tcp_stream(&vm3, &vm1, ("10.0.0.11", 5002), 5002, 8)
+    a.tcp_stream(vm3, vm1, ("10.0.0.11", 5002), 5002, 8)
         .context("TCP vm3 → vm1 routed across hosts")?;
     // The kernel carried the connections once their flows were in: h1
     // encapsulated and h2 decapsulated, and back.
@@ -443,16 +443,69 @@ fn guests_on_two_hosts_talk_through_vxlan() -> Result<()> {
         );
     }
 
+    // The next hop's MAC changes under installed flows (a peer's NIC
+    // replaced): h1 notices within a second or two and drops its flows
+    // towards h2 (new ones take the MAC the table has). Here h2's underlay
+    // MAC is written over in h1's neighbour table, then put back.
+    let (ul_a, ul_b) = (format!("{}-ul", a.prefix), format!("{}-ul", b.prefix));
+    // `ip netns exec` mounts the namespace's own /sys.
+    let address = format!("/sys/class/net/{ul_b}/address");
+    let out = run(&["ip", "netns", "exec", &b.host, "cat", &address])?;
+    let real = String::from_utf8_lossy(&out.stdout);
+    let real = real.trim().to_string();
+    let neigh = |mac: &str| {
+        run(&[
+            "ip",
+            "-n",
+            &a.host,
+            "neigh",
+            "replace",
+            "192.0.2.2",
+            "lladdr",
+            mac,
+            "dev",
+            &ul_a,
+            "nud",
+            "permanent",
+        ])
+    };
+    neigh("02:00:00:00:99:99")?;
+    poll(
+        "h1's flows towards h2 dropped after its MAC changed",
+        Duration::from_secs(5),
+        || {
+            Ok(a.vnetd_log()
+                .contains("next hop of a tunnel changed")
+                .then_some(()))
+        },
+    )?;
+    neigh(&real)?;
+    poll(
+        "vm2 reached by h2's MAC again",
+        Duration::from_secs(5),
+        || Ok((a.ping(vm1, "10.0.0.12", 1)? == 1).then_some(())),
+    )?;
+    run(&[
+        "ip",
+        "-n",
+        &a.host,
+        "neigh",
+        "del",
+        "192.0.2.2",
+        "dev",
+        &ul_a,
+    ])?;
+
     // An etcd outage: both hosts go on forwarding on what they have, the
     // established flows and new connections on the last topology, and see
     // each other alive again once etcd is back.
     let etcd = underlay.etcd.as_mut().context("no etcd")?;
     etcd.kill();
     ensure!(
-        a.ping(&vm1, "10.0.0.12", 3)? == 3,
+        a.ping(vm1, "10.0.0.12", 3)? == 3,
         "vm1 → vm2 with etcd down"
     );
-    a.tcp_stream(&vm1, &vm2, ("10.0.0.12", 5004), 5004, 1)
+    a.tcp_stream(vm1, vm2, ("10.0.0.12", 5004), 5004, 1)
         .context("a new connection vm1 → vm2 with etcd down")?;
     etcd.restart()
         .map_err(|e| anyhow::anyhow!("restarting etcd: {e}"))?;
@@ -460,19 +513,19 @@ fn guests_on_two_hosts_talk_through_vxlan() -> Result<()> {
         "both hosts alive after the outage",
         Duration::from_secs(15),
         || {
-            let h = hosts(&a)?;
+            let h = hosts(a)?;
             Ok((h.len() == 2 && h.iter().all(|h| h.2)).then_some(()))
         },
     )?;
     ensure!(
-        a.ping(&vm1, "10.0.1.13", 3)? == 3,
+        a.ping(vm1, "10.0.1.13", 3)? == 3,
         "vm1 → vm3 after the outage"
     );
 
     // kill -9 of h2's vnetd: within its lease's TTL h1 stops sending to
     // h2's ports (the flows towards them go, their packets are dropped and
     // counted); restarted, h2 is reached again, by the same tunnel keys.
-    let dropped = reason(&a, "no_egress")?;
+    let dropped = reason(a, "no_egress")?;
     b.kill_vnetd()?;
     let killed = Instant::now();
     poll(
@@ -480,7 +533,7 @@ fn guests_on_two_hosts_talk_through_vxlan() -> Result<()> {
         Duration::from_secs(TTL + 5),
         || {
             Ok(
-                (a.ping(&vm1, "10.0.0.12", 1)? == 0 && reason(&a, "no_egress")? > dropped)
+                (a.ping(vm1, "10.0.0.12", 1)? == 0 && reason(a, "no_egress")? > dropped)
                     .then_some(()),
             )
         },
@@ -493,7 +546,7 @@ fn guests_on_two_hosts_talk_through_vxlan() -> Result<()> {
     b.start_vnetd_args(&file, &vnetd_args(url, "h2", &ips[1], &TTL.to_string()))
         .context("vnetd on h2 again")?;
     poll("vm2 reached again", Duration::from_secs(TTL + 5), || {
-        Ok((a.ping(&vm1, "10.0.0.12", 1)? == 1).then_some(()))
+        Ok((a.ping(vm1, "10.0.0.12", 1)? == 1).then_some(()))
     })?;
     let again = a.vnetctl_json(&["get"])?;
     ensure!(
@@ -552,23 +605,23 @@ fn state_reaches_the_host_that_simulates_the_replies() -> Result<()> {
 
     // vm1's connections get their replies (simulated on h2)...
     ensure!(
-        a.ping(&vm1, "10.0.0.12", 3)? == 3,
+        a.ping(vm1, "10.0.0.12", 3)? == 3,
         "vm1 → vm2 and its replies"
     );
     // ...and nobody else may open one towards vm1.
     ensure!(
-        b.ping(&vm2, "10.0.0.11", 2)? == 0,
+        b.ping(vm2, "10.0.0.11", 2)? == 0,
         "vm2 → vm1 must be dropped"
     );
     // SNAT on h1, the uplink and the outside's replies on h2.
     let cap = b.capture(&out, "icmp")?;
-    ensure!(a.ping(&vm1, "198.18.0.2", 3)? == 3, "vm1 → far by SNAT");
+    ensure!(a.ping(vm1, "198.18.0.2", 3)? == 3, "vm1 → far by SNAT");
     let lines = cap.finish()?;
     ensure!(
         lines.iter().any(|l| l.contains("192.0.2.10 > 198.18.0.2")),
         "the outside sees the SNAT address: {lines:?}"
     );
-    b.tcp_stream(&vm1, &far, ("198.18.0.2", 5003), 5003, 8)
+    b.tcp_stream(vm1, &far, ("198.18.0.2", 5003), 5003, 8)
         .context("TCP vm1 → far by SNAT, replies through h2")?;
     for (w, host) in [(&a, "h1"), (&b, "h2")] {
         let refused = reason(w, "flow_state_refused")?;

@@ -39,6 +39,11 @@ impl Tag {
     pub fn port(qualified_name: &str) -> Tag {
         Tag::of(1, &[qualified_name.as_bytes()])
     }
+    /// The tunnel to another host's address, with the next hop's MAC the
+    /// flows towards it were installed with (invalidated when it changes).
+    pub fn tunnel_peer(addr: [u8; 4]) -> Tag {
+        Tag::of(10, &[&addr])
+    }
     /// A bridge or router (its configuration, filters, tables).
     pub fn device(name: &str) -> Tag {
         Tag::of(2, &[name.as_bytes()])
