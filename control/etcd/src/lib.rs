@@ -405,6 +405,7 @@ impl Store for EtcdStore {
                 .keep_tunnel_keys(&current.topology)
                 .map_err(StoreError::Invalid)?;
             topology.validate().map_err(StoreError::Invalid)?;
+            self.check_placement(&topology)?;
             let Some(change) = txn::Change::prepare(&self.shared, &current, topology)? else {
                 return Ok(Applied {
                     revision: current.head.revision,
@@ -456,5 +457,46 @@ impl Store for EtcdStore {
 
     fn registered_hosts(&self) -> Result<Vec<RegisteredHost>, StoreError> {
         self.run(hosts::list(self.shared.clone()))
+    }
+}
+
+impl EtcdStore {
+    /// With more than one host registered, a port bound to an interface
+    /// must say whose interface it is (`host:`): every vnetd would bind a
+    /// port placed on none (HOSTS.md's contract).
+    fn check_placement(&self, topology: &Topology) -> Result<(), StoreError> {
+        let hosts = self.registered_hosts()?;
+        if hosts.len() < 2 {
+            return Ok(());
+        }
+        let mut errors = Vec::new();
+        let mut unplaced = |path: String| {
+            errors.push(vnet_model::ValidationError::new(
+                format!("{path}.host"),
+                format!(
+                    "{} hosts are registered in this store: say which host's interface this is (host: NAME)",
+                    hosts.len()
+                ),
+            ))
+        };
+        for (d, b) in &topology.bridges {
+            for (p, port) in &b.ports {
+                if port.interface.is_some() && port.host.is_none() {
+                    unplaced(format!("bridges.{d}.ports.{p}"));
+                }
+            }
+        }
+        for (d, r) in &topology.routers {
+            for (p, port) in &r.ports {
+                if port.interface.is_some() && port.host.is_none() {
+                    unplaced(format!("routers.{d}.ports.{p}"));
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::Invalid(errors))
+        }
     }
 }

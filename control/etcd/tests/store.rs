@@ -299,6 +299,34 @@ fn subscribe_wakes_on_changes_from_another_client_across_etcd_compaction() {
     assert_eq!(b.events_since(0).unwrap().len(), 2);
 }
 
+/// With two hosts registered, a port bound to an interface must name its
+/// host; with one, it need not (a single host, as with the embedded store).
+#[test]
+fn with_two_hosts_a_bound_port_must_name_its_host() {
+    let server = etcd();
+    let s = store(&server);
+    let unplaced = "version: 1\nhosts:\n  h1: {tunnel_address: 192.0.2.1}\n  \
+                    h2: {tunnel_address: 192.0.2.2}\nbridges:\n  b:\n    ports:\n      \
+                    p: {interface: p-h}\n      q: {}\n";
+    s.register_host("h1", Ipv4Addr::new(192, 0, 2, 1), 5)
+        .unwrap();
+    s.apply(topo(unplaced), None)
+        .expect("one host: a port on none is this one's");
+    let h2 = store(&server);
+    h2.register_host("h2", Ipv4Addr::new(192, 0, 2, 2), 5)
+        .unwrap();
+    let err = s
+        .apply(topo(&unplaced.replace("p-h}", "p-h, up: false}")), None)
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Invalid(e) if e.len() == 1
+            && e[0].to_string().contains("bridges.b.ports.p.host")),
+        "{err}"
+    );
+    let placed = unplaced.replace("p: {interface: p-h}", "p: {interface: p-h, host: h2}");
+    s.apply(topo(&placed), None).expect("placed: fine");
+}
+
 #[test]
 fn hosts_register_under_leases_and_a_name_is_held_by_one_live_vnetd() {
     let server = etcd();
