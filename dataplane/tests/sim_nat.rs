@@ -50,9 +50,13 @@ struct Net {
 
 impl Net {
     fn new(yaml: &str) -> Net {
+        Net::on_host(yaml, None)
+    }
+    /// The network as the vnetd of `host` runs it (many hosts).
+    fn on_host(yaml: &str, host: Option<&str>) -> Net {
         let topo = vnet_model::load_str(yaml).unwrap_or_else(|e| panic!("{e}"));
         let mut n = Net {
-            snap: Snapshot::compile(&topo, 1),
+            snap: Snapshot::compile(&topo, 1).placed_on(host),
             st: State::default(),
             now: 1,
         };
@@ -1124,5 +1128,49 @@ fn a_snat_rule_ahead_of_rev_dnat_leaves_port_forward_replies_alone() {
     assert_eq!(
         (port.as_str(), src, dst, dport),
         ("edge/uplink", SNAT_IP, REMOTE, 443)
+    );
+}
+
+/// Two hosts SNAT to one public address, each deciding alone (the first
+/// packet is simulated where it enters): the same connection tuple from
+/// vm2 on h1 and vm3 on h2 gets two different public ports, each in its
+/// host's share of the range, so the replies cannot be mixed up.
+#[test]
+fn two_hosts_never_give_the_same_public_port() {
+    let yaml = variant()
+        .replace(
+            "version: 1\n",
+            "version: 1\nhosts:\n  h1: {tunnel_address: 198.51.100.1}\n  h2: {tunnel_address: 198.51.100.2}\n",
+        )
+        .replace("vm2: {interface: vm2-h}", "vm2: {interface: vm2-h, host: h1, tunnel_key: 1}")
+        .replace("vm3: {interface: vm3-h}", "vm3: {interface: vm3-h, host: h2, tunnel_key: 2}")
+        .replace(
+            "uplink: {address: 192.0.2.2/24, interface: uplink-h}",
+            "uplink: {address: 192.0.2.2/24, interface: uplink-h, host: h2, tunnel_key: 3}",
+        );
+    let mut ports = Vec::new();
+    for (host, port, mac, ip) in [
+        ("h1", "tenant/vm2", VM2_MAC, VM2),
+        ("h2", "tenant/vm3", VM3_MAC, VM3),
+    ] {
+        let mut n = Net::on_host(&yaml, Some(host));
+        let gw = tenant_gw(&n);
+        // The same source port from both guests, to the same remote.
+        let d = n.send(port, &tcp_frame(mac, gw, ip, REMOTE, 40000, 443, 0x02));
+        let (out, src, dst, sport, dport) = single(&n, &d);
+        assert_eq!(
+            (out.as_str(), src, dst, dport),
+            ("edge/uplink", SNAT_IP, REMOTE, 443),
+            "{host}: {:?}",
+            d.trace
+        );
+        ports.push(sport);
+    }
+    assert_ne!(ports[0], ports[1], "two connections on one public port");
+    // Each in its host's class of the range 1024-65535 (h1 0, h2 1 of 2).
+    assert_eq!(
+        ((ports[0] - 1024) % 2, (ports[1] - 1024) % 2),
+        (0, 1),
+        "{ports:?}"
     );
 }

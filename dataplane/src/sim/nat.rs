@@ -293,16 +293,30 @@ fn in_ranges(ranges: &[(u16, u16)], port: u16) -> bool {
 /// range, else one derived from it), then the rest of the range, skipping
 /// the ports DNAT rules own on that address. An ICMP echo id is a port
 /// here: it keeps its value only inside the range.
+///
+/// With many hosts (`share`: this host's index among `n`), each host takes
+/// only the ports of its own class (offset in the range modulo `n`), so
+/// two hosts translating to the same address never give two connections
+/// the same public port (each binds on the host that simulates its first
+/// packet, without asking the others). A range smaller than `n` is not
+/// split. When hosts come or go the classes change; bindings made before
+/// keep their ports, which a host may then also give (to a connection
+/// with the same remote address and port only): a block lease through
+/// etcd would close that, and is not done.
 fn snat_candidates<'f>(
     t: Tuple,
     start: [u8; 4],
     end: [u8; 4],
     ports: (u16, u16),
     forwarded: &'f [Forwarded],
+    share: Option<(u16, u16)>,
 ) -> impl Iterator<Item = Tuple> + 'f {
     let (lo, hi) = (ip_u32(start), ip_u32(end).max(ip_u32(start)));
     let (plo, phi) = (ports.0.min(ports.1), ports.0.max(ports.1));
     let span = (phi - plo) as u32 + 1;
+    let class = share
+        .filter(|&(_, n)| n > 1 && span >= u32::from(n))
+        .map(|(i, n)| (u32::from(i), u32::from(n)));
     let first = if (plo..=phi).contains(&t.sport) {
         (t.sport - plo) as u32
     } else {
@@ -313,6 +327,7 @@ fn snat_candidates<'f>(
         let owned = owned_ranges(forwarded, src, t.proto);
         (0..span)
             .map(move |k| plo + ((first + k) % span) as u16)
+            .filter(move |&port| class.is_none_or(|(i, n)| u32::from(port - plo) % n == i))
             .filter(move |&port| !in_ranges(&owned, port))
             .map(move |port| Tuple {
                 src,
@@ -423,7 +438,8 @@ pub(super) fn apply(
             } else {
                 (0, 0)
             };
-            let candidates = snat_candidates(t, start, end, range, forwarded);
+            let share = walk.snap.nat_share;
+            let candidates = snat_candidates(t, start, end, range, forwarded, share);
             let new = bind_recorded(walk, zone, t, candidates)?;
             (new, Some(t))
         }

@@ -216,6 +216,10 @@ pub struct Snapshot {
     pub chains: Chains,
     /// The tunnel address of each host of `hosts:`.
     pub hosts: HashMap<String, [u8; 4]>,
+    /// With many hosts: this host's index among them (by name) and their
+    /// number; dynamic SNAT takes only its share of each port range
+    /// (`nat::snat_candidates`).
+    pub nat_share: Option<(u16, u16)>,
     by_name: HashMap<String, PortId>,
     by_tag: HashMap<Tag, PortId>,
 }
@@ -532,6 +536,12 @@ impl Snapshot {
     /// address or that have no tunnel key (stores give one to every placed
     /// port; a snapshot compiled from a file may lack them).
     pub fn placed_on(mut self, host: Option<&str>) -> Snapshot {
+        let mut names: Vec<&String> = self.hosts.keys().collect();
+        names.sort();
+        self.nat_share = host.and_then(|h| {
+            let i = names.iter().position(|n| n.as_str() == h)?;
+            Some((u16::try_from(i).ok()?, u16::try_from(names.len()).ok()?))
+        });
         for p in &mut self.ports {
             let Some(there) = p.host.as_deref() else {
                 continue;
