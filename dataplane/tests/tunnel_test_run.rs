@@ -953,8 +953,8 @@ fn attach_all(k: &mut Kernel) -> (u32, u32) {
     use vnet_dataplane::kernel::AttachMode;
     k.attach_tc("vm1-h").unwrap();
     k.attach_tc("vm2-h").unwrap();
-    let ua = k.attach_underlay("ua", AttachMode::Skb).unwrap();
-    let ub = k.attach_underlay("ub", AttachMode::Skb).unwrap();
+    let ua = k.attach_underlay("ua", Some(AttachMode::Skb)).unwrap();
+    let ub = k.attach_underlay("ub", Some(AttachMode::Skb)).unwrap();
     (ua, ub)
 }
 

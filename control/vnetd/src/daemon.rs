@@ -204,8 +204,12 @@ fn open_tunnel(
         None => interface_holding(address)?,
     };
     let underlay = Underlay::open(&name).map_err(anyhow::Error::msg)?;
+    // As for a port of `executor: auto`: XDP on a NIC; on a veth (or tap)
+    // the tc decapsulator alone, since XDP there would turn off GSO on the
+    // veth's peer and every tunnel super-frame would arrive segmented.
+    let xdp = (underlay.executor == vnet_model::Executor::Xdp).then_some(mode);
     kernel
-        .attach_underlay(&name, mode)
+        .attach_underlay(&name, xdp)
         .with_context(|| format!("attaching the VXLAN decapsulators to the underlay {name}"))?;
     let tunnel = Tunnel::open(address, underlay).map_err(anyhow::Error::msg)?;
     tracing::info!(

@@ -148,13 +148,24 @@ impl Kernel {
     }
 
     /// Attaches the VXLAN decapsulators to the underlay interface `ifname`:
-    /// the tc one at tc ingress, then the XDP one in `mode`. Either both
-    /// are attached or, on an error (which names the interface and the
-    /// program), neither that this call attached. Attaching again replaces
+    /// the tc one at tc ingress, then (with `xdp`) the XDP one in that
+    /// mode. Either all asked for are attached or, on an error (which names
+    /// the interface and the program), none that this call attached. Attaching again replaces
     /// them (a mode change is one call); pinned (`load_pinned`), a vnetd
     /// restart swaps its programs into the links.
-    pub fn attach_underlay(&mut self, ifname: &str, mode: AttachMode) -> Result<u32, KernelError> {
+    ///
+    /// `xdp`: the mode of the XDP decapsulator, or `None` for the tc one
+    /// alone (a veth underlay: an XDP program on a veth turns off GSO on
+    /// its peer, which would then segment every tunnel super-frame).
+    pub fn attach_underlay(
+        &mut self,
+        ifname: &str,
+        xdp: Option<AttachMode>,
+    ) -> Result<u32, KernelError> {
         let ifindex = self.attach_hook(ifname, Hook::Underlay)?;
+        let Some(mode) = xdp else {
+            return Ok(ifindex);
+        };
         if let Err(e) = self.attach_hook(ifname, Hook::UnderlayXdp(mode)) {
             if let Err(undo) = self.detach_slot(ifname, Slot::Tc) {
                 tracing::warn!("{undo}");
