@@ -15,19 +15,9 @@ use vnet_model::Topology;
 
 /// The tags of the ports placed on `host`.
 pub fn ports_placed_on<'t>(t: &'t Topology, host: &'t str) -> impl Iterator<Item = Tag> + 't {
-    let bridges = t.bridges.iter().flat_map(move |(d, b)| {
-        b.ports
-            .iter()
-            .filter(move |(_, p)| p.host.as_deref() == Some(host))
-            .map(move |(p, _)| Tag::port(&format!("{d}/{p}")))
-    });
-    let routers = t.routers.iter().flat_map(move |(d, r)| {
-        r.ports
-            .iter()
-            .filter(move |(_, p)| p.host.as_deref() == Some(host))
-            .map(move |(p, _)| Tag::port(&format!("{d}/{p}")))
-    });
-    bridges.chain(routers)
+    t.ports()
+        .filter(move |(_, _, _, port)| port.host() == Some(host))
+        .map(|(_, d, p, _)| Tag::port(&format!("{d}/{p}")))
 }
 
 /// Tags to invalidate when `old` is replaced by `new`, without duplicates.

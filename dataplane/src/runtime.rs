@@ -544,19 +544,10 @@ impl Runtime {
                 Some(b) => (b.xsk.send(&emit.frame), Reason::TxRingFull),
                 // Not bound here: on another host, or a local port whose
                 // interface is gone (counted as before).
-                None => {
-                    let remote = self
-                        .snap
-                        .ports
-                        .get(emit.port)
-                        .is_some_and(|p| matches!(p.binding, sim::Binding::Remote { .. }));
-                    let unsent = if remote {
-                        Reason::TunnelTxFailed
-                    } else {
-                        Reason::TxRingFull
-                    };
-                    (self.send_remote(emit.port, &emit.frame), unsent)
-                }
+                None => match self.snap.remote(emit.port) {
+                    Some(to) => (self.send_remote(to, &emit.frame), Reason::TunnelTxFailed),
+                    None => (false, Reason::TxRingFull),
+                },
             };
             if !sent {
                 self.counters.count(unsent);
@@ -616,18 +607,12 @@ impl Runtime {
         }
     }
 
-    /// Sends `frame` to port `port` on another host, through the tunnel.
-    fn send_remote(&self, port: PortId, frame: &[u8]) -> bool {
-        let (Some(tunnel), Some(p)) = (&self.tunnel, self.snap.ports.get(port)) else {
-            return false;
-        };
-        match p.binding {
-            sim::Binding::Remote {
-                tunnel_address,
-                tunnel_key,
-            } => tunnel.send(tunnel_address, tunnel_key, frame),
-            _ => false,
-        }
+    /// Sends `frame` through the tunnel to the port of tunnel key `key` at
+    /// `address` (`Snapshot::remote`).
+    fn send_remote(&self, (address, key): ([u8; 4], u32), frame: &[u8]) -> bool {
+        self.tunnel
+            .as_ref()
+            .is_some_and(|t| t.send(address, key, frame))
     }
 
     /// Makes `actions` (towards `port`, on another host) encapsulate and
@@ -643,13 +628,8 @@ impl Runtime {
         ingress: Executor,
         actions: &mut FlowActions,
     ) -> Option<([u8; 4], [u8; 6])> {
-        let (Some(tunnel), Some(p)) = (&self.tunnel, self.snap.ports.get(port)) else {
-            return None;
-        };
-        let sim::Binding::Remote {
-            tunnel_address,
-            tunnel_key,
-        } = p.binding
+        let (Some(tunnel), Some((tunnel_address, tunnel_key))) =
+            (&self.tunnel, self.snap.remote(port))
         else {
             return None;
         };

@@ -479,18 +479,9 @@ impl EtcdStore {
                 ),
             ))
         };
-        for (d, b) in &topology.bridges {
-            for (p, port) in &b.ports {
-                if port.interface.is_some() && port.host.is_none() {
-                    unplaced(format!("bridges.{d}.ports.{p}"));
-                }
-            }
-        }
-        for (d, r) in &topology.routers {
-            for (p, port) in &r.ports {
-                if port.interface.is_some() && port.host.is_none() {
-                    unplaced(format!("routers.{d}.ports.{p}"));
-                }
+        for (section, d, p, port) in topology.ports() {
+            if port.interface().is_some() && port.host().is_none() {
+                unplaced(format!("{section}.{d}.ports.{p}"));
             }
         }
         if errors.is_empty() {

@@ -164,6 +164,22 @@ impl AnyPort<'_> {
 }
 
 impl Topology {
+    /// Every port of every device: (its section, `bridges` or `routers`,
+    /// the device's name, the port's name, the port).
+    pub fn ports(&self) -> impl Iterator<Item = (&'static str, &str, &str, AnyPort<'_>)> {
+        let bridges = self.bridges.iter().flat_map(|(d, b)| {
+            b.ports
+                .iter()
+                .map(move |(p, port)| ("bridges", d.as_str(), p.as_str(), AnyPort::Bridge(port)))
+        });
+        let routers = self.routers.iter().flat_map(|(d, r)| {
+            r.ports
+                .iter()
+                .map(move |(p, port)| ("routers", d.as_str(), p.as_str(), AnyPort::Router(port)))
+        });
+        bridges.chain(routers)
+    }
+
     /// Looks up `device/port` among bridges, then routers.
     pub fn port(&self, r: &PortRef) -> Option<AnyPort<'_>> {
         if let Some(b) = self.bridges.get(&r.device) {

@@ -111,18 +111,9 @@ fn port_key(t: &Topology, section: &str, device: &str, port: &str) -> Option<u32
 
 /// Calls `f(path, key)` for every port with a tunnel key.
 fn for_each_key(t: &Topology, mut f: impl FnMut(String, u32)) {
-    for (dname, b) in &t.bridges {
-        for (pname, p) in &b.ports {
-            if let Some(k) = p.tunnel_key {
-                f(format!("bridges.{dname}.ports.{pname}"), k);
-            }
-        }
-    }
-    for (dname, r) in &t.routers {
-        for (pname, p) in &r.ports {
-            if let Some(k) = p.tunnel_key {
-                f(format!("routers.{dname}.ports.{pname}"), k);
-            }
+    for (section, d, p, port) in t.ports() {
+        if let Some(k) = port.tunnel_key() {
+            f(format!("{section}.{d}.ports.{p}"), k);
         }
     }
 }

@@ -174,13 +174,9 @@ impl Runtime {
         }
         let outputs = decision.emit.iter().map(|e| e.port);
         let flow_out = decision.install.as_ref().and_then(|f| f.output);
-        for port in outputs.chain(flow_out) {
-            if let Some(sim::Binding::Remote { tunnel_address, .. }) =
-                self.snap.ports.get(port).map(|p| &p.binding)
-            {
-                if !peers.contains(tunnel_address) {
-                    peers.push(*tunnel_address);
-                }
+        for (address, _) in outputs.chain(flow_out).filter_map(|p| self.snap.remote(p)) {
+            if !peers.contains(&address) {
+                peers.push(address);
             }
         }
         if peers.is_empty() {

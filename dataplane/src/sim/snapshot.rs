@@ -599,6 +599,18 @@ impl Snapshot {
         self
     }
 
+    /// The tunnel address and key of port `port` when it is on another
+    /// host (`Binding::Remote`).
+    pub fn remote(&self, port: PortId) -> Option<([u8; 4], u32)> {
+        match self.ports.get(port)?.binding {
+            Binding::Remote {
+                tunnel_address,
+                tunnel_key,
+            } => Some((tunnel_address, tunnel_key)),
+            _ => None,
+        }
+    }
+
     /// Exterior ports with their interface names.
     pub fn interfaces(&self) -> impl Iterator<Item = (PortId, &str)> {
         self.ports
