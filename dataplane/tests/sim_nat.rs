@@ -1,6 +1,7 @@
 //! NAT on packet bytes: SNAT, floating IPs, port forwarding, ICMP errors,
 //! hairpin, ARP for NAT addresses — on the example tenant-nat.yaml and a
 //! variant of it.
+use std::sync::Arc;
 use vnet_common::{act, Reason};
 use vnet_dataplane::packet::build::{
     arp_frame, ethernet_ipv4, fragment_ipv4, icmp_echo_frame, icmp_error, tcp_frame, udp_frame,
@@ -8,6 +9,7 @@ use vnet_dataplane::packet::build::{
 use vnet_dataplane::packet::{
     self, checksum, Mac, ARP_REPLY, ARP_REQUEST, BROADCAST, ETH_HLEN, L3, L4,
 };
+use vnet_dataplane::sim::nat_blocks::NatBlocks;
 use vnet_dataplane::sim::{simulate, Decision, Snapshot, State, Step, Verdict};
 
 const VM1_MAC: Mac = [2, 0, 0, 0, 1, 1];
@@ -1133,8 +1135,10 @@ fn a_snat_rule_ahead_of_rev_dnat_leaves_port_forward_replies_alone() {
 
 /// Two hosts SNAT to one public address, each deciding alone (the first
 /// packet is simulated where it enters): the same connection tuple from
-/// vm2 on h1 and vm3 on h2 gets two different public ports, each in its
-/// host's share of the range, so the replies cannot be mixed up.
+/// vm2 on h1 and vm3 on h2 gets two different public ports, each from a
+/// block its host leased, so the replies cannot be mixed up. Without a
+/// block of the address, a host has no port to give: the packet is
+/// dropped (`nat_exhausted`) and the leaser is asked for one.
 #[test]
 fn two_hosts_never_give_the_same_public_port() {
     let yaml = variant()
@@ -1149,14 +1153,27 @@ fn two_hosts_never_give_the_same_public_port() {
             "uplink: {address: 192.0.2.2/24, interface: uplink-h, host: h2, tunnel_key: 3}",
         );
     let mut ports = Vec::new();
-    for (host, port, mac, ip) in [
-        ("h1", "tenant/vm2", VM2_MAC, VM2),
-        ("h2", "tenant/vm3", VM3_MAC, VM3),
+    // h1 leased block 625 (ports 40000..=40063), h2 blocks 16 and 900.
+    for (host, port, mac, ip, leased) in [
+        ("h1", "tenant/vm2", VM2_MAC, VM2, vec![625u16]),
+        ("h2", "tenant/vm3", VM3_MAC, VM3, vec![16, 900]),
     ] {
         let mut n = Net::on_host(&yaml, Some(host));
+        let blocks = Arc::new(NatBlocks::new());
+        n.snap = n.snap.clone().with_nat_blocks(blocks.clone());
         let gw = tenant_gw(&n);
         // The same source port from both guests, to the same remote.
-        let d = n.send(port, &tcp_frame(mac, gw, ip, REMOTE, 40000, 443, 0x02));
+        let syn = tcp_frame(mac, gw, ip, REMOTE, 40000, 443, 0x02);
+        let d = n.send(port, &syn);
+        assert!(
+            d.emit.is_empty(),
+            "{host}: no block, no port: {:?}",
+            d.trace
+        );
+        assert_eq!(d.verdict, Verdict::Dropped(Reason::NatExhausted), "{host}");
+        assert!(blocks.take_demand().wanted.contains(&SNAT_IP));
+        blocks.set_held(SNAT_IP, leased.iter().copied().collect());
+        let d = n.send(port, &syn);
         let (out, src, dst, sport, dport) = single(&n, &d);
         assert_eq!(
             (out.as_str(), src, dst, dport),
@@ -1164,13 +1181,14 @@ fn two_hosts_never_give_the_same_public_port() {
             "{host}: {:?}",
             d.trace
         );
+        assert!(
+            leased.contains(&(sport / 64)),
+            "{host}: port {sport} is not of its blocks {leased:?}"
+        );
+        assert_eq!(blocks.take_demand().handed[&SNAT_IP], 1, "{host}");
         ports.push(sport);
     }
     assert_ne!(ports[0], ports[1], "two connections on one public port");
-    // Each in its host's class of the range 1024-65535 (h1 0, h2 1 of 2).
-    assert_eq!(
-        ((ports[0] - 1024) % 2, (ports[1] - 1024) % 2),
-        (0, 1),
-        "{ports:?}"
-    );
+    // h1 keeps the guest's port (its block holds it); h2 cannot.
+    assert_eq!(ports[0], 40000);
 }

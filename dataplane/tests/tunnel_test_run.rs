@@ -484,6 +484,53 @@ fn encap_over_the_mtu_goes_to_userspace() {
     assert_eq!(k.stats().unwrap()[Reason::TunnelEncapFailed as usize], 1);
 }
 
+/// The MTU check of an encapsulating flow is on the inner IPv4 packet, as
+/// userspace decides (`sim::tunnel_mtu`): one of exactly the flow's `mtu`
+/// (1450, its frame 1464 bytes, 1514 once encapsulated) is encapsulated by
+/// both executors; one byte more goes to userspace unchanged, where the
+/// simulation answers it with ICMP "fragmentation needed" (or fragments
+/// it), so an established flow gets the answer its first packet would.
+#[test]
+fn encap_mtu_is_the_inner_packets_exactly_fitting_and_one_byte_over() {
+    let fits = vec![0x22; 1450 - 40];
+    let over = vec![0x22; 1451 - 40];
+    let mut k = kernel();
+    k.insert_flow(&routed_key(), &routed_encap(VNI_SKB_PORT, 0, 1450))
+        .unwrap();
+    let inner = routed_inner(&fits);
+    assert_eq!(inner.len(), 14 + 1450);
+    let expected = vxlan(VNI_SKB_PORT, &inner);
+    assert_eq!(expected.len(), 14 + 1500, "an outer packet of 1500");
+
+    let r = k.test_run(&routed_frame(&fits), LO, 1).unwrap();
+    check_outer("xdp at the mtu", &r.data, VNI_SKB_PORT, &inner);
+    assert_frame("xdp at the mtu", &r, XDP_REDIRECT, &expected);
+    let r = k.test_run_tc(&routed_frame(&fits), LO, 0).unwrap();
+    assert_frame("tc at the mtu", &r, TC_ACT_REDIRECT, &expected);
+
+    let frame = routed_frame(&over);
+    let r = k.test_run(&frame, LO, 1).unwrap();
+    assert_frame("xdp one byte over", &r, XDP_DROP, &frame);
+    let r = k.test_run_tc(&frame, LO, 0).unwrap();
+    assert_frame("tc one byte over", &r, TC_ACT_SHOT, &frame);
+    assert_counts(
+        &k,
+        "at the mtu and one byte over",
+        &[
+            (Reason::XdpRx, 2),
+            (Reason::XdpHitRedirect, 1),
+            (Reason::TcRx, 2),
+            (Reason::TcHitRedirect, 1),
+            (Reason::TunnelEncap, 2),
+            // Over: to userspace (no socket nor upcall interface here).
+            (Reason::XdpActionFailed, 1),
+            (Reason::XdpNoSocket, 1),
+            (Reason::TcActionFailed, 1),
+            (Reason::TcNoUpcall, 1),
+        ],
+    );
+}
+
 /// PUSH_VLAN with ENCAP_VXLAN is an invalid flow: both executors send the
 /// frame to userspace unchanged, counted.
 #[test]

@@ -515,6 +515,25 @@ pub trait PortNames {
 }
 
 impl Chains {
+    /// (first address, last address, ports) of every dynamic SNAT rule.
+    pub fn dynamic_snat_ranges(&self) -> impl Iterator<Item = ([u8; 4], [u8; 4], (u16, u16))> + '_ {
+        self.chains
+            .iter()
+            .flat_map(|c| c.rules.iter())
+            .filter_map(|r| match &r.action {
+                CAction::Nat(
+                    Nat::Snat {
+                        start,
+                        end,
+                        ports: Some(ports),
+                        ..
+                    },
+                    _,
+                ) => Some((*start, *end, *ports)),
+                _ => None,
+            })
+    }
+
     /// Compiles the topology's chains and `generated` ones (from intents).
     pub fn compile(
         topology: &Topology,

@@ -20,6 +20,7 @@ pub mod flow_state;
 pub mod fragments;
 pub mod mac_table;
 pub mod nat;
+pub mod nat_blocks;
 mod port_security;
 pub mod route_table;
 mod router;
@@ -27,6 +28,7 @@ pub mod share;
 pub mod shared;
 pub mod snapshot;
 pub mod tag;
+mod tunnel_mtu;
 
 pub use arp_cache::ArpCache;
 pub use conntrack::Conntrack;
@@ -84,6 +86,9 @@ pub(crate) struct Path {
     pub device_in: Option<PortId>,
     /// On a router: its ingress port and the sender, where REJECT answers.
     pub router_in: Option<(PortId, RouterIf, Mac)>,
+    /// The same for the first router on the path: where an error about
+    /// the packet as its sender sent it is answered from (`tunnel_mtu`).
+    pub first_router_in: Option<(PortId, RouterIf, Mac)>,
     /// Ports crossed on the current path (not counting flood siblings).
     depth: u32,
 }
@@ -105,6 +110,9 @@ pub(crate) struct Walk<'a> {
     pub tags: Vec<Tag>,
     /// Forward-direction connections to record if the packet is forwarded.
     pub pending_conns: Vec<(Tag, conntrack::Tuple)>,
+    /// An ICMP "fragmentation needed" for the tunnel MTU was sent: the
+    /// copies of a flood get one answer, not one per remote port.
+    pub tunnel_mtu_answered: bool,
 }
 
 impl<'a> Walk<'a> {
@@ -136,10 +144,12 @@ impl<'a> Walk<'a> {
                 datagram_l4: packet::L4::None,
                 device_in: None,
                 router_in: None,
+                first_router_in: None,
                 depth: 0,
             },
             tags: Vec::new(),
             pending_conns: Vec::new(),
+            tunnel_mtu_answered: false,
         }
     }
 
@@ -225,7 +235,8 @@ impl<'a> Walk<'a> {
             }
         }
         match p.binding {
-            Binding::Interface(_) | Binding::Remote { .. } => self.emit(port, frame),
+            Binding::Interface(_) => self.emit(port, frame),
+            Binding::Remote { .. } => tunnel_mtu::emit(self, port, frame),
             Binding::Peer(peer) => {
                 self.step(|| Step::Link {
                     from: port,
@@ -414,6 +425,9 @@ fn device_ingress(walk: &mut Walk, port: PortId, mut frame: Frame) {
     let p = &walk.snap.ports[port];
     walk.path.device_in = Some(port);
     walk.path.router_in = p.l3.map(|l3| (port, l3, frame.headers().src));
+    if walk.path.first_router_in.is_none() {
+        walk.path.first_router_in = walk.path.router_in;
+    }
     if walk.origin.is_some() && !p.filters.inbound.is_empty() {
         let at = filter::Point {
             in_port: Some(port),

@@ -47,6 +47,7 @@
 use super::chain::{Forwarded, Nat, Packet};
 use super::conntrack::Tuple;
 use super::flow_state::StateEntry;
+use super::nat_blocks::{self, BlockSet, NatBlocks};
 use super::{fragments, Step, Tag, Walk};
 use crate::hash::HashMap;
 use crate::packet::layout::icmp;
@@ -294,46 +295,69 @@ fn in_ranges(ranges: &[(u16, u16)], port: u16) -> bool {
 /// the ports DNAT rules own on that address. An ICMP echo id is a port
 /// here: it keeps its value only inside the range.
 ///
-/// With many hosts (`share`: this host's index among `n`), each host takes
-/// only the ports of its own class (offset in the range modulo `n`), so
-/// two hosts translating to the same address never give two connections
-/// the same public port (each binds on the host that simulates its first
-/// packet, without asking the others). A range smaller than `n` is not
-/// split. When hosts come or go the classes change; bindings made before
-/// keep their ports, which a host may then also give (to a connection
-/// with the same remote address and port only): a block lease through
-/// etcd would close that, and is not done.
+/// With many hosts (`held`: the SNAT port blocks this host leased, see
+/// [`nat_blocks`](super::nat_blocks)), only the ports of this host's blocks
+/// of each address are candidates, each block from the preferred port's
+/// offset on, starting at the preferred port's block: two hosts
+/// translating to one address never give two connections the same public
+/// port, each deciding alone where the first packet enters. An address of
+/// which this host holds no block has no candidate.
 fn snat_candidates<'f>(
     t: Tuple,
     start: [u8; 4],
     end: [u8; 4],
     ports: (u16, u16),
     forwarded: &'f [Forwarded],
-    share: Option<(u16, u16)>,
+    held: Option<&'f NatBlocks>,
 ) -> impl Iterator<Item = Tuple> + 'f {
     let (lo, hi) = (ip_u32(start), ip_u32(end).max(ip_u32(start)));
     let (plo, phi) = (ports.0.min(ports.1), ports.0.max(ports.1));
     let span = (phi - plo) as u32 + 1;
-    let class = share
-        .filter(|&(_, n)| n > 1 && span >= u32::from(n))
-        .map(|(i, n)| (u32::from(i), u32::from(n)));
     let first = if (plo..=phi).contains(&t.sport) {
         (t.sport - plo) as u32
     } else {
         rotate(t.sport as u64, span as u64) as u32
     };
+    let preferred = plo + first as u16;
     (lo..=hi).flat_map(move |addr| {
         let src = addr.to_be_bytes();
         let owned = owned_ranges(forwarded, src, t.proto);
-        (0..span)
-            .map(move |k| plo + ((first + k) % span) as u16)
-            .filter(move |&port| class.is_none_or(|(i, n)| u32::from(port - plo) % n == i))
+        let order: Box<dyn Iterator<Item = u16>> = match held {
+            None => Box::new((0..span).map(move |k| plo + ((first + k) % span) as u16)),
+            Some(blocks) => Box::new(held_ports(blocks.held(src), plo, phi, preferred)),
+        };
+        order
             .filter(move |&port| !in_ranges(&owned, port))
             .map(move |port| Tuple {
                 src,
                 sport: port,
                 ..t
             })
+    })
+}
+
+/// The ports of `held` within `plo..=phi`: the blocks from `preferred`'s
+/// (or the next held one) on, wrapping, each block's ports from
+/// `preferred`'s offset in a block on, wrapping within the block.
+fn held_ports(held: BlockSet, plo: u16, phi: u16, preferred: u16) -> impl Iterator<Item = u16> {
+    let blocks: Vec<u16> = held
+        .iter()
+        .filter(|&b| {
+            let r = nat_blocks::ports_of(b);
+            *r.start() <= phi && *r.end() >= plo
+        })
+        .collect();
+    let n = blocks.len();
+    let at = blocks
+        .iter()
+        .position(|&b| b >= nat_blocks::block_of(preferred))
+        .unwrap_or(0);
+    let offset = preferred % nat_blocks::BLOCK_PORTS;
+    (0..n).flat_map(move |k| {
+        let base = *nat_blocks::ports_of(blocks[(at + k) % n]).start();
+        (0..nat_blocks::BLOCK_PORTS)
+            .map(move |j| base + (offset + j) % nat_blocks::BLOCK_PORTS)
+            .filter(move |p| (plo..=phi).contains(p))
     })
 }
 
@@ -438,10 +462,13 @@ pub(super) fn apply(
             } else {
                 (0, 0)
             };
-            let share = walk.snap.nat_share;
-            let candidates = snat_candidates(t, start, end, range, forwarded, share);
-            let new = bind_recorded(walk, zone, t, candidates)?;
-            (new, Some(t))
+            let blocks = walk.snap.nat_blocks.clone();
+            let candidates = snat_candidates(t, start, end, range, forwarded, blocks.as_deref());
+            let bound = bind_recorded(walk, zone, t, candidates);
+            if let Some(blocks) = &blocks {
+                tell_the_leaser(blocks, &bound, start, end);
+            }
+            (bound?.0, Some(t))
         }
         Nat::Dnat {
             start,
@@ -472,7 +499,7 @@ pub(super) fn apply(
                     ..t
                 }
             };
-            let new = bind_recorded(walk, zone, t, std::iter::once(target))?;
+            let (new, _) = bind_recorded(walk, zone, t, std::iter::once(target))?;
             (new, Some(t))
         }
         Nat::RevSnat | Nat::RevDnat => match walk.state.nat.original_of_reply(zone, &t, now) {
@@ -546,12 +573,13 @@ pub(super) fn apply(
 /// The binding of connection `t`, allocated from `candidates` if it has
 /// none; a new one is recorded in the decision for the host the packet goes
 /// to (`flow_state`): its replies may be simulated there.
+/// The translation of `t` and whether this packet made the binding.
 fn bind_recorded(
     walk: &mut Walk,
     zone: Tag,
     t: Tuple,
     candidates: impl Iterator<Item = Tuple>,
-) -> Result<Tuple, Reason> {
+) -> Result<(Tuple, bool), Reason> {
     let now = walk.now_ns;
     let known = walk.state.nat.translation_of(zone, &t, now).is_some();
     let translated = walk.state.nat.bind(zone, t, now, candidates)?;
@@ -562,8 +590,34 @@ fn bind_recorded(
             translated,
         });
     }
-    Ok(translated)
+    Ok((translated, !known))
 }
+
+/// What a dynamic SNAT binding tells the leaser of this host's port
+/// blocks: a port handed out of an address, or no free port in the
+/// blocks held of the range's addresses (the first few: a range's first
+/// addresses are tried first).
+fn tell_the_leaser(
+    blocks: &NatBlocks,
+    bound: &Result<(Tuple, bool), Reason>,
+    start: [u8; 4],
+    end: [u8; 4],
+) {
+    match bound {
+        Ok((translated, true)) => blocks.handed(translated.src),
+        Ok(_) => {}
+        Err(Reason::NatExhausted) => {
+            let (lo, hi) = (ip_u32(start), ip_u32(end).max(ip_u32(start)));
+            for addr in (lo..=hi).take(WANTED_PER_RANGE) {
+                blocks.want(addr.to_be_bytes());
+            }
+        }
+        Err(_) => {}
+    }
+}
+
+/// Addresses of a range asked for at once when none had a free port.
+const WANTED_PER_RANGE: usize = 4;
 
 /// Whether a dynamic forward rule (`snat`, `dnat` with ports) meets a reply
 /// of a connection this zone has already translated. Such a packet belongs

@@ -10,7 +10,7 @@ use vnet_common::{act, Reason};
 use vnet_model::ReversePath;
 
 /// ICMP types and codes the router sends.
-mod icmp {
+pub(super) mod icmp {
     pub const DEST_UNREACHABLE: u8 = 3;
     pub const NET_UNREACHABLE: u8 = 0;
     pub const HOST_UNREACHABLE: u8 = 1;
@@ -131,7 +131,7 @@ fn ip_packet(frame: &Frame) -> &[u8] {
 }
 
 /// Sends an ICMP error about `frame` back to its sender through `in_port`.
-fn icmp_error(
+pub(super) fn icmp_error(
     walk: &mut Walk,
     in_port: PortId,
     sender: Mac,

@@ -2,10 +2,12 @@
 //! walks. Compiled once per topology revision from the control model; the
 //! workers share it behind an `Arc` and never lock it.
 use super::chain::{ChainId, Chains, PortNames};
+use super::nat_blocks::NatBlocks;
 use super::route_table::{NextHop, Route, RouteTable};
 use super::Tag;
 use crate::hash::HashMap;
 use crate::packet::Mac;
+use std::sync::Arc;
 use vnet_model::{ReversePath, RouteType, Topology};
 
 /// The pairs whose key appears once: a MAC (or address) two ports claim is
@@ -216,10 +218,14 @@ pub struct Snapshot {
     pub chains: Chains,
     /// The tunnel address of each host of `hosts:`.
     pub hosts: HashMap<String, [u8; 4]>,
-    /// With many hosts: this host's index among them (by name) and their
-    /// number; dynamic SNAT takes only its share of each port range
-    /// (`nat::snat_candidates`).
-    pub nat_share: Option<(u16, u16)>,
+    /// With many hosts: the SNAT port blocks this host leased (dynamic
+    /// SNAT takes only their ports, `nat::snat_candidates`); `None`: every
+    /// port is this host's. Shared with the leaser, which adds blocks
+    /// without a new snapshot.
+    pub nat_blocks: Option<Arc<NatBlocks>>,
+    /// The largest inner IPv4 packet this host's tunnels carry (the
+    /// underlay MTU less 50, `with_tunnel_mtu`); `None`: no tunnels.
+    pub tunnel_mtu: Option<u16>,
     by_name: HashMap<String, PortId>,
     by_tag: HashMap<Tag, PortId>,
 }
@@ -536,12 +542,6 @@ impl Snapshot {
     /// address or that have no tunnel key (stores give one to every placed
     /// port; a snapshot compiled from a file may lack them).
     pub fn placed_on(mut self, host: Option<&str>) -> Snapshot {
-        let mut names: Vec<&String> = self.hosts.keys().collect();
-        names.sort();
-        self.nat_share = host.and_then(|h| {
-            let i = names.iter().position(|n| n.as_str() == h)?;
-            Some((u16::try_from(i).ok()?, u16::try_from(names.len()).ok()?))
-        });
         for p in &mut self.ports {
             let Some(there) = p.host.as_deref() else {
                 continue;
@@ -576,12 +576,38 @@ impl Snapshot {
         self
     }
 
+    /// The snapshot for a host that leases SNAT port blocks (many hosts).
+    pub fn with_nat_blocks(mut self, blocks: Arc<NatBlocks>) -> Snapshot {
+        self.nat_blocks = Some(blocks);
+        self
+    }
+
+    /// The public addresses of the dynamic SNAT rules (their port ranges,
+    /// merged per address): what this host leases port blocks of. At most
+    /// `limit` addresses, the first of each range first.
+    pub fn snat_targets(&self, limit: usize) -> std::collections::BTreeMap<[u8; 4], (u16, u16)> {
+        let mut targets = std::collections::BTreeMap::new();
+        for (start, end, (lo, hi)) in self.chains.dynamic_snat_ranges() {
+            let (a, z) = (u32::from_be_bytes(start), u32::from_be_bytes(end));
+            for addr in a..=z.max(a) {
+                if targets.len() >= limit && !targets.contains_key(&addr.to_be_bytes()) {
+                    break;
+                }
+                let r = targets.entry(addr.to_be_bytes()).or_insert((lo, hi));
+                *r = (r.0.min(lo), r.1.max(hi));
+            }
+        }
+        targets
+    }
+
     /// The snapshot for a host whose tunnels carry inner packets of at most
     /// `inner_mtu` bytes: the DHCP servers of bridges with ports placed on
     /// hosts tell their clients that MTU (option 26), unless a subnet sets
     /// `mtu:` itself (any of their frames may cross a tunnel, bridged or
     /// routed). Nothing changes when a guest's 1500 fits.
     pub fn with_tunnel_mtu(mut self, inner_mtu: u16) -> Snapshot {
+        // What does not fit is answered or fragmented (`sim::tunnel_mtu`).
+        self.tunnel_mtu = Some(inner_mtu);
         if inner_mtu >= 1500 {
             return self;
         }

@@ -629,6 +629,12 @@ reasons! {
     TtlExpired = "ttl_expired",
     /// Bigger than the egress MTU with DF set (ICMP fragmentation needed).
     FragmentationNeeded = "fragmentation_needed",
+    /// Bigger than the tunnel to the egress port's host carries (the
+    /// underlay MTU less 50) with DF set (ICMP fragmentation needed).
+    TunnelFragmentationNeeded = "tunnel_fragmentation_needed",
+    /// Not IPv4, and bigger than the tunnel to the egress port's host
+    /// carries: dropped (it cannot be fragmented).
+    TunnelTooBig = "tunnel_too_big",
     /// The next hop's ARP queue was full.
     ArpQueueFull = "arp_queue_full",
     /// The next hop never answered ARP (ICMP host unreachable sent).
