@@ -22,7 +22,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use vnet_model::reports::{CounterReport, TrafficCounters};
+use vnet_model::reports::{CounterReport, StoreHealth, TrafficCounters};
 
 /// Prefix of every metric name.
 const NAMESPACE: &str = "vnet";
@@ -58,7 +58,7 @@ pub struct Config {
 /// Renders `report` (and `config`, `stored_revision`) in the Prometheus
 /// text format.
 pub fn render(report: &CounterReport, config: &Config, stored_revision: u64) -> String {
-    render_with(report, config, stored_revision, None)
+    render_with(report, config, stored_revision, None, None)
 }
 
 /// [`render`], with the API's request latency histogram (which the API
@@ -68,6 +68,7 @@ pub fn render_with(
     config: &Config,
     stored_revision: u64,
     api_latency: Option<&prometheus::HistogramVec>,
+    store: Option<&StoreHealth>,
 ) -> String {
     let families = Families::new().and_then(|f| {
         if let Some(h) = api_latency {
@@ -75,7 +76,13 @@ pub fn render_with(
         }
         Ok(f)
     });
-    match families.and_then(|f| f.fill(report, config, stored_revision)) {
+    let filled = families.and_then(|f| {
+        if let Some(s) = store {
+            f.store(s)?;
+        }
+        f.fill(report, config, stored_revision)
+    });
+    match filled {
         Ok(text) => text,
         // Only a programming error (a bad name, a duplicate family) gets
         // here; say so in the output rather than panic in the daemon.
@@ -108,6 +115,34 @@ impl Families {
         let g = Gauges::new(Opts::new(name, help), labels)?;
         self.registry.register(Box::new(g.clone()))?;
         Ok(g)
+    }
+
+    /// Whether the topology store answers: `store_up` 1 or 0, the
+    /// outages since start and how long the current one has lasted.
+    fn store(&self, s: &StoreHealth) -> prometheus::Result<()> {
+        let up = self.gauges(
+            "store_up",
+            "1 while the topology store answers, 0 during an outage (forwarding goes on).",
+            &["store"],
+        )?;
+        up.with_label_values(&[s.store.as_str()])
+            .set(u64::from(s.reachable));
+        let outages = self.counters(
+            "store_outages_total",
+            "Times the topology store stopped answering since vnetd started.",
+            &["store"],
+        )?;
+        outages
+            .with_label_values(&[s.store.as_str()])
+            .inc_by(s.outages);
+        let down = self.gauges(
+            "store_down_seconds",
+            "How long the topology store has not answered (0 while it does).",
+            &["store"],
+        )?;
+        down.with_label_values(&[s.store.as_str()])
+            .set(s.down_for_secs);
+        Ok(())
     }
 
     fn fill(
@@ -396,6 +431,8 @@ pub struct WorkerSource {
     pub config: Config,
     /// The API's request latency (`vnet_api::request_latency`).
     pub api_latency: Option<prometheus::HistogramVec>,
+    /// Whether the store answers (`Store::health`, cached there).
+    pub store_health: Option<Box<dyn Fn() -> StoreHealth + Send + Sync>>,
 }
 
 impl WorkerSource {
@@ -412,11 +449,13 @@ impl WorkerSource {
             )
         })?;
         let stored = *self.stored_revision.borrow();
+        let store = self.store_health.as_ref().map(|f| f());
         Ok(render_with(
             &report,
             &self.config,
             stored,
             self.api_latency.as_ref(),
+            store.as_ref(),
         ))
     }
 }
@@ -700,6 +739,34 @@ mod tests {
             )),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_store_outage_is_shown() {
+        let down = StoreHealth {
+            store: "etcd://192.0.2.254:2379".into(),
+            reachable: false,
+            down_for_secs: 12,
+            outages: 2,
+            error: Some("connection refused".into()),
+        };
+        let text = render_with(&report(), &config(), 5, None, Some(&down));
+        let samples = lines(&text);
+        for want in [
+            r#"vnet_store_up{store="etcd://192.0.2.254:2379"} 0"#,
+            r#"vnet_store_outages_total{store="etcd://192.0.2.254:2379"} 2"#,
+            r#"vnet_store_down_seconds{store="etcd://192.0.2.254:2379"} 12"#,
+        ] {
+            assert!(samples.contains(&want), "{want} not in:\n{text}");
+        }
+        let up = StoreHealth {
+            reachable: true,
+            down_for_secs: 0,
+            error: None,
+            ..down
+        };
+        let text = render_with(&report(), &config(), 5, None, Some(&up));
+        assert!(lines(&text).contains(&r#"vnet_store_up{store="etcd://192.0.2.254:2379"} 1"#));
     }
 
     #[test]

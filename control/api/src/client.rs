@@ -130,6 +130,8 @@ pub struct Health {
     pub problems: Vec<String>,
     /// Every exterior port and its binding.
     pub ports: Vec<vnet_model::reports::PortStatus>,
+    /// Whether the store answers (`stored_revision` is 0 when not).
+    pub store: vnet_model::reports::StoreHealth,
 }
 
 /// A host, as `vnetctl get hosts` shows it.
@@ -417,6 +419,13 @@ impl Client {
                 .collect(),
             problems: r.problems,
             ports: r.ports.into_iter().map(port_status_from_pb).collect(),
+            store: vnet_model::reports::StoreHealth {
+                store: r.store,
+                reachable: r.store_reachable,
+                down_for_secs: r.store_down_seconds,
+                outages: r.store_outages,
+                error: (!r.store_error.is_empty()).then_some(r.store_error),
+            },
         })
     }
 }

@@ -375,9 +375,26 @@ impl pb::vnet_server::Vnet for VnetService {
         &self,
         _: Request<pb::HealthRequest>,
     ) -> Result<Response<pb::HealthResponse>, Status> {
-        let stored = self.store_call(|s| s.current()).await?.revision;
+        // Never waits for a store known to be down: status is what an
+        // operator asks for during an outage.
+        let mut store = self.store.health();
+        let mut stored = 0;
+        if store.reachable {
+            match self.store_call(|s| s.current()).await {
+                Ok(c) => stored = c.revision,
+                Err(e) => {
+                    store.reachable = false;
+                    store.error = Some(e.message().to_string());
+                }
+            }
+        }
         let mut out = pb::HealthResponse {
             stored_revision: stored,
+            store: store.store,
+            store_reachable: store.reachable,
+            store_down_seconds: store.down_for_secs,
+            store_outages: store.outages,
+            store_error: store.error.unwrap_or_default(),
             ..Default::default()
         };
         if self.dataplane.is_some() {

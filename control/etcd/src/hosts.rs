@@ -144,7 +144,7 @@ pub async fn keep_alive(shared: Arc<Shared>, reg: Registration) {
             loop {
                 keeper.keep_alive().await?;
                 match stream.message().await? {
-                    Some(r) if r.ttl() > 0 => {}
+                    Some(r) if r.ttl() > 0 => shared.answered(),
                     // TTL 0: etcd no longer has the lease.
                     _ => return Ok::<(), etcd_client::Error>(()),
                 }
@@ -158,6 +158,7 @@ pub async fn keep_alive(shared: Arc<Shared>, reg: Registration) {
                 "this host's etcd lease expired (etcd unreachable longer than its TTL?); registering again"
             ),
             Err(e) => {
+                shared.unreachable(&format!("keeping this host's lease alive: {e}"));
                 tracing::warn!(host = %reg.name, error = %e, "keeping this host's etcd lease alive; retrying");
                 tokio::time::sleep(period).await;
                 // The lease may still be alive: keep it if so.

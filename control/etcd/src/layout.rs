@@ -77,6 +77,16 @@ impl Keys {
     pub fn known_host(&self, name: &str) -> String {
         format!("{}{name}", self.known_hosts())
     }
+
+    /// Prefix of the SNAT port blocks of `address`.
+    pub fn nat_blocks(&self, address: std::net::Ipv4Addr) -> String {
+        format!("{}nat/{address}/", self.prefix)
+    }
+
+    /// One SNAT port block: its holder's name, under the holder's lease.
+    pub fn nat_block(&self, address: std::net::Ipv4Addr, block: u16) -> String {
+        format!("{}{block:04}", self.nat_blocks(address))
+    }
 }
 
 /// `topo/head`: what every change rewrites.
@@ -118,12 +128,17 @@ pub const BUCKETS: u32 = 32;
 /// The bucket of the object at `path` (`bridges.b`): FNV-1a of the path.
 /// Part of the format: changing it moves every object.
 pub fn bucket_of(path: &str) -> u32 {
+    (fnv1a(path) % u64::from(BUCKETS)) as u32
+}
+
+/// 64-bit FNV-1a of `s`.
+pub fn fnv1a(s: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in path.bytes() {
+    for b in s.bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    (h % u64::from(BUCKETS)) as u32
+    h
 }
 
 /// One named object with its stable id.

@@ -12,6 +12,7 @@
 //! | `topo/log/<revision, 20 digits>` | the revision's changes and [`vnet_store::Delta`] (for watchers) | by every change; the oldest deleted past the bounds |
 //! | `hosts/live/<name>` | `{tunnel_address}` under the host's lease | by that host's vnetd |
 //! | `hosts/known/<name>` | `{tunnel_address}`, no lease | by that host's vnetd, at registration |
+//! | `nat/<address>/<block, 4 digits>` | the name of the host holding that SNAT port block (64 ports), under its lease | by that host's vnetd, when its SNAT needs ports (nat.rs) |
 //!
 //! **Objects in 32 bucket keys: neither one key per object nor one key
 //! holding the document.** Measured against etcd 3.4: one key per object
@@ -100,10 +101,11 @@ use std::time::Duration;
 
 use etcd_client::Client;
 use vnet_model::model::Topology;
-use vnet_store::{Applied, Event, RegisteredHost, Revisioned, Store, StoreError};
+use vnet_store::{Applied, Event, NatBlockClaim, RegisteredHost, Revisioned, Store, StoreError};
 
 mod hosts;
 pub mod layout;
+mod nat;
 pub mod server;
 mod txn;
 mod watch;
@@ -154,6 +156,16 @@ pub(crate) struct Shared {
     /// `etcd://...`, for errors.
     pub name: String,
     pub notify: tokio::sync::watch::Sender<u64>,
+    /// Whether etcd answered the last call (`vnetctl status`, metrics).
+    pub reachability: Mutex<Reachability>,
+}
+
+/// What the store's calls and the lease's keep-alive saw of etcd.
+#[derive(Debug, Default)]
+pub(crate) struct Reachability {
+    down_since: Option<std::time::Instant>,
+    outages: u64,
+    error: Option<String>,
 }
 
 impl Shared {
@@ -170,6 +182,26 @@ impl Shared {
             path: self.name.clone(),
             message,
         }
+    }
+
+    /// etcd answered a call.
+    pub fn answered(&self) {
+        let mut r = self.reachability.lock().unwrap_or_else(|p| p.into_inner());
+        if r.down_since.take().is_some() {
+            tracing::info!(store = %self.name, "etcd answers again");
+        }
+        r.error = None;
+    }
+
+    /// A call could not reach etcd.
+    pub fn unreachable(&self, error: &str) {
+        let mut r = self.reachability.lock().unwrap_or_else(|p| p.into_inner());
+        if r.down_since.is_none() {
+            r.down_since = Some(std::time::Instant::now());
+            r.outages += 1;
+            tracing::warn!(store = %self.name, error, "etcd does not answer: forwarding goes on with the topology and hosts last seen");
+        }
+        r.error = Some(error.to_string());
     }
 
     /// Publishes `revision` if it is newer than what watchers were told.
@@ -252,6 +284,7 @@ impl EtcdStore {
             keys: layout::Keys::new(prefix),
             name,
             notify,
+            reachability: Mutex::new(Reachability::default()),
         });
         let store = EtcdStore {
             shared: shared.clone(),
@@ -288,10 +321,16 @@ impl EtcdStore {
                 }),
             }
         };
-        run_on(&self.handle, timed).map_err(|e| StoreError::Io {
+        let result = run_on(&self.handle, timed).map_err(|e| StoreError::Io {
             path: self.shared.name.clone(),
             error: std::io::Error::other(e),
-        })?
+        })?;
+        // An answer of any kind (a conflict, a refusal) is etcd reachable.
+        match &result {
+            Err(StoreError::Io { error, .. }) => self.shared.unreachable(&error.to_string()),
+            _ => self.shared.answered(),
+        }
+        result
     }
 
     /// Registers this vnetd as host `name` with its tunnel address, under a
@@ -457,6 +496,41 @@ impl Store for EtcdStore {
 
     fn registered_hosts(&self) -> Result<Vec<RegisteredHost>, StoreError> {
         self.run(hosts::list(self.shared.clone()))
+    }
+
+    fn claim_nat_blocks(&self, claim: &NatBlockClaim) -> Result<Option<Vec<u16>>, StoreError> {
+        let lease = self.lease();
+        self.run(nat::claim(self.shared.clone(), lease, claim.clone()))
+            .map(Some)
+    }
+
+    fn registration_epoch(&self) -> u64 {
+        self.lease() as u64
+    }
+
+    fn health(&self) -> vnet_model::reports::StoreHealth {
+        let r = self
+            .shared
+            .reachability
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        vnet_model::reports::StoreHealth {
+            store: self.shared.name.clone(),
+            reachable: r.down_since.is_none(),
+            down_for_secs: r.down_since.map_or(0, |t| t.elapsed().as_secs()),
+            outages: r.outages,
+            error: r.error.clone(),
+        }
+    }
+}
+
+impl EtcdStore {
+    /// The lease this host's registration holds now (0: not registered).
+    fn lease(&self) -> i64 {
+        let reg = self.registration.lock().unwrap_or_else(|p| p.into_inner());
+        reg.as_ref().map_or(0, |(r, _)| {
+            r.lease.load(std::sync::atomic::Ordering::Relaxed)
+        })
     }
 }
 

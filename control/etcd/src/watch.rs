@@ -114,6 +114,7 @@ mod tests {
                 keys: crate::layout::Keys::new("/vnet/"),
                 name: etcd.url(),
                 notify,
+                reachability: Default::default(),
             };
             let ended = tokio::time::timeout(Duration::from_secs(5), watch_from(&shared, 1)).await;
             assert_eq!(ended, Ok(Ok(())));

@@ -10,7 +10,7 @@ use vnet_etcd::server::EtcdServer;
 use vnet_etcd::EtcdStore;
 use vnet_model::objects::{Object, ObjectKind};
 use vnet_model::Topology;
-use vnet_store::{Store, StoreError, HISTORY};
+use vnet_store::{NatBlockClaim, Store, StoreError, HISTORY};
 
 fn etcd() -> EtcdServer {
     EtcdServer::start().unwrap_or_else(|e| panic!("cannot start etcd for this test: {e}"))
@@ -473,4 +473,121 @@ fn an_apply_of_many_objects_is_one_revision_and_a_too_large_one_says_why() {
     let err = s.apply(bridges(0, 20_000), None).unwrap_err().to_string();
     assert!(err.contains("--max-request-bytes"), "{err}");
     assert_eq!(other.current().unwrap().revision, 2);
+}
+
+fn nat_claim(host: &str, held: &[u16], more: usize, ports: (u16, u16)) -> NatBlockClaim {
+    NatBlockClaim {
+        host: host.to_string(),
+        address: Ipv4Addr::new(203, 0, 113, 10),
+        ports,
+        held: held.to_vec(),
+        more,
+    }
+}
+
+/// SNAT port blocks (many hosts): two hosts claiming blocks of one address
+/// at the same time never hold the same one; a claim takes only blocks
+/// that overlap the ports asked for, gives what it holds again when asked
+/// for nothing more, and needs a registration; a host that leaves frees
+/// its blocks, and one that comes back takes the same ones again.
+#[test]
+fn snat_port_blocks_are_held_by_one_host_each() {
+    let server = etcd();
+    let (h1, h2) = (Arc::new(store(&server)), Arc::new(store(&server)));
+    h1.register_host("h1", Ipv4Addr::new(192, 0, 2, 1), 2)
+        .unwrap();
+    h2.register_host("h2", Ipv4Addr::new(192, 0, 2, 2), 2)
+        .unwrap();
+    let all = (1024, 65535);
+
+    let anon = store(&server);
+    let err = anon
+        .claim_nat_blocks(&nat_claim("h3", &[], 1, all))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not registered"), "{err}");
+
+    // Racing: both ask for 450 of the 1008 blocks of 1024-65535 at once
+    // (several Txns each: etcd takes at most 128 operations in one).
+    let barrier = Arc::new(Barrier::new(2));
+    let race = |s: Arc<EtcdStore>, host: &'static str| {
+        let barrier = barrier.clone();
+        std::thread::spawn(move || {
+            barrier.wait();
+            s.claim_nat_blocks(&nat_claim(host, &[], 450, all))
+                .unwrap()
+                .unwrap()
+        })
+    };
+    let (a, b) = (race(h1.clone(), "h1"), race(h2.clone(), "h2"));
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+    assert_eq!((a.len(), b.len()), (450, 450));
+    assert!(a.iter().all(|x| !b.contains(x)), "a block held by both");
+    assert!(
+        a.iter().chain(&b).all(|&x| x >= 16),
+        "a block below port 1024"
+    );
+    // Asking for nothing more gives the same blocks.
+    assert_eq!(
+        h1.claim_nat_blocks(&nat_claim("h1", &a, 0, all))
+            .unwrap()
+            .unwrap(),
+        a
+    );
+    // Only 108 are left: h2 gets them all, no more.
+    let b2 = h2
+        .claim_nat_blocks(&nat_claim("h2", &b, 200, all))
+        .unwrap()
+        .unwrap();
+    assert_eq!(b2.len(), 558);
+    // A range within one block: that block only, if free.
+    let small = (5000, 5010);
+    let held_by = if a.contains(&78) { "h1" } else { "h2" };
+    let other = if held_by == "h1" { &h2 } else { &h1 };
+    let other_name = if held_by == "h1" { "h2" } else { "h1" };
+    let got = other
+        .claim_nat_blocks(&nat_claim(other_name, &[], 1, small))
+        .unwrap()
+        .unwrap();
+    assert!(!got.contains(&78), "block 78 is {held_by}'s");
+
+    // h1 leaves (its lease revoked): its blocks are free for h2.
+    drop(h1);
+    let b3 = h2
+        .claim_nat_blocks(&nat_claim("h2", &b2, 1, all))
+        .unwrap()
+        .unwrap();
+    assert_eq!(b3.len(), 559);
+    assert!(a.iter().any(|x| b3.contains(x)));
+}
+
+/// A host whose blocks were freed (its lease ran out: a restart, a long
+/// etcd outage) takes the same ones back, first to last, while nobody took
+/// them: they hold the ports its kernel flows still translate.
+#[test]
+fn a_returning_host_takes_back_its_snat_blocks() {
+    let server = etcd();
+    let h1 = store(&server);
+    let h2 = store(&server);
+    h1.register_host("h1", Ipv4Addr::new(192, 0, 2, 1), 2)
+        .unwrap();
+    h2.register_host("h2", Ipv4Addr::new(192, 0, 2, 2), 2)
+        .unwrap();
+    let all = (1024, 65535);
+    let one = |s: &EtcdStore, host: &str, held: &[u16]| {
+        s.claim_nat_blocks(&nat_claim(host, held, 1, all))
+            .unwrap()
+            .unwrap()
+    };
+    let first = one(&h1, "h1", &[]);
+    let second = one(&h1, "h1", &first);
+    let theirs = one(&h2, "h2", &[]);
+    assert_eq!((first.len(), second.len(), theirs.len()), (1, 2, 1));
+    assert!(!second.contains(&theirs[0]));
+    drop(h1);
+    let h1 = store(&server);
+    h1.register_host("h1", Ipv4Addr::new(192, 0, 2, 1), 2)
+        .unwrap();
+    assert_eq!(one(&h1, "h1", &[]), first);
+    assert_eq!(one(&h1, "h1", &first), second);
 }

@@ -92,6 +92,21 @@ pub struct TrafficCounters {
     pub upcall_budget: u64,
 }
 
+/// Whether the topology store answers, as this vnetd last saw it (a shared
+/// store can be unreachable while every host goes on forwarding).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreHealth {
+    /// The store (`embedded`, `etcd://...`).
+    pub store: String,
+    pub reachable: bool,
+    /// Seconds since it stopped answering (0 while reachable).
+    pub down_for_secs: u64,
+    /// Times it stopped answering since vnetd started.
+    pub outages: u64,
+    /// The last failure, while unreachable.
+    pub error: Option<String>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CounterReport {
     pub revision: u64,

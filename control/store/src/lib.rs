@@ -108,6 +108,24 @@ pub struct RegisteredHost {
     pub alive: bool,
 }
 
+/// A host's claim of SNAT port blocks of one public address (many hosts:
+/// each host gives dynamic SNAT ports only out of blocks it holds). Blocks
+/// are 64 ports by absolute port (block `b`: ports `64·b ..= 64·b + 63`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatBlockClaim {
+    pub host: String,
+    pub address: std::net::Ipv4Addr,
+    /// The ports the SNAT rules of this address translate to: new blocks
+    /// are taken among those that overlap them.
+    pub ports: (u16, u16),
+    /// The blocks the host holds as far as it knows: kept (taken again
+    /// under its current registration if they were lost with an expired
+    /// one and nobody took them since).
+    pub held: Vec<u16>,
+    /// How many more to take.
+    pub more: usize,
+}
+
 /// A topology store. Implementations serialise changes: each one sees the
 /// result of the one before and gets the next revision.
 pub trait Store: Send + Sync {
@@ -144,6 +162,30 @@ pub trait Store: Send + Sync {
     /// (by name). The embedded store is one host's: none register in it.
     fn registered_hosts(&self) -> Result<Vec<RegisteredHost>, StoreError> {
         Ok(Vec::new())
+    }
+
+    /// Claims SNAT port blocks for a host ([`NatBlockClaim`]) and returns
+    /// every block of the address the host holds afterwards (fewer new ones
+    /// than asked when the others hold the rest). `None`: this store is one
+    /// host's (the embedded store), which gives every port itself.
+    fn claim_nat_blocks(&self, _claim: &NatBlockClaim) -> Result<Option<Vec<u16>>, StoreError> {
+        Ok(None)
+    }
+
+    /// Whether the store answers (cached: never waits for it).
+    fn health(&self) -> vnet_model::reports::StoreHealth {
+        vnet_model::reports::StoreHealth {
+            store: "embedded".into(),
+            reachable: true,
+            ..Default::default()
+        }
+    }
+
+    /// Changes whenever this host's registration is a new one (a new etcd
+    /// lease after an expired one): what it held under the old one must be
+    /// claimed again.
+    fn registration_epoch(&self) -> u64 {
+        0
     }
 
     /// Makes the topology exactly `topology` (declarative apply).

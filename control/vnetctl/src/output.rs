@@ -405,9 +405,36 @@ pub fn status(h: &Health, format: Format) -> Result<String> {
             "interfaces": ifs,
             "ports": ports,
             "problems": h.problems,
+            "store": {
+                "store": h.store.store,
+                "reachable": h.store.reachable,
+                "down_seconds": h.store.down_for_secs,
+                "outages": h.store.outages,
+                "error": h.store.error,
+            },
         }));
     }
-    let mut text = format!("stored revision:  {}\n", h.stored_revision);
+    let s = &h.store;
+    let mut text = if s.reachable {
+        let outages = match s.outages {
+            0 => String::new(),
+            n => format!(" (answering; {n} outages since start)"),
+        };
+        format!(
+            "store:            {}{outages}\nstored revision:  {}\n",
+            s.store, h.stored_revision
+        )
+    } else {
+        format!(
+            "store:            {} UNREACHABLE for {} s ({} outages since start): {}\n\
+             stored revision:  unknown; forwarding goes on with the running one and \
+             catches up when the store answers\n",
+            s.store,
+            s.down_for_secs,
+            s.outages,
+            s.error.as_deref().unwrap_or("no answer")
+        )
+    };
     if h.dataplane {
         text += &format!("running revision: {}\n", h.running_revision);
         let rows: Vec<_> = h.ports.iter().map(port_status_row).collect();

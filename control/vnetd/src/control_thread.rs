@@ -12,13 +12,15 @@ use std::time::Duration;
 use vnet_api::Listeners;
 use vnet_dataplane::reconfig;
 use vnet_dataplane::runtime::{Command, Commands};
-use vnet_dataplane::sim::Snapshot;
+use vnet_dataplane::sim::{nat_blocks, Snapshot};
 use vnet_model::reports::{
     CounterReport, Dataplane, DataplaneHealth, FlowPage, FlowsPage, TraceError, TraceReport,
     TraceRequest,
 };
 use vnet_model::Topology;
 use vnet_store::Store;
+
+use crate::nat_leaser::{self, NatLeasing};
 
 /// How long a view waits for the worker (woken by each command, it answers
 /// after the packets it is handling).
@@ -75,17 +77,43 @@ impl Dataplane for WorkerView {
 #[derive(Debug, Clone, Default)]
 pub struct Placement {
     pub host: Option<String>,
+    /// This host's underlay address (`--tunnel-address`).
+    pub tunnel_address: Option<std::net::Ipv4Addr>,
     pub tunnel_mtu: Option<u16>,
+    /// With a store shared by many hosts: the SNAT port blocks this host
+    /// leases ([`nat_leaser`]).
+    pub nat: Option<Arc<NatLeasing>>,
 }
 
 impl Placement {
-    /// The snapshot of `topology` as this vnetd runs it.
+    /// Why `topology` cannot be run here as given: its `hosts:` entry for
+    /// this host names another tunnel address than this vnetd's (the other
+    /// hosts would send this host's traffic there).
+    pub fn mismatch(&self, topology: &Topology) -> Option<String> {
+        let (host, address) = (self.host.as_ref()?, self.tunnel_address?);
+        let listed = topology.hosts.get(host)?.tunnel_address;
+        (listed != address).then(|| {
+            format!(
+                "hosts.{host}.tunnel_address is {listed} but this vnetd's --tunnel-address is \
+                 {address}: the other hosts send this host's tunnels to {listed}; give vnetd \
+                 --tunnel-address {listed}, or change the topology's hosts.{host}"
+            )
+        })
+    }
+
+    /// The snapshot of `topology` as this vnetd runs it; tells the leaser
+    /// its SNAT addresses.
     pub fn compile(&self, topology: &Topology, revision: u64) -> Snapshot {
-        let snap = Snapshot::compile(topology, revision).placed_on(self.host.as_deref());
-        match self.tunnel_mtu {
-            Some(mtu) => snap.with_tunnel_mtu(mtu),
-            None => snap,
+        let mut snap = Snapshot::compile(topology, revision).placed_on(self.host.as_deref());
+        if let Some(mtu) = self.tunnel_mtu {
+            snap = snap.with_tunnel_mtu(mtu);
         }
+        if let Some(nat) = &self.nat {
+            nat.targets
+                .send_replace(snap.snat_targets(nat_blocks::MAX_ADDRESSES));
+            snap = snap.with_nat_blocks(nat.blocks.clone());
+        }
+        snap
     }
 }
 
@@ -120,6 +148,15 @@ impl ControlThread {
             .name("vnetd-control".into())
             .spawn(move || {
                 rt.block_on(async move {
+                    let leaser = match (&placement.host, &placement.nat) {
+                        (Some(host), Some(nat)) => Some(tokio::spawn(nat_leaser::run(
+                            store.clone(),
+                            host.clone(),
+                            nat.clone(),
+                            stop.clone(),
+                        ))),
+                        _ => None,
+                    };
                     let watcher = tokio::spawn(watch_store(
                         store.clone(),
                         commands,
@@ -135,6 +172,9 @@ impl ControlThread {
                         tracing::error!("API stopped: {e}");
                     }
                     watcher.abort();
+                    if let Some(l) = leaser {
+                        l.abort();
+                    }
                 });
             })?;
         Ok(ControlThread {
@@ -197,6 +237,11 @@ async fn watch_store(
             Some(cur) => (cur.revision, Arc::new(cur.topology)),
             None => (sent, running.clone()),
         };
+        if revision != sent {
+            if let Some(why) = placement.mismatch(&topology) {
+                tracing::error!(revision, "{why}");
+            }
+        }
         let now_dead = match &host {
             // Off this thread, which also serves the API: with etcd down
             // the read waits for its deadline.
@@ -274,4 +319,31 @@ fn dead_hosts(store: &dyn Store, topology: &Topology, me: &str) -> Option<BTreeS
             .cloned()
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Placement;
+
+    #[test]
+    fn a_host_listed_with_another_tunnel_address_is_refused() {
+        let t = vnet_model::load_str(
+            "version: 1\nhosts:\n  h1: {tunnel_address: 192.0.2.1}\n  h2: {tunnel_address: 192.0.2.2}\n",
+        )
+        .unwrap();
+        let on = |host: &str, address: [u8; 4]| Placement {
+            host: Some(host.into()),
+            tunnel_address: Some(address.into()),
+            ..Default::default()
+        };
+        assert_eq!(on("h1", [192, 0, 2, 1]).mismatch(&t), None);
+        let why = on("h1", [192, 0, 2, 9]).mismatch(&t).unwrap();
+        assert!(
+            why.contains("hosts.h1.tunnel_address is 192.0.2.1"),
+            "{why}"
+        );
+        assert!(why.contains("--tunnel-address 192.0.2.1"), "{why}");
+        // A host the topology does not list yet: nothing to compare.
+        assert_eq!(on("h3", [192, 0, 2, 3]).mismatch(&t), None);
+    }
 }

@@ -361,8 +361,16 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     // This host's ports only (`host:`), the others' through the tunnels.
     let placement = Placement {
         host: opts.host.clone(),
+        tunnel_address: opts.tunnel_address,
         tunnel_mtu: tunnel.as_ref().map(|t| t.underlay.inner_mtu()),
+        // Hosts sharing one store lease SNAT ports in blocks; a vnetd of
+        // its own store gives every port.
+        nat: (opts.host.is_some() && opts.store.is_some())
+            .then(|| Arc::new(crate::nat_leaser::NatLeasing::new())),
     };
+    if let Some(why) = placement.mismatch(&current.topology) {
+        bail!("{why}");
+    }
     let snap = Arc::new(placement.compile(&current.topology, current.revision));
     let mut runtime = Runtime::new(snap.clone(), kernel, Vec::new(), limits);
     runtime.attach_upcall_path(upcall_path);
@@ -402,6 +410,10 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
                     limits,
                 },
                 api_latency: Some(api_latency.clone()),
+                store_health: Some({
+                    let store = store.clone();
+                    Box::new(move || store.health())
+                }),
             };
             let server = vnet_dataplane::metrics::Server::start(listener, move || source.scrape())?;
             tracing::info!(address = %server.addr(), "serving metrics on http://{}/metrics", server.addr());

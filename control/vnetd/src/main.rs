@@ -6,6 +6,7 @@ use clap::Parser;
 use std::process::ExitCode;
 mod control_thread;
 mod daemon;
+mod nat_leaser;
 
 use daemon::{LogFormat, Options};
 

@@ -1,7 +1,7 @@
 //! Real answers in, the exact text vnetctl prints out.
 use super::*;
 use vnet_model::diff::ChangeOp;
-use vnet_model::reports::TraceStep;
+use vnet_model::reports::{StoreHealth, TraceStep};
 
 fn change(op: ChangeOp, path: &str) -> Change {
     Change {
@@ -370,6 +370,11 @@ fn health(dataplane: bool) -> Health {
                 state: PortState::Failed("EBUSY".into()),
             },
         ],
+        store: StoreHealth {
+            store: "embedded".into(),
+            reachable: true,
+            ..Default::default()
+        },
     }
 }
 
@@ -377,7 +382,8 @@ fn health(dataplane: bool) -> Health {
 fn status_shows_each_port_as_bound_waiting_or_failed() {
     assert_eq!(
         status(&health(true), Format::Table).unwrap(),
-        "stored revision:  4\n\
+        "store:            embedded\n\
+         stored revision:  4\n\
          running revision: 3\n\
          PORT  INTERFACE  STATE    IFINDEX  WHY\n\
          b/p1  if1        bound    7\n\
@@ -387,7 +393,45 @@ fn status_shows_each_port_as_bound_waiting_or_failed() {
     );
     assert_eq!(
         status(&health(false), Format::Table).unwrap(),
-        "stored revision:  4\nno dataplane behind this API\n"
+        "store:            embedded\nstored revision:  4\nno dataplane behind this API\n"
+    );
+}
+
+#[test]
+fn status_shows_a_store_outage_and_that_forwarding_goes_on() {
+    let mut h = health(true);
+    h.stored_revision = 0;
+    h.store = StoreHealth {
+        store: "etcd://192.0.2.254:2379".into(),
+        reachable: false,
+        down_for_secs: 12,
+        outages: 1,
+        error: Some("connection refused".into()),
+    };
+    let text = status(&h, Format::Table).unwrap();
+    assert!(
+        text.starts_with(
+            "store:            etcd://192.0.2.254:2379 UNREACHABLE for 12 s (1 outages since start): \
+             connection refused\nstored revision:  unknown; forwarding goes on"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("running revision: 3\n"), "{text}");
+    let json: Value = serde_json::from_str(&status(&h, Format::Yaml).unwrap()).unwrap();
+    assert_eq!(
+        json["store"],
+        json!({"store": "etcd://192.0.2.254:2379", "reachable": false, "down_seconds": 12,
+               "outages": 1, "error": "connection refused"})
+    );
+    h.store.reachable = true;
+    h.store.error = None;
+    h.stored_revision = 4;
+    let text = status(&h, Format::Table).unwrap();
+    assert!(
+        text.starts_with(
+            "store:            etcd://192.0.2.254:2379 (answering; 1 outages since start)\n"
+        ),
+        "{text}"
     );
 }
 
