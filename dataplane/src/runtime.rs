@@ -641,7 +641,8 @@ impl Runtime {
         {
             return None;
         }
-        let encap = tunnel.encap(tunnel_address, tunnel_key, key)?;
+        let known = self.peer_macs.get(&tunnel_address).copied();
+        let encap = tunnel.encap(tunnel_address, tunnel_key, key, known)?;
         actions.encap = encap;
         actions.flags |= act::ENCAP_VXLAN;
         actions.out_ifindex = tunnel.underlay.ifindex;

@@ -173,8 +173,17 @@ impl Tunnel {
 
     /// The outer headers of a flow towards the port of `vni` at `peer`, or
     /// `None` while the next hop's MAC is unknown (see the module comment).
-    pub fn encap(&self, peer: [u8; 4], vni: u32, key: &FlowKey) -> Option<Encap> {
-        let eth_dst = neighbour(&self.underlay.name, peer)?;
+    /// `known`: the next hop's MAC as the worker last checked it (every
+    /// second, `moved_peers`), saving a read of the neighbour table per
+    /// flow.
+    pub fn encap(
+        &self,
+        peer: [u8; 4],
+        vni: u32,
+        key: &FlowKey,
+        known: Option<[u8; 6]>,
+    ) -> Option<Encap> {
+        let eth_dst = known.or_else(|| neighbour(&self.underlay.name, peer))?;
         Some(Encap {
             vni,
             src: self.local,
