@@ -13,6 +13,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod hosts;
 pub mod vm;
 
 /// True when the tests can run; prints the reason when they cannot.
@@ -378,6 +379,30 @@ impl World {
             );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `args` run in the host namespace.
+    pub fn in_host(&self, args: &[&str]) -> Result<Output> {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &self.host])
+            .args(args)
+            .output()
+            .with_context(|| format!("running {args:?} in {}", self.host))
+    }
+
+    /// GET of `url` from the host namespace (curl); the body, or why not.
+    pub fn http_get(&self, url: &str) -> Result<String> {
+        let out = self.in_host(&["curl", "-sS", "-f", "--max-time", "5", url])?;
+        if !out.status.success() {
+            bail!("curl {url}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// The frames port `port` sent to userspace (first packets), from
+    /// `vnetctl stats`.
+    pub fn userspace_rx(&self, port: &str) -> Result<u64> {
+        port_userspace_rx(&self.vnetctl_json(&["stats"])?, port)
     }
 
     /// `vnetctl <args> -o json`, parsed.
@@ -884,4 +909,16 @@ mod tests {
         let _ = child.kill();
         let _ = child.wait();
     }
+}
+
+/// The frames `port` sent to userspace in `vnetctl stats -o json`'s
+/// output.
+pub fn port_userspace_rx(stats: &serde_json::Value, port: &str) -> Result<u64> {
+    stats["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["port"] == port)
+        .and_then(|p| p["userspace_rx"].as_u64())
+        .with_context(|| format!("no userspace_rx of {port} in vnetctl stats: {stats}"))
 }

@@ -11,120 +11,9 @@
 //!
 //! Needs root and Debian's etcd-server; fails (never skips) without etcd.
 use anyhow::{ensure, Context, Result};
-use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
+use vnet_e2e::hosts::{example, listed_hosts as hosts, reason, Hosts, TTL};
 use vnet_e2e::{have_root, poll, run, Guest, World};
-use vnet_etcd::server::EtcdServer;
-
-/// Seconds of each host's lease.
-const TTL: u64 = 3;
-
-const ETCD_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 254);
-
-/// The underlay: a namespace with a bridge and etcd on it; each host's
-/// namespace gets a veth onto the bridge with address 192.0.2.N.
-struct Underlay {
-    netns: String,
-    etcd: Option<EtcdServer>,
-}
-
-impl Underlay {
-    fn new(name: &str) -> Result<Underlay> {
-        let netns = format!("{name}-u");
-        run(&["ip", "netns", "add", &netns])?;
-        let u = Underlay { netns, etcd: None };
-        let ns = u.netns.as_str();
-        run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
-        run(&["ip", "-n", ns, "link", "add", "br0", "type", "bridge"])?;
-        run(&[
-            "ip",
-            "-n",
-            ns,
-            "addr",
-            "add",
-            &format!("{ETCD_IP}/24"),
-            "dev",
-            "br0",
-        ])?;
-        run(&["ip", "-n", ns, "link", "set", "br0", "up"])?;
-        Ok(u)
-    }
-
-    /// Joins `world`'s host namespace to the bridge as 192.0.2.`n`.
-    fn join(&self, world: &World, n: u8) -> Result<Ipv4Addr> {
-        let (inner, outer) = (
-            format!("{}-ul", world.prefix),
-            format!("{}-up", world.prefix),
-        );
-        run(&[
-            "ip", "link", "add", &inner, "type", "veth", "peer", "name", &outer,
-        ])?;
-        run(&["ip", "link", "set", &inner, "netns", &world.host])?;
-        run(&["ip", "link", "set", &outer, "netns", &self.netns])?;
-        run(&[
-            "ip",
-            "-n",
-            &self.netns,
-            "link",
-            "set",
-            &outer,
-            "master",
-            "br0",
-            "up",
-        ])?;
-        let ip = Ipv4Addr::new(192, 0, 2, n);
-        run(&[
-            "ip",
-            "-n",
-            &world.host,
-            "addr",
-            "add",
-            &format!("{ip}/24"),
-            "dev",
-            &inner,
-        ])?;
-        // Room for VXLAN's 50 bytes around a guest's 1500 (HOSTS.md §5).
-        run(&[
-            "ip",
-            "-n",
-            &world.host,
-            "link",
-            "set",
-            &inner,
-            "mtu",
-            "1550",
-            "up",
-        ])?;
-        run(&[
-            "ip",
-            "-n",
-            &self.netns,
-            "link",
-            "set",
-            &outer,
-            "mtu",
-            "1550",
-        ])?;
-        Ok(ip)
-    }
-
-    fn start_etcd(&mut self) -> Result<String> {
-        let etcd = EtcdServer::start_in(&self.netns, ETCD_IP)
-            .map_err(|e| anyhow::anyhow!("cannot start etcd for this test: {e}"))?;
-        let url = etcd.url();
-        self.etcd = Some(etcd);
-        Ok(url)
-    }
-}
-
-impl Drop for Underlay {
-    fn drop(&mut self) {
-        self.etcd = None;
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.netns])
-            .status();
-    }
-}
 
 const HOSTS: &str = "version: 1
 hosts:
@@ -147,69 +36,22 @@ fn topology(extra_port: bool) -> String {
     t
 }
 
-/// One row of `vnetctl get hosts`: (name, tunnel address, alive, ports).
-type HostRow = (String, String, bool, Vec<String>);
-
-/// `vnetctl get hosts -o json` of `w`.
-fn hosts(w: &World) -> Result<Vec<HostRow>> {
-    let v = w.vnetctl_json(&["get", "hosts"])?;
-    let list = v["hosts"].as_array().context("no hosts array")?;
-    Ok(list
-        .iter()
-        .map(|h| {
-            (
-                h["name"].as_str().unwrap_or_default().to_string(),
-                h["tunnel_address"].as_str().unwrap_or_default().to_string(),
-                h["alive"].as_bool().unwrap_or(false),
-                h["ports"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|p| p.as_str().map(String::from))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            )
-        })
-        .collect())
-}
-
-fn vnetd_args<'a>(url: &'a str, host: &'a str, ip: &'a str, ttl: &'a str) -> [&'a str; 8] {
-    [
-        "--store",
-        url,
-        "--host",
-        host,
-        "--tunnel-address",
-        ip,
-        "--host-ttl",
-        ttl,
-    ]
-}
-
 #[test]
 fn two_vnetds_share_one_etcd_and_see_each_other_die() -> Result<()> {
     if !have_root("two_vnetds_share_one_etcd_and_see_each_other_die") {
         return Ok(());
     }
-    let mut a = World::new("etcd-a")?;
-    let mut b = World::new("etcd-b")?;
-    let mut underlay = Underlay::new(&a.prefix)?;
-    let ip1 = underlay.join(&a, 1)?;
-    let ip2 = underlay.join(&b, 2)?;
-    let url = underlay.start_etcd()?;
+    let mut h = Hosts::new("etcd", 2)?;
     // Each host has its own guest; a host's vnetd refuses a topology file
     // only for missing interfaces of its own ports.
-    a.guest("vm1", "vm1-h", "02:00:00:00:01:01", "10.0.0.11")?;
-    b.guest("vm2", "vm2-h", "02:00:00:00:01:02", "10.0.0.12")?;
-    let ttl = TTL.to_string();
-    let (ip1s, ip2s) = (ip1.to_string(), ip2.to_string());
-    let file = a.topology_file(&topology(false))?;
-    a.start_vnetd_args(&file, &vnetd_args(&url, "h1", &ip1s, &ttl))
-        .context("vnetd on h1")?;
-    let file = b.topology_file(&topology(false))?;
-    b.start_vnetd_args(&file, &vnetd_args(&url, "h2", &ip2s, &ttl))
-        .context("vnetd on h2")?;
+    h.guest(1, "vm1", "02:00:00:00:01:01", "10.0.0.11", None)?;
+    h.guest(2, "vm2", "02:00:00:00:01:02", "10.0.0.12", None)?;
+    h.start_vnetd(1, &topology(false))?;
+    h.start_vnetd(2, &topology(false))?;
+    let (ip1s, ip2s) = (h.ips[0].clone(), h.ips[1].clone());
+    let [a, b] = &mut h.worlds[..] else {
+        unreachable!("Hosts::new made two hosts")
+    };
     // The same file twice is one revision.
     let status = b.vnetctl_json(&["status"])?;
     ensure!(status["stored_revision"] == 1, "status on h2: {status}");
@@ -272,8 +114,8 @@ fn two_vnetds_share_one_etcd_and_see_each_other_die() -> Result<()> {
             vec!["tenant/vm2".to_string()],
         ),
     ];
-    ensure!(hosts(&b)? == expected, "hosts on h2: {:?}", hosts(&b)?);
-    ensure!(hosts(&a)? == expected, "hosts on h1: {:?}", hosts(&a)?);
+    ensure!(hosts(b)? == expected, "hosts on h2: {:?}", hosts(b)?);
+    ensure!(hosts(a)? == expected, "hosts on h1: {:?}", hosts(a)?);
     let table = b.vnetctl(&["get", "hosts"])?;
     let table = String::from_utf8_lossy(&table.stdout).into_owned();
     ensure!(
@@ -285,16 +127,16 @@ fn two_vnetds_share_one_etcd_and_see_each_other_die() -> Result<()> {
     // Still alive after more than a TTL: the leases are kept alive.
     std::thread::sleep(Duration::from_secs(TTL + 1));
     ensure!(
-        hosts(&b)?.iter().all(|h| h.2),
+        hosts(b)?.iter().all(|h| h.2),
         "hosts on h2: {:?}",
-        hosts(&b)?
+        hosts(b)?
     );
 
     // kill -9 of h1's vnetd: h2 shows it dead within the lease's TTL.
     let killed = Instant::now();
     a.kill_vnetd()?;
     poll("h1 dead on h2", Duration::from_secs(TTL + 3), || {
-        let h = hosts(&b)?;
+        let h = hosts(b)?;
         Ok((h.len() == 2 && !h[0].2 && h[1].2).then_some(()))
     })?;
     let took = killed.elapsed();
@@ -316,27 +158,14 @@ fn two_vnetds_share_one_etcd_and_see_each_other_die() -> Result<()> {
 /// Two hosts, one bridge across them and a router whose other network is
 /// on the second host (the example the two-host demo runs).
 fn across() -> Result<String> {
-    let path = vnet_e2e::repo_root().join("examples/two-hosts.yaml");
-    std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+    example("two-hosts.yaml")
 }
 
-/// A kernel counter of `vnetctl stats` on `w`.
-fn reason(w: &World, name: &str) -> Result<u64> {
-    let stats = w.vnetctl_json(&["stats"])?;
-    stats["reasons"][name]
-        .as_u64()
-        .with_context(|| format!("no {name} in vnetctl stats: {stats}"))
-}
-
-/// Two hosts on one underlay with etcd, and the example's guests: vm1 on
-/// h1 (10.0.0.11), vm2 (10.0.0.12) and vm3 (10.0.1.13, behind the router)
-/// on h2, their default routes through the router.
+/// The example's guests on two hosts: vm1 on h1 (10.0.0.11), vm2
+/// (10.0.0.12) and vm3 (10.0.1.13, behind the router) on h2, their default
+/// routes through the router.
 struct TwoHosts {
-    a: World,
-    b: World,
-    underlay: Underlay,
-    url: String,
-    ips: [String; 2],
+    h: Hosts,
     vm1: Guest,
     vm2: Guest,
     vm3: Guest,
@@ -344,52 +173,17 @@ struct TwoHosts {
 
 impl TwoHosts {
     fn new(name: &str) -> Result<TwoHosts> {
-        let mut a = World::new(&format!("{name}-a"))?;
-        let mut b = World::new(&format!("{name}-b"))?;
-        let mut underlay = Underlay::new(&a.prefix)?;
-        let ips = [
-            underlay.join(&a, 1)?.to_string(),
-            underlay.join(&b, 2)?.to_string(),
-        ];
-        let url = underlay.start_etcd()?;
-        let vm1 = a.guest("vm1", "vm1-h", "02:00:00:00:01:01", "10.0.0.11")?;
-        let vm2 = b.guest("vm2", "vm2-h", "02:00:00:00:01:02", "10.0.0.12")?;
-        let vm3 = b.guest("vm3", "vm3-h", "02:00:00:00:02:03", "10.0.1.13")?;
-        a.route(&vm1, &["default", "via", "10.0.0.1"])?;
-        b.route(&vm3, &["default", "via", "10.0.1.1"])?;
-        Ok(TwoHosts {
-            a,
-            b,
-            underlay,
-            url,
-            ips,
-            vm1,
-            vm2,
-            vm3,
-        })
+        let mut h = Hosts::new(name, 2)?;
+        let vm1 = h.guest(1, "vm1", "02:00:00:00:01:01", "10.0.0.11", Some("10.0.0.1"))?;
+        let vm2 = h.guest(2, "vm2", "02:00:00:00:01:02", "10.0.0.12", None)?;
+        let vm3 = h.guest(2, "vm3", "02:00:00:00:02:03", "10.0.1.13", Some("10.0.1.1"))?;
+        Ok(TwoHosts { h, vm1, vm2, vm3 })
     }
 
-    /// Starts the vnetd of host `n` (1 or 2) on `yaml`.
-    fn start_vnetd(&mut self, n: usize, yaml: &str) -> Result<()> {
-        let (w, ip) = match n {
-            1 => (&mut self.a, &self.ips[0]),
-            _ => (&mut self.b, &self.ips[1]),
-        };
-        let (host, ttl) = (format!("h{n}"), TTL.to_string());
-        let file = w.topology_file(yaml)?;
-        w.start_vnetd_args(&file, &vnetd_args(&self.url, &host, ip, &ttl))
-            .with_context(|| format!("vnetd on {host}"))
-    }
-
-    /// Both vnetds on `yaml`, until h1 reaches vm2: h1 started first and
-    /// saw h2 dead (not registered yet), and reaches h2's ports once it has
-    /// seen h2 register (within a second).
+    /// Both vnetds on `yaml`, until h1 reaches vm2.
     fn start(&mut self, yaml: &str) -> Result<()> {
-        self.start_vnetd(1, yaml)?;
-        self.start_vnetd(2, yaml)?;
-        poll("h1 reaching h2's ports", Duration::from_secs(10), || {
-            Ok((self.a.ping(&self.vm1, "10.0.0.12", 1)? == 1).then_some(()))
-        })
+        self.h.start(yaml)?;
+        self.h.reach(1, &self.vm1, "10.0.0.12")
     }
 }
 
@@ -400,16 +194,10 @@ fn guests_on_two_hosts_talk_through_vxlan() -> Result<()> {
     }
     let mut h = TwoHosts::new("vxlan")?;
     h.start(&across()?)?;
-    let TwoHosts {
-        a,
-        b,
-        underlay,
-        url,
-        ips,
-        vm1,
-        vm2,
-        vm3,
-    } = &mut h;
+    let TwoHosts { h, vm1, vm2, vm3 } = &mut h;
+    let [a, b] = &mut h.worlds[..] else {
+        unreachable!("TwoHosts has two hosts")
+    };
     // The store gave every placed port its tunnel key.
     let t = a.vnetctl_json(&["get"])?;
     let keys: Vec<u64> = ["tenant.ports.vm1", "tenant.ports.vm2", "other.ports.vm3"]
@@ -499,7 +287,7 @@ fn guests_on_two_hosts_talk_through_vxlan() -> Result<()> {
     // An etcd outage: both hosts go on forwarding on what they have, the
     // established flows and new connections on the last topology, and see
     // each other alive again once etcd is back.
-    let etcd = underlay.etcd.as_mut().context("no etcd")?;
+    let etcd = h.underlay.etcd()?;
     etcd.kill();
     ensure!(
         a.ping(vm1, "10.0.0.12", 3)? == 3,
@@ -542,9 +330,8 @@ fn guests_on_two_hosts_talk_through_vxlan() -> Result<()> {
         "h2's ports unreachable {:?} after kill -9 (TTL {TTL} s)",
         killed.elapsed()
     );
-    let file = b.topology_file(&across()?)?;
-    b.start_vnetd_args(&file, &vnetd_args(url, "h2", &ips[1], &TTL.to_string()))
-        .context("vnetd on h2 again")?;
+    h.start_vnetd(2, &across()?).context("vnetd on h2 again")?;
+    let a = h.host(1);
     poll("vm2 reached again", Duration::from_secs(TTL + 5), || {
         Ok((a.ping(vm1, "10.0.0.12", 1)? == 1).then_some(()))
     })?;
@@ -599,9 +386,10 @@ fn state_reaches_the_host_that_simulates_the_replies() -> Result<()> {
         return Ok(());
     }
     let mut h = TwoHosts::new("vxstate")?;
-    let (out, far) = h.b.outside()?;
+    let (out, far) = h.h.host_mut(2).outside()?;
     h.start(&stateful_across()?)?;
-    let TwoHosts { a, b, vm1, vm2, .. } = &h;
+    let TwoHosts { h, vm1, vm2, .. } = &h;
+    let (a, b) = (h.host(1), h.host(2));
 
     // vm1's connections get their replies (simulated on h2)...
     ensure!(

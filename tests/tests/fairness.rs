@@ -118,16 +118,6 @@ fn stats_reason(stats: &serde_json::Value, name: &str) -> u64 {
     stats["reasons"][name].as_u64().unwrap_or(0)
 }
 
-fn port_rx(stats: &serde_json::Value, port: &str) -> Result<u64> {
-    stats["ports"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|p| p["port"] == port)
-        .and_then(|p| p["userspace_rx"].as_u64())
-        .with_context(|| format!("{port} in stats: {stats}"))
-}
-
 #[test]
 fn a_guest_flooding_new_flows_does_not_keep_another_from_connecting() -> Result<()> {
     if !have_root("a_guest_flooding_new_flows_does_not_keep_another_from_connecting") {
@@ -136,7 +126,7 @@ fn a_guest_flooding_new_flows_does_not_keep_another_from_connecting() -> Result<
     let (mut w, [flooder, client, server, _sink]) = world("fairness")?;
     let _server = w.spawn(&server, &["/usr/bin/python3", "-c", SERVER])?;
     let before = w.vnetctl_json(&["stats"])?;
-    let flooder_rx_before = port_rx(&before, "tenant/flooder")?;
+    let flooder_rx_before = vnet_e2e::port_userspace_rx(&before, "tenant/flooder")?;
 
     let flood_seconds = 6.0;
     let started = Instant::now();
@@ -183,7 +173,7 @@ fn a_guest_flooding_new_flows_does_not_keep_another_from_connecting() -> Result<
 
     let stats = w.vnetctl_json(&["stats"])?;
     let over_budget = stats_reason(&stats, "upcall_budget");
-    let flooder_rx = port_rx(&stats, "tenant/flooder")? - flooder_rx_before;
+    let flooder_rx = vnet_e2e::port_userspace_rx(&stats, "tenant/flooder")? - flooder_rx_before;
     eprintln!(
         "upcall_budget {over_budget}; flooder's frames simulated {flooder_rx}; \
          rx_ring_full {}, fill_ring_empty {}, rx_dropped {}",

@@ -4,7 +4,7 @@
 //! `--version`.
 use anyhow::{bail, Context, Result};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use vnet_e2e::{have_root, poll, vnetd_path, World};
 
@@ -15,25 +15,6 @@ const PROMETHEUS: &str = "127.0.0.1:9090";
 const PINGS: u32 = 20;
 
 const TOPOLOGY: &str = include_str!("../fixtures/two-guests.yaml");
-
-/// Runs a command in the world's host namespace (where vnetd and its
-/// loopback are).
-fn in_host(w: &World, args: &[&str]) -> Result<Output> {
-    Command::new("ip")
-        .args(["netns", "exec", &w.host])
-        .args(args)
-        .output()
-        .with_context(|| format!("running {args:?} in {}", w.host))
-}
-
-/// GET of `url` from the host namespace; the body, or why not.
-fn get(w: &World, url: &str) -> Result<String> {
-    let out = in_host(w, &["curl", "-sS", "-f", "--max-time", "5", url])?;
-    if !out.status.success() {
-        bail!("curl {url}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8(out.stdout)?)
-}
 
 /// A Prometheus server in the host namespace, scraping vnetd every second;
 /// killed when dropped.
@@ -88,7 +69,7 @@ impl Prometheus {
                     std::fs::read_to_string(&log).unwrap_or_default()
                 );
             }
-            Ok(get(w, &ready).ok())
+            Ok(w.http_get(&ready).ok())
         })?;
         Ok(p)
     }
@@ -110,20 +91,17 @@ impl Drop for Prometheus {
 
 /// The value of the PromQL `query` (a single series), if it has one yet.
 fn query(w: &World, query: &str) -> Result<Option<f64>> {
-    let out = in_host(
-        w,
-        &[
-            "curl",
-            "-sS",
-            "-f",
-            "--max-time",
-            "5",
-            "-G",
-            &format!("http://{PROMETHEUS}/api/v1/query"),
-            "--data-urlencode",
-            &format!("query={query}"),
-        ],
-    )?;
+    let out = w.in_host(&[
+        "curl",
+        "-sS",
+        "-f",
+        "--max-time",
+        "5",
+        "-G",
+        &format!("http://{PROMETHEUS}/api/v1/query"),
+        "--data-urlencode",
+        &format!("query={query}"),
+    ])?;
     if !out.status.success() {
         bail!("query {query}: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -207,7 +185,7 @@ fn prometheus_scrapes_vnetd_and_sees_what_vnetctl_stats_shows() -> Result<()> {
     // The text itself: what promtool accepts, with the figures of the
     // traffic just sent.
     let url = format!("http://{METRICS}/metrics");
-    let text = get(&w, &url)?;
+    let text = w.http_get(&url)?;
     promtool_check(&text)?;
     let redirected = sample(
         &text,
@@ -298,7 +276,7 @@ fn prometheus_scrapes_vnetd_and_sees_what_vnetctl_stats_shows() -> Result<()> {
 
     // The worker's load, the userspace bytes of a port, and the API's
     // latency by method (vnetctl stats above went through Counters).
-    let text = get(&w, &url)?;
+    let text = w.http_get(&url)?;
     promtool_check(&text)?;
     let busy = text
         .lines()
@@ -367,7 +345,7 @@ fn a_metrics_address_beyond_loopback_needs_the_explicit_flag() -> Result<()> {
         &topology,
         &["--metrics", "0.0.0.0:9469", "--metrics-allow-remote"],
     )?;
-    let text = get(&w, "http://127.0.0.1:9469/metrics")?;
+    let text = w.http_get("http://127.0.0.1:9469/metrics")?;
     assert!(text.contains("vnet_build_info"), "{text}");
     Ok(())
 }
