@@ -383,8 +383,10 @@ impl pb::vnet_server::Vnet for VnetService {
             match self.store_call(|s| s.current()).await {
                 Ok(c) => stored = c.revision,
                 Err(e) => {
+                    // As the failed read left it (an outage counted).
+                    store = self.store.health();
                     store.reachable = false;
-                    store.error = Some(e.message().to_string());
+                    store.error.get_or_insert_with(|| e.message().to_string());
                 }
             }
         }

@@ -86,19 +86,9 @@ pub struct Placement {
 }
 
 impl Placement {
-    /// Why `topology` cannot be run here as given: its `hosts:` entry for
-    /// this host names another tunnel address than this vnetd's (the other
-    /// hosts would send this host's traffic there).
+    /// Why `topology` cannot be run here as given ([`address_mismatch`]).
     pub fn mismatch(&self, topology: &Topology) -> Option<String> {
-        let (host, address) = (self.host.as_ref()?, self.tunnel_address?);
-        let listed = topology.hosts.get(host)?.tunnel_address;
-        (listed != address).then(|| {
-            format!(
-                "hosts.{host}.tunnel_address is {listed} but this vnetd's --tunnel-address is \
-                 {address}: the other hosts send this host's tunnels to {listed}; give vnetd \
-                 --tunnel-address {listed}, or change the topology's hosts.{host}"
-            )
-        })
+        address_mismatch(topology, self.host.as_deref()?, self.tunnel_address?)
     }
 
     /// The snapshot of `topology` as this vnetd runs it; tells the leaser
@@ -115,6 +105,24 @@ impl Placement {
         }
         snap
     }
+}
+
+/// Why `topology` cannot be run by host `host` with tunnel address
+/// `address`: its `hosts:` entry for this host names another (the other
+/// hosts would send this host's traffic there).
+pub fn address_mismatch(
+    topology: &Topology,
+    host: &str,
+    address: std::net::Ipv4Addr,
+) -> Option<String> {
+    let listed = topology.hosts.get(host)?.tunnel_address;
+    (listed != address).then(|| {
+        format!(
+            "hosts.{host}.tunnel_address is {listed} but this vnetd's --tunnel-address is \
+             {address}: the other hosts send this host's tunnels to {listed}; give vnetd \
+             --tunnel-address {listed}, or change the topology's hosts.{host}"
+        )
+    })
 }
 
 pub struct ControlThread {

@@ -322,6 +322,12 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         );
     }
     let current = store.current()?;
+    if let (Some(host), Some(address)) = (&opts.host, opts.tunnel_address) {
+        if let Some(why) = crate::control_thread::address_mismatch(&current.topology, host, address)
+        {
+            bail!("{why}");
+        }
+    }
     if current.revision == 0 {
         tracing::info!(
             "no topology stored yet: running an empty one until `vnetctl apply -f FILE`"
@@ -368,9 +374,6 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         nat: (opts.host.is_some() && opts.store.is_some())
             .then(|| Arc::new(crate::nat_leaser::NatLeasing::new())),
     };
-    if let Some(why) = placement.mismatch(&current.topology) {
-        bail!("{why}");
-    }
     let snap = Arc::new(placement.compile(&current.topology, current.revision));
     let mut runtime = Runtime::new(snap.clone(), kernel, Vec::new(), limits);
     runtime.attach_upcall_path(upcall_path);
