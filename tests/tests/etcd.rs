@@ -418,6 +418,48 @@ fn state_reaches_the_host_that_simulates_the_replies() -> Result<()> {
     Ok(())
 }
 
+/// Guests whose ports name no addresses: each host learns the other's
+/// guests' MACs from flow state (the egress host delivers a tunnelled
+/// frame by its key, without simulating, so it never learns them itself),
+/// and the kernel carries the traffic both ways instead of every frame
+/// flooding through userspace.
+#[test]
+fn macs_learned_on_one_host_are_known_to_the_other() -> Result<()> {
+    if !have_root("macs_learned_on_one_host_are_known_to_the_other") {
+        return Ok(());
+    }
+    let yaml = across()?
+        .replace(
+            r#"vm1: {interface: vm1-h, host: h1, addresses: ["02:00:00:00:01:01 10.0.0.11"]}"#,
+            "vm1: {interface: vm1-h, host: h1}",
+        )
+        .replace(
+            r#"vm2: {interface: vm2-h, host: h2, addresses: ["02:00:00:00:01:02 10.0.0.12"]}"#,
+            "vm2: {interface: vm2-h, host: h2}",
+        );
+    ensure!(
+        !yaml.contains("01:01 10.0.0.11"),
+        "the example changed: {yaml}"
+    );
+    let mut h = TwoHosts::new("vxmac")?;
+    h.start(&yaml)?;
+    let TwoHosts { h, vm1, vm2, .. } = &h;
+    let (a, b) = (h.host(1), h.host(2));
+    a.tcp_stream(vm1, vm2, ("10.0.0.12", 5004), 5004, 8)
+        .context("TCP vm1 → vm2, learned MACs")?;
+    b.tcp_stream(vm2, vm1, ("10.0.0.11", 5005), 5005, 8)
+        .context("TCP vm2 → vm1, learned MACs")?;
+    for (w, host) in [(a, "h1"), (b, "h2")] {
+        let (encap, decap) = (reason(w, "tunnel_encap")?, reason(w, "tunnel_decap")?);
+        ensure!(
+            encap > 100 && decap > 100,
+            "{host}: tunnel_encap {encap}, tunnel_decap {decap}: frames to learned MACs \
+             should be carried by the kernel, not flooded"
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn vnetd_with_etcd_needs_its_host_and_a_reachable_store() -> Result<()> {
     if !have_root("vnetd_with_etcd_needs_its_host_and_a_reachable_store") {

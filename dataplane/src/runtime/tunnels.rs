@@ -207,12 +207,12 @@ impl Runtime {
             };
             let known = from != local && self.snap.hosts.values().any(|a| *a == from);
             match flow_state::decode(message) {
-                Ok(entries) if known => imported.extend(entries),
+                Ok(entries) if known => imported.push((from, entries)),
                 Ok(_) | Err(_) => self.counters.count(Reason::FlowStateRefused),
             }
         }
-        if !imported.is_empty() {
-            let decision = flow_state::import(&self.snap, &mut self.state, &imported, now);
+        for (from, entries) in imported {
+            let decision = flow_state::import(&self.snap, &mut self.state, from, &entries, now);
             self.apply(decision, None, now);
         }
     }

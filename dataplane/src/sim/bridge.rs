@@ -98,18 +98,34 @@ pub(super) fn process(walk: &mut Walk, bridge_id: usize, in_port: PortId, mut fr
 
 /// Learns the source MAC on the ingress port (unless it is static there or
 /// not a unicast address). A move invalidates every flow that used the MAC.
+/// Learned on a port of this host, it is also flow state for the hosts the
+/// frame goes to (`StateEntry::Mac`), every time: a host that restarted or
+/// aged the entry out learns it again from the next first packet.
 fn learn(walk: &mut Walk, bridge_id: usize, in_port: PortId, h: &Headers) {
     let snap = walk.snap;
     let bridge = &snap.bridges[bridge_id];
-    if packet::is_multicast(&h.src) || h.src == [0; 6] || bridge.static_macs.contains_key(&h.src) {
+    if !learnable(bridge, &h.src) {
         return;
     }
     let port_tag = snap.ports[in_port].tag;
-    match walk
+    let learned = walk
         .state
         .macs
-        .learn(bridge.tag, h.src, port_tag, walk.now_ns)
-    {
+        .learn(bridge.tag, h.src, port_tag, walk.now_ns);
+    let kept = matches!(
+        learned,
+        Learned::New | Learned::Refreshed | Learned::Moved { .. }
+    );
+    if kept && matches!(snap.ports[in_port].binding, Binding::Interface(_)) {
+        walk.decision
+            .state_out
+            .push(super::flow_state::StateEntry::Mac {
+                bridge: bridge.tag,
+                mac: h.src,
+                port: port_tag,
+            });
+    }
+    match learned {
         Learned::Refreshed => {}
         Learned::New => walk.step(|| Step::MacLearned {
             mac: h.src,
@@ -127,6 +143,44 @@ fn learn(walk: &mut Walk, bridge_id: usize, in_port: PortId, h: &Headers) {
         Learned::TableFull | Learned::BridgeLimit => {
             walk.step(|| Step::MacTableFull { mac: h.src })
         }
+    }
+}
+
+/// Whether `mac` may be learned on `bridge`: unicast, not zero, not one of
+/// its static MACs (which stay where the topology puts them).
+fn learnable(bridge: &super::snapshot::Bridge, mac: &packet::Mac) -> bool {
+    !packet::is_multicast(mac) && *mac != [0; 6] && !bridge.static_macs.contains_key(mac)
+}
+
+/// Learns what the host at `from` said its bridge learned (flow state):
+/// only a MAC on a port of that bridge placed on that host, so a host can
+/// move no MAC to another host's port, nor to a port of this one.
+pub(super) fn learn_remote(
+    walk: &mut Walk,
+    from: [u8; 4],
+    bridge: Tag,
+    mac: packet::Mac,
+    port: Tag,
+) {
+    let snap = walk.snap;
+    let Some(bridge_id) = snap.bridges.iter().position(|b| b.tag == bridge) else {
+        return;
+    };
+    let Some(p) = snap.port_by_tag(port) else {
+        return;
+    };
+    let theirs = matches!(
+        snap.ports[p].binding,
+        Binding::Remote { tunnel_address, .. } if tunnel_address == from
+    );
+    if !theirs
+        || snap.ports[p].device != super::DeviceRef::Bridge(bridge_id)
+        || !learnable(&snap.bridges[bridge_id], &mac)
+    {
+        return;
+    }
+    if let Learned::Moved { .. } = walk.state.macs.learn(bridge, mac, port, walk.now_ns) {
+        walk.decision.invalidate.push(Tag::mac(bridge, &mac));
     }
 }
 

@@ -29,6 +29,11 @@ pub enum StateEntry {
     },
     /// Router `router` learned that `ip` is at `mac`.
     Arp { router: Tag, ip: [u8; 4], mac: Mac },
+    /// Bridge `bridge` learned `mac` on `port`, a port of the sending host:
+    /// the other hosts send frames for it to that port instead of flooding
+    /// them (the egress host delivers a tunnelled frame without simulating
+    /// it, so it never learns the MACs of the other hosts' guests itself).
+    Mac { bridge: Tag, mac: Mac, port: Tag },
 }
 
 impl StateEntry {
@@ -47,6 +52,7 @@ const TUPLE_LEN: usize = 13;
 const CONNECTION_LEN: usize = 1 + 8 + TUPLE_LEN;
 const NAT_LEN: usize = 1 + 8 + 2 * TUPLE_LEN;
 const ARP_LEN: usize = 1 + 8 + 4 + 6;
+const MAC_LEN: usize = 1 + 8 + 6 + 8;
 /// At most this many entries in one message (one decision records a few;
 /// the bound keeps a message inside one unfragmented datagram).
 pub const MAX_ENTRIES: usize = 32;
@@ -95,6 +101,12 @@ pub fn encode(entries: &[StateEntry]) -> Vec<u8> {
                 out.extend_from_slice(ip);
                 out.extend_from_slice(mac);
             }
+            StateEntry::Mac { bridge, mac, port } => {
+                out.push(4);
+                out.extend_from_slice(&bridge.0.to_be_bytes());
+                out.extend_from_slice(mac);
+                out.extend_from_slice(&port.0.to_be_bytes());
+            }
         }
     }
     out
@@ -117,6 +129,7 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<StateEntry>, Refused> {
             1 => CONNECTION_LEN,
             2 => NAT_LEN,
             3 => ARP_LEN,
+            4 => MAC_LEN,
             other => return Err(Refused::UnknownKind(other)),
         };
         if rest.len() < len {
@@ -133,10 +146,17 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<StateEntry>, Refused> {
                 original: get_tuple(&body[8..8 + TUPLE_LEN]),
                 translated: get_tuple(&body[8 + TUPLE_LEN..8 + 2 * TUPLE_LEN]),
             },
-            _ => StateEntry::Arp {
+            3 => StateEntry::Arp {
                 router: zone,
                 ip: body[8..12].try_into().expect("4 bytes"),
                 mac: body[12..18].try_into().expect("6 bytes"),
+            },
+            _ => StateEntry::Mac {
+                bridge: zone,
+                mac: body[8..14].try_into().expect("6 bytes"),
+                port: Tag(u64::from_be_bytes(
+                    body[14..22].try_into().expect("8 bytes"),
+                )),
             },
         });
         rest = &rest[len..];
@@ -166,13 +186,20 @@ fn get_tuple(b: &[u8]) -> Tuple {
     }
 }
 
-/// Adds what another host recorded to this host's tables, within their
-/// bounds (a full table or zone keeps its entries and takes none). The
-/// decision holds what the worker must then do: the flows to invalidate
-/// (replies decided before the state was known, dropped by a `conntrack:
-/// return` rule, say) and the packets that waited for an ARP entry. It
-/// records no state of its own: imported state is not sent on.
-pub fn import(snap: &Snapshot, state: &mut State, entries: &[StateEntry], now_ns: u64) -> Decision {
+/// Adds what the host at `from` recorded to this host's tables, within
+/// their bounds (a full table or zone keeps its entries and takes none).
+/// The decision holds what the worker must then do: the flows to
+/// invalidate (replies decided before the state was known, dropped by a
+/// `conntrack: return` rule, say; flows to a MAC that moved) and the
+/// packets that waited for an ARP entry. It records no state of its own:
+/// imported state is not sent on.
+pub fn import(
+    snap: &Snapshot,
+    state: &mut State,
+    from: [u8; 4],
+    entries: &[StateEntry],
+    now_ns: u64,
+) -> Decision {
     let mut walk = Walk::new(snap, state, now_ns, false, None);
     for e in entries {
         match *e {
@@ -196,6 +223,9 @@ pub fn import(snap: &Snapshot, state: &mut State, entries: &[StateEntry], now_ns
                 if snap.routers.iter().any(|r| r.tag == router) {
                     super::router::learn(&mut walk, router, ip, mac);
                 }
+            }
+            StateEntry::Mac { bridge, mac, port } => {
+                super::bridge::learn_remote(&mut walk, from, bridge, mac, port);
             }
         }
     }
@@ -238,6 +268,11 @@ mod tests {
                 router: Tag(3),
                 ip: [192, 0, 2, 1],
                 mac: [2, 0, 0, 0, 9, 1],
+            },
+            StateEntry::Mac {
+                bridge: Tag(4),
+                mac: [2, 0, 0, 0, 9, 2],
+                port: Tag(5),
             },
         ];
         let m = encode(&entries);
@@ -286,7 +321,7 @@ mod tests {
                 mac: [2, 0, 0, 0, 0, 6],
             },
         ];
-        let d = import(&snap, &mut st, &entries, 1);
+        let d = import(&snap, &mut st, [192, 0, 2, 2], &entries, 1);
         assert_eq!(d.invalidate.len(), 1, "replies decided before must go");
         assert!(d.state_out.is_empty(), "imported state is not sent on");
         assert!(st.conntrack.is_known(Tag(7), &tuple(40000)));
@@ -295,7 +330,54 @@ mod tests {
             Some([2, 0, 0, 0, 0, 5])
         );
         assert_eq!(st.arp.lookup(Tag(99), [10, 0, 0, 6]), None);
-        let again = import(&snap, &mut st, &entries[..1], 2);
+        let again = import(&snap, &mut st, [192, 0, 2, 2], &entries[..1], 2);
         assert!(again.invalidate.is_empty(), "known already");
+    }
+
+    const HOSTS: &str = "version: 1\nhosts:\n  h1: {tunnel_address: 192.0.2.1}\n  \
+        h2: {tunnel_address: 192.0.2.2}\n  h3: {tunnel_address: 192.0.2.3}\nbridges:\n  \
+        b:\n    ports:\n      vm1: {interface: vm1-h, host: h1, tunnel_key: 1}\n      \
+        vm2: {interface: vm2-h, host: h2, tunnel_key: 2}\n      \
+        fixed: {interface: f-h, host: h2, tunnel_key: 3, addresses: [\"02:00:00:00:00:03\"]}\n  \
+        other:\n    ports:\n      vm3: {interface: vm3-h, host: h2, tunnel_key: 4}\n";
+
+    /// A MAC another host learned is taken only for a port of that bridge
+    /// placed on that host, and never over a static MAC.
+    #[test]
+    fn a_mac_is_learned_only_on_a_port_of_the_host_that_sent_it() {
+        let topology = vnet_model::load_str(HOSTS).unwrap();
+        let snap = Snapshot::compile(&topology, 1).placed_on(Some("h1"));
+        let tag = |name: &str| snap.ports[snap.port_by_name(name).unwrap()].tag;
+        let bridge = snap.bridges.iter().find(|b| b.name == "b").unwrap().tag;
+        let (h2, h3) = ([192, 0, 2, 2], [192, 0, 2, 3]);
+        let mac = [2, 0, 0, 0, 0, 2];
+        let entry = |mac, port| StateEntry::Mac { bridge, mac, port };
+        let mut st = State::default();
+        // From h3 about h2's port, or about this host's own port: refused.
+        import(&snap, &mut st, h3, &[entry(mac, tag("b/vm2"))], 1);
+        import(&snap, &mut st, h2, &[entry(mac, tag("b/vm1"))], 1);
+        // A port of another bridge, a multicast MAC, a static one: refused.
+        import(&snap, &mut st, h2, &[entry(mac, tag("other/vm3"))], 1);
+        import(
+            &snap,
+            &mut st,
+            h2,
+            &[entry([1, 0, 0x5e, 0, 0, 1], tag("b/vm2"))],
+            1,
+        );
+        import(
+            &snap,
+            &mut st,
+            h2,
+            &[entry([2, 0, 0, 0, 0, 3], tag("b/vm2"))],
+            1,
+        );
+        assert_eq!(st.macs.lookup(bridge, &mac), None);
+        assert_eq!(st.macs.lookup(bridge, &[2, 0, 0, 0, 0, 3]), None);
+        // From h2 about its own port of that bridge: learned.
+        let d = import(&snap, &mut st, h2, &[entry(mac, tag("b/vm2"))], 1);
+        assert_eq!(st.macs.lookup(bridge, &mac), Some(tag("b/vm2")));
+        assert!(d.invalidate.is_empty());
+        assert!(d.state_out.is_empty(), "imported state is not sent on");
     }
 }
