@@ -6,7 +6,7 @@
 //! written whole, so the kernel sees the old value or the new one. And the
 //! flow state exchanged with the other hosts (`sim::flow_state`).
 use super::Runtime;
-use crate::sim::{self, flow_state};
+use crate::sim::{self, flow_state, PortId};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use vnet_common::tunnel::{TunnelPort, PORT_REDIRECT_PEER, PORT_XDP};
@@ -162,7 +162,9 @@ impl Runtime {
     }
 
     /// Sends the state `decision` recorded to every other host it sends the
-    /// packet to (its remote egress ports' hosts), before the packet.
+    /// packet to (its remote egress ports' hosts), and to the hosts of the
+    /// members of a stateful port group the state is in or the packet
+    /// leaves by, before the packet.
     pub(super) fn send_flow_state(&mut self, decision: &sim::Decision) {
         let Some(tunnel) = &self.tunnel else {
             return;
@@ -174,7 +176,20 @@ impl Runtime {
         }
         let outputs = decision.emit.iter().map(|e| e.port);
         let flow_out = decision.install.as_ref().and_then(|f| f.output);
-        for (address, _) in outputs.chain(flow_out).filter_map(|p| self.snap.remote(p)) {
+        let outputs: Vec<PortId> = outputs.chain(flow_out).collect();
+        let snap = &self.snap;
+        let zones = decision.state_out.iter().filter_map(|e| e.zone());
+        let port_zones = outputs
+            .iter()
+            .filter_map(|&p| snap.ports.get(p).map(|p| p.zone));
+        let group = zones
+            .chain(port_zones)
+            .flat_map(|z| snap.group_peers(z).iter().copied());
+        let egress = outputs
+            .iter()
+            .filter_map(|&p| snap.remote(p))
+            .map(|(a, _)| a);
+        for address in egress.chain(group) {
             if !peers.contains(&address) {
                 peers.push(address);
             }

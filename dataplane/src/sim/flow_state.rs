@@ -42,6 +42,14 @@ impl StateEntry {
     pub fn for_every_host(&self) -> bool {
         matches!(self, StateEntry::Arp { .. })
     }
+
+    /// The conntrack or NAT zone it was recorded in.
+    pub fn zone(&self) -> Option<Tag> {
+        match *self {
+            StateEntry::Connection { zone, .. } | StateEntry::NatBinding { zone, .. } => Some(zone),
+            _ => None,
+        }
+    }
 }
 
 /// "VNFS", version 1.
@@ -379,5 +387,46 @@ mod tests {
         assert_eq!(st.macs.lookup(bridge, &mac), Some(tag("b/vm2")));
         assert!(d.invalidate.is_empty());
         assert!(d.state_out.is_empty(), "imported state is not sent on");
+    }
+}
+
+#[cfg(test)]
+mod group_tests {
+    use super::*;
+
+    /// A stateful port group's state goes to every other host with one of
+    /// its members (its return traffic may enter through any), and only
+    /// the group's own zone has peers.
+    #[test]
+    fn a_stateful_groups_state_goes_to_the_hosts_of_its_members() {
+        let yaml = "version: 1\nhosts:\n  h1: {tunnel_address: 192.0.2.1}\n  \
+            h2: {tunnel_address: 192.0.2.2}\n  h3: {tunnel_address: 192.0.2.3}\n\
+            bridges:\n  b:\n    ports:\n      \
+            u1: {interface: u1-h, host: h1, tunnel_key: 1}\n      \
+            u2: {interface: u2-h, host: h2, tunnel_key: 2}\n      \
+            u3: {interface: u3-h, host: h3, tunnel_key: 3}\n      \
+            u4: {interface: u4-h, host: h3, tunnel_key: 4}\n      \
+            other: {interface: o-h, host: h2, tunnel_key: 5}\n\
+            port_groups:\n  ups: {ports: [b/u1, b/u2, b/u3, b/u4], stateful: true}\n";
+        let topology = vnet_model::load_str(yaml).unwrap();
+        let snap = Snapshot::compile(&topology, 1).placed_on(Some("h1"));
+        let zone = |name: &str| snap.ports[snap.port_by_name(name).unwrap()].zone;
+        let ups = zone("b/u1");
+        assert_eq!(zone("b/u2"), ups);
+        let mut peers = snap.group_peers(ups).to_vec();
+        peers.sort();
+        assert_eq!(peers, vec![[192, 0, 2, 2], [192, 0, 2, 3]]);
+        assert!(snap.group_peers(zone("b/other")).is_empty());
+        let entry = StateEntry::Connection {
+            zone: ups,
+            tuple: Tuple {
+                proto: 6,
+                src: [10, 0, 0, 1],
+                dst: [10, 0, 0, 2],
+                sport: 1,
+                dport: 2,
+            },
+        };
+        assert_eq!(entry.zone(), Some(ups));
     }
 }

@@ -223,6 +223,11 @@ pub struct Snapshot {
     /// port is this host's. Shared with the leaser, which adds blocks
     /// without a new snapshot.
     pub nat_blocks: Option<Arc<NatBlocks>>,
+    /// The tunnel addresses of the other hosts with members of each
+    /// stateful port group (by its zone): the state of a connection in such
+    /// a group, or through one of its members, goes to all of them, since
+    /// its return traffic may enter through any member (`placed_on`).
+    pub group_peers: HashMap<Tag, Vec<[u8; 4]>>,
     /// The largest inner IPv4 packet this host's tunnels carry (the
     /// underlay MTU less 50, `with_tunnel_mtu`); `None`: no tunnels.
     pub tunnel_mtu: Option<u16>,
@@ -557,7 +562,27 @@ impl Snapshot {
                 _ => Binding::Unbound,
             };
         }
+        self.group_peers.clear();
+        for id in 0..self.ports.len() {
+            let p = &self.ports[id];
+            let device = match p.device {
+                DeviceRef::Bridge(b) => self.bridges[b].tag,
+                DeviceRef::Router(r) => self.routers[r].tag,
+            };
+            if let (true, Binding::Remote { tunnel_address, .. }) = (p.zone != device, &p.binding) {
+                let peers = self.group_peers.entry(p.zone).or_default();
+                if !peers.contains(tunnel_address) {
+                    peers.push(*tunnel_address);
+                }
+            }
+        }
         self
+    }
+
+    /// The other hosts the state recorded in `zone`, or for a packet
+    /// through a port of that zone, must reach (see `group_peers`).
+    pub fn group_peers(&self, zone: Tag) -> &[[u8; 4]] {
+        self.group_peers.get(&zone).map_or(&[], Vec::as_slice)
     }
 
     /// The snapshot with the ports of `dead` hosts (their registration
