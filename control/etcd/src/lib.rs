@@ -444,7 +444,7 @@ impl Store for EtcdStore {
                 .keep_tunnel_keys(&current.topology)
                 .map_err(StoreError::Invalid)?;
             topology.validate().map_err(StoreError::Invalid)?;
-            self.check_placement(&topology)?;
+            self.check_rules(&topology)?;
             let Some(change) = txn::Change::prepare(&self.shared, &current, topology)? else {
                 return Ok(Applied {
                     revision: current.head.revision,
@@ -498,6 +498,36 @@ impl Store for EtcdStore {
         self.run(hosts::list(self.shared.clone()))
     }
 
+    /// With more than one host registered, a port bound to an interface
+    /// must say whose interface it is (`host:`): every vnetd would bind a
+    /// port placed on none (HOSTS.md's contract).
+    fn check_rules(&self, topology: &Topology) -> Result<(), StoreError> {
+        let hosts = self.registered_hosts()?;
+        if hosts.len() < 2 {
+            return Ok(());
+        }
+        let mut errors = Vec::new();
+        let mut unplaced = |path: String| {
+            errors.push(vnet_model::ValidationError::new(
+                format!("{path}.host"),
+                format!(
+                    "{} hosts are registered in this store: say which host's interface this is (host: NAME)",
+                    hosts.len()
+                ),
+            ))
+        };
+        for (section, d, p, port) in topology.ports() {
+            if port.interface().is_some() && port.host().is_none() {
+                unplaced(format!("{section}.{d}.ports.{p}"));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::Invalid(errors))
+        }
+    }
+
     fn claim_nat_blocks(&self, claim: &NatBlockClaim) -> Result<Option<Vec<u16>>, StoreError> {
         let lease = self.lease();
         self.run(nat::claim(self.shared.clone(), lease, claim.clone()))
@@ -531,37 +561,5 @@ impl EtcdStore {
         reg.as_ref().map_or(0, |(r, _)| {
             r.lease.load(std::sync::atomic::Ordering::Relaxed)
         })
-    }
-}
-
-impl EtcdStore {
-    /// With more than one host registered, a port bound to an interface
-    /// must say whose interface it is (`host:`): every vnetd would bind a
-    /// port placed on none (HOSTS.md's contract).
-    fn check_placement(&self, topology: &Topology) -> Result<(), StoreError> {
-        let hosts = self.registered_hosts()?;
-        if hosts.len() < 2 {
-            return Ok(());
-        }
-        let mut errors = Vec::new();
-        let mut unplaced = |path: String| {
-            errors.push(vnet_model::ValidationError::new(
-                format!("{path}.host"),
-                format!(
-                    "{} hosts are registered in this store: say which host's interface this is (host: NAME)",
-                    hosts.len()
-                ),
-            ))
-        };
-        for (section, d, p, port) in topology.ports() {
-            if port.interface().is_some() && port.host().is_none() {
-                unplaced(format!("{section}.{d}.ports.{p}"));
-            }
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(StoreError::Invalid(errors))
-        }
     }
 }

@@ -315,14 +315,19 @@ fn with_two_hosts_a_bound_port_must_name_its_host() {
     let h2 = store(&server);
     h2.register_host("h2", Ipv4Addr::new(192, 0, 2, 2), 5)
         .unwrap();
-    let err = s
-        .apply(topo(&unplaced.replace("p-h}", "p-h, up: false}")), None)
-        .unwrap_err();
-    assert!(
-        matches!(&err, StoreError::Invalid(e) if e.len() == 1
-            && e[0].to_string().contains("bridges.b.ports.p.host")),
-        "{err}"
-    );
+    let changed = topo(&unplaced.replace("p-h}", "p-h, up: false}"));
+    // A dry run says the same as the change, and neither stores anything.
+    for err in [
+        s.plan(&changed).unwrap_err(),
+        s.apply(changed, None).unwrap_err(),
+    ] {
+        assert!(
+            matches!(&err, StoreError::Invalid(e) if e.len() == 1
+                && e[0].to_string().contains("bridges.b.ports.p.host")),
+            "{err}"
+        );
+    }
+    assert_eq!(s.current().unwrap().revision, 1);
     let placed = unplaced.replace("p: {interface: p-h}", "p: {interface: p-h, host: h2}");
     s.apply(topo(&placed), None).expect("placed: fine");
 }

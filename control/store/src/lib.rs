@@ -206,10 +206,18 @@ pub trait Store: Send + Sync {
             .keep_tunnel_keys(&current.topology)
             .map_err(StoreError::Invalid)?;
         topology.validate().map_err(StoreError::Invalid)?;
+        self.check_rules(&topology)?;
         Ok(Applied {
             revision: current.revision,
             changes: diff(&current.topology, &topology),
         })
+    }
+
+    /// The store's own rules for a valid topology, beyond validation (etcd:
+    /// with many hosts registered, a bound port must name its host): what
+    /// a change must pass, and so what a dry run checks too.
+    fn check_rules(&self, _topology: &Topology) -> Result<(), StoreError> {
+        Ok(())
     }
 
     fn create(&self, name: &str, object: Object) -> Result<Applied, StoreError> {
