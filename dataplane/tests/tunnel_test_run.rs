@@ -634,9 +634,34 @@ fn decap_cases() -> Vec<Case> {
         ip[10..12].copy_from_slice(&c.to_be_bytes());
         f
     };
+    // Bytes past the outer packet (its lengths say less than came).
+    let trailing = {
+        let mut f = vx.clone();
+        f.extend_from_slice(&[0xee; 8]);
+        f
+    };
+    // A UDP length shorter than the IP packet's room for it.
+    let short_udp = {
+        let mut f = vx.clone();
+        let len = u16::from_be_bytes([f[38], f[39]]) - 4;
+        f[38..40].copy_from_slice(&len.to_be_bytes());
+        f
+    };
     let shot = |r| (TC_ACT_SHOT, None, r);
     let dropped = |r| (XDP_DROP, None, Some(r));
     vec![
+        Case {
+            name: "bytes past the outer packet",
+            frame: trailing,
+            tc: shot(Reason::TunnelMalformed),
+            xdp: dropped(Reason::TunnelMalformed),
+        },
+        Case {
+            name: "a UDP length short of the IP packet",
+            frame: short_udp,
+            tc: shot(Reason::TunnelMalformed),
+            xdp: dropped(Reason::TunnelMalformed),
+        },
         Case {
             name: "vxlan for an skb port: tc decapsulates, XDP passes it to tc",
             frame: vx.clone(),

@@ -209,10 +209,12 @@ pub(crate) fn classify(f: &Frame) -> Underlay {
     };
     let total = ip.be16::<IP_TOTAL_LEN>() as usize;
     let udp_len = udp.be16::<UDP_LEN>() as usize;
+    // Exact lengths: bytes past the outer packet would be delivered as
+    // the inner frame's tail (a VXLAN frame is never short enough to be
+    // padded to Ethernet's minimum).
     if total < WITH_INNER_ETH - ETH_HLEN
-        || ETH_HLEN + total > f.len()
-        || udp_len < WITH_INNER_ETH - O_UDP
-        || udp_len > total - IPV4_MIN_HLEN
+        || ETH_HLEN + total != f.len()
+        || udp_len != total - IPV4_MIN_HLEN
         || !checksum::ipv4_header_ok(f, O_IP, IPV4_MIN_HLEN)
     {
         return Underlay::Drop(Reason::TunnelMalformed);
