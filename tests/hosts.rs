@@ -12,12 +12,12 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 use vnet_etcd::server::EtcdServer;
 
-/// Seconds of each host's lease (`--host-ttl`): short, so that a test sees
-/// a dead host within seconds.
 /// Where each host's vnetd serves its metrics, in its own namespace.
 pub const METRICS: &str = "127.0.0.1:9469";
 pub const METRICS_URL: &str = "http://127.0.0.1:9469/metrics";
 
+/// Seconds of each host's lease (`--host-ttl`): short, so that a test sees
+/// a dead host within seconds.
 pub const TTL: u64 = 3;
 
 /// etcd's address on the underlay bridge; host N is 192.0.2.N.
@@ -191,6 +191,84 @@ impl Hosts {
             w.route(&g, &["default", "via", gw])?;
         }
         Ok(g)
+    }
+
+    /// Moves host `hN` to a subnet of its own behind the underlay
+    /// namespace, which routes (a routed underlay): 198.51.100.N/24 on a
+    /// second bridge `br1` (198.51.100.254); the other hosts reach it, and
+    /// it reaches them and etcd, through the underlay namespace. Its tunnel
+    /// address becomes 198.51.100.N. Before its vnetd starts.
+    pub fn route_host(&mut self, n: usize) -> Result<Ipv4Addr> {
+        let u = self.underlay.netns.clone();
+        let ip = Ipv4Addr::new(198, 51, 100, n as u8);
+        if run(&["ip", "-n", &u, "link", "show", "br1"]).is_err() {
+            run(&["ip", "-n", &u, "link", "add", "br1", "type", "bridge"])?;
+            run(&[
+                "ip",
+                "-n",
+                &u,
+                "addr",
+                "add",
+                "198.51.100.254/24",
+                "dev",
+                "br1",
+            ])?;
+            run(&["ip", "-n", &u, "link", "set", "br1", "up"])?;
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                &u,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+            ])?;
+        }
+        let moved = self.host(n);
+        let (inner, outer) = (
+            format!("{}-ul", moved.prefix),
+            format!("{}-up", moved.prefix),
+        );
+        let host = moved.host.clone();
+        run(&["ip", "-n", &u, "link", "set", &outer, "nomaster"])?;
+        run(&["ip", "-n", &u, "link", "set", &outer, "master", "br1", "up"])?;
+        run(&["ip", "-n", &host, "addr", "flush", "dev", &inner])?;
+        run(&[
+            "ip",
+            "-n",
+            &host,
+            "addr",
+            "add",
+            &format!("{ip}/24"),
+            "dev",
+            &inner,
+        ])?;
+        run(&[
+            "ip",
+            "-n",
+            &host,
+            "route",
+            "add",
+            "192.0.2.0/24",
+            "via",
+            "198.51.100.254",
+        ])?;
+        for (i, w) in self.worlds.iter().enumerate() {
+            if i + 1 != n {
+                run(&[
+                    "ip",
+                    "-n",
+                    &w.host,
+                    "route",
+                    "add",
+                    "198.51.100.0/24",
+                    "via",
+                    "192.0.2.254",
+                ])?;
+            }
+        }
+        self.ips[n - 1] = ip.to_string();
+        Ok(ip)
     }
 
     /// The flags that make host `hN`'s vnetd one of these hosts (with its

@@ -16,9 +16,10 @@
 //! ahead of the packet, from the same host, so it is there first; the
 //! underlay programs leave it to the host stack (it is not VXLAN).
 //!
-//! Peers are on the underlay's own subnet (HOSTS.md's layout: one L2
-//! underlay); a routed underlay would need the next hop of the route
-//! towards the peer, which is not done.
+//! A peer on another subnet (a routed underlay) is reached through the
+//! gateway of the underlay's route towards it ([`next_hop_in`], the main
+//! routing table of `/proc/net/route`): the flow's outer Ethernet header is
+//! addressed to that gateway's MAC, as the host stack would send it.
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use vnet_common::tunnel::{OVERHEAD, VXLAN_PORT};
 use vnet_common::{Encap, FlowKey};
@@ -223,11 +224,60 @@ fn dont_fragment(socket: &UdpSocket) -> Result<(), String> {
     }
 }
 
-/// The MAC of `ip` in the host's neighbour table on interface `dev`
-/// (`/proc/net/arp`, complete entries only).
-fn neighbour(dev: &str, ip: [u8; 4]) -> Option<[u8; 6]> {
+/// The MAC of the next hop towards `peer` out of `dev`, from the host's
+/// neighbour table (`/proc/net/arp`, complete entries only).
+fn neighbour(dev: &str, peer: [u8; 4]) -> Option<[u8; 6]> {
     let table = std::fs::read_to_string("/proc/net/arp").ok()?;
-    neighbour_in(&table, dev, ip)
+    neighbour_in(&table, dev, next_hop(dev, peer))
+}
+
+/// The next hop towards `peer` out of `dev` ([`next_hop_in`]).
+fn next_hop(dev: &str, peer: [u8; 4]) -> [u8; 4] {
+    match std::fs::read_to_string("/proc/net/route") {
+        Ok(routes) => next_hop_in(&routes, dev, peer),
+        Err(_) => peer,
+    }
+}
+
+/// The gateway of the most specific route of `dev` holding `peer` (lowest
+/// metric among equals) in the text of `/proc/net/route`, or `peer` itself
+/// when that route is on-link or there is none. The file's addresses are
+/// the kernel's network-order words printed as native integers in hex.
+fn next_hop_in(routes: &str, dev: &str, peer: [u8; 4]) -> [u8; 4] {
+    const RTF_UP: u32 = 0x1;
+    const RTF_GATEWAY: u32 = 0x2;
+    let word = |s: &str| u32::from_str_radix(s, 16).ok().map(u32::to_ne_bytes);
+    let peer_u = u32::from_be_bytes(peer);
+    let mut best: Option<(u32, u32, [u8; 4], bool)> = None; // (mask, metric, gw, via)
+    for line in routes.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 8 || f[0] != dev {
+            continue;
+        }
+        let (Some(dst), Some(gw), Some(mask)) = (word(f[1]), word(f[2]), word(f[7])) else {
+            continue;
+        };
+        let (Ok(flags), Ok(metric)) = (u32::from_str_radix(f[3], 16), f[6].parse::<u32>()) else {
+            continue;
+        };
+        let (dst, mask_u) = (u32::from_be_bytes(dst), u32::from_be_bytes(mask));
+        if flags & RTF_UP == 0 || peer_u & mask_u != dst & mask_u {
+            continue;
+        }
+        let better = match best {
+            None => true,
+            Some((m, met, ..)) => {
+                mask_u.count_ones() > m.count_ones() || (mask_u == m && metric < met)
+            }
+        };
+        if better {
+            best = Some((mask_u, metric, gw, flags & RTF_GATEWAY != 0));
+        }
+    }
+    match best {
+        Some((_, _, gw, true)) => gw,
+        _ => peer,
+    }
 }
 
 impl Tunnel {
@@ -236,10 +286,14 @@ impl Tunnel {
     /// when the table cannot be read (nothing is judged then).
     pub fn moved_peers(&self, peers: &[([u8; 4], [u8; 6])]) -> Option<Vec<[u8; 4]>> {
         let table = std::fs::read_to_string("/proc/net/arp").ok()?;
+        let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+        let dev = &self.underlay.name;
         Some(
             peers
                 .iter()
-                .filter(|(ip, mac)| neighbour_in(&table, &self.underlay.name, *ip) != Some(*mac))
+                .filter(|(ip, mac)| {
+                    neighbour_in(&table, dev, next_hop_in(&routes, dev, *ip)) != Some(*mac)
+                })
                 .map(|(ip, _)| *ip)
                 .collect(),
         )
@@ -319,5 +373,30 @@ mod tests {
             "another interface"
         );
         assert_eq!(neighbour_in(table, "u1", [192, 0, 2, 9]), None);
+    }
+
+    #[test]
+    fn a_peer_on_another_subnet_is_reached_through_its_routes_gateway() {
+        // 192.0.2.0/24 on-link, 198.51.100.0/24 via 192.0.2.254, a default
+        // via 192.0.2.1, a more specific /32 via .253, another device's
+        // route, and a route that is down.
+        let routes =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+            u1\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+            u1\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+            u1\t006433C6\tFE0200C0\t0003\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+            u1\t096433C6\tFD0200C0\t0003\t0\t0\t0\tFFFFFFFF\t0\t0\t0\n\
+            eth9\t000071CB\t0A0A0A0A\t0003\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+            u1\t000071CB\t070200C0\t0002\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+        let hop = |ip| next_hop_in(routes, "u1", ip);
+        assert_eq!(hop([192, 0, 2, 7]), [192, 0, 2, 7], "on-link");
+        assert_eq!(hop([198, 51, 100, 5]), [192, 0, 2, 254]);
+        assert_eq!(hop([198, 51, 100, 9]), [192, 0, 2, 253], "the /32 wins");
+        assert_eq!(
+            hop([203, 0, 113, 5]),
+            [192, 0, 2, 1],
+            "down route, other device: default"
+        );
+        assert_eq!(next_hop_in("", "u1", [203, 0, 113, 5]), [203, 0, 113, 5]);
     }
 }

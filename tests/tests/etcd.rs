@@ -460,6 +460,41 @@ fn macs_learned_on_one_host_are_known_to_the_other() -> Result<()> {
     Ok(())
 }
 
+/// A routed underlay: h2 on a subnet of its own behind a router (the
+/// underlay namespace). The flows towards h2 are addressed to the
+/// gateway's MAC (the underlay's route towards h2), so the kernel carries
+/// the tunnels both ways, as on one subnet.
+#[test]
+fn a_routed_underlay_carries_the_tunnels() -> Result<()> {
+    if !have_root("a_routed_underlay_carries_the_tunnels") {
+        return Ok(());
+    }
+    let yaml = across()?.replace(
+        "h2: {tunnel_address: 192.0.2.2}",
+        "h2: {tunnel_address: 198.51.100.2}",
+    );
+    ensure!(yaml.contains("198.51.100.2"), "the example changed: {yaml}");
+    let mut h = TwoHosts::new("vxroute")?;
+    h.h.route_host(2)?;
+    h.start(&yaml)?;
+    let TwoHosts { h, vm1, vm2, vm3 } = &h;
+    let (a, b) = (h.host(1), h.host(2));
+    ensure!(a.ping(vm1, "10.0.1.13", 3)? == 3, "vm1 → vm3 routed across");
+    a.tcp_stream(vm1, vm2, ("10.0.0.12", 5006), 5006, 8)
+        .context("TCP vm1 → vm2 over a routed underlay")?;
+    b.tcp_stream(vm3, vm1, ("10.0.0.11", 5007), 5007, 8)
+        .context("TCP vm3 → vm1 over a routed underlay")?;
+    for (w, host) in [(a, "h1"), (b, "h2")] {
+        let (encap, decap) = (reason(w, "tunnel_encap")?, reason(w, "tunnel_decap")?);
+        ensure!(
+            encap > 100 && decap > 100,
+            "{host}: tunnel_encap {encap}, tunnel_decap {decap}: the kernel should carry \
+             the tunnels through the underlay's gateway"
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn vnetd_with_etcd_needs_its_host_and_a_reachable_store() -> Result<()> {
     if !have_root("vnetd_with_etcd_needs_its_host_and_a_reachable_store") {
