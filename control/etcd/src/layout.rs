@@ -102,6 +102,10 @@ pub struct Head {
     /// The kept change records, oldest first: (revision, bytes).
     #[serde(default)]
     pub log: Vec<(u64, usize)>,
+    /// The highest tunnel key ever given: never given again, even once its
+    /// port is gone (a host cut off from etcd may still route by it).
+    #[serde(default)]
+    pub tunnel_keys: u32,
 }
 
 impl Default for Head {
@@ -112,6 +116,7 @@ impl Default for Head {
             next_id: 1,
             version: vnet_model::FORMAT_VERSION,
             log: Vec::new(),
+            tunnel_keys: 0,
         }
     }
 }

@@ -441,7 +441,7 @@ impl Store for EtcdStore {
             let mut topology = current.topology.clone();
             edit(&mut topology)?;
             topology
-                .keep_tunnel_keys(&current.topology)
+                .keep_tunnel_keys_above(&current.topology, current.head.tunnel_keys)
                 .map_err(StoreError::Invalid)?;
             topology.validate().map_err(StoreError::Invalid)?;
             self.check_rules(&topology)?;

@@ -187,6 +187,7 @@ impl Change {
         let delta = Delta::between(old, &new);
         let keys = &shared.keys;
         let mut head = current.head.clone();
+        head.tunnel_keys = head.tunnel_keys.max(new.highest_tunnel_key());
         let mut ops = Vec::new();
         let mut bytes = 0;
         let mut put = |ops: &mut Vec<TxnOp>, key: String, value: Vec<u8>| {

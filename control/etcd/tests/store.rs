@@ -596,3 +596,42 @@ fn a_returning_host_takes_back_its_snat_blocks() {
     assert_eq!(one(&h1, "h1", &[]), first);
     assert_eq!(one(&h1, "h1", &first), second);
 }
+
+/// The highest tunnel key ever given is never given again, even once its
+/// port is deleted: a host cut off from etcd may still route by it.
+#[test]
+fn a_deleted_ports_tunnel_key_is_never_given_again() {
+    let server = etcd();
+    let s = store(&server);
+    let with = |ports: &str| {
+        topo(&format!(
+            "version: 1\nhosts:\n  h1: {{tunnel_address: 192.0.2.1}}\nbridges:\n  b:\n    ports:\n{ports}"
+        ))
+    };
+    let key = |port: &str| s.current().unwrap().topology.bridges["b"].ports[port].tunnel_key;
+    s.apply(
+        with("      a: {interface: a-h, host: h1}\n      b: {interface: b-h, host: h1}\n"),
+        None,
+    )
+    .unwrap();
+    assert_eq!((key("a"), key("b")), (Some(1), Some(2)));
+    s.apply(with("      a: {interface: a-h, host: h1}\n"), None)
+        .unwrap();
+    s.apply(
+        with("      a: {interface: a-h, host: h1}\n      c: {interface: c-h, host: h1}\n"),
+        None,
+    )
+    .unwrap();
+    assert_eq!(key("c"), Some(3), "b's key 2 was given before");
+    // Nor may a file write it.
+    let err = s
+        .apply(
+            with("      a: {interface: a-h, host: h1}\n      c: {interface: c-h, host: h1}\n      d: {interface: d-h, host: h1, tunnel_key: 3}\n"),
+            None,
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("not above the keys already given"),
+        "{err}"
+    );
+}

@@ -25,23 +25,39 @@ impl Topology {
     /// highest one `previous` holds (it may have been another port's).
     /// Stores call this on every change before validating it.
     ///
-    /// Not covered: a key released by one change (the highest) and given
-    /// by the next while a host that lost etcd still routes by it; closing
-    /// that needs a high-water mark kept by the store (not done).
+    /// A key released by one change (the highest) would be given by the
+    /// next while a host that lost the store still routes by it: a store
+    /// shared by many hosts keeps the highest key it ever gave and calls
+    /// [`Topology::keep_tunnel_keys_above`] with it.
     pub fn keep_tunnel_keys(&mut self, previous: &Topology) -> Result<(), Vec<ValidationError>> {
+        self.keep_tunnel_keys_above(previous, 0)
+    }
+
+    /// [`Topology::keep_tunnel_keys`], with every key up to `given` (the
+    /// highest a store ever gave) counted as given: new keys are above it,
+    /// and a new port may not be written one at or below it.
+    pub fn keep_tunnel_keys_above(
+        &mut self,
+        previous: &Topology,
+        given: u32,
+    ) -> Result<(), Vec<ValidationError>> {
         let mut taken: BTreeSet<u32> = BTreeSet::new();
         for t in [&*self, previous] {
             for_each_key(t, |_, key| {
                 taken.insert(key);
             });
         }
-        let mut highest_before = 0;
+        let mut highest_before = given.min(LAST_TUNNEL_KEY);
         for_each_key(previous, |_, key| highest_before = highest_before.max(key));
-        // Above every key in use; only when the range is used up are gaps
-        // filled, lowest first.
+        // Above every key in use or ever given; only when the range is used
+        // up are gaps filled, lowest first.
         let mut next = taken
             .last()
-            .map_or(FIRST_TUNNEL_KEY, |k| k.saturating_add(1));
+            .copied()
+            .unwrap_or(0)
+            .max(highest_before)
+            .saturating_add(1)
+            .max(FIRST_TUNNEL_KEY);
         let mut fresh = |taken: &mut BTreeSet<u32>| {
             if next > LAST_TUNNEL_KEY {
                 next = FIRST_TUNNEL_KEY;
@@ -98,6 +114,15 @@ impl Topology {
         } else {
             Err(errors)
         }
+    }
+}
+
+impl Topology {
+    /// The highest tunnel key of any port (0: none).
+    pub fn highest_tunnel_key(&self) -> u32 {
+        let mut highest = 0;
+        for_each_key(self, |_, key| highest = highest.max(key));
+        highest
     }
 }
 
