@@ -869,6 +869,18 @@ s.bind(('0.0.0.0',int(sys.argv[1])))\ns.listen()\nc,_=s.accept()\nh=hashlib.sha2
 while True:\n    d=c.recv(1<<16)\n    if not d: break\n    h.update(d)\n    n+=len(d)\n\
 print(n,h.hexdigest())\n";
 
+/// The frames `port` sent to userspace in `vnetctl stats -o json`'s
+/// output.
+pub fn port_userspace_rx(stats: &serde_json::Value, port: &str) -> Result<u64> {
+    stats["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["port"] == port)
+        .and_then(|p| p["userspace_rx"].as_u64())
+        .with_context(|| format!("no userspace_rx of {port} in vnetctl stats: {stats}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -909,16 +921,4 @@ mod tests {
         let _ = child.kill();
         let _ = child.wait();
     }
-}
-
-/// The frames `port` sent to userspace in `vnetctl stats -o json`'s
-/// output.
-pub fn port_userspace_rx(stats: &serde_json::Value, port: &str) -> Result<u64> {
-    stats["ports"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|p| p["port"] == port)
-        .and_then(|p| p["userspace_rx"].as_u64())
-        .with_context(|| format!("no userspace_rx of {port} in vnetctl stats: {stats}"))
 }
