@@ -14,7 +14,9 @@
 //!   lease's TTL, h1 and h3 go on; restarted, it is reached again);
 //! - etcd restarted while a TCP stream runs between two hosts;
 //! - a DF packet too big for the tunnel (underlay MTU 1500) answered with
-//!   ICMP fragmentation needed, mtu 1450.
+//!   ICMP fragmentation needed, mtu 1450;
+//! - a stateful port group of two uplinks on two hosts, the replies
+//!   entering by the other one.
 //!
 //! Needs root and Debian's etcd-server; fails (never skips) without etcd.
 use anyhow::{bail, ensure, Context, Result};
@@ -707,6 +709,145 @@ fn a_df_packet_too_big_for_the_tunnel_gets_frag_needed() -> Result<()> {
     ensure!(
         counted >= 2,
         "h1 counted {counted} tunnel_fragmentation_needed"
+    );
+    Ok(())
+}
+
+/// A router with two uplinks on two hosts in a stateful port group: vm1's
+/// packets (h1) leave by `ua` on h2, the outside answers by `ub` on h3
+/// (asymmetric), and `ub` lets in only replies. The connection was
+/// recorded on h1, in the group's zone: h3 knows it only because the state
+/// of a stateful group goes to every host with one of its members.
+const UPLINK_GROUP: &str = "version: 1
+hosts:
+  h1: {tunnel_address: 192.0.2.1}
+  h2: {tunnel_address: 192.0.2.2}
+  h3: {tunnel_address: 192.0.2.3}
+bridges:
+  tenant:
+    ports:
+      vm1: {interface: vm1-h, host: h1, addresses: [\"02:00:00:00:01:01 10.0.0.11\"]}
+      gw: {peer: edge/tenant}
+routers:
+  edge:
+    ports:
+      tenant: {address: 10.0.0.1/24, peer: tenant/gw}
+      ua: {address: 203.0.113.2/24, interface: uplink-h, host: h2, outbound_filter: track}
+      ub: {address: 198.51.100.2/24, interface: uplink-h, host: h3, inbound_filter: replies, reverse_path: loose}
+    routes:
+      - {dst: 10.0.0.0/24, port: tenant}
+      - {dst: 203.0.113.0/24, port: ua}
+      - {dst: 198.51.100.0/24, port: ub}
+      - {dst: 0.0.0.0/0, port: ua, via: 203.0.113.1}
+chains:
+  track:
+    - {action: continue, match: {conntrack: forward}}
+  replies:
+    - {action: accept, match: {conntrack: return}}
+    - {action: accept, match: {ethertype: 0x0806}}
+    - {action: drop}
+port_groups:
+  uplinks: {ports: [edge/ua, edge/ub], stateful: true}
+";
+
+#[test]
+fn a_stateful_port_groups_state_reaches_every_members_host() -> Result<()> {
+    if !have_root("a_stateful_port_groups_state_reaches_every_members_host") {
+        return Ok(());
+    }
+    let mut h = Hosts::new("v3grp", 3)?;
+    let vm1 = h.guest(1, "vm1", "02:00:00:00:01:01", "10.0.0.11", Some("10.0.0.1"))?;
+    // The outside: `out` on h2's uplink (203.0.113.1), a second link from
+    // h3's uplink (198.51.100.1), and `far` behind it; it answers vm1 by
+    // h3's link.
+    let (out, far) = h.host_mut(2).outside()?;
+    let h3 = h.host(3).host.clone();
+    let peer = |args: &[&str]| vnet_e2e::run(args).map(drop);
+    peer(&["ip", "-n", &out.netns, "addr", "flush", "dev", "eth0"])?;
+    peer(&[
+        "ip",
+        "-n",
+        &out.netns,
+        "addr",
+        "add",
+        "203.0.113.1/24",
+        "dev",
+        "eth0",
+    ])?;
+    peer(&[
+        "ip", "-n", &h3, "link", "add", "uplink-h", "type", "veth", "peer", "name", "eth1",
+        "netns", &out.netns,
+    ])?;
+    peer(&["ip", "-n", &h3, "link", "set", "uplink-h", "up"])?;
+    peer(&[
+        "ip",
+        "-n",
+        &out.netns,
+        "addr",
+        "add",
+        "198.51.100.1/24",
+        "dev",
+        "eth1",
+    ])?;
+    peer(&["ip", "-n", &out.netns, "link", "set", "eth1", "up"])?;
+    peer(&[
+        "ip",
+        "-n",
+        &out.netns,
+        "route",
+        "add",
+        "10.0.0.0/24",
+        "via",
+        "198.51.100.2",
+    ])?;
+    for dev in ["all", "default", "eth0", "eth1"] {
+        peer(&[
+            "ip",
+            "netns",
+            "exec",
+            &out.netns,
+            "sysctl",
+            "-qw",
+            &format!("net.ipv4.conf.{dev}.rp_filter=0"),
+        ])?;
+    }
+    h.start(UPLINK_GROUP)?;
+    let reached = poll(
+        "vm1 reaching far by ua, answered by ub",
+        Duration::from_secs(10),
+        || Ok((h.host(1).ping(&vm1, FAR, 1)? == 1).then_some(())),
+    );
+    if let Err(e) = reached {
+        let counters: Vec<String> = (1..=3)
+            .map(|n| {
+                let r = h.host(n).vnetctl_json(&["stats"]);
+                format!(
+                    "h{n}: {}",
+                    r.map_or_else(|e| e.to_string(), |s| s["reasons"].to_string())
+                )
+            })
+            .collect();
+        bail!("{e:#}; the hosts' counters:\n{}", counters.join("\n"));
+    }
+    ensure!(
+        h.host(1).ping(&vm1, FAR, 5)? == 5,
+        "vm1 → far, replies by h3"
+    );
+    // The replies entered by ub on h3 (what h3's kernel or worker counted
+    // on its port), and nobody outside may open a connection through it.
+    let stats = h.host(3).vnetctl_json(&["stats"])?;
+    let ub = stats["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["port"] == "edge/ub")
+        .with_context(|| format!("edge/ub in h3's stats: {stats}"))?;
+    let entered =
+        ub["userspace_rx"].as_u64().unwrap_or(0) + ub["kernel_packets"].as_u64().unwrap_or(0);
+    ensure!(entered >= 5, "the replies did not enter by ub on h3: {ub}");
+    ensure!(
+        h.host(2).ping(&far, &vm1.ip, 2)? == 0,
+        "far → vm1 is not a reply: ub must drop it"
     );
     Ok(())
 }
