@@ -47,8 +47,9 @@ impl Ports {
             for v in 0..self.vms {
                 let mut fields = Vec::new();
                 match (self.lane && b == 0, v) {
-                    (true, 0) => fields.push("interface: vm1-h".to_string()),
-                    (true, 1) => fields.push("interface: vm2-h".to_string()),
+                    // The lane measures the XDP executor (`auto` is tc on a veth).
+                    (true, 0) => fields.push("interface: vm1-h, executor: xdp".to_string()),
+                    (true, 1) => fields.push("interface: vm2-h, executor: xdp".to_string()),
                     _ if self.name_interfaces => fields.push(format!("interface: t{b}v{v}")),
                     _ => {}
                 }
