@@ -48,7 +48,10 @@ pub async fn claim(
     }
     let mut more = claim.more.min(usize::from(BLOCKS));
     let mut client = shared.client.clone();
-    for _ in 0..RETRIES {
+    // Ends: a pass that commits writes at least one new key (at most
+    // BLOCKS of them), and lost races are counted.
+    let mut lost_races = 0;
+    loop {
         let prefix = shared.keys.nat_blocks(claim.address);
         let resp = client
             .get(
@@ -111,6 +114,7 @@ pub async fn claim(
         if puts.is_empty() {
             return Ok(mine.into_iter().collect());
         }
+        let puts_len = puts.len();
         let resp = client
             .txn(Txn::new().when(compares).and_then(puts))
             .await
@@ -119,18 +123,25 @@ pub async fn claim(
             let newly = gained.iter().filter(|b| !claim.held.contains(b)).count();
             more = more.saturating_sub(newly);
             let held: Vec<u16> = mine.union(&gained).copied().collect();
-            if more == 0 || free.len() <= newly {
+            // A full batch may have left blocks to take back or to take:
+            // go on from a fresh read.
+            let batch_full = puts_len >= MAX_OPS;
+            if (more == 0 || free.len() <= newly) && !batch_full {
                 return Ok(held);
             }
-            // More than one Txn could write: go on from a fresh read.
             continue;
+        }
+        lost_races += 1;
+        if lost_races >= RETRIES {
+            return Err(shared.error(
+                &what,
+                format!(
+                    "lost the race for SNAT port blocks to other hosts {RETRIES} times in a row"
+                ),
+            ));
         }
         tracing::debug!(address = %claim.address, "another host took a SNAT block first; reading again");
     }
-    Err(shared.error(
-        &what,
-        format!("lost the race for SNAT port blocks to other hosts {RETRIES} times in a row"),
-    ))
 }
 
 /// Whether block `b` has a port in `ports`.

@@ -39,6 +39,13 @@ const WINDOW: Duration = Duration::from_secs(1);
 const CLAIMS_PER_TICK: usize = 32;
 /// After a failed claim, the next try of that address.
 const RETRY: Duration = Duration::from_secs(1);
+/// After a claim that found no free block, the next try of that address
+/// (the other hosts hold them all: asking every 100 ms would only load
+/// etcd).
+const NONE_FREE: Duration = Duration::from_secs(5);
+/// The most blocks one claim asks for (1024 ports): growth doubles what an
+/// address holds, but no faster than this per claim.
+const MAX_MORE: usize = 16;
 
 /// What the leaser shares with the compiler of snapshots: the blocks (put
 /// into every snapshot) and the targets of the latest one.
@@ -143,6 +150,9 @@ pub async fn run(
                     if held.len() < before + c.more {
                         tracing::debug!(address = %c.address, asked = c.more, "fewer SNAT port blocks free than asked");
                     }
+                    if c.more > 0 && held.len() <= before {
+                        failed.insert(address, now + NONE_FREE);
+                    }
                 }
                 // A store of one host: every port is ours; never asked again.
                 Ok(None) => {
@@ -191,6 +201,7 @@ fn plan(
             more = more.max(n);
         }
         let stale = claimed.get(&address) != Some(&epoch);
+        let more = more.min(MAX_MORE);
         if more > 0 || (stale && n > 0) {
             claims.push(NatBlockClaim {
                 host: host.to_string(),

@@ -124,6 +124,11 @@ impl NatTable {
         self.forward.len()
     }
 
+    /// Whether the table holds as many bindings as it may.
+    pub fn is_full(&self) -> bool {
+        self.forward.len() >= self.capacity
+    }
+
     pub fn is_empty(&self) -> bool {
         self.forward.is_empty()
     }
@@ -466,7 +471,10 @@ pub(super) fn apply(
             let candidates = snat_candidates(t, start, end, range, forwarded, blocks.as_deref());
             let bound = bind_recorded(walk, zone, t, candidates);
             if let Some(blocks) = &blocks {
-                tell_the_leaser(blocks, &bound, start, end);
+                // A full table is not helped by more ports.
+                if !walk.state.nat.is_full() {
+                    tell_the_leaser(blocks, &bound, start, end);
+                }
             }
             (bound?.0, Some(t))
         }
