@@ -201,8 +201,8 @@ mod tests {
         }
         .yaml();
         assert!(
-            lane.contains("vm0: {interface: vm1-h, up: false}")
-                && lane.contains("vm1: {interface: vm2-h}")
+            lane.contains("vm0: {interface: vm1-h, executor: xdp, up: false}")
+                && lane.contains("vm1: {interface: vm2-h, executor: xdp}")
         );
         for kind in [ChainKind::Indexed, ChainKind::Unindexed] {
             for n in [0, 1, 10, 100] {

@@ -135,7 +135,7 @@ fn every_section_round_trips_through_etcd() {
         .collect();
     all.push(hosts);
     all.push(Topology::default());
-    let mut revision = 0;
+    let (mut revision, mut given) = (0, 0);
     for t in &mut all {
         let before = s.current().unwrap().topology;
         let applied = s.apply(t.clone(), None).unwrap();
@@ -143,8 +143,10 @@ fn every_section_round_trips_through_etcd() {
             revision += 1;
         }
         assert_eq!(applied.revision, revision);
-        // As stored: placed ports get the tunnel keys the store gives.
-        t.keep_tunnel_keys(&before).unwrap();
+        // As stored: placed ports get the tunnel keys the store gives,
+        // above every key it gave before.
+        t.keep_tunnel_keys_above(&before, given).unwrap();
+        given = given.max(t.highest_tunnel_key());
         assert_eq!(&s.current().unwrap().topology, t);
     }
     // Replaying every change from the start gives each topology in turn.
