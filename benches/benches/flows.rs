@@ -9,6 +9,9 @@
 //! AF_XDP rings: parse, simulate (a new connection), flow key, install —
 //! the userspace ceiling of "new flows per second" (PERFORMANCE.md: ≥ 300
 //! k/s bridged, ≥ 150 k/s with NAT + 100 rules, i.e. 3.3 µs and 6.7 µs).
+//! `*/kernel` installs each flow with its own syscall; `*/kernel_batched`
+//! as the worker does, queued and written 64 at a time
+//! (`BPF_MAP_UPDATE_BATCH`, one ring batch per turn).
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::time::{Duration, Instant};
 use vnet_benches::topo::ChainKind;
@@ -17,7 +20,7 @@ use vnet_benches::{
     bridged_actions, have_root, key_of, udp64, SimFixture, BR_VM1, BR_VM2, VM1_MAC, VM2_MAC,
 };
 use vnet_common::FlowKey;
-use vnet_dataplane::flows::{FlowBackend, FlowTable, MemoryBackend};
+use vnet_dataplane::flows::{FlowBackend, FlowTable, Flushed, MemoryBackend};
 use vnet_dataplane::kernel::Kernel;
 use vnet_dataplane::sim::{simulate, Flow};
 
@@ -91,7 +94,15 @@ fn install(c: &mut Criterion) {
 /// Runs `iters` first packets of new connections through parse, simulate,
 /// key and install, from a copy of the fixture's state and an empty table
 /// every 8 976 packets (untimed).
-fn first_packets(f: &SimFixture, backend: &mut impl FlowBackend, iters: u64) -> Duration {
+/// Flows per batch write in the `_batched` variant: the worker's ring batch.
+const BATCH: usize = 64;
+
+fn first_packets(
+    f: &SimFixture,
+    backend: &mut impl FlowBackend,
+    iters: u64,
+    batched: bool,
+) -> Duration {
     let mut total = Duration::ZERO;
     let mut done = 0;
     while done < iters {
@@ -107,15 +118,33 @@ fn first_packets(f: &SimFixture, backend: &mut impl FlowBackend, iters: u64) -> 
             };
             let mut actions = flow.actions;
             actions.out_ifindex = 2;
-            if let Err(e) = table.install(backend, key, &actions, &flow, NOW_NS) {
+            let installed = if batched {
+                let queued = table.queue_for(backend, None, key, &actions, flow, NOW_NS);
+                if table.queued() >= BATCH {
+                    check(table.flush(backend), i);
+                }
+                queued
+            } else {
+                table.install(backend, key, &actions, &flow, NOW_NS)
+            };
+            if let Err(e) = installed {
                 panic!("installing flow {i}: {e}");
             }
         }
+        check(table.flush(backend), n as usize);
         total += start.elapsed();
         table.clear(backend);
         done += n;
     }
     total
+}
+
+/// Panics unless a batch write installed every flow (the table is sized
+/// for them).
+fn check(done: Flushed, at: usize) {
+    if done.full + done.other > 0 {
+        panic!("batch write before packet {at}: {done:?}");
+    }
 }
 
 fn first_packet(c: &mut Criterion) {
@@ -141,11 +170,14 @@ fn first_packet(c: &mut Criterion) {
         let f = f.unwrap_or_else(|e| panic!("fixture {name}: {e}"));
         g.bench_function(format!("{name}/memory_backend"), |b| {
             let mut backend = MemoryBackend::default();
-            b.iter_custom(|iters| first_packets(&f, &mut backend, iters))
+            b.iter_custom(|iters| first_packets(&f, &mut backend, iters, false))
         });
         if let Some(k) = kernel.as_mut() {
             g.bench_function(format!("{name}/kernel"), |b| {
-                b.iter_custom(|iters| first_packets(&f, k, iters))
+                b.iter_custom(|iters| first_packets(&f, k, iters, false))
+            });
+            g.bench_function(format!("{name}/kernel_batched"), |b| {
+                b.iter_custom(|iters| first_packets(&f, k, iters, true))
             });
         }
     }

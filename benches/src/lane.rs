@@ -79,13 +79,17 @@ impl PathKind {
     /// routed+snat SNAT plus a 100-rule indexed chain on the router, the
     /// "NAT + 100-rule chain" of PERFORMANCE.md's new-flows target.
     pub fn vnet_topology(self) -> String {
-        match self {
+        let y = match self {
             PathKind::Bridged => crate::BRIDGED_TOPOLOGY.to_string(),
             PathKind::Routed => crate::ROUTED_TOPOLOGY.to_string(),
             PathKind::RoutedSnat => {
                 crate::topo::routed_snat_chain_topology(100, crate::topo::ChainKind::Indexed)
             }
-        }
+        };
+        // The harness measures the XDP executor (its flows, its AF_XDP
+        // sockets); `auto` would put these veths on the skb executor.
+        y.replace("{interface: vm1-h}", "{interface: vm1-h, executor: xdp}")
+            .replace("{interface: vm2-h}", "{interface: vm2-h, executor: xdp}")
     }
 
     /// What Linux does on this path.
@@ -137,6 +141,9 @@ impl Vnetd {
             .arg(dir.join("vnetd.sock"))
             // A measurement leaves nothing attached behind it.
             .arg("--detach-on-exit")
+            // New flows/s measures the worker, not the per-port upcall
+            // budget (2 000/s by default; 0 is none).
+            .args(["--upcall-rate", "0"])
             .env("VNET_LOG", "info")
             .stdout(out.try_clone()?)
             .stderr(out);
@@ -527,6 +534,9 @@ impl Lane {
     }
 
     fn setup_vnet(&mut self) -> Result<()> {
+        // vnetd runs XDP on a veth in SKB mode, so the generator's native
+        // redirects reach vm1-h only with GRO on (as for Linux, above).
+        self.host.exec(&["ethtool", "-K", "vm1-h", "gro", "on"])?;
         let text = self
             .vnet_topology
             .clone()

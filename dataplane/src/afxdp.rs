@@ -34,6 +34,10 @@ const RING_SIZE: u32 = RX_FRAMES;
 /// Frames taken from one receive ring per call of [`Xsk::receive`]: the
 /// worker's per-port share of one turn of its loop.
 pub const BATCH: u32 = 64;
+/// Kicks of the transmit ring per [`Xsk::flush`]: a few turns' worth of
+/// frames at the kernel's 32 per kick, bounded so that a stuck device
+/// cannot hold the worker.
+const MAX_KICKS: u32 = 16;
 
 /// The kernel's drops at one socket's receive side since it was bound
 /// (`getsockopt(SOL_XDP, XDP_STATISTICS)`), as running totals.
@@ -228,6 +232,13 @@ impl Xsk {
         })
     }
 
+    /// Whether the receive ring holds frames, without taking any: one
+    /// relaxed load of the kernel's producer index, cheap enough to spin on
+    /// (`runtime::busy_poll`). `receive` does the ordered read.
+    pub fn has_frames(&self) -> bool {
+        self.rx.available() > 0
+    }
+
     /// Receives up to `BATCH` frames, calls `handle` on each, returns the
     /// frames to the fill ring. Returns how many were received.
     pub fn receive(&mut self, mut handle: impl FnMut(&[u8])) -> u32 {
@@ -300,10 +311,23 @@ impl Xsk {
         true
     }
 
-    /// Kicks the kernel to transmit what `send` queued.
+    /// Kicks the kernel to transmit what `send` queued. In copy mode one
+    /// kick (`sendto`) transmits at most 32 frames (the kernel's
+    /// `TX_BATCH_SIZE`), and a turn of the worker may queue a whole ring
+    /// batch per port: the ring is kicked until the kernel has taken all,
+    /// or stops taking any (at most [`MAX_KICKS`] kicks). A `poll` used to
+    /// drive the transmit ring as well; the worker no longer polls between
+    /// busy turns.
     pub fn flush(&mut self) {
-        if self.tx.needs_wakeup() || self.tx.pending() > 0 {
+        for _ in 0..MAX_KICKS {
+            let pending = self.tx.pending();
+            if pending == 0 && !self.tx.needs_wakeup() {
+                break;
+            }
             self.tx.wake();
+            if pending == 0 || self.tx.pending() >= pending {
+                break;
+            }
         }
         self.reap_completions();
     }

@@ -13,6 +13,14 @@
 //! is forwarded as decided but its flow is not installed
 //! ([`InstallError::DeviceLimit`], counted as `device_flow_limit`): the next
 //! packet of that flow comes to userspace again.
+//!
+//! The worker queues the flows of one turn ([`FlowTable::queue_for`]) and
+//! writes them with one batch ([`FlowTable::flush`], `BPF_MAP_UPDATE_BATCH`
+//! in the kernel's backend): on these machines a syscall's entry and exit
+//! cost about as much as the map update. A queued flow is neither in the
+//! kernel nor in this table until the flush; whatever removes flows
+//! (invalidation, expiry, clearing) writes the queue first, so a flow
+//! decided before an invalidation cannot be installed after it.
 use crate::hash::{HashMap, HashSet};
 use crate::sim::{Flow, Tag};
 use vnet_common::{FlowActions, FlowKey, DEFAULT_MAX_FLOWS};
@@ -30,6 +38,21 @@ pub fn default_per_device(capacity: usize) -> usize {
 /// Where installed flows live: the kernel's FLOWS map, or a fake in tests.
 pub trait FlowBackend {
     fn insert(&mut self, key: &FlowKey, actions: &FlowActions) -> Result<(), InstallError>;
+    /// Writes `keys[i]` with `actions[i]` in order and stops at the first
+    /// that fails: returns how many were written and that one's error (its
+    /// index is the count). The default writes them one by one.
+    fn insert_batch(
+        &mut self,
+        keys: &[FlowKey],
+        actions: &[FlowActions],
+    ) -> (usize, Option<InstallError>) {
+        for (i, (key, a)) in keys.iter().zip(actions).enumerate() {
+            if let Err(e) = self.insert(key, a) {
+                return (i, Some(e));
+            }
+        }
+        (keys.len().min(actions.len()), None)
+    }
     fn remove(&mut self, key: &FlowKey);
     /// Monotonic time (ns) of the flow's last hit, 0 if never hit.
     fn last_used_ns(&self, key: &FlowKey) -> Option<u64>;
@@ -68,6 +91,53 @@ pub struct FlowCounters {
     pub device_limit: u64,
 }
 
+/// Flows queued before [`FlowTable::queue_for`] writes them itself: a
+/// turn of the worker queues at most one per frame it took (a few hundred),
+/// so this only bounds a caller that never flushes.
+pub const MAX_QUEUED: usize = 1024;
+
+/// What [`FlowTable::flush`] wrote, and what it could not.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Flushed {
+    pub installed: usize,
+    /// Refused by a full kernel table ([`InstallError::Full`]).
+    pub full: usize,
+    /// Failed otherwise; the first such error.
+    pub other: usize,
+    pub first_other: Option<InstallError>,
+}
+
+impl Flushed {
+    fn merge(&mut self, later: Flushed) {
+        self.installed += later.installed;
+        self.full += later.full;
+        self.other += later.other;
+        if self.first_other.is_none() {
+            self.first_other = later.first_other;
+        }
+    }
+}
+
+/// A flow decided and not yet written.
+#[derive(Debug)]
+struct Queued {
+    device: Option<Tag>,
+    flow: Flow,
+    now_ns: u64,
+}
+
+/// The flows of a turn, as the batch write wants them: keys and actions in
+/// arrays of their own. Kept with their capacity from flush to flush.
+#[derive(Debug, Default)]
+struct Queue {
+    keys: Vec<FlowKey>,
+    actions: Vec<FlowActions>,
+    queued: Vec<Queued>,
+    /// New flows (not replacements of the device's own) queued per device,
+    /// charged to its share as if installed.
+    per_device: HashMap<Tag, usize>,
+}
+
 #[derive(Debug)]
 pub struct FlowTable {
     records: HashMap<FlowKey, Record>,
@@ -76,6 +146,10 @@ pub struct FlowTable {
     per_device_len: HashMap<Tag, usize>,
     per_device: usize,
     pub counters: FlowCounters,
+    queue: Queue,
+    /// What flushes the caller did not ask for (a full queue, a removal)
+    /// wrote, reported by its next [`FlowTable::flush`].
+    unreported: Flushed,
 }
 
 impl Default for FlowTable {
@@ -94,7 +168,116 @@ impl FlowTable {
             per_device_len: HashMap::default(),
             per_device,
             counters: FlowCounters::default(),
+            queue: Queue::default(),
+            unreported: Flushed::default(),
         }
+    }
+
+    /// How many flows are queued, not yet written.
+    pub fn queued(&self) -> usize {
+        self.queue.keys.len()
+    }
+
+    /// Queues the flow for `key`, charged to `device` (the device of its
+    /// ingress port, or none), for the next [`FlowTable::flush`]. The
+    /// device's share is checked now, counting its queued new flows: a new
+    /// flow of a device at its share is refused here, as by
+    /// [`FlowTable::install_for`]. A full queue ([`MAX_QUEUED`]) is written
+    /// at once.
+    pub fn queue_for(
+        &mut self,
+        backend: &mut impl FlowBackend,
+        device: Option<Tag>,
+        key: FlowKey,
+        actions: &FlowActions,
+        flow: Flow,
+        now_ns: u64,
+    ) -> Result<(), InstallError> {
+        if let Some(d) = device {
+            let replacing = self.records.get(&key).is_some_and(|r| r.device == device);
+            if !replacing {
+                let queued = self.queue.per_device.get(&d).copied().unwrap_or(0);
+                if self.device_len(d) + queued >= self.per_device {
+                    self.counters.device_limit += 1;
+                    return Err(InstallError::DeviceLimit);
+                }
+                *self.queue.per_device.entry(d).or_default() += 1;
+            }
+        }
+        self.queue.keys.push(key);
+        self.queue.actions.push(*actions);
+        self.queue.queued.push(Queued {
+            device,
+            flow,
+            now_ns,
+        });
+        if self.queue.keys.len() >= MAX_QUEUED {
+            self.write_queue(backend);
+        }
+        Ok(())
+    }
+
+    /// Writes the queued flows in as few batches as the backend allows and
+    /// records those written; returns what this and any flush since the
+    /// last call wrote and refused. When the backend stops at a flow that
+    /// fails, that flow is counted (a full table as `table_full`) and the
+    /// rest are written after it: one refusal loses one flow, and the flows
+    /// already installed stay as they were.
+    pub fn flush(&mut self, backend: &mut impl FlowBackend) -> Flushed {
+        self.write_queue(backend);
+        std::mem::take(&mut self.unreported)
+    }
+
+    /// [`FlowTable::flush`], its report kept for the next one.
+    fn write_queue(&mut self, backend: &mut impl FlowBackend) {
+        if self.queue.keys.is_empty() {
+            return;
+        }
+        let mut q = std::mem::take(&mut self.queue);
+        let mut out = Flushed::default();
+        let len = q.keys.len();
+        let mut queued = q.queued.drain(..);
+        let mut at = 0;
+        while at < len {
+            let (n, error) = backend.insert_batch(&q.keys[at..], &q.actions[at..]);
+            let n = n.min(len - at);
+            for key in &q.keys[at..at + n] {
+                let Some(f) = queued.next() else { break };
+                self.record_installed(
+                    *key,
+                    f.device,
+                    f.flow.tags,
+                    f.flow.idle_timeout_ns,
+                    f.now_ns,
+                );
+                out.installed += 1;
+            }
+            at += n;
+            if at == len {
+                break;
+            }
+            // The backend stopped at `at`: that flow failed (or, with no
+            // error, the backend wrote less than asked: the same).
+            let e = error.unwrap_or_else(|| {
+                InstallError::Other("the backend stopped without an error".into())
+            });
+            queued.next();
+            self.counters.install_failed += 1;
+            if e == InstallError::Full {
+                self.counters.table_full += 1;
+                out.full += 1;
+            } else {
+                out.other += 1;
+                out.first_other.get_or_insert(e);
+            }
+            at += 1;
+        }
+        drop(queued);
+        q.keys.clear();
+        q.actions.clear();
+        q.per_device.clear();
+        self.queue = q;
+        self.unreported.merge(out);
     }
 
     /// How many flows one device may hold.
@@ -173,6 +356,8 @@ impl FlowTable {
         flow: &Flow,
         now_ns: u64,
     ) -> Result<(), InstallError> {
+        // Queued flows first: they were decided before this one.
+        self.write_queue(backend);
         if let Some(d) = device {
             // Replacing one of the device's own flows needs no room.
             let replacing = self.records.get(&key).is_some_and(|r| r.device == device);
@@ -188,25 +373,21 @@ impl FlowTable {
             }
             return Err(e);
         }
-        self.forget(&key);
-        for tag in &flow.tags {
-            self.by_tag.entry(*tag).or_default().insert(key);
-        }
-        if let Some(d) = device {
-            *self.per_device_len.entry(d).or_default() += 1;
-        }
-        self.records.insert(
-            key,
-            Record {
-                tags: flow.tags.clone(),
-                device,
-                idle_timeout_ns: flow.idle_timeout_ns,
-                installed_ns: now_ns,
-                seen_ns: now_ns,
-            },
-        );
-        self.counters.installed += 1;
+        self.record_installed(key, device, flow.tags.clone(), flow.idle_timeout_ns, now_ns);
         Ok(())
+    }
+
+    /// Records a flow just written to the kernel.
+    fn record_installed(
+        &mut self,
+        key: FlowKey,
+        device: Option<Tag>,
+        tags: Vec<Tag>,
+        idle_timeout_ns: u64,
+        now_ns: u64,
+    ) {
+        self.adopt(key, device, tags, idle_timeout_ns, now_ns);
+        self.counters.installed += 1;
     }
 
     /// Records a flow that is already in the kernel (installed by an
@@ -241,6 +422,7 @@ impl FlowTable {
 
     /// Removes every flow tagged with `tag`; returns how many.
     pub fn invalidate(&mut self, backend: &mut impl FlowBackend, tag: Tag) -> usize {
+        self.write_queue(backend);
         let Some(keys) = self.by_tag.remove(&tag) else {
             return 0;
         };
@@ -254,6 +436,7 @@ impl FlowTable {
 
     /// Removes every flow.
     pub fn clear(&mut self, backend: &mut impl FlowBackend) {
+        self.write_queue(backend);
         for key in self.records.keys() {
             backend.remove(key);
         }
@@ -270,6 +453,7 @@ impl FlowTable {
     /// idle period, however often the sweep runs and however many flows
     /// there are.
     pub fn expire(&mut self, backend: &mut impl FlowBackend, now_ns: u64) -> usize {
+        self.write_queue(backend);
         let mut idle = Vec::new();
         for (key, r) in self.records.iter_mut() {
             if now_ns.saturating_sub(r.seen_ns) <= r.idle_timeout_ns {
@@ -502,6 +686,199 @@ mod tests {
         assert_eq!(t.device_len(a), 1);
         t.clear(&mut k);
         assert_eq!((t.device_len(a), t.device_len(b)), (0, 0));
+    }
+
+    /// Writes batches as the kernel does (in order, stopping at the first
+    /// failure), refusing the keys in `refuse` with an error other than a
+    /// full table, and counts the batch calls.
+    #[derive(Default)]
+    struct Batching {
+        inner: MemoryBackend,
+        refuse: Vec<FlowKey>,
+        calls: usize,
+        /// Flows written one by one (direct installs).
+        singles: usize,
+    }
+
+    impl FlowBackend for Batching {
+        fn insert(&mut self, key: &FlowKey, actions: &FlowActions) -> Result<(), InstallError> {
+            self.singles += 1;
+            self.inner.insert(key, actions)
+        }
+        fn insert_batch(
+            &mut self,
+            keys: &[FlowKey],
+            actions: &[FlowActions],
+        ) -> (usize, Option<InstallError>) {
+            self.calls += 1;
+            for (i, (k, a)) in keys.iter().zip(actions).enumerate() {
+                if self.refuse.contains(k) {
+                    return (i, Some(InstallError::Other("EFAULT".into())));
+                }
+                if let Err(e) = self.inner.insert(k, a) {
+                    return (i, Some(e));
+                }
+            }
+            (keys.len(), None)
+        }
+        fn remove(&mut self, key: &FlowKey) {
+            self.inner.remove(key)
+        }
+        fn last_used_ns(&self, key: &FlowKey) -> Option<u64> {
+            self.inner.last_used_ns(key)
+        }
+    }
+
+    /// The table's flows are exactly the backend's.
+    fn same_flows(t: &FlowTable, k: &MemoryBackend) {
+        let mut ours: Vec<_> = t.keys().copied().collect();
+        let mut theirs: Vec<_> = k.flows.keys().copied().collect();
+        ours.sort();
+        theirs.sort();
+        assert_eq!(ours, theirs, "the table and the kernel disagree");
+    }
+
+    #[test]
+    fn a_turn_of_flows_is_written_in_one_batch() {
+        let (mut t, mut k) = (FlowTable::default(), Batching::default());
+        let a = FlowActions::default();
+        for n in 0..100 {
+            t.queue_for(&mut k, Some(Tag(9)), key(n), &a, flow(&[n as u64], 10), 5)
+                .unwrap();
+        }
+        assert_eq!((t.queued(), t.len(), k.inner.flows.len()), (100, 0, 0));
+        let done = t.flush(&mut k);
+        assert_eq!(
+            done,
+            Flushed {
+                installed: 100,
+                ..Flushed::default()
+            }
+        );
+        assert_eq!((k.calls, k.singles), (1, 0), "one batch");
+        assert_eq!((t.queued(), t.len(), t.device_len(Tag(9))), (0, 100, 100));
+        assert!(t.uses(Tag(42)) && t.record(&key(42)) == Some((&[Tag(42)][..], 5)));
+        same_flows(&t, &k.inner);
+        assert_eq!(t.flush(&mut k), Flushed::default(), "nothing left");
+        assert_eq!(k.calls, 1, "an empty queue makes no call");
+    }
+
+    #[test]
+    fn a_batch_stopped_by_an_error_loses_that_flow_only() {
+        let mut k = Batching {
+            refuse: vec![key(3), key(7)],
+            ..Batching::default()
+        };
+        let mut t = FlowTable::default();
+        let a = FlowActions::default();
+        for n in 0..10 {
+            t.queue_for(&mut k, None, key(n), &a, flow(&[1], 10), 0)
+                .unwrap();
+        }
+        let done = t.flush(&mut k);
+        assert_eq!((done.installed, done.full, done.other), (8, 0, 2));
+        assert_eq!(done.first_other, Some(InstallError::Other("EFAULT".into())));
+        assert_eq!(k.calls, 3, "written again after each refusal");
+        assert!(!t.contains(&key(3)) && !t.contains(&key(7)) && t.contains(&key(9)));
+        assert_eq!(t.counters.install_failed, 2);
+        assert_eq!(t.counters.installed, 8);
+        same_flows(&t, &k.inner);
+    }
+
+    #[test]
+    fn a_full_table_in_a_batch_is_counted_and_old_flows_stay() {
+        let mut k = Batching::default();
+        k.inner.capacity = Some(3);
+        let mut t = FlowTable::default();
+        let old = FlowActions {
+            out_ifindex: 1,
+            ..FlowActions::default()
+        };
+        let new = FlowActions {
+            out_ifindex: 2,
+            ..FlowActions::default()
+        };
+        for n in 0..2 {
+            t.install(&mut k, key(n), &old, &flow(&[1], 10), 0).unwrap();
+        }
+        // Three new flows for one free slot, then a replacement of an old
+        // one: written after the refusals.
+        for n in [10, 11, 12, 0] {
+            t.queue_for(&mut k, None, key(n), &new, flow(&[2], 10), 1)
+                .unwrap();
+        }
+        let done = t.flush(&mut k);
+        assert_eq!((done.installed, done.full, done.other), (2, 2, 0));
+        assert_eq!(t.counters.table_full, 2);
+        assert!(t.contains(&key(10)) && !t.contains(&key(11)) && !t.contains(&key(12)));
+        assert_eq!(k.inner.flows[&key(1)].0, old, "an old flow untouched");
+        assert_eq!(k.inner.flows[&key(0)].0, new, "the replacement written");
+        assert_eq!(t.record(&key(0)), Some((&[Tag(2)][..], 1)));
+        same_flows(&t, &k.inner);
+    }
+
+    #[test]
+    fn queued_flows_are_written_before_whatever_removes_flows() {
+        let (mut t, mut k) = (FlowTable::default(), MemoryBackend::default());
+        let a = FlowActions::default();
+        t.queue_for(&mut k, None, key(1), &a, flow(&[7], 10), 0)
+            .unwrap();
+        t.queue_for(&mut k, None, key(2), &a, flow(&[8], 10), 0)
+            .unwrap();
+        // Decided before the invalidation of tag 7: it must not survive it.
+        assert_eq!(t.invalidate(&mut k, Tag(7)), 1);
+        assert!(!k.flows.contains_key(&key(1)) && k.flows.contains_key(&key(2)));
+        same_flows(&t, &k);
+        assert_eq!(t.flush(&mut k).installed, 2, "reported by the next flush");
+        t.queue_for(&mut k, None, key(3), &a, flow(&[9], 10), 0)
+            .unwrap();
+        t.clear(&mut k);
+        assert!(k.flows.is_empty() && t.is_empty() && t.queued() == 0);
+        // A direct install after a queued one of the same key wins.
+        t.queue_for(&mut k, None, key(4), &a, flow(&[1], 10), 0)
+            .unwrap();
+        let later = FlowActions {
+            out_ifindex: 4,
+            ..FlowActions::default()
+        };
+        t.install(&mut k, key(4), &later, &flow(&[2], 10), 1)
+            .unwrap();
+        assert_eq!(k.flows[&key(4)].0, later);
+        assert_eq!(t.record(&key(4)), Some((&[Tag(2)][..], 1)));
+    }
+
+    #[test]
+    fn queued_flows_count_against_the_device_share_and_the_queue_is_bounded() {
+        let (mut t, mut k) = (FlowTable::with_device_limit(3), Batching::default());
+        let (d, e) = (Tag(100), Tag(200));
+        let a = FlowActions::default();
+        t.install_for(&mut k, d, key(1), &a, &flow(&[1], 10), 0)
+            .unwrap();
+        for n in [2, 3] {
+            t.queue_for(&mut k, Some(d), key(n), &a, flow(&[1], 10), 0)
+                .unwrap();
+        }
+        assert_eq!(
+            t.queue_for(&mut k, Some(d), key(4), &a, flow(&[1], 10), 0),
+            Err(InstallError::DeviceLimit)
+        );
+        // Its own installed flow can be re-decided; another device is not
+        // affected.
+        t.queue_for(&mut k, Some(d), key(1), &a, flow(&[2], 10), 0)
+            .unwrap();
+        t.queue_for(&mut k, Some(e), key(5), &a, flow(&[1], 10), 0)
+            .unwrap();
+        assert_eq!(t.flush(&mut k).installed, 4);
+        assert_eq!((t.device_len(d), t.device_len(e)), (3, 1));
+        assert_eq!(t.counters.device_limit, 1);
+        let mut big = FlowTable::default();
+        for n in 0..MAX_QUEUED as u32 + 10 {
+            big.queue_for(&mut k, None, key(1000 + n), &a, flow(&[1], 10), 0)
+                .unwrap();
+            assert!(big.queued() < MAX_QUEUED, "the queue is written when full");
+        }
+        assert_eq!(big.len(), MAX_QUEUED);
+        assert_eq!(big.flush(&mut k).installed, MAX_QUEUED + 10);
     }
 
     #[test]

@@ -14,6 +14,15 @@
 //! ([`crate::upcall_path`]): the tc program charges each to its port's
 //! budget before that socket's ring, and the worker again when it reads it.
 //!
+//! The miss path (issue 14): a port's turn copies its frames into one
+//! buffer kept from turn to turn ([`rx_buffer`]: no allocation per frame),
+//! the simulation parses each frame once, and the flows the turn decided
+//! are written to the kernel together ([`FlowTable::flush`]: one
+//! `BPF_MAP_UPDATE_BATCH`). A turn that took frames is followed at once by
+//! the next, without `poll`; an idle loop spins on the rings for
+//! [`BusyPoll`] before it sleeps, so a first packet that follows closely
+//! does not pay for waking the worker.
+//!
 //! One worker thread owns the sockets and the state tables, so the state
 //! needs no locks. (Several workers, one per queue, arrive with multi-queue
 //! interfaces; veth has one queue.)
@@ -36,11 +45,15 @@ use vnet_common::{act, FlowActions, FlowKey, Reason};
 use vnet_model::Executor;
 
 pub mod adoption;
+pub mod busy_poll;
 mod control;
+mod rx_buffer;
 mod tunnels;
 /// Re-exported: the upcall budget lives with the ports it limits.
 pub use crate::upcalls;
+pub use busy_poll::BusyPoll;
 pub use control::{channel, Command, Commands, Link, Wakeup};
+use rx_buffer::RxBuffer;
 pub use upcalls::UpcallLimit;
 
 /// The per-tenant limits of the worker's tables and upcalls (vnetd's
@@ -113,6 +126,18 @@ impl FlowBackend for Kernel {
             KernelError::FlowTableFull { .. } => InstallError::Full,
             other => InstallError::Other(other.to_string()),
         })
+    }
+    fn insert_batch(
+        &mut self,
+        keys: &[FlowKey],
+        actions: &[FlowActions],
+    ) -> (usize, Option<InstallError>) {
+        let (n, error) = self.insert_flows(keys, actions);
+        let error = error.map(|e| match e {
+            KernelError::FlowTableFull { .. } => InstallError::Full,
+            other => InstallError::Other(other.to_string()),
+        });
+        (n, error)
     }
     fn remove(&mut self, key: &FlowKey) {
         if let Err(e) = self.remove_flow(key) {
@@ -187,7 +212,10 @@ pub struct Runtime {
     limits: Limits,
     /// The port the next turn of the loop serves first.
     first_port: usize,
-    frames: Vec<Vec<u8>>,
+    /// The frames a port's turn took (kept for its capacity).
+    frames: RxBuffer,
+    /// How long the loop spins on the rings before it sleeps.
+    busy_poll: BusyPoll,
     /// Where the DHCP leases are kept, once `keep_leases_in` was called.
     lease_file: Option<LeaseFile>,
     /// Where the revision of the installed flows is recorded, once
@@ -203,7 +231,7 @@ pub struct Runtime {
     upcall: Option<UpcallPath>,
     /// The frames taken off it in a turn, with their port's position (kept
     /// for its capacity).
-    upcalls_in: Vec<(usize, Vec<u8>)>,
+    upcalls_in: RxBuffer,
     /// This host's end of the tunnels to ports on other hosts; none on a
     /// single host.
     tunnel: Option<Tunnel>,
@@ -255,13 +283,14 @@ impl Runtime {
             counters: Counters::default(),
             limits,
             first_port: 0,
-            frames: Vec::new(),
+            frames: RxBuffer::default(),
+            busy_poll: BusyPoll::OFF,
             lease_file: None,
             revision_file: None,
             hand_over_until: None,
             ctl: None,
             upcall: None,
-            upcalls_in: Vec::new(),
+            upcalls_in: RxBuffer::default(),
             tunnel: None,
             tunnels_written: tunnels::Written::default(),
             peer_macs: HashMap::new(),
@@ -282,6 +311,12 @@ impl Runtime {
     /// Serves the upcall path's socket from now on.
     pub fn attach_upcall_path(&mut self, path: UpcallPath) {
         self.upcall = Some(path);
+    }
+
+    /// Spins on the receive rings for `busy_poll` before sleeping (off
+    /// unless set: tests drive the loop as they like).
+    pub fn set_busy_poll(&mut self, busy_poll: BusyPoll) {
+        self.busy_poll = busy_poll;
     }
 
     /// Keeps the DHCP leases in `state_dir`: loads them now and writes them
@@ -329,14 +364,20 @@ impl Runtime {
         let mut next_sim_timer = now_ns();
         let mut next_stats = now_ns() + STATS_LOG_NS;
         let mut last_logged = (u64::MAX, 0usize);
+        let mut took = 0;
         while !stop.load(Ordering::Relaxed) {
-            self.wait(100);
+            // A turn that took frames may have left more: the next turn
+            // starts at once (no poll). Idle, the loop spins a while
+            // (`busy_poll`), then sleeps.
+            if took == 0 && !self.spin() {
+                self.wait(100);
+            }
             let woke = now_ns();
             self.control();
             self.follow_links();
             // Before the ports: a reply waiting there may need it.
             self.receive_flow_state();
-            self.serve_ports();
+            took = self.serve_ports();
             self.flush();
             let now = now_ns();
             if now >= next_sim_timer {
@@ -356,6 +397,28 @@ impl Runtime {
                 next_stats = now + STATS_LOG_NS;
             }
             self.counters.busy_ns += now_ns().saturating_sub(woke);
+        }
+    }
+
+    /// Spins for up to `busy_poll` until a receive ring has frames;
+    /// returns whether one has. (Control commands and link events wait for
+    /// the spin to end: at most `busy_poll::MAX_US`.)
+    fn spin(&self) -> bool {
+        let ns = self.busy_poll.ns();
+        if ns == 0 {
+            return false;
+        }
+        let deadline = now_ns() + ns;
+        loop {
+            if self.ports.iter().any(|p| p.xsk.has_frames())
+                || self.upcall.as_ref().is_some_and(|u| u.xsk.has_frames())
+            {
+                return true;
+            }
+            if now_ns() >= deadline {
+                return false;
+            }
+            std::hint::spin_loop();
         }
     }
 
@@ -393,30 +456,33 @@ impl Runtime {
     }
 
     /// One turn: every port once, round-robin from `first_port`, then the
-    /// upcall path (the skb ports' first packets).
-    fn serve_ports(&mut self) {
+    /// upcall path (the skb ports' first packets). Returns how many frames
+    /// it took off the rings.
+    fn serve_ports(&mut self) -> u32 {
         let n = self.ports.len();
+        let mut took = 0;
         if n > 0 {
             let first = self.first_port % n;
             for k in 0..n {
-                self.service((first + k) % n);
+                took += self.service((first + k) % n);
             }
             self.first_port = (first + 1) % n;
         }
         // Even with no port bound: frames left in the ring (an earlier
         // vnetd's tc programs) must be read, or the poll never sleeps.
-        self.serve_upcalls();
+        took + self.serve_upcalls()
     }
 
     /// Handles what came through the upcall path: up to [`UPCALL_BATCHES`]
     /// socket batches a turn (it carries the first packets of every skb
     /// port), each frame charged to its ingress port's budget.
-    fn serve_upcalls(&mut self) {
+    fn serve_upcalls(&mut self) -> u32 {
         let Some(up) = self.upcall.as_mut() else {
-            return;
+            return 0;
         };
         let mut taken = std::mem::take(&mut self.upcalls_in);
         taken.clear();
+        let mut took = 0;
         let now = now_ns();
         let (ports, counters) = (&mut self.ports, &mut self.counters);
         let (snap, limits) = (&self.snap, &self.limits);
@@ -439,16 +505,20 @@ impl Runtime {
                     counters.count(Reason::UpcallBudget);
                     return;
                 }
-                taken.push((i, received.frame()));
+                taken.push_with(i, |b| received.append_frame_to(b));
             });
+            took += n;
             if n == 0 {
                 break;
             }
         }
-        for (i, frame) in &mut taken {
-            self.handle_received(*i, frame);
+        for k in 0..taken.len() {
+            let (i, frame) = taken.frame_mut(k);
+            self.handle_received(i, frame);
         }
         self.upcalls_in = taken;
+        self.install_flows();
+        took
     }
 
     /// The upcall budget of the port at position `i`.
@@ -457,8 +527,9 @@ impl Runtime {
     }
 
     /// Handles what port `i` received: at most `afxdp::BATCH` frames, each
-    /// charged to the port's budget before it is even copied.
-    fn service(&mut self, i: usize) {
+    /// charged to the port's budget before it is even copied, then installs
+    /// their flows in one batch. Returns how many frames it took.
+    fn service(&mut self, i: usize) -> u32 {
         let mut frames = std::mem::take(&mut self.frames);
         frames.clear();
         let now = now_ns();
@@ -466,19 +537,35 @@ impl Runtime {
         let port = self.ports.at_mut(i);
         let (xsk, budget) = (&mut port.xsk, &mut port.upcalls);
         let mut over = 0;
-        xsk.receive(|f| {
+        let took = xsk.receive(|f| {
             if budget.take(now, &limit) {
-                frames.push(f.to_vec());
+                frames.push(i, f);
             } else {
                 over += 1;
             }
         });
         port.upcall_dropped += over;
         self.counters.add(Reason::UpcallBudget, over);
-        for frame in &mut frames {
+        for k in 0..frames.len() {
+            let (_, frame) = frames.frame_mut(k);
             self.handle_received(i, frame);
         }
         self.frames = frames;
+        self.install_flows();
+        took
+    }
+
+    /// Writes the flows queued since the last call in one batch, and counts
+    /// those the kernel refused.
+    fn install_flows(&mut self) {
+        if self.flows.queued() == 0 {
+            return;
+        }
+        let done = self.flows.flush(&mut self.kernel);
+        self.counters.add(Reason::FlowTableFull, done.full as u64);
+        if let Some(e) = done.first_other {
+            tracing::warn!(error = %e, failed = done.other, "installing flows");
+        }
     }
 
     /// Adds what the kernel dropped at each socket since the last reading
@@ -531,6 +618,11 @@ impl Runtime {
     /// flow (keyed on `ingress`: bound port index and frame), and packets
     /// released by ARP, which are simulated again from their origin.
     fn apply(&mut self, decision: sim::Decision, ingress: Option<(usize, &[u8])>, now: u64) {
+        if !decision.invalidate.is_empty() {
+            // The queued flows were decided before this invalidation; the
+            // table would write them first anyway, this counts refusals.
+            self.install_flows();
+        }
         for tag in &decision.invalidate {
             let n = self.flows.invalidate(&mut self.kernel, *tag);
             tracing::debug!(tag = tag.0, flows = n, "invalidated flows");
@@ -596,9 +688,10 @@ impl Runtime {
                 }
             }
         }
+        // Queued: the turn's flows are written together (`install_flows`).
         match self
             .flows
-            .install_for(&mut self.kernel, device, key, &actions, &flow, now)
+            .queue_for(&mut self.kernel, Some(device), key, &actions, flow, now)
         {
             Ok(()) => {}
             Err(InstallError::Full) => self.counters.count(Reason::FlowTableFull),
@@ -687,6 +780,7 @@ impl Runtime {
     fn sim_timers(&mut self, now: u64) {
         let decision = sim::tick(&self.snap, &mut self.state, now);
         self.apply(decision, None, now);
+        self.install_flows();
         self.flush();
     }
 

@@ -70,8 +70,15 @@ pub fn read(bytes: &[u8]) -> Option<Received<'_>> {
 impl Received<'_> {
     /// The frame as the guest sent it: its outer tag back in the bytes.
     pub fn frame(&self) -> Vec<u8> {
+        let mut frame = Vec::with_capacity(self.rest.len() + 4);
+        self.append_frame_to(&mut frame);
+        frame
+    }
+
+    /// Appends [`Received::frame`] to `frame` (the worker's one receive
+    /// buffer: no allocation per frame).
+    pub fn append_frame_to(&self, frame: &mut Vec<u8>) {
         let (header, rest) = (&self.header, self.rest);
-        let mut frame = Vec::with_capacity(rest.len() + 4);
         if header.flags & upcall::TAGGED != 0 {
             // MACs, the outer tag, then the frame's own EtherType onward (an
             // inner tag included). `rest` holds an Ethernet header (`read`).
@@ -87,7 +94,6 @@ impl Received<'_> {
         } else {
             frame.extend_from_slice(rest);
         }
-        frame
     }
 }
 

@@ -2661,3 +2661,99 @@ fn tc_upcalls_over_the_ports_budget_are_dropped_before_the_ring() {
         TC_ACT_REDIRECT
     );
 }
+
+/// Flows written in one batch (`BPF_MAP_UPDATE_BATCH`, what the worker
+/// does with a turn's first packets) go in in order up to a full table,
+/// which stops the batch with `FlowTableFull` and leaves every installed
+/// flow as it was; the flow table writes the rest after a refusal.
+#[test]
+fn batch_install_stops_at_a_full_table_and_keeps_the_old_flows() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "needs root (BPF maps, BPF_PROG_TEST_RUN): run with sudo"
+    );
+    use vnet_dataplane::flows::{FlowTable, InstallError};
+    use vnet_dataplane::sim::{Flow, Tag};
+    let mut k = load(4);
+    let key = |port: u16| ip_key(VM1_MAC, RTR_MAC, VM1_IP, REMOTE_IP, TCP, port, 80);
+    let keys: Vec<FlowKey> = (40000..40006).map(key).collect();
+    let acts = vec![output(0); keys.len()];
+    match k.insert_flows(&keys, &acts) {
+        (4, Some(KernelError::FlowTableFull { max_flows: 4 })) => {}
+        other => panic!("6 flows into a table of 4: expected 4 written then full, got {other:?}"),
+    }
+    let mut installed = k.flow_keys().unwrap();
+    installed.sort();
+    assert_eq!(installed, keys[..4].to_vec());
+    // Every written flow works.
+    for port in 40000..40004 {
+        let frame = tcp_frame(VM1_MAC, RTR_MAC, None, &vm1_web(), port, 80);
+        assert_eq!(
+            k.test_run(&frame, LO, 1).unwrap().action,
+            XDP_REDIRECT,
+            "flow {port} hits"
+        );
+    }
+    // Full: a replacement is written, the new flow behind it is refused.
+    let rewrite = output(act::SET_ETH_DST);
+    match k.insert_flows(&[key(40000), key(40005)], &[rewrite, output(0)]) {
+        (1, Some(KernelError::FlowTableFull { .. })) => {}
+        other => panic!("expected the replacement written then full, got {other:?}"),
+    }
+    let v = k.flow(&key(40000)).unwrap().unwrap();
+    assert_eq!(
+        (v.actions, v.packets),
+        (rewrite, 0),
+        "replaced, counters restarted"
+    );
+    assert_eq!(
+        k.flow(&key(40001)).unwrap().unwrap().packets,
+        1,
+        "others untouched"
+    );
+    assert_eq!(k.flow(&key(40005)).unwrap(), None);
+    // An empty batch is no call and no error.
+    assert!(matches!(k.insert_flows(&[], &[]), (0, None)));
+
+    // Through the flow table, as the worker installs: the refused flow is
+    // counted, the one queued after it is still written.
+    assert!(k.remove_flow(&key(40003)).unwrap());
+    assert!(k.remove_flow(&key(40002)).unwrap());
+    let mut t = FlowTable::default();
+    let flow = |tag: u64| Flow {
+        actions: output(0),
+        output: None,
+        tags: vec![Tag(tag)],
+        idle_timeout_ns: 1_000_000_000,
+    };
+    for (port, tag) in [(40010, 1), (40011, 2), (40012, 3), (40001, 4)] {
+        t.queue_for(&mut k, None, key(port), &output(0), flow(tag), 0)
+            .unwrap();
+    }
+    let done = t.flush(&mut k);
+    assert_eq!(
+        (done.installed, done.full, done.other),
+        (3, 1, 0),
+        "{done:?}"
+    );
+    assert_eq!(t.counters.table_full, 1);
+    assert!(t.contains(&key(40010)) && t.contains(&key(40011)) && !t.contains(&key(40012)));
+    assert_eq!(k.flow(&key(40012)).unwrap(), None);
+    assert!(
+        k.flow(&key(40001)).unwrap().is_some(),
+        "the replacement after the refusal"
+    );
+    let mut installed = k.flow_keys().unwrap();
+    installed.sort();
+    assert_eq!(
+        installed,
+        vec![key(40000), key(40001), key(40010), key(40011)]
+    );
+    // A refusal is an error the table names; invalidation removes what the
+    // batch wrote.
+    assert_eq!(InstallError::Full.to_string(), "the flow table is full");
+    assert_eq!(t.invalidate(&mut k, Tag(1)), 1);
+    assert_eq!(k.flow(&key(40010)).unwrap(), None);
+}

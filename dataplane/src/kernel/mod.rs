@@ -123,6 +123,9 @@ pub struct Kernel {
     flows: HashMap<MapData, FlowKey, FlowValue>,
     /// The flow map's descriptor again, for batch reads ([`batch`]).
     flows_fd: std::os::fd::OwnedFd,
+    /// The values of a batch of flows being installed (kept for its
+    /// capacity).
+    flow_values: Vec<FlowValue>,
     ifaces: HashMap<MapData, u32, IfaceConfig>,
     xsks: XskMap<MapData>,
     stats: PerCpuArray<MapData, u64>,
@@ -270,6 +273,7 @@ impl Kernel {
             ebpf,
             flows,
             flows_fd,
+            flow_values: Vec::new(),
             ifaces,
             xsks,
             stats,
@@ -604,6 +608,63 @@ impl Kernel {
                     error,
                 },
             })
+    }
+
+    /// Installs (or replaces) `keys[i]` with `actions[i]`, in order, in one
+    /// `BPF_MAP_UPDATE_BATCH` ([`batch::update`]); on a kernel without
+    /// batch updates, one by one. Stops at the first flow that fails:
+    /// returns how many were written and that one's error (a full table is
+    /// [`KernelError::FlowTableFull`], the flows before it written and
+    /// every other flow as it was).
+    pub fn insert_flows(
+        &mut self,
+        keys: &[FlowKey],
+        actions: &[FlowActions],
+    ) -> (usize, Option<KernelError>) {
+        use std::os::fd::AsFd;
+        let n = keys.len().min(actions.len());
+        let mut values = std::mem::take(&mut self.flow_values);
+        values.clear();
+        values.extend(actions[..n].iter().map(|a| FlowValue {
+            actions: *a,
+            ..FlowValue::default()
+        }));
+        let (written, error) = batch::update(self.flows_fd.as_fd(), &keys[..n], &values);
+        self.flow_values = values;
+        let Some(error) = error else {
+            return (written, None);
+        };
+        if written == 0 && batch::unsupported(&error) {
+            return self.insert_flows_one_by_one(&keys[..n], &actions[..n]);
+        }
+        let error = match error.raw_os_error() {
+            Some(libc::E2BIG) => KernelError::FlowTableFull {
+                max_flows: self.max_flows,
+            },
+            _ => KernelError::Map {
+                op: format!("inserting flow {:?} (in a batch)", keys[written.min(n - 1)]),
+                map: maps::FLOWS,
+                error: MapError::SyscallError(aya::sys::SyscallError {
+                    call: "bpf_map_update_batch",
+                    io_error: error,
+                }),
+            },
+        };
+        (written, Some(error))
+    }
+
+    /// [`Kernel::insert_flows`] on a kernel without batch updates.
+    fn insert_flows_one_by_one(
+        &mut self,
+        keys: &[FlowKey],
+        actions: &[FlowActions],
+    ) -> (usize, Option<KernelError>) {
+        for (i, (key, a)) in keys.iter().zip(actions).enumerate() {
+            if let Err(e) = self.insert_flow(key, a) {
+                return (i, Some(e));
+            }
+        }
+        (keys.len(), None)
     }
 
     /// Removes the flow `key`; `false` if there was none.
