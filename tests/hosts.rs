@@ -367,12 +367,3 @@ pub fn listed_hosts(w: &World) -> Result<Vec<HostRow>> {
         })
         .collect())
 }
-
-/// A packet counter of `vnetctl stats` on `w` (a drop, hit or miss
-/// reason: `tunnel_encap`, `no_egress`, ...).
-pub fn reason(w: &World, name: &str) -> Result<u64> {
-    let stats = w.vnetctl_json(&["stats"])?;
-    stats["reasons"][name]
-        .as_u64()
-        .with_context(|| format!("no {name} in vnetctl stats: {stats}"))
-}

@@ -399,6 +399,15 @@ impl World {
         Ok(String::from_utf8(out.stdout)?)
     }
 
+    /// A packet counter of `vnetctl stats` (a drop, hit or miss reason:
+    /// `tunnel_encap`, `no_egress`, ...).
+    pub fn reason(&self, name: &str) -> Result<u64> {
+        let stats = self.vnetctl_json(&["stats"])?;
+        stats["reasons"][name]
+            .as_u64()
+            .with_context(|| format!("no {name} in vnetctl stats: {stats}"))
+    }
+
     /// The frames port `port` sent to userspace (first packets), from
     /// `vnetctl stats`.
     pub fn userspace_rx(&self, port: &str) -> Result<u64> {

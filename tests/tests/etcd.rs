@@ -12,7 +12,7 @@
 //! Needs root and Debian's etcd-server; fails (never skips) without etcd.
 use anyhow::{ensure, Context, Result};
 use std::time::{Duration, Instant};
-use vnet_e2e::hosts::{example, listed_hosts as hosts, reason, Hosts, TTL};
+use vnet_e2e::hosts::{example, listed_hosts as hosts, Hosts, TTL};
 use vnet_e2e::{have_root, poll, run, Guest, World};
 
 const HOSTS: &str = "version: 1
@@ -224,7 +224,7 @@ fn guests_on_two_hosts_talk_through_vxlan() -> Result<()> {
     // The kernel carried the connections once their flows were in: h1
     // encapsulated and h2 decapsulated, and back.
     for (w, host) in [(&a, "h1"), (&b, "h2")] {
-        let (encap, decap) = (reason(w, "tunnel_encap")?, reason(w, "tunnel_decap")?);
+        let (encap, decap) = (w.reason("tunnel_encap")?, w.reason("tunnel_decap")?);
         ensure!(
             encap > 100 && decap > 100,
             "{host}: tunnel_encap {encap}, tunnel_decap {decap}: the kernel should carry the streams"
@@ -313,7 +313,7 @@ fn guests_on_two_hosts_talk_through_vxlan() -> Result<()> {
     // kill -9 of h2's vnetd: within its lease's TTL h1 stops sending to
     // h2's ports (the flows towards them go, their packets are dropped and
     // counted); restarted, h2 is reached again, by the same tunnel keys.
-    let dropped = reason(a, "no_egress")?;
+    let dropped = a.reason("no_egress")?;
     b.kill_vnetd()?;
     let killed = Instant::now();
     poll(
@@ -321,7 +321,7 @@ fn guests_on_two_hosts_talk_through_vxlan() -> Result<()> {
         Duration::from_secs(TTL + 5),
         || {
             Ok(
-                (a.ping(vm1, "10.0.0.12", 1)? == 0 && reason(a, "no_egress")? > dropped)
+                (a.ping(vm1, "10.0.0.12", 1)? == 0 && a.reason("no_egress")? > dropped)
                     .then_some(()),
             )
         },
@@ -412,7 +412,7 @@ fn state_reaches_the_host_that_simulates_the_replies() -> Result<()> {
     b.tcp_stream(vm1, &far, ("198.18.0.2", 5003), 5003, 8)
         .context("TCP vm1 → far by SNAT, replies through h2")?;
     for (w, host) in [(&a, "h1"), (&b, "h2")] {
-        let refused = reason(w, "flow_state_refused")?;
+        let refused = w.reason("flow_state_refused")?;
         ensure!(refused == 0, "{host} refused {refused} flow-state messages");
     }
     Ok(())
@@ -450,7 +450,7 @@ fn macs_learned_on_one_host_are_known_to_the_other() -> Result<()> {
     b.tcp_stream(vm2, vm1, ("10.0.0.11", 5005), 5005, 8)
         .context("TCP vm2 → vm1, learned MACs")?;
     for (w, host) in [(a, "h1"), (b, "h2")] {
-        let (encap, decap) = (reason(w, "tunnel_encap")?, reason(w, "tunnel_decap")?);
+        let (encap, decap) = (w.reason("tunnel_encap")?, w.reason("tunnel_decap")?);
         ensure!(
             encap > 100 && decap > 100,
             "{host}: tunnel_encap {encap}, tunnel_decap {decap}: frames to learned MACs \
@@ -485,7 +485,7 @@ fn a_routed_underlay_carries_the_tunnels() -> Result<()> {
     b.tcp_stream(vm3, vm1, ("10.0.0.11", 5007), 5007, 8)
         .context("TCP vm3 → vm1 over a routed underlay")?;
     for (w, host) in [(a, "h1"), (b, "h2")] {
-        let (encap, decap) = (reason(w, "tunnel_encap")?, reason(w, "tunnel_decap")?);
+        let (encap, decap) = (w.reason("tunnel_encap")?, w.reason("tunnel_decap")?);
         ensure!(
             encap > 100 && decap > 100,
             "{host}: tunnel_encap {encap}, tunnel_decap {decap}: the kernel should carry \

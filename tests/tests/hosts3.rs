@@ -23,7 +23,7 @@ use anyhow::{bail, ensure, Context, Result};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use vnet_e2e::hosts::{self, listed_hosts, reason, Hosts, TTL};
+use vnet_e2e::hosts::{self, listed_hosts, Hosts, TTL};
 use vnet_e2e::{have_root, poll, Guest, World};
 
 /// The SNAT address and vm3's floating IP (examples/three-hosts.yaml).
@@ -105,7 +105,7 @@ impl Three {
     /// The flow-state messages no host may have refused.
     fn no_refused_state(&self) -> Result<()> {
         for (w, n) in self.h.worlds.iter().zip(1..) {
-            let refused = reason(w, "flow_state_refused")?;
+            let refused = w.reason("flow_state_refused")?;
             ensure!(refused == 0, "h{n} refused {refused} flow-state messages");
         }
         Ok(())
@@ -273,7 +273,7 @@ fn three_hosts_bridge_route_nat_and_firewall() -> Result<()> {
     // (simulated on h2 for vm2, on h3 for vm4, above), nobody else's
     // first packets get in, whichever host simulates them.
     for (from, w) in [(vm2, h2), (vm4, h3)] {
-        let dropped = reason(w, "filter_drop")?;
+        let dropped = w.reason("filter_drop")?;
         ensure!(
             t.ping(from, &vm1.ip, 2)? == 0,
             "{} → vm1 must be dropped by vm1's filter",
@@ -281,7 +281,7 @@ fn three_hosts_bridge_route_nat_and_firewall() -> Result<()> {
         );
         // The first is simulated and dropped by the filter (the rest hit
         // the drop flow installed for it, in the kernel).
-        let now = reason(w, "filter_drop")?;
+        let now = w.reason("filter_drop")?;
         ensure!(
             now > dropped,
             "{}'s pings to vm1 were not dropped by the filter (filter_drop {dropped} → {now})",
@@ -369,7 +369,7 @@ fn three_hosts_bridge_route_nat_and_firewall() -> Result<()> {
     // The kernel carried the streams: each host encapsulated and
     // decapsulated.
     for (w, n) in t.h.worlds.iter().zip(1..) {
-        let (encap, decap) = (reason(w, "tunnel_encap")?, reason(w, "tunnel_decap")?);
+        let (encap, decap) = (w.reason("tunnel_encap")?, w.reason("tunnel_decap")?);
         ensure!(
             encap > 100 && decap > 100,
             "h{n}: tunnel_encap {encap}, tunnel_decap {decap}: the kernel should carry the streams"
@@ -422,14 +422,14 @@ fn three_hosts_survive_a_dead_vnetd_and_an_etcd_restart() -> Result<()> {
     let (h1, h3) = (t.h.host(1), t.h.host(3));
     let survivors = Pinger::start(h1, &t.vm1, &t.vm4.ip)?;
     let to_dead = Pinger::start(h1, &t.vm1, &t.vm2.ip)?;
-    let before = [reason(h1, "no_egress")?, reason(h3, "no_egress")?];
+    let before = [h1.reason("no_egress")?, h3.reason("no_egress")?];
     t.h.host_mut(2).kill_vnetd()?;
     let killed = Instant::now();
     let (h1, h3) = (t.h.host(1), t.h.host(3));
     poll(
         "h1 dropping what is for the dead h2",
         Duration::from_secs(TTL + 5),
-        || Ok((reason(h1, "no_egress")? > before[0]).then_some(())),
+        || Ok((h1.reason("no_egress")? > before[0]).then_some(())),
     )?;
     let took = killed.elapsed();
     ensure!(
@@ -442,7 +442,7 @@ fn three_hosts_survive_a_dead_vnetd_and_an_etcd_restart() -> Result<()> {
         Duration::from_secs(3),
         || {
             Ok(
-                (t.ping(&t.vm4, &t.vm2.ip, 1)? == 0 && reason(h3, "no_egress")? > before[1])
+                (t.ping(&t.vm4, &t.vm2.ip, 1)? == 0 && h3.reason("no_egress")? > before[1])
                     .then_some(()),
             )
         },
@@ -705,7 +705,7 @@ fn a_df_packet_too_big_for_the_tunnel_gets_frag_needed() -> Result<()> {
             to.ip
         );
     }
-    let counted = reason(h1, "tunnel_fragmentation_needed")?;
+    let counted = h1.reason("tunnel_fragmentation_needed")?;
     ensure!(
         counted >= 2,
         "h1 counted {counted} tunnel_fragmentation_needed"
@@ -762,9 +762,8 @@ fn a_stateful_port_groups_state_reaches_every_members_host() -> Result<()> {
     // h3's link.
     let (out, far) = h.host_mut(2).outside()?;
     let h3 = h.host(3).host.clone();
-    let peer = |args: &[&str]| vnet_e2e::run(args).map(drop);
-    peer(&["ip", "-n", &out.netns, "addr", "flush", "dev", "eth0"])?;
-    peer(&[
+    vnet_e2e::run(&["ip", "-n", &out.netns, "addr", "flush", "dev", "eth0"])?;
+    vnet_e2e::run(&[
         "ip",
         "-n",
         &out.netns,
@@ -774,12 +773,12 @@ fn a_stateful_port_groups_state_reaches_every_members_host() -> Result<()> {
         "dev",
         "eth0",
     ])?;
-    peer(&[
+    vnet_e2e::run(&[
         "ip", "-n", &h3, "link", "add", "uplink-h", "type", "veth", "peer", "name", "eth1",
         "netns", &out.netns,
     ])?;
-    peer(&["ip", "-n", &h3, "link", "set", "uplink-h", "up"])?;
-    peer(&[
+    vnet_e2e::run(&["ip", "-n", &h3, "link", "set", "uplink-h", "up"])?;
+    vnet_e2e::run(&[
         "ip",
         "-n",
         &out.netns,
@@ -789,8 +788,8 @@ fn a_stateful_port_groups_state_reaches_every_members_host() -> Result<()> {
         "dev",
         "eth1",
     ])?;
-    peer(&["ip", "-n", &out.netns, "link", "set", "eth1", "up"])?;
-    peer(&[
+    vnet_e2e::run(&["ip", "-n", &out.netns, "link", "set", "eth1", "up"])?;
+    vnet_e2e::run(&[
         "ip",
         "-n",
         &out.netns,
@@ -801,7 +800,7 @@ fn a_stateful_port_groups_state_reaches_every_members_host() -> Result<()> {
         "198.51.100.2",
     ])?;
     for dev in ["all", "default", "eth0", "eth1"] {
-        peer(&[
+        vnet_e2e::run(&[
             "ip",
             "netns",
             "exec",

@@ -6,7 +6,7 @@
 //! written whole, so the kernel sees the old value or the new one. And the
 //! flow state exchanged with the other hosts (`sim::flow_state`).
 use super::Runtime;
-use crate::sim::{self, flow_state, PortId};
+use crate::sim::{self, flow_state};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use vnet_common::tunnel::{TunnelPort, PORT_REDIRECT_PEER, PORT_XDP};
@@ -174,21 +174,15 @@ impl Runtime {
             let local = tunnel.local;
             peers.extend(self.snap.hosts.values().filter(|a| **a != local));
         }
-        let outputs = decision.emit.iter().map(|e| e.port);
         let flow_out = decision.install.as_ref().and_then(|f| f.output);
-        let outputs: Vec<PortId> = outputs.chain(flow_out).collect();
+        let outputs = || decision.emit.iter().map(|e| e.port).chain(flow_out);
         let snap = &self.snap;
         let zones = decision.state_out.iter().filter_map(|e| e.zone());
-        let port_zones = outputs
-            .iter()
-            .filter_map(|&p| snap.ports.get(p).map(|p| p.zone));
+        let port_zones = outputs().filter_map(|p| snap.ports.get(p).map(|p| p.zone));
         let group = zones
             .chain(port_zones)
             .flat_map(|z| snap.group_peers(z).iter().copied());
-        let egress = outputs
-            .iter()
-            .filter_map(|&p| snap.remote(p))
-            .map(|(a, _)| a);
+        let egress = outputs().filter_map(|p| snap.remote(p)).map(|(a, _)| a);
         for address in egress.chain(group) {
             if !peers.contains(&address) {
                 peers.push(address);

@@ -116,7 +116,9 @@ fn learn(walk: &mut Walk, bridge_id: usize, in_port: PortId, h: &Headers) {
         learned,
         Learned::New | Learned::Refreshed | Learned::Moved { .. }
     );
-    if kept && matches!(snap.ports[in_port].binding, Binding::Interface(_)) {
+    // Only another host needs it (a topology without hosts has none).
+    let local = matches!(snap.ports[in_port].binding, Binding::Interface(_));
+    if kept && local && !snap.hosts.is_empty() {
         walk.decision
             .state_out
             .push(super::flow_state::StateEntry::Mac {

@@ -345,25 +345,21 @@ fn snat_candidates<'f>(
 /// (or the next held one) on, wrapping, each block's ports from
 /// `preferred`'s offset in a block on, wrapping within the block.
 fn held_ports(held: BlockSet, plo: u16, phi: u16, preferred: u16) -> impl Iterator<Item = u16> {
-    let blocks: Vec<u16> = held
-        .iter()
-        .filter(|&b| {
-            let r = nat_blocks::ports_of(b);
-            *r.start() <= phi && *r.end() >= plo
-        })
-        .collect();
-    let n = blocks.len();
-    let at = blocks
-        .iter()
-        .position(|&b| b >= nat_blocks::block_of(preferred))
-        .unwrap_or(0);
+    let first = nat_blocks::block_of(preferred);
+    let all = nat_blocks::BLOCKS as u16;
     let offset = preferred % nat_blocks::BLOCK_PORTS;
-    (0..n).flat_map(move |k| {
-        let base = *nat_blocks::ports_of(blocks[(at + k) % n]).start();
-        (0..nat_blocks::BLOCK_PORTS)
-            .map(move |j| base + (offset + j) % nat_blocks::BLOCK_PORTS)
-            .filter(move |p| (plo..=phi).contains(p))
-    })
+    (first..all)
+        .chain(0..first)
+        .filter(move |&b| {
+            let r = nat_blocks::ports_of(b);
+            held.contains(b) && *r.start() <= phi && *r.end() >= plo
+        })
+        .flat_map(move |b| {
+            let base = *nat_blocks::ports_of(b).start();
+            (0..nat_blocks::BLOCK_PORTS)
+                .map(move |j| base + (offset + j) % nat_blocks::BLOCK_PORTS)
+                .filter(move |p| (plo..=phi).contains(p))
+        })
 }
 
 /// The transport tuple of a packet (None without one).
