@@ -10,7 +10,7 @@ APT_PACKAGES=(iproute2 ethtool tcpdump iputils-ping netcat-openbsd curl
   isc-dhcp-client udhcpc dhcpcd-base arping traceroute python3-scapy bpftool
   procps nftables
   prometheus  # prometheus: the server and promtool that tests/tests/metrics.rs runs
-  etcd-server protobuf-compiler  # etcd for control/etcd and tests/tests/etcd.rs; protoc for etcd-client's build
+  etcd-server protobuf-compiler libprotobuf-dev  # etcd for control/etcd and tests/tests/etcd.rs; protoc (and its well-known .proto files, not installed without recommends) for etcd-client's build
   qemu-system-x86 iperf3)  # the VMs of tests/tests/vm.rs (iperf3 goes into their image too)
 
 step() { printf '[bootstrap] %s\n' "$*"; }
