@@ -181,11 +181,45 @@ impl World {
     /// Adds a guest with a veth pair: `host_if` in the host namespace,
     /// `eth0` (with `mac` and `ip`/24) in the guest's.
     pub fn guest(&mut self, name: &str, host_if: &str, mac: &str, ip: &str) -> Result<Guest> {
+        self.guest_with_queues(name, host_if, mac, ip, 1)
+    }
+
+    /// [`World::guest`] on a veth pair with `queues` transmit and receive
+    /// queues at each end (a multi-queue interface, as a NIC with RSS or a
+    /// multi-queue tap).
+    pub fn guest_with_queues(
+        &mut self,
+        name: &str,
+        host_if: &str,
+        mac: &str,
+        ip: &str,
+        queues: u32,
+    ) -> Result<Guest> {
         let netns = format!("{}-{name}", self.prefix);
         run(&["ip", "netns", "add", &netns])?;
+        let q = queues.to_string();
         run(&[
-            "ip", "-n", &self.host, "link", "add", host_if, "type", "veth", "peer", "name", "eth0",
-            "netns", &netns,
+            "ip",
+            "-n",
+            &self.host,
+            "link",
+            "add",
+            host_if,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "netns",
+            &netns,
         ])?;
         run(&["ip", "-n", &netns, "link", "set", "eth0", "address", mac])?;
         run(&[

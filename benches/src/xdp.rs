@@ -77,7 +77,7 @@ impl XdpBench {
             IFINDEX,
             IfaceConfig {
                 xsk_slot: 0,
-                _pad: 0,
+                queues: 1,
             },
         )?;
         let lookup_key = BenchPrograms::lookup_key(&hit, IFINDEX).expect("a 64-byte frame");

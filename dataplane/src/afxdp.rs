@@ -1,5 +1,5 @@
-//! One AF_XDP socket per bound interface (queue 0), in copy mode: the only
-//! mode veth supports. Built on `xdpilone`, which is pure Rust and needs no C
+//! One AF_XDP socket per receive queue of a bound interface, in copy mode:
+//! the only mode veth supports. Built on `xdpilone`, which is pure Rust and needs no C
 //! toolchain or libxdp/libbpf at build or run time (`xsk-rs` needs both).
 //!
 //! Each socket has its own UMEM: half of its frames feed the kernel's fill
@@ -16,7 +16,9 @@
 //! fill ring empty, too long) are read with [`Xsk::drops`].
 use std::ffi::CString;
 use std::num::NonZeroU32;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
+use std::sync::Arc;
 use vnet_common::{XSK_FRAME_SIZE, XSK_HEADROOM};
 use xdpilone::xdp::XdpDesc;
 use xdpilone::{DeviceQueue, IfInfo, RingRx, RingTx, Socket, SocketConfig, Umem, UmemConfig};
@@ -34,10 +36,47 @@ const RING_SIZE: u32 = RX_FRAMES;
 /// Frames taken from one receive ring per call of [`Xsk::receive`]: the
 /// worker's per-port share of one turn of its loop.
 pub const BATCH: u32 = 64;
-/// Kicks of the transmit ring per [`Xsk::flush`]: a few turns' worth of
-/// frames at the kernel's 32 per kick, bounded so that a stuck device
-/// cannot hold the worker.
+/// Frames the kernel transmits per kick in copy mode (`TX_BATCH_SIZE`).
+const KERNEL_TX_BATCH: u32 = 32;
+/// Kicks of the transmit ring per [`Kick`]: a few turns' worth of frames,
+/// bounded so that a stuck device cannot hold the worker.
 const MAX_KICKS: u32 = 16;
+
+/// Kicks a socket's transmit ring: `sendto`, in copy mode the kernel
+/// transmits up to [`KERNEL_TX_BATCH`] frames per call, in the caller. It
+/// holds its own descriptor of the socket, so a kick that runs after the
+/// worker unbound the port (with several workers, the kick runs outside
+/// the runtime's lock) reaches that socket, never another that reused the
+/// number; the kernel keeps the UMEM's pages pinned while the socket
+/// lives.
+pub struct Kick {
+    fd: Arc<OwnedFd>,
+    times: u32,
+}
+
+impl Kick {
+    /// Kicks as many times as the kernel needs for the frames that were
+    /// waiting (each call takes at most [`KERNEL_TX_BATCH`]), stopping when
+    /// the device takes none (`EAGAIN`/`EBUSY`: the next turn kicks again).
+    pub fn run(&self) {
+        for _ in 0..self.times {
+            // SAFETY: a zero-length sendto on a socket we hold open.
+            let r = unsafe {
+                libc::sendto(
+                    self.fd.as_raw_fd(),
+                    std::ptr::null(),
+                    0,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null(),
+                    0,
+                )
+            };
+            if r < 0 {
+                break;
+            }
+        }
+    }
+}
 
 /// The kernel's drops at one socket's receive side since it was bound
 /// (`getsockopt(SOL_XDP, XDP_STATISTICS)`), as running totals.
@@ -121,6 +160,9 @@ impl Drop for Area {
 /// A bound AF_XDP socket with its rings and frame bookkeeping.
 pub struct Xsk {
     pub ifname: String,
+    /// The receive queue the socket is bound to (the kernel hands it only
+    /// that queue's frames).
+    pub queue: u32,
     rx: RingRx,
     tx: RingTx,
     device: DeviceQueue,
@@ -129,19 +171,28 @@ pub struct Xsk {
     /// Received buffers to hand back to the fill ring (kept here when the
     /// ring reports no room yet).
     fill_spare: Vec<u64>,
+    /// A descriptor of the socket of its own, for [`Kick`]s.
+    kick_fd: Arc<OwnedFd>,
     /// Owns the UMEM registration; kept alive with the socket.
     _umem: Umem,
     // Declared last: dropped after the socket and the UMEM registration.
     area: Area,
 }
 
+// SAFETY: an Xsk is used through `&mut` only (one thread at a time: the
+// worker that holds the runtime, see `runtime::workers`). Its raw pointers
+// (the UMEM area, xdpilone's `Umem` over it, the rings' mappings) point into
+// mappings the Xsk itself owns, valid whichever thread drops them;
+// xdpilone's rings are `Send` already.
+unsafe impl Send for Xsk {}
+
 fn setup_err(ifname: &str, what: &'static str, e: impl std::fmt::Debug) -> XskError {
     XskError::Setup(ifname.to_string(), what, format!("{e:?}"))
 }
 
 impl Xsk {
-    /// Creates and binds a socket on queue 0 of `ifname`.
-    pub fn bind(ifname: &str) -> Result<Xsk, XskError> {
+    /// Creates and binds a socket on queue `queue` of `ifname`.
+    pub fn bind(ifname: &str, queue: u32) -> Result<Xsk, XskError> {
         let len = (FRAME_SIZE * FRAMES) as usize;
         let area = Area::new(len, ifname)?;
         let slice = NonNull::slice_from_raw_parts(area.ptr, len);
@@ -160,7 +211,7 @@ impl Xsk {
         let cname = CString::new(ifname).map_err(|e| setup_err(ifname, "interface name", e))?;
         info.from_name(&cname)
             .map_err(|e| setup_err(ifname, "looking up interface", e))?;
-        info.set_queue(0);
+        info.set_queue(queue);
         let sock = Socket::with_shared(&info, &umem)
             .map_err(|e| setup_err(ifname, "creating AF_XDP socket", e))?;
         let device = umem
@@ -185,17 +236,30 @@ impl Xsk {
         umem.bind(&user)
             .map_err(|e| setup_err(ifname, "binding AF_XDP socket", e))?;
 
+        // SAFETY: the socket's fd is open (just created); dup'ed, checked.
+        let dup = unsafe { libc::fcntl(rx.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+        if dup < 0 {
+            return Err(setup_err(
+                ifname,
+                "duplicating the socket's descriptor",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: `dup` is a new descriptor that nothing else owns.
+        let kick_fd = Arc::new(unsafe { OwnedFd::from_raw_fd(dup) });
         let fill_spare: Vec<u64> = (0..RX_FRAMES).map(|i| (i * FRAME_SIZE) as u64).collect();
         let tx_free = (RX_FRAMES..FRAMES)
             .map(|i| (i * FRAME_SIZE) as u64)
             .collect();
         let mut xsk = Xsk {
             ifname: ifname.to_string(),
+            queue,
             rx,
             tx,
             device,
             tx_free,
             fill_spare,
+            kick_fd,
             _umem: umem,
             area,
         };
@@ -311,25 +375,20 @@ impl Xsk {
         true
     }
 
-    /// Kicks the kernel to transmit what `send` queued. In copy mode one
-    /// kick (`sendto`) transmits at most 32 frames (the kernel's
-    /// `TX_BATCH_SIZE`), and a turn of the worker may queue a whole ring
-    /// batch per port: the ring is kicked until the kernel has taken all,
-    /// or stops taking any (at most [`MAX_KICKS`] kicks). A `poll` used to
-    /// drive the transmit ring as well; the worker no longer polls between
-    /// busy turns.
-    pub fn flush(&mut self) {
-        for _ in 0..MAX_KICKS {
-            let pending = self.tx.pending();
-            if pending == 0 && !self.tx.needs_wakeup() {
-                break;
-            }
-            self.tx.wake();
-            if pending == 0 || self.tx.pending() >= pending {
-                break;
-            }
-        }
+    /// The kick that makes the kernel transmit what `send` queued, if
+    /// anything waits; the caller runs it ([`Kick::run`]), with several
+    /// workers after letting go of the runtime. Completions are reaped by
+    /// the next `send`.
+    pub fn kick(&mut self) -> Option<Kick> {
         self.reap_completions();
+        let pending = self.tx.pending();
+        if pending == 0 && !self.tx.needs_wakeup() {
+            return None;
+        }
+        Some(Kick {
+            fd: self.kick_fd.clone(),
+            times: pending.div_ceil(KERNEL_TX_BATCH).clamp(1, MAX_KICKS),
+        })
     }
 
     fn reap_completions(&mut self) {

@@ -7,7 +7,7 @@
 //! vanishes ([`step`], driven by [`crate::link_watch`]).
 use crate::afxdp::Xsk;
 use crate::kernel::{AttachMode, Kernel};
-use crate::ports::BoundPort;
+use crate::ports::{BoundPort, QueueSocket};
 use crate::sim::PortId;
 use crate::upcall_path::{self, UpcallPath};
 use crate::upcalls::UpcallLimit;
@@ -16,6 +16,26 @@ use anyhow::Context;
 use std::collections::BTreeSet;
 use vnet_common::{upcall, IfaceConfig, MAX_IFACES};
 use vnet_model::Executor;
+
+/// Receive queues of one XDP port that get a socket each: a NIC with more
+/// (RSS) loses the first packets of the others (dropped, counted
+/// `xdp_no_socket`; vnetd warns at bind: `ethtool -L <nic> combined 8` on
+/// the host makes them fit). Each socket holds 16 MiB of UMEM.
+pub const MAX_SOCKET_QUEUES: u32 = 8;
+
+/// The receive queues of `ifname` (`/sys/class/net/<if>/queues/rx-*`): 1
+/// when sysfs does not say.
+pub fn rx_queues(ifname: &str) -> u32 {
+    let dir = format!("/sys/class/net/{ifname}/queues");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 1;
+    };
+    let n = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+        .count();
+    (n as u32).max(1)
+}
 
 /// What to do with one exterior port, from the ifindex it is bound to and
 /// the ifindex its interface has now.
@@ -146,7 +166,13 @@ impl Binder {
     }
 
     fn free_slot(&self) -> Option<u32> {
-        (0..MAX_IFACES).find(|s| !self.used.contains(s))
+        self.free_slots(1)
+    }
+
+    /// The first of `n` consecutive free slots (a port's queues' sockets
+    /// are found by the first's slot plus the queue).
+    fn free_slots(&self, n: u32) -> Option<u32> {
+        (0..=MAX_IFACES.checked_sub(n)?).find(|&s| (s..s + n).all(|x| !self.used.contains(&x)))
     }
 
     /// Binds `port` to `ifname` with the executor `wanted` resolves to. On
@@ -181,7 +207,7 @@ impl Binder {
             _ => kernel
                 .set_upcall_budget(ifindex, limit.per_sec, limit.burst)
                 .map_err(anyhow::Error::from)
-                .and_then(|()| Xsk::bind(ifname).map_err(anyhow::Error::from))
+                .and_then(|()| Xsk::bind(ifname, 0).map_err(anyhow::Error::from))
                 .map(|xsk| BoundPort::new(port, ifindex, xsk, None, Executor::Skb, peer_elsewhere)),
         };
         match bound {
@@ -204,8 +230,22 @@ impl Binder {
         ifname: &str,
         link: Option<&LinkInfo>,
     ) -> anyhow::Result<BoundPort> {
-        let slot = self.free_slot().with_context(|| {
-            format!("no free socket slot for {ifname} (at most {MAX_IFACES} interfaces)")
+        let present = rx_queues(ifname);
+        let queues = present.min(MAX_SOCKET_QUEUES);
+        if present > queues {
+            tracing::warn!(
+                interface = %ifname,
+                queues = present,
+                "more receive queues than vnetd binds sockets to ({MAX_SOCKET_QUEUES}): first \
+                 packets on the others are dropped (xdp_no_socket); `ethtool -L {ifname} \
+                 combined {MAX_SOCKET_QUEUES}` on the host makes them fit"
+            );
+        }
+        let slot = self.free_slots(queues).with_context(|| {
+            format!(
+                "no {queues} free socket slots for {ifname} (at most {MAX_IFACES} sockets: \
+                 one per interface and receive queue)"
+            )
         })?;
         let mut mode = self.mode;
         // Native XDP redirects into a veth are lost unless its peer runs XDP
@@ -244,31 +284,35 @@ impl Binder {
             other => other?,
         };
         let result = (|| {
-            let xsk = Xsk::bind(ifname)?;
+            let xsk = Xsk::bind(ifname, 0)?;
             kernel.set_xsk(slot, xsk.fd())?;
+            let mut more = Vec::new();
+            for q in 1..queues {
+                let xsk = Xsk::bind(ifname, q)?;
+                kernel.set_xsk(slot + q, xsk.fd())?;
+                more.push(QueueSocket::new(xsk));
+            }
             kernel.set_iface(
                 ifindex,
                 IfaceConfig {
                     xsk_slot: slot,
-                    _pad: 0,
+                    queues,
                 },
             )?;
-            anyhow::Ok(xsk)
+            anyhow::Ok((xsk, more))
         })();
         match result {
-            Ok(xsk) => {
-                self.used.insert(slot);
-                Ok(BoundPort::new(
-                    port,
-                    ifindex,
-                    xsk,
-                    Some(slot),
-                    Executor::Xdp,
-                    false,
-                ))
+            Ok((xsk, more)) => {
+                self.used.extend(slot..slot + queues);
+                let mut bound =
+                    BoundPort::new(port, ifindex, xsk, Some(slot), Executor::Xdp, false);
+                bound.queues = more;
+                Ok(bound)
             }
             Err(e) => {
-                let _ = kernel.clear_xsk(slot);
+                for q in 0..queues {
+                    let _ = kernel.clear_xsk(slot + q);
+                }
                 let _ = kernel.detach(ifname);
                 Err(e)
             }
@@ -284,13 +328,15 @@ impl Binder {
             if let Err(e) = kernel.remove_iface(bound.ifindex) {
                 tracing::warn!(interface = %ifname, error = %e, "removing the interface entry");
             }
-            if let Err(e) = kernel.clear_xsk(slot) {
-                tracing::warn!(interface = %ifname, error = %e, "clearing the socket slot");
+            for s in slot..=slot + bound.queues.len() as u32 {
+                if let Err(e) = kernel.clear_xsk(s) {
+                    tracing::warn!(interface = %ifname, error = %e, "clearing a socket slot");
+                }
+                self.used.remove(&s);
             }
             if let Err(e) = kernel.detach(&ifname) {
                 tracing::warn!(interface = %ifname, error = %e, "detaching XDP");
             }
-            self.used.remove(&slot);
         }
         if let Err(e) = kernel.detach_tc(&ifname) {
             tracing::warn!(interface = %ifname, error = %e, "detaching the tc program");
@@ -310,13 +356,13 @@ impl Binder {
             .free_slot()
             .context("no free socket slot for the upcall path")?;
         kernel.attach_upcall(upcall::FAR)?;
-        let xsk = Xsk::bind(upcall::FAR)?;
+        let xsk = Xsk::bind(upcall::FAR, 0)?;
         kernel.set_xsk(slot, xsk.fd())?;
         kernel.set_iface(
             far,
             IfaceConfig {
                 xsk_slot: slot,
-                _pad: 0,
+                queues: 1,
             },
         )?;
         kernel.set_upcall_ifindex(near)?;
@@ -333,6 +379,26 @@ impl Binder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ports_queues_get_consecutive_free_slots() {
+        let mut b = Binder::new(AttachMode::Skb);
+        assert_eq!(b.free_slots(4), Some(0));
+        b.used.extend([0, 1, 3]);
+        assert_eq!(b.free_slot(), Some(2));
+        assert_eq!(b.free_slots(2), Some(4), "2 is free but 3 is not");
+        b.used.extend(4..MAX_IFACES - 1);
+        assert_eq!(b.free_slots(1), Some(2));
+        assert_eq!(b.free_slots(2), None, "only single slots are left");
+        assert_eq!(b.free_slots(MAX_IFACES + 1), None);
+    }
+
+    #[test]
+    fn rx_queues_of_a_missing_interface_is_one() {
+        assert_eq!(rx_queues("vnet-no-such-if"), 1);
+        // Every host has a loopback with at least one queue.
+        assert!(rx_queues("lo") >= 1);
+    }
 
     #[test]
     fn each_port_steps_by_its_bound_and_present_ifindex() {

@@ -13,14 +13,36 @@ use crate::upcalls;
 use std::collections::HashMap;
 use vnet_model::Executor;
 
+/// The receive socket of one of a multi-queue interface's queues beyond 0.
+pub struct QueueSocket {
+    pub xsk: Xsk,
+    /// The socket's drop counters at their last reading.
+    pub drops: RxDrops,
+}
+
+impl QueueSocket {
+    pub fn new(xsk: Xsk) -> QueueSocket {
+        QueueSocket {
+            xsk,
+            drops: RxDrops::default(),
+        }
+    }
+}
+
 /// An exterior port bound to an interface with its socket.
 pub struct BoundPort {
     /// Changed only through [`PortRegistry::retain`] (the indexes follow).
     pub port: PortId,
     pub ifindex: u32,
+    /// The socket of receive queue 0, which also transmits what userspace
+    /// forwards to the port.
     pub xsk: Xsk,
-    /// XSKMAP slot of the socket: XDP ports only (the socket of an skb port
-    /// only transmits).
+    /// The receive sockets of queues 1.. of a multi-queue interface (XDP
+    /// ports only), in queue order: the kernel hands a socket only its own
+    /// queue's frames.
+    pub queues: Vec<QueueSocket>,
+    /// XSKMAP slot of the socket of queue 0 (queue `q`'s is `slot + q`): XDP
+    /// ports only (the socket of an skb port only transmits).
     pub slot: Option<u32>,
     /// The kernel program that runs the port's flows (`Xdp` or `Skb`,
     /// never `Auto`).
@@ -56,6 +78,7 @@ impl BoundPort {
             port,
             ifindex,
             xsk,
+            queues: Vec::new(),
             slot,
             executor,
             wanted: executor,

@@ -23,9 +23,10 @@
 //! [`BusyPoll`] before it sleeps, so a first packet that follows closely
 //! does not pay for waking the worker.
 //!
-//! One worker thread owns the sockets and the state tables, so the state
-//! needs no locks. (Several workers, one per queue, arrive with multi-queue
-//! interfaces; veth has one queue.)
+//! One runtime owns the sockets and the state tables; with several
+//! workers (a socket per receive queue of multi-queue interfaces) they take
+//! turns holding it, and the state needs no locks of its own
+//! ([`workers`]).
 use crate::flows::{self, FlowBackend, FlowTable, InstallError};
 use crate::kernel::{Kernel, KernelError};
 use crate::lease_file::{self, LeaseFile};
@@ -37,9 +38,8 @@ use crate::sim::{Snapshot, State, Tag, Verdict};
 use crate::tunnel::Tunnel;
 use crate::upcall_path::{self, UpcallPath};
 use std::collections::HashMap;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use vnet_common::{act, FlowActions, FlowKey, Reason};
 use vnet_model::Executor;
@@ -49,12 +49,15 @@ pub mod busy_poll;
 mod control;
 mod rx_buffer;
 mod tunnels;
+pub mod workers;
+use crate::afxdp::Kick;
 /// Re-exported: the upcall budget lives with the ports it limits.
 pub use crate::upcalls;
 pub use busy_poll::BusyPoll;
 pub use control::{channel, Command, Commands, Link, Wakeup};
 use rx_buffer::RxBuffer;
 pub use upcalls::UpcallLimit;
+pub use workers::Share;
 
 /// The per-tenant limits of the worker's tables and upcalls (vnetd's
 /// flags). The defaults give each device a quarter of each table (see
@@ -169,8 +172,12 @@ pub struct Counters {
     pub flooded: u64,
     pub answered: u64,
     pub consumed: u64,
-    /// Time spent working (not waiting in poll), ns.
+    /// Time spent working (not waiting in poll), ns, summed over the
+    /// workers.
     pub busy_ns: u64,
+    /// Time workers waited for another to let go of the runtime, ns (0
+    /// with one worker): what several workers lose to taking turns.
+    pub lock_wait_ns: u64,
 }
 
 impl Counters {
@@ -358,115 +365,70 @@ impl Runtime {
         }
     }
 
-    /// Runs until `stop` is set.
-    pub fn run(&mut self, stop: &AtomicBool) {
-        let mut next_timer = now_ns() + TIMER_NS;
-        let mut next_sim_timer = now_ns();
-        let mut next_stats = now_ns() + STATS_LOG_NS;
-        let mut last_logged = (u64::MAX, 0usize);
-        let mut took = 0;
-        while !stop.load(Ordering::Relaxed) {
-            // A turn that took frames may have left more: the next turn
-            // starts at once (no poll). Idle, the loop spins a while
-            // (`busy_poll`), then sleeps.
-            if took == 0 && !self.spin() {
-                self.wait(100);
+    /// Whether a receive ring of `share`'s sockets has frames, without
+    /// taking any (the spin of [`workers`]).
+    fn has_frames(&self, share: Share) -> bool {
+        self.ports.iter().any(|p| {
+            (share.serves(0) && p.xsk.has_frames())
+                || p.queues
+                    .iter()
+                    .enumerate()
+                    .any(|(k, q)| share.serves(k + 1) && q.xsk.has_frames())
+        }) || (share.is_primary() && self.upcall.as_ref().is_some_and(|u| u.xsk.has_frames()))
+    }
+
+    /// The fds a worker of `share` waits on: its receive sockets and, for
+    /// worker 0, the upcall path's, the tunnel's flow state, the control
+    /// thread's wake-up and the link events.
+    fn wait_fds(&self, share: Share) -> Vec<RawFd> {
+        let mut fds = Vec::new();
+        for p in &self.ports {
+            if share.serves(0) {
+                fds.push(p.xsk.fd());
             }
-            let woke = now_ns();
-            self.control();
-            self.follow_links();
-            // Before the ports: a reply waiting there may need it.
-            self.receive_flow_state();
-            took = self.serve_ports();
-            self.flush();
-            let now = now_ns();
-            if now >= next_sim_timer {
-                self.sim_timers(now);
-                next_sim_timer = now + SIM_TIMER_NS;
-            }
-            if now >= next_timer {
-                self.timers(now);
-                next_timer = now + TIMER_NS;
-            }
-            if now >= next_stats {
-                let summary = (self.counters.received, self.flows.len());
-                if summary != last_logged {
-                    self.log_stats();
-                    last_logged = summary;
+            for (k, q) in p.queues.iter().enumerate() {
+                if share.serves(k + 1) {
+                    fds.push(q.xsk.fd());
                 }
-                next_stats = now + STATS_LOG_NS;
             }
-            self.counters.busy_ns += now_ns().saturating_sub(woke);
         }
-    }
-
-    /// Spins for up to `busy_poll` until a receive ring has frames;
-    /// returns whether one has. (Control commands and link events wait for
-    /// the spin to end: at most `busy_poll::MAX_US`.)
-    fn spin(&self) -> bool {
-        let ns = self.busy_poll.ns();
-        if ns == 0 {
-            return false;
+        if !share.is_primary() {
+            return fds;
         }
-        let deadline = now_ns() + ns;
-        loop {
-            if self.ports.iter().any(|p| p.xsk.has_frames())
-                || self.upcall.as_ref().is_some_and(|u| u.xsk.has_frames())
-            {
-                return true;
-            }
-            if now_ns() >= deadline {
-                return false;
-            }
-            std::hint::spin_loop();
-        }
-    }
-
-    /// Blocks until a socket has frames or `timeout_ms` passes.
-    fn wait(&self, timeout_ms: u16) {
-        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-        let mut fds: Vec<PollFd> = self
-            .ports
-            .iter()
-            // SAFETY: the sockets outlive this call (owned by self.ports).
-            .map(|p| {
-                PollFd::new(
-                    unsafe { BorrowedFd::borrow_raw(p.xsk.fd()) },
-                    PollFlags::POLLIN,
-                )
-            })
-            .collect();
         if let Some(up) = &self.upcall {
-            // SAFETY: the socket outlives this call (owned by self.upcall).
-            let fd = unsafe { BorrowedFd::borrow_raw(up.xsk.fd()) };
-            fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            fds.push(up.xsk.fd());
         }
         if let Some(t) = &self.tunnel {
-            fds.push(PollFd::new(t.state_fd(), PollFlags::POLLIN));
+            fds.push(t.state_fd().as_raw_fd());
         }
         if let Some(link) = &self.ctl {
-            fds.push(PollFd::new(link.wake.fd(), PollFlags::POLLIN));
-            fds.extend(
-                link.link_events_fd()
-                    .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
-            );
+            fds.push(link.wake.fd().as_raw_fd());
+            fds.extend(link.link_events_fd().map(|fd| fd.as_raw_fd()));
         }
-        // EINTR (a signal) just ends the wait early.
-        let _ = poll(&mut fds, PollTimeout::from(timeout_ms));
+        fds
     }
 
-    /// One turn: every port once, round-robin from `first_port`, then the
-    /// upcall path (the skb ports' first packets). Returns how many frames
-    /// it took off the rings.
-    fn serve_ports(&mut self) -> u32 {
+    /// One turn of a worker: each of `share`'s sockets of every port once,
+    /// round-robin from `first_port`, then (worker 0) the upcall path (the
+    /// skb ports' first packets). Returns how many frames it took off the
+    /// rings.
+    fn serve_ports(&mut self, share: Share) -> u32 {
         let n = self.ports.len();
         let mut took = 0;
         if n > 0 {
             let first = self.first_port % n;
             for k in 0..n {
-                took += self.service((first + k) % n);
+                let i = (first + k) % n;
+                for queue in 0..=self.ports.at(i).queues.len() {
+                    if share.serves(queue) {
+                        took += self.service(i, queue);
+                    }
+                }
             }
             self.first_port = (first + 1) % n;
+        }
+        if !share.is_primary() {
+            return took;
         }
         // Even with no port bound: frames left in the ring (an earlier
         // vnetd's tc programs) must be read, or the poll never sleeps.
@@ -526,16 +488,27 @@ impl Runtime {
         self.limits.upcalls_at(&self.snap, self.ports.at(i).port)
     }
 
-    /// Handles what port `i` received: at most `afxdp::BATCH` frames, each
-    /// charged to the port's budget before it is even copied, then installs
-    /// their flows in one batch. Returns how many frames it took.
-    fn service(&mut self, i: usize) -> u32 {
+    /// Handles what port `i` received on receive queue `queue`: at most
+    /// `afxdp::BATCH` frames, each charged to the port's budget (one for
+    /// all its queues) before it is even copied, then installs their flows
+    /// in one batch. Returns how many frames it took.
+    fn service(&mut self, i: usize, queue: usize) -> u32 {
         let mut frames = std::mem::take(&mut self.frames);
         frames.clear();
         let now = now_ns();
         let limit = self.upcall_limit(i);
         let port = self.ports.at_mut(i);
-        let (xsk, budget) = (&mut port.xsk, &mut port.upcalls);
+        let xsk = match queue.checked_sub(1) {
+            None => &mut port.xsk,
+            Some(k) => match port.queues.get_mut(k) {
+                Some(q) => &mut q.xsk,
+                None => {
+                    self.frames = frames;
+                    return 0;
+                }
+            },
+        };
+        let budget = &mut port.upcalls;
         let mut over = 0;
         let took = xsk.receive(|f| {
             if budget.take(now, &limit) {
@@ -573,6 +546,9 @@ impl Runtime {
     fn read_socket_drops(&mut self) {
         for p in &mut self.ports {
             self.counters.socket_drops(p);
+            for q in &mut p.queues {
+                self.counters.xsk_drops(&q.xsk, &mut q.drops);
+            }
         }
         if let Some(up) = &mut self.upcall {
             self.counters.xsk_drops(&up.xsk, &mut up.drops);
@@ -588,10 +564,18 @@ impl Runtime {
         })
     }
 
-    /// Kicks every socket's transmit ring once per turn of the loop.
+    /// The kicks of every transmit ring with frames waiting, for the
+    /// worker to run once it let go of the runtime (see [`workers`]).
+    fn transmit_kicks(&mut self, kicks: &mut Vec<Kick>) {
+        kicks.extend(self.ports.iter_mut().filter_map(|p| p.xsk.kick()));
+    }
+
+    /// Kicks every transmit ring with frames waiting, now.
     fn flush(&mut self) {
         for p in &mut self.ports {
-            p.xsk.flush();
+            if let Some(kick) = p.xsk.kick() {
+                kick.run();
+            }
         }
     }
 
@@ -841,6 +825,8 @@ impl Runtime {
             answered = self.counters.answered,
             flows = self.flows.len(),
             macs = self.state.macs.len(),
+            busy_ms = self.counters.busy_ns / 1_000_000,
+            lock_wait_ms = self.counters.lock_wait_ns / 1_000_000,
             drops = ?self.counters.by_reason,
             upcall_budget_by_port = ?over_budget,
             "stats"

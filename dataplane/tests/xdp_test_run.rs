@@ -459,7 +459,7 @@ impl Case {
     fn iface(mut self, slot: u32) -> Case {
         self.iface = Some(IfaceConfig {
             xsk_slot: slot,
-            _pad: 0,
+            queues: 1,
         });
         self
     }
@@ -1578,7 +1578,7 @@ fn xsk_on_lo(k: &mut Kernel, slot: u32) -> OwnedFd {
         LO,
         IfaceConfig {
             xsk_slot: slot,
-            _pad: 0,
+            queues: 1,
         },
     )
     .unwrap();
@@ -2396,7 +2396,7 @@ fn cost_per_packet() {
                 LO,
                 IfaceConfig {
                     xsk_slot: slot,
-                    _pad: 0,
+                    queues: 1,
                 },
             )
             .unwrap();

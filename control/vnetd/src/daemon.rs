@@ -83,6 +83,15 @@ pub struct Options {
     #[arg(long, value_name = "US", default_value_t = BusyPoll::default(),
           value_parser = BusyPoll::parse)]
     pub busy_poll_us: BusyPoll,
+    /// Worker threads running the simulation (1 to 8). Each receive queue
+    /// of a multi-queue interface (a NIC's RSS queues, a veth or tap made
+    /// with several) has its own socket; worker w serves queue q of every
+    /// port when q % N == w. The workers take turns on one set of state
+    /// tables, so a second one helps by the transmit and wait time it runs
+    /// beside the first (benches/RESULTS.md).
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = vnet_dataplane::runtime::workers::parse_workers)]
+    pub workers: usize,
     /// Installed flows one device (bridge or router) may hold, charged to
     /// the flow's ingress device [default: a quarter of --max-flows].
     #[arg(long, value_name = "N")]
@@ -460,10 +469,11 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         bridges = snap.bridges.len(),
         routers = snap.routers.len(),
         ports = runtime.ports.len(),
+        workers = opts.workers,
         "vnetd running; SIGINT or SIGTERM stops it"
     );
 
-    runtime.run(&STOP);
+    runtime.run_workers(opts.workers, &STOP);
     if let Some(m) = metrics {
         m.stop();
     }

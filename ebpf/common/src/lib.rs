@@ -413,9 +413,29 @@ impl UpcallBudget {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IfaceConfig {
-    /// Index of this interface's AF_XDP socket in the XSKMAP.
+    /// Index of the AF_XDP socket of this interface's receive queue 0 in
+    /// the XSKMAP; queue `q`'s is at `xsk_slot + q`.
     pub xsk_slot: u32,
-    pub _pad: u32,
+    /// Receive queues with a socket (0..queues); a frame received on a
+    /// higher queue has none. 0 reads as 1: entries an earlier vnetd wrote
+    /// before there were sockets per queue.
+    pub queues: u32,
+}
+
+impl IfaceConfig {
+    /// The XSKMAP slot of receive queue `queue`'s socket, if it has one.
+    /// (The kernel delivers a redirect only to a socket bound to the queue
+    /// the frame arrived on: on a multi-queue NIC, veth or tap one socket
+    /// of queue 0 would lose every other queue's first packets.)
+    #[inline(always)]
+    pub fn slot_of_queue(&self, queue: u32) -> Option<u32> {
+        let queues = if self.queues == 0 { 1 } else { self.queues };
+        if queue < queues {
+            Some(self.xsk_slot + queue)
+        } else {
+            None
+        }
+    }
 }
 
 /// Declares `Reason` once: each variant with its doc and its stable name.
@@ -813,5 +833,24 @@ mod tests {
             }
         }
         assert_eq!(Reason::XDP_COUNT, 35);
+    }
+
+    #[test]
+    fn each_receive_queue_has_the_slot_after_the_first_and_no_more() {
+        let four = IfaceConfig {
+            xsk_slot: 10,
+            queues: 4,
+        };
+        assert_eq!(four.slot_of_queue(0), Some(10));
+        assert_eq!(four.slot_of_queue(3), Some(13));
+        assert_eq!(four.slot_of_queue(4), None, "a queue without a socket");
+        assert_eq!(four.slot_of_queue(u32::MAX), None);
+        // An entry of an earlier vnetd (the field was padding, zero).
+        let old = IfaceConfig {
+            xsk_slot: 7,
+            queues: 0,
+        };
+        assert_eq!(old.slot_of_queue(0), Some(7));
+        assert_eq!(old.slot_of_queue(1), None);
     }
 }

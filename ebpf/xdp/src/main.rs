@@ -157,7 +157,9 @@ pub fn vnet_upcall(ctx: XdpContext) -> u32 {
 /// reason is kept.
 #[inline(always)]
 fn to_userspace(ctx: &XdpContext) -> u32 {
-    let Some(slot) = maps::xsk_slot(ctx.ingress_ifindex() as u32) else {
+    // SAFETY: `ctx.ctx` is the kernel's xdp_md for this run.
+    let queue = unsafe { (*ctx.ctx).rx_queue_index };
+    let Some(slot) = maps::xsk_slot(ctx.ingress_ifindex() as u32, queue) else {
         count(Reason::XdpNoSocket);
         return XDP_DROP;
     };

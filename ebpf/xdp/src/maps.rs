@@ -183,11 +183,12 @@ pub(crate) fn record_frag(key: FragKey, ports: FragPorts) {
     let _ = FRAGS.insert(key, ports, 0);
 }
 
-/// The `XSKS` slot of interface `ifindex`'s AF_XDP socket, if it has one.
+/// The `XSKS` slot of the AF_XDP socket of interface `ifindex`'s receive
+/// queue `queue`, if it has one.
 #[inline(always)]
-pub(crate) fn xsk_slot(ifindex: u32) -> Option<u32> {
+pub(crate) fn xsk_slot(ifindex: u32, queue: u32) -> Option<u32> {
     // SAFETY: the reference is read at once, within this run.
-    unsafe { IFACES.get(ifindex) }.map(|cfg| cfg.xsk_slot)
+    unsafe { IFACES.get(ifindex) }.and_then(|cfg| cfg.slot_of_queue(queue))
 }
 
 /// The interface first packets of the skb path go out of, if vnetd set one.

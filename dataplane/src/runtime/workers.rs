@@ -1,0 +1,254 @@
+//! The worker threads and their loop (issue 14: more than one core).
+//!
+//! A multi-queue interface (a NIC with RSS, a veth or tap made with several
+//! queues) has one AF_XDP socket per receive queue ([`crate::binding`]).
+//! With `--workers N`, worker `w` serves queue `q` of every port when
+//! `q % N == w`; worker 0 also serves the upcall path (one queue), the
+//! control thread's commands, the link events and the timers.
+//!
+//! The workers share one [`Runtime`] behind a mutex, taken for a turn (a
+//! batch of up to [`crate::afxdp::BATCH`] frames per socket) and released
+//! while the worker waits. So the simulation, the state tables and the flow
+//! table's bookkeeping are serialized, exactly as with one worker: a
+//! decision is never made on half-updated state, and no table needs a lock
+//! of its own. What runs outside the lock is the kernel's work that a turn
+//! starts: the transmit kicks (`sendto`, which in copy mode runs the
+//! egress device's transmit and the receiver's softirq in the caller) and
+//! the waits. The measured split of a worker's time (benches/RESULTS.md)
+//! bounds what a second worker can add; partitioning the state tables by
+//! connection would lift that bound but needs the NAT's reply direction to
+//! land on the worker that holds its binding, which a NIC's RSS does not
+//! promise.
+//!
+//! With one worker (the default) the loop runs on the caller's thread and
+//! the lock is never contended.
+use super::{now_ns, Runtime, SIM_TIMER_NS, STATS_LOG_NS, TIMER_NS};
+use crate::afxdp::Kick;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+/// The most worker threads vnetd runs (`--workers`): each queue's socket is
+/// served by one of them, and vnetd binds at most
+/// [`crate::binding::MAX_SOCKET_QUEUES`] queues per port.
+pub const MAX_WORKERS: usize = crate::binding::MAX_SOCKET_QUEUES as usize;
+
+/// Which receive sockets a worker serves: queue `q` of every port goes to
+/// worker `q % of`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    pub worker: usize,
+    pub of: usize,
+}
+
+impl Share {
+    /// The one worker of a single-worker vnetd.
+    pub const ALL: Share = Share { worker: 0, of: 1 };
+
+    /// Whether this worker serves receive queue `queue`.
+    pub fn serves(&self, queue: usize) -> bool {
+        queue % self.of == self.worker
+    }
+
+    /// Worker 0: it also runs the control commands, links and timers.
+    pub fn is_primary(&self) -> bool {
+        self.worker == 0
+    }
+}
+
+/// Parses `--workers`: 1 to [`MAX_WORKERS`].
+pub fn parse_workers(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of worker threads"))?;
+    if n == 0 || n > MAX_WORKERS {
+        return Err(format!(
+            "{n} workers: give 1 to {MAX_WORKERS} (one per receive queue of the busiest \
+             interface is enough; more have nothing to serve)"
+        ));
+    }
+    Ok(n)
+}
+
+/// `spin_loop` hints between two looks at the rings while spinning.
+const SPIN_BETWEEN_LOOKS: u32 = 64;
+
+/// The runtime as the workers share it.
+type Shared<'a> = Mutex<&'a mut Runtime>;
+
+fn lock<'a, 'b>(rt: &'b Shared<'a>) -> MutexGuard<'b, &'a mut Runtime> {
+    // A worker that panicked left the runtime as it was between two
+    // statements of a turn; the others go on rather than stop forwarding.
+    rt.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Runtime {
+    /// Runs one worker until `stop` is set.
+    pub fn run(&mut self, stop: &AtomicBool) {
+        self.run_workers(1, stop);
+    }
+
+    /// Runs `workers` worker threads (this one is worker 0) until `stop` is
+    /// set. More workers than receive queues leave the extra ones idle.
+    pub fn run_workers(&mut self, workers: usize, stop: &AtomicBool) {
+        let of = workers.clamp(1, MAX_WORKERS);
+        let shared: Shared = Mutex::new(self);
+        std::thread::scope(|s| {
+            for worker in 1..of {
+                let shared = &shared;
+                let spawned = std::thread::Builder::new()
+                    .name(format!("vnet-worker-{worker}"))
+                    .spawn_scoped(s, move || worker_loop(shared, Share { worker, of }, stop));
+                if let Err(e) = spawned {
+                    tracing::error!(worker, error = %e, "starting a worker thread: its queues are served by none");
+                }
+            }
+            worker_loop(&shared, Share { worker: 0, of }, stop);
+        });
+    }
+}
+
+/// When worker 0 next runs each of its timers.
+struct Timers {
+    next: u64,
+    next_sim: u64,
+    next_stats: u64,
+    last_logged: (u64, usize),
+}
+
+impl Timers {
+    fn new(now: u64) -> Timers {
+        Timers {
+            next: now + TIMER_NS,
+            next_sim: now,
+            next_stats: now + STATS_LOG_NS,
+            last_logged: (u64::MAX, 0),
+        }
+    }
+
+    fn run_due(&mut self, rt: &mut Runtime, now: u64) {
+        if now >= self.next_sim {
+            rt.sim_timers(now);
+            self.next_sim = now + SIM_TIMER_NS;
+        }
+        if now >= self.next {
+            rt.timers(now);
+            self.next = now + TIMER_NS;
+        }
+        if now >= self.next_stats {
+            let summary = (rt.counters.received, rt.flows.len());
+            if summary != self.last_logged {
+                rt.log_stats();
+                self.last_logged = summary;
+            }
+            self.next_stats = now + STATS_LOG_NS;
+        }
+    }
+}
+
+fn worker_loop(rt: &Shared, share: Share, stop: &AtomicBool) {
+    let mut timers = Timers::new(now_ns());
+    let mut kicks: Vec<Kick> = Vec::new();
+    let mut took = 0;
+    while !stop.load(Ordering::Relaxed) {
+        // A turn that took frames may have left more: the next turn
+        // starts at once (no poll). Idle, the loop spins a while
+        // (`busy_poll`), then sleeps.
+        if took == 0 && !spin(rt, share) {
+            wait(rt, share, 100);
+        }
+        let asked = now_ns();
+        let mut guard = lock(rt);
+        let woke = now_ns();
+        guard.counters.lock_wait_ns += woke.saturating_sub(asked);
+        if share.is_primary() {
+            guard.control();
+            guard.follow_links();
+            // Before the ports: a reply waiting there may need it.
+            guard.receive_flow_state();
+        }
+        took = guard.serve_ports(share);
+        guard.transmit_kicks(&mut kicks);
+        if share.is_primary() {
+            timers.run_due(&mut guard, now_ns());
+        }
+        guard.counters.busy_ns += now_ns().saturating_sub(woke);
+        drop(guard);
+        // Outside the lock: each kick transmits in the caller (copy mode),
+        // which is most of a forwarded first packet's kernel time.
+        for kick in kicks.drain(..) {
+            kick.run();
+        }
+    }
+}
+
+/// Spins for up to `busy_poll` until one of the share's receive rings has
+/// frames; returns whether one has. (Control commands and link events
+/// wait for the spin to end: at most `busy_poll::MAX_US`.)
+fn spin(rt: &Shared, share: Share) -> bool {
+    let ns = lock(rt).busy_poll.ns();
+    if ns == 0 {
+        return false;
+    }
+    let deadline = now_ns() + ns;
+    loop {
+        if lock(rt).has_frames(share) {
+            return true;
+        }
+        if now_ns() >= deadline {
+            return false;
+        }
+        // A microsecond or so between looks: each look takes the lock,
+        // which another worker's turn should rarely have to wait for.
+        for _ in 0..SPIN_BETWEEN_LOOKS {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// Blocks until one of the share's sockets has frames (for worker 0 also a
+/// command, a link event or flow state) or `timeout_ms` passes.
+fn wait(rt: &Shared, share: Share, timeout_ms: i32) {
+    let mut fds: Vec<libc::pollfd> = lock(rt)
+        .wait_fds(share)
+        .into_iter()
+        .map(|fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: a valid array of pollfd. The fds were read under the lock and
+    // may have been closed since (a port unbound): poll then reports
+    // POLLNVAL for it and returns, and the next wait reads them again.
+    // EINTR (a signal) just ends the wait early.
+    unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_queue_is_served_by_exactly_one_worker() {
+        for of in 1..=MAX_WORKERS {
+            for queue in 0..2 * MAX_WORKERS {
+                let serving = (0..of)
+                    .filter(|&worker| Share { worker, of }.serves(queue))
+                    .count();
+                assert_eq!(serving, 1, "queue {queue} with {of} workers");
+            }
+        }
+        assert!(Share::ALL.serves(5) && Share::ALL.is_primary());
+        assert!(!Share { worker: 1, of: 2 }.is_primary());
+    }
+
+    #[test]
+    fn workers_are_one_to_the_most_queues() {
+        assert_eq!(parse_workers("1"), Ok(1));
+        assert_eq!(parse_workers("8"), Ok(MAX_WORKERS));
+        for bad in ["0", "9", "-1", "two", ""] {
+            let e = parse_workers(bad).expect_err(bad);
+            assert!(e.contains("worker") || e.contains("workers"), "{e}");
+        }
+    }
+}
