@@ -126,6 +126,7 @@ impl Vnetd {
         topology: &Path,
         dir: &Path,
         cpu: Option<usize>,
+        args: &[String],
     ) -> Result<Vnetd> {
         let log = dir.join("vnetd.log");
         let out =
@@ -144,6 +145,7 @@ impl Vnetd {
             // New flows/s measures the worker, not the per-port upcall
             // budget (2 000/s by default; 0 is none).
             .args(["--upcall-rate", "0"])
+            .args(args)
             .env("VNET_LOG", "info")
             .stdout(out.try_clone()?)
             .stderr(out);
@@ -184,20 +186,41 @@ impl Vnetd {
         }
     }
 
-    /// CPU time (user + system, seconds) vnetd's main thread — the worker
-    /// — has used so far.
+    /// CPU time (user + system, seconds) vnetd's workers — its main
+    /// thread and the `vnet-worker-*` threads of `--workers` — have used so
+    /// far.
     pub fn worker_cpu_secs(&self) -> Option<f64> {
         let pid = self.child.id();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/stat")).ok()?;
-        // Fields after the command name (which may hold spaces) in parens.
-        let rest = stat.rsplit_once(')')?.1;
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        Some(ticks / hz)
+        let mut total = thread_cpu_secs(pid, pid)?;
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+            let Some(tid) = task
+                .ok()
+                .and_then(|t| t.file_name().to_str()?.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"));
+            if comm.is_ok_and(|c| c.starts_with("vnet-worker-")) {
+                total += thread_cpu_secs(pid, tid).unwrap_or(0.0);
+            }
+        }
+        Some(total)
     }
+}
 
+/// CPU time (user + system, seconds) thread `tid` of `pid` has used.
+fn thread_cpu_secs(pid: u32, tid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) in parens.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(ticks / hz)
+}
+
+impl Vnetd {
     fn stop(&mut self) {
         if let Ok(Some(_)) = self.child.try_wait() {
             return;
@@ -282,6 +305,8 @@ pub struct Lane {
     vnet_topology: Option<String>,
     vnetd_bin: PathBuf,
     worker_cpu: Option<usize>,
+    /// vnetd's arguments beyond the lane's own (`--workers`, the XDP mode).
+    vnetd_args: Vec<String>,
     pub dir: PathBuf,
     host: Netns,
     ga: Netns,
@@ -311,15 +336,54 @@ impl Drop for Lane {
 
 impl Lane {
     pub fn new(system: System, path: PathKind, o: &LaneOptions) -> Result<Lane> {
+        Lane::with_queues(system, path, o, 1, 1)
+    }
+
+    /// [`Lane::new`] with both guests' veth pairs made with `queues`
+    /// transmit and receive queues at each end, and vnetd run with
+    /// `--workers workers` (vnet lanes).
+    pub fn with_queues(
+        system: System,
+        path: PathKind,
+        o: &LaneOptions,
+        queues: u32,
+        workers: usize,
+    ) -> Result<Lane> {
         let name = |s: &str| format!("{}{}{s}", o.prefix, o.index);
+        let mut vnetd_args = vec!["--workers".to_string(), workers.to_string()];
+        if queues > 1 {
+            // Native XDP on vm1-h: the program runs in the queue's NAPI and
+            // sees the frame's receive queue. In SKB mode every frame of
+            // the live-frames generator (an XDP redirect into eth0) reads as
+            // queue 0: the kernel builds its skb without recording one.
+            vnetd_args.extend(["--xdp-mode".to_string(), "native".to_string()]);
+        }
         let dir = std::env::temp_dir().join(format!("vnet-bench-{}{}", o.prefix, o.index));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let host = Netns::create(&name("h"))?;
         let ga = Netns::create(&name("a"))?;
         let gb = Netns::create(&name("b"))?;
+        let q = queues.max(1).to_string();
         for (g, host_if, m) in [(&ga, "vm1-h", VM1_MAC), (&gb, "vm2-h", VM2_MAC)] {
             host.ip(&[
-                "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", &g.name,
+                "link",
+                "add",
+                host_if,
+                "numtxqueues",
+                &q,
+                "numrxqueues",
+                &q,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "numtxqueues",
+                &q,
+                "numrxqueues",
+                &q,
+                "netns",
+                &g.name,
             ])?;
             g.ip(&["link", "set", "eth0", "address", &mac(m)])?;
         }
@@ -448,6 +512,7 @@ impl Lane {
             vnet_topology: o.vnet_topology.clone(),
             vnetd_bin: o.vnetd.to_path_buf(),
             worker_cpu: o.worker_cpu,
+            vnetd_args,
             dir,
             host,
             ga,
@@ -557,6 +622,7 @@ impl Lane {
             &topology,
             &self.dir,
             self.worker_cpu,
+            &self.vnetd_args,
         )?);
         let vm1 = self.host.ifindex("vm1-h")?;
         self.key = key_of(&self.frame, vm1);
@@ -601,6 +667,23 @@ impl Lane {
 
     pub fn vnetd_log(&self) -> Option<&Path> {
         self.vnetd.as_ref().map(|v| v.log.as_path())
+    }
+
+    /// Stops vnetd (the next measurement that needs it starts a fresh
+    /// one) and reads, from the stats it logs as it stops, the time its
+    /// workers worked and the time they waited for each other, in ms.
+    pub fn stop_vnetd_for_stats(&mut self) -> Option<(u64, u64)> {
+        let mut v = self.vnetd.take()?;
+        v.stop();
+        let text = std::fs::read_to_string(&v.log).ok()?;
+        let line = text.lines().rev().find(|l| l.contains("lock_wait_ms="))?;
+        let field = |name: &str| -> Option<u64> {
+            line.split_whitespace()
+                .find_map(|f| f.strip_prefix(name))?
+                .parse()
+                .ok()
+        };
+        Some((field("busy_ms=")?, field("lock_wait_ms=")?))
     }
 
     /// Sends the first packets: vnet learns guest b's MAC (bridged) or
@@ -661,11 +744,49 @@ impl Lane {
         Ok(self.gen.generate(&self.frame, frames, batch)?)
     }
 
+    /// Makes the generator send one flow per CPU (the template's source
+    /// port plus the CPU), or the template's own flow again.
+    pub fn flow_per_cpu(&mut self, on: bool) -> Result<()> {
+        if on {
+            self.gen.set_flow_per_cpu()?;
+        } else {
+            self.gen.set_sequence(false)?;
+        }
+        Ok(())
+    }
+
     /// Pushes `frames` frames and counts what arrives.
     pub fn measure(&self, frames: u32, batch: u32) -> Result<Sample> {
+        self.measure_from(&[], frames, batch)
+    }
+
+    /// [`Lane::measure`] with `frames` pushed from each of `cpus` at once
+    /// (none: from the calling thread), each CPU's frames arriving on its
+    /// own receive queue of vm1-h (`cpu % queues`).
+    pub fn measure_from(&self, cpus: &[usize], frames: u32, batch: u32) -> Result<Sample> {
         let before = self.counter.count()?;
         let start = Instant::now();
-        self.generate(frames, batch)?;
+        if cpus.is_empty() {
+            self.generate(frames, batch)?;
+        } else {
+            std::thread::scope(|s| {
+                let threads: Vec<_> = cpus
+                    .iter()
+                    .map(|&cpu| {
+                        s.spawn(move || {
+                            sys::pin_current_thread(cpu)?;
+                            self.generate(frames, batch)
+                        })
+                    })
+                    .collect();
+                for t in threads {
+                    t.join()
+                        .unwrap_or_else(|_| bail!("a generator thread panicked"))?;
+                }
+                anyhow::Ok(())
+            })?;
+        }
+        let frames = frames * cpus.len().max(1) as u32;
         let secs = start.elapsed().as_secs_f64();
         // Frames still in a softirq queue land within microseconds.
         std::thread::sleep(Duration::from_millis(20));
@@ -694,6 +815,22 @@ impl Lane {
     /// own core; the generator offers far more than it can take, so the
     /// worker is saturated and the excess is dropped at its AF_XDP ring.
     pub fn new_flows(&mut self, secs: f64, batch: u32) -> Result<NewFlows> {
+        self.new_flows_from(&[], None, secs, batch)
+    }
+
+    /// [`Lane::new_flows`] with one generator thread on each of `cpus`
+    /// (none: on the calling thread): the frames a CPU sends into guest a's
+    /// veth arrive on receive queue `cpu % queues` of vm1-h. With `pace`,
+    /// each thread offers that many first packets per second and sleeps in
+    /// between, leaving the CPUs to the workers (a generator that never
+    /// sleeps takes a CPU from them on a 2-CPU machine).
+    pub fn new_flows_from(
+        &mut self,
+        cpus: &[usize],
+        pace: Option<f64>,
+        secs: f64,
+        batch: u32,
+    ) -> Result<NewFlows> {
         self.start_vnetd()?;
         self.first_packets()?;
         let flows = self.vnetd_flows()?;
@@ -702,16 +839,44 @@ impl Lane {
         let ticks_before = self.worker_cpu.and_then(sys::cpu_ticks);
         self.gen.set_sequence(true)?;
         let start = Instant::now();
-        let mut sent = 0u64;
-        let result = (|| -> Result<()> {
-            while start.elapsed().as_secs_f64() < secs {
-                self.generate(50_000, batch)?;
-                sent += 50_000;
+        let generate_for = |cpu: Option<usize>| -> Result<u64> {
+            if let Some(cpu) = cpu {
+                sys::pin_current_thread(cpu)?;
             }
-            Ok(())
-        })();
+            let chunk = if pace.is_some() { 2_000 } else { 50_000 };
+            let mut sent = 0u64;
+            while start.elapsed().as_secs_f64() < secs {
+                self.generate(chunk, batch)?;
+                sent += u64::from(chunk);
+                if let Some(rate) = pace {
+                    let due = Duration::from_secs_f64(sent as f64 / rate);
+                    if let Some(wait) = due.checked_sub(start.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+            }
+            Ok(sent)
+        };
+        let result: Result<u64> = if cpus.is_empty() {
+            generate_for(None)
+        } else {
+            std::thread::scope(|s| {
+                let threads: Vec<_> = cpus
+                    .iter()
+                    .map(|&cpu| s.spawn(move || generate_for(Some(cpu))))
+                    .collect();
+                threads
+                    .into_iter()
+                    .map(|t| {
+                        t.join()
+                            .unwrap_or_else(|_| bail!("a generator thread panicked"))
+                    })
+                    .sum()
+            })
+        };
         let elapsed = start.elapsed().as_secs_f64();
         self.gen.set_sequence(false)?;
+        let sent = result.as_ref().copied().unwrap_or(0);
         result?;
         // What is still in the AF_XDP ring (at most its 2048 frames).
         std::thread::sleep(Duration::from_millis(100));

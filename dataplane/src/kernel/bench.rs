@@ -86,7 +86,7 @@ pub struct BenchPrograms {
     flows: HashMap<MapData, FlowKey, FlowValue>,
     config: Array<MapData, u32>,
     template: Array<MapData, [u64; TEMPLATE_LEN / 8]>,
-    seq: Array<MapData, u64>,
+    seq: PerCpuArray<MapData, u64>,
     count: PerCpuArray<MapData, u64>,
     links: Vec<(BenchProgram, u32, XdpLinkId)>,
 }
@@ -141,7 +141,7 @@ impl BenchPrograms {
         let flows = take_map(&mut ebpf, FLOWS, HashMap::try_from)?;
         let config = take_map(&mut ebpf, CONFIG, Array::try_from)?;
         let template = take_map(&mut ebpf, TEMPLATE, Array::try_from)?;
-        let seq = take_map(&mut ebpf, SEQ, Array::try_from)?;
+        let seq = take_map(&mut ebpf, SEQ, PerCpuArray::try_from)?;
         let count = take_map(&mut ebpf, COUNT, PerCpuArray::try_from)?;
         Ok(BenchPrograms {
             ebpf,
@@ -188,9 +188,18 @@ impl BenchPrograms {
 
     /// Whether the generator stamps a sequence number into the UDP ports
     /// (bytes 34..38, a UDP frame without IP options and with checksum 0),
-    /// making every frame a new 5-tuple. The sequence continues across runs.
+    /// making every frame a new 5-tuple. The sequence continues across runs;
+    /// each CPU has its own and stamps the CPU beside it, so generators on
+    /// several CPUs never repeat each other's tuples.
     pub fn set_sequence(&mut self, on: bool) -> Result<(), KernelError> {
         self.set_config(1, on as u32, "switching the sequence stamp")
+    }
+
+    /// Whether the generator adds the CPU it runs on to the template's UDP
+    /// source port: one established flow per CPU (as a NIC's RSS keeps each
+    /// flow on one queue). Off with `set_sequence(false)`.
+    pub fn set_flow_per_cpu(&mut self) -> Result<(), KernelError> {
+        self.set_config(1, 2, "switching the per-CPU flow stamp")
     }
 
     /// The frame the generator writes into every live frame: its first
@@ -214,13 +223,15 @@ impl BenchPrograms {
             })
     }
 
-    /// The generator's sequence number (frames stamped so far).
+    /// The generator's sequence numbers summed over CPUs (frames stamped
+    /// so far).
     pub fn sequence(&self) -> Result<u64, KernelError> {
-        self.seq.get(&0, 0).map_err(|error| KernelError::Map {
+        let per_cpu = self.seq.get(&0, 0).map_err(|error| KernelError::Map {
             op: "reading".into(),
             map: SEQ,
             error,
-        })
+        })?;
+        Ok(per_cpu.iter().sum())
     }
 
     /// IPv4 UDP frames `bench_count` has counted, summed over CPUs.

@@ -37,7 +37,7 @@ use aya_ebpf::{
         xdp_action::{XDP_DROP, XDP_PASS},
         BPF_F_NO_PREALLOC,
     },
-    helpers::bpf_redirect,
+    helpers::{bpf_get_smp_processor_id, bpf_redirect},
     macros::{map, xdp},
     maps::{Array, HashMap, PerCpuArray},
     programs::XdpContext,
@@ -55,8 +55,9 @@ static BENCH_FLOWS: HashMap<FlowKey, FlowValue> =
     HashMap::with_max_entries(DEFAULT_MAX_FLOWS, BPF_F_NO_PREALLOC);
 
 /// `[0]`: ifindex `bench_redirect` and `bench_generate` redirect to.
-/// `[1]`: non-zero makes `bench_generate` stamp a sequence number into the
-/// UDP ports of every frame.
+/// `[1]`: what `bench_generate` stamps into the UDP ports of every frame:
+/// [`STAMP_SEQUENCE`] a sequence number (a new tuple per frame),
+/// [`STAMP_FLOW_PER_CPU`] the CPU (one flow per CPU), 0 nothing.
 #[map]
 static BENCH_CONFIG: Array<u32> = Array::with_max_entries(2, 0);
 
@@ -64,10 +65,13 @@ static BENCH_CONFIG: Array<u32> = Array::with_max_entries(2, 0);
 #[map]
 static BENCH_TEMPLATE: Array<[u64; TEMPLATE_LEN / 8]> = Array::with_max_entries(1, 0);
 
-/// The generator's sequence number (one generator runs at a time, on one
-/// CPU, so a plain add is enough; a lost update only repeats a tuple).
+const STAMP_SEQUENCE: u32 = 1;
+const STAMP_FLOW_PER_CPU: u32 = 2;
+
+/// The generator's sequence number, per CPU (a plain add is exact; the CPU
+/// is stamped beside it, so CPUs never repeat each other's tuples).
 #[map]
-static BENCH_SEQ: Array<u64> = Array::with_max_entries(1, 0);
+static BENCH_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Frames seen by `bench_count`.
 #[map]
@@ -120,10 +124,16 @@ pub fn bench_generate(ctx: XdpContext) -> u32 {
             frame.set_raw64::<48>(t[6]);
             frame.set_raw64::<56>(t[7]);
         }
-        if BENCH_CONFIG.get(1).copied().unwrap_or(0) != 0 {
+        let stamp = BENCH_CONFIG.get(1).copied().unwrap_or(0);
+        // The CPU this run is on (< 8 on the machines the harness runs):
+        // generators on several CPUs at once stamp tuples of their own.
+        let cpu = (unsafe { bpf_get_smp_processor_id() } & 7) as u64;
+        if stamp == STAMP_SEQUENCE {
             if let Some(seq) = BENCH_SEQ.get_ptr_mut(0) {
+                // Per-CPU: no other CPU writes this slot.
                 let n = unsafe { *seq };
                 unsafe { *seq = n + 1 };
+                let n = n * 8 + cpu;
                 // Source port from the low 16 bits, destination port from
                 // the next 16: 2^32 distinct tuples before one repeats. The
                 // template's UDP checksum is 0 ("none"), so nothing else
@@ -132,6 +142,11 @@ pub fn bench_generate(ctx: XdpContext) -> u32 {
                     ((n as u16).to_be() as u32) | (((n >> 16) as u16).to_be() as u32) << 16,
                 );
             }
+        } else if stamp == STAMP_FLOW_PER_CPU {
+            // The template's source port plus the CPU: one established
+            // flow per CPU, as RSS keeps each flow on one queue.
+            let sport = frame.be16::<UDP_PORTS>().wrapping_add(cpu as u16);
+            frame.set_raw16::<UDP_PORTS>(sport.to_be());
         }
     }
     let ifindex = BENCH_CONFIG.get(0).copied().unwrap_or(0);
