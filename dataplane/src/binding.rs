@@ -165,10 +165,6 @@ impl Binder {
         }
     }
 
-    fn free_slot(&self) -> Option<u32> {
-        self.free_slots(1)
-    }
-
     /// The first of `n` consecutive free slots (a port's queues' sockets
     /// are found by the first's slot plus the queue).
     fn free_slots(&self, n: u32) -> Option<u32> {
@@ -347,32 +343,44 @@ impl Binder {
         tracing::info!(interface = %ifname, "unbound");
     }
 
-    /// Sets up the upcall path (`crate::upcall_path`): the pair, the upcall
-    /// program on its far end, the socket there in a slot of its own, and
-    /// the near end's ifindex for the tc program.
-    pub fn bind_upcall_path(&mut self, kernel: &mut Kernel) -> anyhow::Result<UpcallPath> {
-        let (near, far) = upcall_path::ensure_pair()?;
+    /// Sets up the upcall path (`crate::upcall_path`): the pair with
+    /// `queues` queues (one per worker), the upcall program on its far
+    /// end, a socket per queue there in slots of their own, and the near
+    /// end's ifindex for the tc program.
+    pub fn bind_upcall_path(
+        &mut self,
+        kernel: &mut Kernel,
+        queues: u32,
+    ) -> anyhow::Result<UpcallPath> {
+        let queues = queues.clamp(1, MAX_SOCKET_QUEUES);
+        let (near, far) = upcall_path::ensure_pair(queues)?;
         let slot = self
-            .free_slot()
-            .context("no free socket slot for the upcall path")?;
+            .free_slots(queues)
+            .context("no free socket slots for the upcall path")?;
         kernel.attach_upcall(upcall::FAR)?;
-        let xsk = Xsk::bind(upcall::FAR, 0)?;
-        kernel.set_xsk(slot, xsk.fd())?;
+        let mut path = UpcallPath::new(Xsk::bind(upcall::FAR, 0)?);
+        kernel.set_xsk(slot, path.xsk.fd())?;
+        for q in 1..queues {
+            let xsk = Xsk::bind(upcall::FAR, q)?;
+            kernel.set_xsk(slot + q, xsk.fd())?;
+            path.queues.push(QueueSocket::new(xsk));
+        }
         kernel.set_iface(
             far,
             IfaceConfig {
                 xsk_slot: slot,
-                queues: 1,
+                queues,
             },
         )?;
         kernel.set_upcall_ifindex(near)?;
-        self.used.insert(slot);
+        self.used.extend(slot..slot + queues);
         tracing::info!(
             near = upcall::NEAR,
             far = upcall::FAR,
+            queues,
             "upcall path ready: first packets of skb ports reach userspace through it"
         );
-        Ok(UpcallPath::new(xsk))
+        Ok(path)
     }
 }
 
@@ -385,7 +393,7 @@ mod tests {
         let mut b = Binder::new(AttachMode::Skb);
         assert_eq!(b.free_slots(4), Some(0));
         b.used.extend([0, 1, 3]);
-        assert_eq!(b.free_slot(), Some(2));
+        assert_eq!(b.free_slots(1), Some(2));
         assert_eq!(b.free_slots(2), Some(4), "2 is free but 3 is not");
         b.used.extend(4..MAX_IFACES - 1);
         assert_eq!(b.free_slots(1), Some(2));

@@ -374,7 +374,13 @@ impl Runtime {
                     .iter()
                     .enumerate()
                     .any(|(k, q)| share.serves(k + 1) && q.xsk.has_frames())
-        }) || (share.is_primary() && self.upcall.as_ref().is_some_and(|u| u.xsk.has_frames()))
+        }) || self.upcall.as_ref().is_some_and(|u| {
+            (share.serves(0) && u.xsk.has_frames())
+                || u.queues
+                    .iter()
+                    .enumerate()
+                    .any(|(k, q)| share.serves(k + 1) && q.xsk.has_frames())
+        })
     }
 
     /// The fds a worker of `share` waits on: its receive sockets and, for
@@ -392,11 +398,18 @@ impl Runtime {
                 }
             }
         }
+        if let Some(up) = &self.upcall {
+            if share.serves(0) {
+                fds.push(up.xsk.fd());
+            }
+            for (k, q) in up.queues.iter().enumerate() {
+                if share.serves(k + 1) {
+                    fds.push(q.xsk.fd());
+                }
+            }
+        }
         if !share.is_primary() {
             return fds;
-        }
-        if let Some(up) = &self.upcall {
-            fds.push(up.xsk.fd());
         }
         if let Some(t) = &self.tunnel {
             fds.push(t.state_fd().as_raw_fd());
@@ -427,19 +440,23 @@ impl Runtime {
             }
             self.first_port = (first + 1) % n;
         }
-        if !share.is_primary() {
-            return took;
-        }
-        // Even with no port bound: frames left in the ring (an earlier
+        // Even with no port bound: frames left in the rings (an earlier
         // vnetd's tc programs) must be read, or the poll never sleeps.
-        took + self.serve_upcalls()
+        let queues = self.upcall.as_ref().map_or(0, |u| 1 + u.queues.len());
+        for queue in 0..queues {
+            if share.serves(queue) {
+                took += self.serve_upcalls(queue);
+            }
+        }
+        took
     }
 
-    /// Handles what came through the upcall path: up to [`UPCALL_BATCHES`]
-    /// socket batches a turn (it carries the first packets of every skb
-    /// port), each frame charged to its ingress port's budget.
-    fn serve_upcalls(&mut self) -> u32 {
-        let Some(up) = self.upcall.as_mut() else {
+    /// Handles what came through queue `queue` of the upcall path: up to
+    /// [`UPCALL_BATCHES`] socket batches a turn (it carries the first
+    /// packets of every skb port), each frame charged to its ingress port's
+    /// budget.
+    fn serve_upcalls(&mut self, queue: usize) -> u32 {
+        let Some(xsk) = self.upcall.as_mut().and_then(|u| u.socket_mut(queue)) else {
             return 0;
         };
         let mut taken = std::mem::take(&mut self.upcalls_in);
@@ -449,7 +466,7 @@ impl Runtime {
         let (ports, counters) = (&mut self.ports, &mut self.counters);
         let (snap, limits) = (&self.snap, &self.limits);
         for _ in 0..UPCALL_BATCHES {
-            let n = up.xsk.receive(|bytes| {
+            let n = xsk.receive(|bytes| {
                 let Some(received) = upcall_path::read(bytes) else {
                     counters.count(Reason::Malformed);
                     return;
@@ -552,6 +569,9 @@ impl Runtime {
         }
         if let Some(up) = &mut self.upcall {
             self.counters.xsk_drops(&up.xsk, &mut up.drops);
+            for q in &mut up.queues {
+                self.counters.xsk_drops(&q.xsk, &mut q.drops);
+            }
         }
     }
 

@@ -19,13 +19,17 @@ use vnet_common::upcall::{self, UpcallHeader, FAR, NEAR};
 use crate::afxdp::{RxDrops, Xsk};
 use crate::binding;
 use crate::packet::{ETHERTYPE_QINQ, ETHERTYPE_VLAN, ETH_HLEN};
+use crate::ports::QueueSocket;
 
-/// The socket on the far end.
+/// The sockets on the far end: one per queue of the pair.
 pub struct UpcallPath {
+    /// Queue 0's.
     pub xsk: Xsk,
     /// The socket's drop counters at their last reading (a full ring: the
     /// worker fell behind the first packets of all skb ports together).
     pub drops: RxDrops,
+    /// Queues 1.. (a pair made for several workers), in queue order.
+    pub queues: Vec<QueueSocket>,
 }
 
 impl UpcallPath {
@@ -33,6 +37,15 @@ impl UpcallPath {
         UpcallPath {
             xsk,
             drops: RxDrops::default(),
+            queues: Vec::new(),
+        }
+    }
+
+    /// The socket of queue `queue`, if the pair has that many.
+    pub fn socket_mut(&mut self, queue: usize) -> Option<&mut Xsk> {
+        match queue.checked_sub(1) {
+            None => Some(&mut self.xsk),
+            Some(k) => self.queues.get_mut(k).map(|q| &mut q.xsk),
         }
     }
 }
@@ -97,15 +110,40 @@ impl Received<'_> {
     }
 }
 
-/// Creates the pair if it is missing and brings it up: returns the near
-/// and far ends' ifindexes.
-pub fn ensure_pair() -> anyhow::Result<(u32, u32)> {
-    if binding::ifindex(FAR).is_none() || binding::ifindex(NEAR).is_none() {
-        // A half-left pair (one end renamed or moved) is replaced.
+/// Creates the pair, with `queues` queues at each end, if it is missing or
+/// has another number, and brings it up: returns the near and far ends'
+/// ifindexes. The tc program's redirect into the near end picks a transmit
+/// queue by the packet's flow hash (no XPS on the pair), and the far end's
+/// native XDP receives it on the queue of the same number, whose socket
+/// one worker serves: a flow's first packets stay in order on one queue.
+pub fn ensure_pair(queues: u32) -> anyhow::Result<(u32, u32)> {
+    let present = binding::ifindex(FAR).is_some() && binding::ifindex(NEAR).is_some();
+    let have = binding::rx_queues(FAR);
+    if !present || have != queues {
+        // A half-left pair (one end renamed or moved), or one made for
+        // another number of workers, is replaced.
         let _ = ip(&["link", "del", NEAR]);
-        ip(&["link", "add", NEAR, "type", "veth", "peer", "name", FAR])
-            .context("creating the upcall pair")?;
-        tracing::info!(near = NEAR, far = FAR, "created the upcall pair");
+        let q = queues.to_string();
+        ip(&[
+            "link",
+            "add",
+            NEAR,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            FAR,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+        ])
+        .context("creating the upcall pair")?;
+        tracing::info!(near = NEAR, far = FAR, queues, "created the upcall pair");
     }
     let mtu = upcall::MTU.to_string();
     for end in [NEAR, FAR] {

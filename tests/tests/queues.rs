@@ -1,6 +1,7 @@
 //! Multi-queue interfaces and several workers (issue 14): a port whose
 //! interface has several receive queues gets a socket per queue, and
-//! `vnetd --workers 2` serves them from two threads.
+//! `vnetd --workers 2` serves them from two threads; the upcall path of
+//! the skb ports gets a queue per worker.
 //!
 //! The guest's veth has four queues at each end and the port runs the XDP
 //! executor (in SKB mode on a veth, as vnetd attaches it there): what the
@@ -72,6 +73,84 @@ print(ok, bad)
 
 const CONNECTIONS: usize = 24;
 
+/// The same two guests on the skb executor (vnetd's choice for veths):
+/// their first packets come up the upcall pair.
+const SKB_TOPOLOGY: &str = r#"
+version: 1
+bridges:
+  br:
+    ports:
+      p1: {interface: vm1-h}
+      p2: {interface: vm2-h}
+"#;
+
+/// Runs [`CONNECTIONS`] connections from `vm1` to `vm2`'s server: every
+/// one must be answered.
+fn connections_all_answered(w: &World, vm1: &vnet_e2e::Guest, vm2: &vnet_e2e::Guest) -> Result<()> {
+    let server = w.spawn(
+        vm2,
+        &["/usr/bin/python3", "-c", SERVER, &CONNECTIONS.to_string()],
+    )?;
+    let n = CONNECTIONS.to_string();
+    let out = w.exec(vm1, &["/usr/bin/python3", "-c", CLIENT, &n])?;
+    let client = String::from_utf8_lossy(&out.stdout).into_owned();
+    let served = server.finish(std::time::Duration::from_secs(30))?;
+    ensure!(
+        client.trim() == format!("{CONNECTIONS} []"),
+        "connections (done, failed): {}; the server served {}; {}",
+        client.trim(),
+        served.trim(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(served.trim() == CONNECTIONS.to_string(), "served {served}");
+    Ok(())
+}
+
+/// The threads of vnetd named `vnet-worker-N`.
+fn worker_threads(w: &World) -> Result<Vec<String>> {
+    let pid = w.vnetd_pid().expect("vnetd runs");
+    Ok(std::fs::read_dir(format!("/proc/{pid}/task"))?
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|c| c.trim().to_string())
+        .filter(|c| c.starts_with("vnet-worker-"))
+        .collect())
+}
+
+#[test]
+fn the_upcall_path_has_a_queue_per_worker_and_each_is_served() -> Result<()> {
+    if !have_root("the_upcall_path_has_a_queue_per_worker_and_each_is_served") {
+        return Ok(());
+    }
+    let mut w = World::new("upqueues")?;
+    let vm1 = w.guest("vm1", "vm1-h", "02:00:00:00:01:01", "10.0.0.11")?;
+    let vm2 = w.guest("vm2", "vm2-h", "02:00:00:00:01:02", "10.0.0.12")?;
+    let topology = w.topology_file(SKB_TOPOLOGY)?;
+    w.start_vnetd_args(&topology, &["--workers", "2"])?;
+    ensure!(
+        worker_threads(&w)? == ["vnet-worker-1"],
+        "threads: {:?}",
+        worker_threads(&w)?
+    );
+    let queues = w.in_host(&["ls", "/sys/class/net/vnet-up-x/queues"])?;
+    let queues = String::from_utf8_lossy(&queues.stdout).into_owned();
+    ensure!(
+        queues
+            .split_whitespace()
+            .filter(|q| q.starts_with("rx-"))
+            .count()
+            == 2,
+        "the upcall pair's far end should have 2 receive queues: {queues}"
+    );
+    ensure!(
+        w.ping(&vm1, &vm2.ip, 3)? >= 1,
+        "vm1 cannot ping vm2 at all:\n{}",
+        w.vnetd_log()
+    );
+    // Connections hash to both of the pair's queues; a queue no worker
+    // served would lose every SYN of its connections.
+    connections_all_answered(&w, &vm1, &vm2)
+}
+
 #[test]
 fn first_packets_on_every_receive_queue_reach_two_workers() -> Result<()> {
     if !have_root("first_packets_on_every_receive_queue_reach_two_workers") {
@@ -83,13 +162,10 @@ fn first_packets_on_every_receive_queue_reach_two_workers() -> Result<()> {
     let topology = w.topology_file(TOPOLOGY)?;
     w.start_vnetd_args(&topology, &["--workers", "2"])?;
 
-    let pid = w.vnetd_pid().expect("vnetd runs");
-    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))?
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .collect::<Vec<_>>();
     ensure!(
-        threads.iter().any(|c| c.trim() == "vnet-worker-1"),
-        "vnetd --workers 2 runs no second worker thread: {threads:?}"
+        worker_threads(&w)? == ["vnet-worker-1"],
+        "vnetd --workers 2 runs no second worker thread: {:?}",
+        worker_threads(&w)?
     );
     // Neighbours first (an ARP on a lost queue would be retried a second
     // later and spoil the first connection's timing, not the result).
@@ -98,23 +174,7 @@ fn first_packets_on_every_receive_queue_reach_two_workers() -> Result<()> {
         "vm1 cannot ping vm2 at all:\n{}",
         w.vnetd_log()
     );
-
-    let server = w.spawn(
-        &vm2,
-        &["/usr/bin/python3", "-c", SERVER, &CONNECTIONS.to_string()],
-    )?;
-    let n = CONNECTIONS.to_string();
-    let out = w.exec(&vm1, &["/usr/bin/python3", "-c", CLIENT, &n])?;
-    let client = String::from_utf8_lossy(&out.stdout).into_owned();
-    let served = server.finish(std::time::Duration::from_secs(30))?;
-    ensure!(
-        client.trim() == format!("{CONNECTIONS} []"),
-        "connections from a 4-queue guest (done, failed): {}; the server served {}; {}",
-        client.trim(),
-        served.trim(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    ensure!(served.trim() == CONNECTIONS.to_string(), "served {served}");
+    connections_all_answered(&w, &vm1, &vm2)?;
 
     // The flows run in the kernel on every queue: a second round of the
     // same traffic is forwarded by them (more kernel-flow packets).

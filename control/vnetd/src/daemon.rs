@@ -85,8 +85,9 @@ pub struct Options {
     pub busy_poll_us: BusyPoll,
     /// Worker threads running the simulation (1 to 8). Each receive queue
     /// of a multi-queue interface (a NIC's RSS queues, a veth or tap made
-    /// with several) has its own socket; worker w serves queue q of every
-    /// port when q % N == w. The workers take turns on one set of state
+    /// with several) has its own socket, and the upcall path of the skb
+    /// ports a queue per worker; worker w serves queue q of every port and
+    /// of the upcall path when q % N == w. The workers take turns on one set of state
     /// tables, so a second one helps by the transmit and wait time it runs
     /// beside the first (benches/RESULTS.md).
     #[arg(long, value_name = "N", default_value_t = 1,
@@ -360,10 +361,14 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let mut binder = binder_for(opts.xdp_mode);
     tracing::info!(mode = ?binder.mode, "XDP attach mode (ports on the XDP executor)");
     // Before any port: the skb ports' first packets come through it.
-    let upcall_path = binder.bind_upcall_path(&mut kernel).context(
-        "setting up the upcall path (the veth pair vnet-up/vnet-up-x that carries the \
+    // A queue of the pair per worker: each serves its share of the skb
+    // ports' first packets too.
+    let upcall_path = binder
+        .bind_upcall_path(&mut kernel, opts.workers as u32)
+        .context(
+            "setting up the upcall path (the veth pair vnet-up/vnet-up-x that carries the \
          first packets of skb ports to vnetd); vnetd needs iproute2 and CAP_NET_ADMIN",
-    )?;
+        )?;
     let listeners = Listeners::bind(&ApiConfig {
         socket: opts.socket.clone(),
         listen: opts.listen,

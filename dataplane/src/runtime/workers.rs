@@ -1,10 +1,12 @@
 //! The worker threads and their loop (issue 14: more than one core).
 //!
 //! A multi-queue interface (a NIC with RSS, a veth or tap made with several
-//! queues) has one AF_XDP socket per receive queue ([`crate::binding`]).
-//! With `--workers N`, worker `w` serves queue `q` of every port when
-//! `q % N == w`; worker 0 also serves the upcall path (one queue), the
-//! control thread's commands, the link events and the timers.
+//! queues) has one AF_XDP socket per receive queue ([`crate::binding`]),
+//! and the upcall path of the skb ports has a queue per worker (flows
+//! spread over it by hash, `crate::upcall_path::ensure_pair`). With
+//! `--workers N`, worker `w` serves queue `q` of every port and of the
+//! upcall path when `q % N == w`; worker 0 also runs the control thread's
+//! commands, the link events and the timers.
 //!
 //! The workers share one [`Runtime`] behind a mutex, taken for a turn (a
 //! batch of up to [`crate::afxdp::BATCH`] frames per socket) and released
