@@ -56,8 +56,11 @@ pub struct Kick {
 
 impl Kick {
     /// Kicks as many times as the kernel needs for the frames that were
-    /// waiting (each call takes at most [`KERNEL_TX_BATCH`]), stopping when
-    /// the device takes none (`EAGAIN`/`EBUSY`: the next turn kicks again).
+    /// waiting (each call takes at most [`KERNEL_TX_BATCH`]). The kernel
+    /// answers `EAGAIN` when it sent its batch and more wait (and `EBUSY`
+    /// or `ENOBUFS` when the device or its queue is full for now): those
+    /// are kicked again, up to `times`; any other error (the device went
+    /// down or away) ends the kick, and the next turn kicks again.
     pub fn run(&self) {
         for _ in 0..self.times {
             // SAFETY: a zero-length sendto on a socket we hold open.
@@ -72,7 +75,13 @@ impl Kick {
                 )
             };
             if r < 0 {
-                break;
+                let again = matches!(
+                    std::io::Error::last_os_error().raw_os_error(),
+                    Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS | libc::EINTR)
+                );
+                if !again {
+                    break;
+                }
             }
         }
     }
@@ -108,6 +117,8 @@ impl RxDrops {
 pub enum XskError {
     #[error("interface {0}: {1}: {2} (is the interface up and XDP attached?)")]
     Setup(String, &'static str, String),
+    #[error("interface {0}: binding AF_XDP socket: {1} (another socket holds the queue)")]
+    Busy(String, String),
     #[error("allocating {0} bytes of UMEM for {1}: {2}")]
     Memory(usize, String, std::io::Error),
 }
@@ -179,6 +190,13 @@ pub struct Xsk {
     area: Area,
 }
 
+impl XskError {
+    /// Whether the queue was held by another socket (`EBUSY` at bind).
+    pub fn is_busy(&self) -> bool {
+        matches!(self, XskError::Busy(..))
+    }
+}
+
 // SAFETY: an Xsk is used through `&mut` only (one thread at a time: the
 // worker that holds the runtime, see `runtime::workers`). Its raw pointers
 // (the UMEM area, xdpilone's `Umem` over it, the rings' mappings) point into
@@ -233,8 +251,13 @@ impl Xsk {
         let tx = user
             .map_tx()
             .map_err(|e| setup_err(ifname, "mapping tx ring", e))?;
-        umem.bind(&user)
-            .map_err(|e| setup_err(ifname, "binding AF_XDP socket", e))?;
+        umem.bind(&user).map_err(|e| {
+            if e.get_raw() == libc::EBUSY {
+                XskError::Busy(ifname.to_string(), e.to_string())
+            } else {
+                setup_err(ifname, "binding AF_XDP socket", e)
+            }
+        })?;
 
         // SAFETY: the socket's fd is open (just created); dup'ed, checked.
         let dup = unsafe { libc::fcntl(rx.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };

@@ -66,6 +66,11 @@ pub struct BoundPort {
 }
 
 impl BoundPort {
+    /// Its receive sockets: queue 0's and the other queues'.
+    pub fn sockets(&self) -> u32 {
+        1 + self.queues.len() as u32
+    }
+
     pub fn new(
         port: PortId,
         ifindex: u32,

@@ -188,3 +188,45 @@ fn first_packets_on_every_receive_queue_reach_two_workers() -> Result<()> {
     );
     Ok(())
 }
+
+/// `ethtool -L` on the host end of a guest's veth.
+fn set_host_queues(w: &World, ifname: &str, n: &str) -> Result<()> {
+    let out = w.in_host(&["ethtool", "-L", ifname, "rx", n, "tx", n])?;
+    ensure!(
+        out.status.success(),
+        "ethtool -L {ifname} rx {n} tx {n}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+#[test]
+fn a_port_binds_again_when_its_receive_queues_change() -> Result<()> {
+    if !have_root("a_port_binds_again_when_its_receive_queues_change") {
+        return Ok(());
+    }
+    let mut w = World::new("requeue")?;
+    let vm1 = w.guest_with_queues("vm1", "vm1-h", "02:00:00:00:01:01", "10.0.0.11", 4)?;
+    let vm2 = w.guest("vm2", "vm2-h", "02:00:00:00:01:02", "10.0.0.12")?;
+    // One queue when vnetd binds, as a multi-queue tap before its guest
+    // turns the others on; four a moment later (the host's ethtool).
+    set_host_queues(&w, "vm1-h", "1")?;
+    let topology = w.topology_file(TOPOLOGY)?;
+    w.start_vnetd_args(&topology, &["--workers", "2"])?;
+    set_host_queues(&w, "vm1-h", "4")?;
+    vnet_e2e::poll(
+        "vnetd rebinds vm1-h with a socket per queue",
+        std::time::Duration::from_secs(10),
+        || {
+            Ok(w.vnetd_log()
+                .contains("receive queues changed")
+                .then_some(()))
+        },
+    )?;
+    ensure!(
+        w.ping(&vm1, &vm2.ip, 3)? >= 1,
+        "vm1 cannot ping vm2 after the rebind:\n{}",
+        w.vnetd_log()
+    );
+    connections_all_answered(&w, &vm1, &vm2)
+}

@@ -478,7 +478,10 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         "vnetd running; SIGINT or SIGTERM stops it"
     );
 
-    runtime.run_workers(opts.workers, &STOP);
+    let ran = runtime.run_workers(opts.workers, &STOP);
+    if let Err(e) = &ran {
+        tracing::error!("{e}");
+    }
     if let Some(m) = metrics {
         m.stop();
     }
@@ -507,6 +510,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             );
         }
     }
+    ran?;
     Ok(())
 }
 

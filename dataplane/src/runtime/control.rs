@@ -209,13 +209,24 @@ impl Runtime {
         let mut steps = Vec::new();
         let lost = self.ports.retain(|b| {
             let present = binding::ifindex(&b.xsk.ifname);
-            match binding::step(Some(b.ifindex), present) {
-                Step::Keep => true,
-                step => {
-                    steps.push(step);
-                    false
+            let step = match binding::step(Some(b.ifindex), present) {
+                // An XDP port has a socket per receive queue: a change of
+                // their number binds it again.
+                Step::Keep if b.slot.is_some() => {
+                    let (had, has) = (b.sockets(), binding::socket_queues(&b.xsk.ifname));
+                    if had == has {
+                        Step::Keep
+                    } else {
+                        Step::Requeue { had, has }
+                    }
                 }
+                step => step,
+            };
+            if step == Step::Keep {
+                return true;
             }
+            steps.push(step);
+            false
         });
         for (mut b, step) in lost.into_iter().zip(steps) {
             let name = snap.ports.get(b.port).map(|p| p.name.clone());
@@ -227,6 +238,13 @@ impl Runtime {
                     old_ifindex = old,
                     new_ifindex = new,
                     "interface recreated: rebinding"
+                ),
+                Step::Requeue { had, has } => tracing::info!(
+                    port = %shown,
+                    interface = %b.xsk.ifname,
+                    had,
+                    has,
+                    "receive queues changed: rebinding, a socket per queue"
                 ),
                 _ => tracing::info!(
                     port = %shown,

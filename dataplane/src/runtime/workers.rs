@@ -26,7 +26,7 @@
 //! the lock is never contended.
 use super::{now_ns, Runtime, SIM_TIMER_NS, STATS_LOG_NS, TIMER_NS};
 use crate::afxdp::Kick;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 /// The most worker threads vnetd runs (`--workers`): each queue's socket is
@@ -71,41 +71,103 @@ pub fn parse_workers(s: &str) -> Result<usize, String> {
     Ok(n)
 }
 
-/// `spin_loop` hints between two looks at the rings while spinning.
-const SPIN_BETWEEN_LOOKS: u32 = 64;
+/// `spin_loop` hints between two looks at the rings while spinning (a
+/// PAUSE is tens to ~140 cycles: a few hundred ns between looks).
+const SPIN_BETWEEN_LOOKS: u32 = 16;
 
-/// The runtime as the workers share it.
-type Shared<'a> = Mutex<&'a mut Runtime>;
+/// How long worker 0 sleeps at most with nothing to do (commands, link
+/// events and flow state wake it earlier), and the other workers: they
+/// wait on the sockets of their share as it was at the start of the wait,
+/// so a port bound meanwhile is watched from their next wait on (its
+/// frames queue in the ring until then).
+const WAIT_MS: i32 = 100;
+const WAIT_MS_OTHERS: i32 = 20;
 
-fn lock<'a, 'b>(rt: &'b Shared<'a>) -> MutexGuard<'b, &'a mut Runtime> {
-    // A worker that panicked left the runtime as it was between two
-    // statements of a turn; the others go on rather than stop forwarding.
-    rt.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// The runtime as the workers share it, and how many wait for it.
+struct Shared<'a> {
+    runtime: Mutex<&'a mut Runtime>,
+    waiting: AtomicUsize,
+}
+
+impl<'a> Shared<'a> {
+    fn lock<'b>(&'b self) -> MutexGuard<'b, &'a mut Runtime> {
+        // Poisoned only by a worker that panicked, which stops vnetd
+        // (`worker_thread`): the others finish their turn and stop.
+        self.runtime
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// [`Shared::lock`] for a turn: counted as waiting meanwhile, so that
+    /// the holder lets a waiter have the next turn (the mutex is not fair).
+    fn lock_for_turn<'b>(&'b self) -> MutexGuard<'b, &'a mut Runtime> {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let guard = self.lock();
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        guard
+    }
+
+    /// Gives the next turn to a worker waiting for one, if any.
+    fn let_waiter_go_first(&self) {
+        if self.waiting.load(Ordering::Relaxed) > 0 {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// Why the workers did not run.
+#[derive(Debug, thiserror::Error)]
+#[error("starting worker thread {worker} of {of}: {error} (start vnetd with fewer --workers)")]
+pub struct WorkersError {
+    worker: usize,
+    of: usize,
+    error: std::io::Error,
 }
 
 impl Runtime {
     /// Runs one worker until `stop` is set.
     pub fn run(&mut self, stop: &AtomicBool) {
-        self.run_workers(1, stop);
+        // One worker starts no thread: nothing can fail.
+        let _ = self.run_workers(1, stop);
     }
 
     /// Runs `workers` worker threads (this one is worker 0) until `stop` is
-    /// set. More workers than receive queues leave the extra ones idle.
-    pub fn run_workers(&mut self, workers: usize, stop: &AtomicBool) {
+    /// set. More workers than receive queues leave the extra ones idle. A
+    /// thread that cannot be started stops the others (its queues would be
+    /// served by none); one that panics sets `stop`, so vnetd exits (its
+    /// pinned flows go on forwarding until it is started again).
+    pub fn run_workers(&mut self, workers: usize, stop: &AtomicBool) -> Result<(), WorkersError> {
         let of = workers.clamp(1, MAX_WORKERS);
-        let shared: Shared = Mutex::new(self);
+        let shared = Shared {
+            runtime: Mutex::new(self),
+            waiting: AtomicUsize::new(0),
+        };
         std::thread::scope(|s| {
             for worker in 1..of {
                 let shared = &shared;
                 let spawned = std::thread::Builder::new()
                     .name(format!("vnet-worker-{worker}"))
-                    .spawn_scoped(s, move || worker_loop(shared, Share { worker, of }, stop));
-                if let Err(e) = spawned {
-                    tracing::error!(worker, error = %e, "starting a worker thread: its queues are served by none");
+                    .spawn_scoped(s, move || worker_thread(shared, Share { worker, of }, stop));
+                if let Err(error) = spawned {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(WorkersError { worker, of, error });
                 }
             }
             worker_loop(&shared, Share { worker: 0, of }, stop);
-        });
+            Ok(())
+        })
+    }
+}
+
+/// A worker other than 0: its loop, and vnetd stopped if it panics.
+fn worker_thread(rt: &Shared, share: Share, stop: &AtomicBool) {
+    let run = std::panic::AssertUnwindSafe(|| worker_loop(rt, share, stop));
+    if std::panic::catch_unwind(run).is_err() {
+        tracing::error!(
+            worker = share.worker,
+            "a worker thread panicked: vnetd stops (its pinned flows keep forwarding until it is started again)"
+        );
+        stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -125,6 +187,10 @@ impl Timers {
             next_stats: now + STATS_LOG_NS,
             last_logged: (u64::MAX, 0),
         }
+    }
+
+    fn due(&self, now: u64) -> bool {
+        now >= self.next_sim || now >= self.next || now >= self.next_stats
     }
 
     fn run_due(&mut self, rt: &mut Runtime, now: u64) {
@@ -150,36 +216,49 @@ impl Timers {
 fn worker_loop(rt: &Shared, share: Share, stop: &AtomicBool) {
     let mut timers = Timers::new(now_ns());
     let mut kicks: Vec<Kick> = Vec::new();
+    // Work done since the runtime was last held (the kicks), counted at
+    // the next turn.
+    let mut unaccounted_ns = 0;
     let mut took = 0;
     while !stop.load(Ordering::Relaxed) {
         // A turn that took frames may have left more: the next turn
         // starts at once (no poll). Idle, the loop spins a while
         // (`busy_poll`), then sleeps.
         if took == 0 && !spin(rt, share) {
-            wait(rt, share, 100);
+            wait(rt, share);
         }
         let asked = now_ns();
-        let mut guard = lock(rt);
+        let mut guard = rt.lock_for_turn();
         let woke = now_ns();
         guard.counters.lock_wait_ns += woke.saturating_sub(asked);
+        guard.counters.busy_ns += std::mem::take(&mut unaccounted_ns);
         if share.is_primary() {
             guard.control();
             guard.follow_links();
-            // Before the ports: a reply waiting there may need it.
-            guard.receive_flow_state();
         }
+        // Before the ports: a reply waiting there may need it (every
+        // worker: the reply may come on any queue).
+        guard.receive_flow_state();
         took = guard.serve_ports(share);
         guard.transmit_kicks(&mut kicks);
-        if share.is_primary() {
-            timers.run_due(&mut guard, now_ns());
-        }
         guard.counters.busy_ns += now_ns().saturating_sub(woke);
         drop(guard);
         // Outside the lock: each kick transmits in the caller (copy mode),
         // which is most of a forwarded first packet's kernel time.
+        let kicked = now_ns();
         for kick in kicks.drain(..) {
             kick.run();
         }
+        let now = now_ns();
+        unaccounted_ns += now.saturating_sub(kicked);
+        // The timers after the kicks: what this turn forwarded does not
+        // wait for flow expiry or the lease file.
+        if share.is_primary() && timers.due(now) {
+            let mut guard = rt.lock_for_turn();
+            timers.run_due(&mut guard, now);
+            guard.counters.busy_ns += now_ns().saturating_sub(now);
+        }
+        rt.let_waiter_go_first();
     }
 }
 
@@ -187,20 +266,20 @@ fn worker_loop(rt: &Shared, share: Share, stop: &AtomicBool) {
 /// frames; returns whether one has. (Control commands and link events
 /// wait for the spin to end: at most `busy_poll::MAX_US`.)
 fn spin(rt: &Shared, share: Share) -> bool {
-    let ns = lock(rt).busy_poll.ns();
+    let ns = rt.lock().busy_poll.ns();
     if ns == 0 {
         return false;
     }
     let deadline = now_ns() + ns;
     loop {
-        if lock(rt).has_frames(share) {
+        if rt.lock().has_frames(share) {
             return true;
         }
         if now_ns() >= deadline {
             return false;
         }
-        // A microsecond or so between looks: each look takes the lock,
-        // which another worker's turn should rarely have to wait for.
+        // A moment between looks: each look takes the lock, which another
+        // worker's turn should rarely have to wait for.
         for _ in 0..SPIN_BETWEEN_LOOKS {
             std::hint::spin_loop();
         }
@@ -208,9 +287,10 @@ fn spin(rt: &Shared, share: Share) -> bool {
 }
 
 /// Blocks until one of the share's sockets has frames (for worker 0 also a
-/// command, a link event or flow state) or `timeout_ms` passes.
-fn wait(rt: &Shared, share: Share, timeout_ms: i32) {
-    let mut fds: Vec<libc::pollfd> = lock(rt)
+/// command, a link event or flow state) or the wait ends.
+fn wait(rt: &Shared, share: Share) {
+    let mut fds: Vec<libc::pollfd> = rt
+        .lock()
         .wait_fds(share)
         .into_iter()
         .map(|fd| libc::pollfd {
@@ -219,11 +299,17 @@ fn wait(rt: &Shared, share: Share, timeout_ms: i32) {
             revents: 0,
         })
         .collect();
-    // SAFETY: a valid array of pollfd. The fds were read under the lock and
-    // may have been closed since (a port unbound): poll then reports
-    // POLLNVAL for it and returns, and the next wait reads them again.
-    // EINTR (a signal) just ends the wait early.
-    unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    let timeout = if share.is_primary() {
+        WAIT_MS
+    } else {
+        WAIT_MS_OTHERS
+    };
+    // SAFETY: a valid array of pollfd. The fds were read under the lock;
+    // worker 0 may close one meanwhile (a port unbound) and the number be
+    // reused: poll then watches that file until it returns, a spurious
+    // wake-up at worst, and the next wait reads the fds again. EINTR (a
+    // signal) just ends the wait early.
+    unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
 }
 
 #[cfg(test)]
@@ -250,7 +336,7 @@ mod tests {
         assert_eq!(parse_workers("8"), Ok(MAX_WORKERS));
         for bad in ["0", "9", "-1", "two", ""] {
             let e = parse_workers(bad).expect_err(bad);
-            assert!(e.contains("worker") || e.contains("workers"), "{e}");
+            assert!(e.contains("worker"), "{e}");
         }
     }
 }

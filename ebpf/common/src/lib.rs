@@ -39,7 +39,10 @@ pub mod maps {
 /// kernel's maps. vnetd pins its maps under a directory of this version and
 /// adopts pinned maps of the same version only (a restart keeps the flows);
 /// bump it with any change to a map's key or value type, or to what a
-/// field means.
+/// field means. (Not bumped for `IfaceConfig::queues`, which was padding:
+/// an older vnetd's entries hold 0 there, which reads as one queue, their
+/// meaning; an older program ignores the field and hands misses of other
+/// queues to no socket, as it always did.)
 pub const LAYOUT_VERSION: u32 = 4;
 
 /// Name of the XDP flow executor in the object file.
