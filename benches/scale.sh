@@ -14,5 +14,5 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 bash scripts/bootstrap.sh
 echo "[scale.sh] building vnetd and the harness (release)"
-cargo build --release -p vnetd -p vnet-benches --bin scale
+cargo build --release -p vnetd -p vnet-benches --bin vnetd --bin scale
 exec "${CARGO_TARGET_DIR:-target}/release/scale" "$@"

@@ -451,6 +451,7 @@ fn topology_in_process(
     let store_dir = std::env::temp_dir().join(format!("vnet-bench-store-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&store_dir);
     let mut store_ms = Vec::new();
+    let mut api_path: [Vec<f64>; 5] = Default::default();
     {
         use vnet_store::{EmbeddedStore, Store};
         let store = EmbeddedStore::open(&store_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -468,11 +469,53 @@ fn topology_in_process(
                 .apply(topo.clone(), None)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
+        // vnetd's whole path for an Apply, on one thread: the document as
+        // the API receives it (JSON) parsed, stored, then compiled and
+        // diffed into tags from the store's shared copy, as the control
+        // thread does.
+        let document = serde_json::to_string(&down)?;
+        for _ in 0..opts.reps {
+            let (_, before) = store.current_shared().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let t0 = Instant::now();
+            let parsed = vnet_model::parse_str(&document).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let t1 = Instant::now();
+            store
+                .apply(parsed, None)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let t2 = Instant::now();
+            let (revision, after) = store.current_shared().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let snap = Snapshot::compile(&after, revision);
+            let t3 = Instant::now();
+            let tags = changed_tags(&before, &after);
+            let t4 = Instant::now();
+            std::hint::black_box((snap, tags));
+            api_path[0].push(ms(t1 - t0));
+            api_path[1].push(ms(t2 - t1));
+            api_path[2].push(ms(t3 - t2));
+            api_path[3].push(ms(t4 - t3));
+            api_path[4].push(ms(t4 - t0));
+            store
+                .apply(topo.clone(), None)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
     }
     let _ = std::fs::remove_dir_all(&store_dir);
     rows.push((
         format!("the same change stored in the embedded store (what vnetd's API does before the dataplane sees it; {ports} ports)"),
         format!("{:.1} ms", median(&mut store_ms)),
+        "—".into(),
+    ));
+    let [p, st, c, tg, all] = &mut api_path;
+    rows.push((
+        format!("the same change through vnetd's path for an Apply, in process on one thread: JSON document parse, store (keep tunnel keys, validate, diff, log write + fsync), compile, changed tags ({ports} ports)"),
+        format!(
+            "{:.1} ms ({:.1} + {:.1} + {:.1} + {:.2} ms)",
+            median(all),
+            median(p),
+            median(st),
+            median(c),
+            median(tg)
+        ),
         "—".into(),
     ));
     rows.push((
@@ -574,41 +617,108 @@ fn topology_through_vnetd(
         format!("{:.0} ms", ms(load)),
         "≤ 1 s".into(),
     ));
-    let (mut applied, mut effect) = (Vec::new(), Vec::new());
-    for rep in 0..opts.reps {
-        lane.ensure_flow()?;
-        let t0 = Instant::now();
-        let (d, running) = apply(&big_down)?;
-        // Apply answers once the worker runs the revision, and the worker
-        // invalidates before that; poll anyway, the figure is the flow.
-        while lane.flow_installed()? {
+    // The change, two ways: the whole topology applied again with vm0
+    // down (what `vnetctl apply` sends), and the one object that changed
+    // (bridge t0) updated alone.
+    let t0_down = big_down
+        .object(vnet_model::objects::ObjectKind::Bridge, "t0")
+        .context("no bridge t0 in the big topology")?;
+    let ways: [(&str, Change); 2] = [
+        ("Apply of the whole topology", Change::Apply(&big_down)),
+        ("Update of bridge t0 alone", Change::Update("t0", &t0_down)),
+    ];
+    for (how, change) in ways {
+        let (mut applied, mut effect) = (Vec::new(), Vec::new());
+        for rep in 0..opts.reps {
+            lane.ensure_flow()?;
+            let (d, gone, running) = change_to_effect(&lane, &socket, &change)?;
+            if !running {
+                bail!("vnetd did not report the change as running");
+            }
+            if lane.delivers_one()? {
+                bail!("a packet from t0/vm0 still arrived after the port went down");
+            }
+            progress(&format!(
+                "  {how}, change {}/{}: Apply answered after {:.1} ms, flow gone after {:.1} ms, next packet dropped",
+                rep + 1,
+                opts.reps,
+                ms(d),
+                ms(gone)
+            ));
+            applied.push(ms(d));
+            effect.push(ms(gone));
+            apply(&big)?;
+        }
+        rows.push((
+            format!("one change (t0/vm0 down) to its effect through vnetd's API, {how}, {what}: answered / kernel flow gone (then a packet is dropped)"),
+            format!("{:.1} ms / {:.1} ms", median(&mut applied), median(&mut effect)),
+            "≤ 10 ms".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// One change through the API.
+enum Change<'a> {
+    /// The whole topology, as `vnetctl apply` sends it.
+    Apply(&'a vnet_model::Topology),
+    /// One object (by name), as an orchestrator changes one thing.
+    Update(&'a str, &'a vnet_model::objects::Object),
+}
+
+/// Makes `change` through vnetd's API and watches the lane's flows while
+/// it is answered: how long the call took, how long until the lane's flow
+/// was gone from the kernel table (the change's effect, which may come
+/// before the answer), and whether vnetd said it runs the change.
+fn change_to_effect(
+    lane: &Lane,
+    socket: &std::path::Path,
+    change: &Change,
+) -> Result<(Duration, Duration, bool)> {
+    // Opened before the change: polling reads one map, no process spawned.
+    let flows = lane.vnetd_flows()?;
+    let before = flows.count();
+    if !lane.flow_installed()? {
+        bail!("the lane's flow is not installed before the change");
+    }
+    std::thread::scope(|s| {
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let call = s.spawn(move || -> Result<(Duration, bool)> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let target = vnet_api::Target::Unix(socket.to_path_buf());
+                let mut c = vnet_api::Client::connect(&target).await?;
+                let t = Instant::now();
+                let _ = started_tx.send(t);
+                let out = match change {
+                    Change::Apply(topo) => c.apply(topo, false, None).await?,
+                    Change::Update(name, object) => c.update(name, object).await?,
+                };
+                Ok((t.elapsed(), out.running))
+            })
+        });
+        let t0 = started
+            .recv()
+            .map_err(|_| anyhow::anyhow!("the API call failed before it started"))?;
+        // vm0 down takes the flows through vm0 (the lane's among them):
+        // the table shrinks when the worker has invalidated them.
+        let gone = loop {
+            if flows.count() < before {
+                break t0.elapsed();
+            }
             if t0.elapsed() > Duration::from_secs(5) {
                 bail!("the flow of t0/vm0 was still installed 5 s after the change");
             }
-            std::thread::sleep(Duration::from_micros(200));
+            std::thread::sleep(Duration::from_micros(100));
+        };
+        let (answered, running) = call
+            .join()
+            .map_err(|_| anyhow::anyhow!("the API call panicked"))??;
+        if lane.flow_installed()? {
+            bail!("flows went, but not the lane's flow of t0/vm0");
         }
-        let gone = t0.elapsed();
-        if !running {
-            bail!("vnetd did not report the change as running");
-        }
-        if lane.delivers_one()? {
-            bail!("a packet from t0/vm0 still arrived after the port went down");
-        }
-        progress(&format!(
-            "  change {}/{}: Apply answered after {:.1} ms, flow gone after {:.1} ms, next packet dropped",
-            rep + 1,
-            opts.reps,
-            ms(d),
-            ms(gone)
-        ));
-        applied.push(ms(d));
-        effect.push(ms(gone));
-        apply(&big)?;
-    }
-    rows.push((
-        format!("one change (t0/vm0 down) to its effect through vnetd's API, {what}: Apply answered / kernel flow gone (then a packet is dropped)"),
-        format!("{:.1} ms / {:.1} ms", median(&mut applied), median(&mut effect)),
-        "≤ 10 ms".into(),
-    ));
-    Ok(())
+        Ok((answered, gone, running))
+    })
 }

@@ -57,32 +57,37 @@ impl VnetService {
             .map_err(store_status)
     }
 
-    /// Answers a change once the dataplane runs it (or the wait is over).
+    /// Answers a change once the dataplane runs it (or the wait is over),
+    /// waiting on a blocking thread ([`Dataplane::wait_running`]).
     async fn applied(&self, applied: Applied, dry_run: bool) -> pb::ApplyResponse {
         let mut running = false;
         let mut warnings = Vec::new();
         if let (Some(dp), false) = (&self.dataplane, dry_run) {
-            let deadline = Instant::now() + self.apply_wait;
-            loop {
-                if dp.running_revision() >= applied.revision {
-                    running = true;
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    warnings.push(format!(
-                        "the dataplane did not run revision {} within {} s; it runs revision {}",
-                        applied.revision,
-                        self.apply_wait.as_secs(),
-                        dp.running_revision()
-                    ));
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
+            let start = Instant::now();
+            let (waiting, revision, wait) = (dp.clone(), applied.revision, self.apply_wait);
+            running = tokio::task::spawn_blocking(move || waiting.wait_running(revision, wait))
+                .await
+                .unwrap_or(false);
+            let waited = start.elapsed();
+            if !running {
+                warnings.push(format!(
+                    "the dataplane did not run revision {} within {} s; it runs revision {}",
+                    applied.revision,
+                    self.apply_wait.as_secs(),
+                    dp.running_revision()
+                ));
             }
             let dp = dp.clone();
             if let Ok(Ok(h)) = tokio::task::spawn_blocking(move || dp.health()).await {
                 warnings.extend(h.problems);
             }
+            tracing::debug!(
+                revision = applied.revision,
+                running,
+                waited_ms = waited.as_secs_f64() * 1e3,
+                health_ms = (start.elapsed() - waited).as_secs_f64() * 1e3,
+                "change answered"
+            );
         }
         pb::ApplyResponse {
             revision: applied.revision,
@@ -206,14 +211,22 @@ impl pb::vnet_server::Vnet for VnetService {
         &self,
         request: Request<pb::ApplyRequest>,
     ) -> Result<Response<pb::ApplyResponse>, Status> {
+        let start = Instant::now();
         let r = request.into_inner();
         let t = topology(r.topology)?;
+        let parsed = start.elapsed();
         let expected = r.expected_revision;
         if r.dry_run {
             let planned = self.store_call(move |s| s.plan(&t)).await?;
             return Ok(Response::new(self.applied(planned, true).await));
         }
         let applied = self.store_call(move |s| s.apply(t, expected)).await?;
+        tracing::debug!(
+            revision = applied.revision,
+            parsed_ms = parsed.as_secs_f64() * 1e3,
+            stored_ms = (start.elapsed() - parsed).as_secs_f64() * 1e3,
+            "apply stored"
+        );
         Ok(Response::new(self.applied(applied, false).await))
     }
 

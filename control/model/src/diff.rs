@@ -63,23 +63,33 @@ pub fn diff(old: &Topology, new: &Topology) -> Vec<Change> {
         out.push(change(ChangeOp::Changed, "version".into()));
     }
     named(&mut out, "hosts", &old.hosts, &new.hosts);
+    // A device's own fields are compared by reference: a copy of each
+    // device without its ports would copy every port too (a topology of
+    // 10 000 ports, twice, on every change).
     devices(&mut out, "bridges", &old.bridges, &new.bridges, |b| {
+        // Destructured so that a new field cannot be left out of the
+        // comparison: it would not compile.
+        let Bridge {
+            inbound_filter,
+            outbound_filter,
+            mac_table,
+            arp_table,
+            dhcp,
+            ports,
+        } = b;
         (
-            Bridge {
-                ports: Default::default(),
-                ..b.clone()
-            },
-            &b.ports,
+            (inbound_filter, outbound_filter, mac_table, arp_table, dhcp),
+            ports,
         )
     });
     devices(&mut out, "routers", &old.routers, &new.routers, |r| {
-        (
-            Router {
-                ports: Default::default(),
-                ..r.clone()
-            },
-            &r.ports,
-        )
+        let Router {
+            inbound_filter,
+            outbound_filter,
+            ports,
+            routes,
+        } = r;
+        ((inbound_filter, outbound_filter, routes), ports)
     });
     named(&mut out, "chains", &old.chains, &new.chains);
     named(&mut out, "ip_groups", &old.ip_groups, &new.ip_groups);
@@ -99,26 +109,52 @@ fn named<V: PartialEq>(
     old: &BTreeMap<String, V>,
     new: &BTreeMap<String, V>,
 ) {
-    for (name, v) in old {
-        match new.get(name) {
-            None => out.push(change(ChangeOp::Removed, format!("{kind}.{name}"))),
-            Some(n) if n != v => out.push(change(ChangeOp::Changed, format!("{kind}.{name}"))),
-            Some(_) => {}
+    // Both maps are in name order: walked side by side, with no lookup
+    // per entry (a bridge of thousands of ports is compared on every
+    // change). Removed and changed entries come first, then added ones.
+    let mut added = Vec::new();
+    let (mut o, mut n) = (old.iter().peekable(), new.iter().peekable());
+    loop {
+        match (o.peek(), n.peek()) {
+            (None, None) => break,
+            (Some((name, _)), None) => {
+                out.push(change(ChangeOp::Removed, format!("{kind}.{name}")));
+                o.next();
+            }
+            (None, Some((name, _))) => {
+                added.push(change(ChangeOp::Added, format!("{kind}.{name}")));
+                n.next();
+            }
+            (Some((on, ov)), Some((nn, nv))) => match on.cmp(nn) {
+                std::cmp::Ordering::Less => {
+                    out.push(change(ChangeOp::Removed, format!("{kind}.{on}")));
+                    o.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    added.push(change(ChangeOp::Added, format!("{kind}.{nn}")));
+                    n.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    if ov != nv {
+                        out.push(change(ChangeOp::Changed, format!("{kind}.{on}")));
+                    }
+                    o.next();
+                    n.next();
+                }
+            },
         }
     }
-    for name in new.keys().filter(|n| !old.contains_key(*n)) {
-        out.push(change(ChangeOp::Added, format!("{kind}.{name}")));
-    }
+    out.extend(added);
 }
 
 /// Devices: the device's own fields (`split` returns them without ports)
 /// and then each port.
-fn devices<D, P: PartialEq, O: PartialEq>(
+fn devices<'d, D, P: PartialEq + 'd, O: PartialEq>(
     out: &mut Vec<Change>,
     kind: &str,
-    old: &BTreeMap<String, D>,
-    new: &BTreeMap<String, D>,
-    split: impl Fn(&D) -> (O, &BTreeMap<String, P>),
+    old: &'d BTreeMap<String, D>,
+    new: &'d BTreeMap<String, D>,
+    split: impl Fn(&'d D) -> (O, &'d BTreeMap<String, P>),
 ) {
     for (name, o) in old {
         let Some(n) = new.get(name) else {
@@ -195,5 +231,27 @@ mod tests {
             "  - {router: r, type: floating_ip, public: 192.0.2.6, private: 10.0.0.6, port: up}\n";
         let swapped = diff(&nat(&format!("{a}{b}")), &nat(&format!("{b}{a}")));
         assert_eq!(swapped[0].to_string(), "~ nat");
+    }
+
+    /// A device's own fields and its ports are compared apart: a changed
+    /// route is the router's change, a changed port is the port's.
+    #[test]
+    fn a_device_changes_apart_from_its_ports() {
+        let router = |route: &str, up: bool| {
+            topo(&format!(
+                "version: 1\nrouters:\n  r:\n    ports:\n      a: {{address: 10.0.0.1/24, up: {up}}}\n      \
+                 b: {{address: 10.0.1.1/24}}\n    routes:\n      - {{dst: {route}, port: a}}\n"
+            ))
+        };
+        let base = router("10.9.0.0/16", true);
+        let text = |old: &Topology, new: &Topology| -> Vec<String> {
+            diff(old, new).iter().map(|c| c.to_string()).collect()
+        };
+        assert_eq!(text(&base, &router("10.8.0.0/16", true)), ["~ routers.r"]);
+        assert_eq!(
+            text(&base, &router("10.9.0.0/16", false)),
+            ["~ routers.r.ports.a"]
+        );
+        assert!(text(&base, &router("10.9.0.0/16", true)).is_empty());
     }
 }

@@ -3,6 +3,7 @@
 //! plane knows nothing of XDP, and vnetd implements [`Dataplane`].
 
 use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
 
 use crate::model::{MacAddr, PortRef, Protocol};
 
@@ -175,8 +176,74 @@ pub enum TraceError {
 pub trait Dataplane: Send + Sync {
     /// The store revision the workers run.
     fn running_revision(&self) -> u64;
+
+    /// Waits until the workers run `revision` or a later one, for at most
+    /// `timeout`; returns whether they do. Blocks: call it off async
+    /// threads. Looks at [`Dataplane::running_revision`] (an atomic the
+    /// worker sets, which can wake no one) every 50 µs: at most that much
+    /// on an answer that used to wait up to 10 ms.
+    fn wait_running(&self, revision: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.running_revision() >= revision {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            std::thread::sleep((deadline - now).min(Duration::from_micros(50)));
+        }
+    }
+
     fn trace(&self, request: TraceRequest) -> Result<TraceReport, TraceError>;
     fn flows(&self, page: FlowPage) -> Result<FlowsPage, String>;
     fn counters(&self) -> Result<CounterReport, String>;
     fn health(&self) -> Result<DataplaneHealth, String>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    /// A dataplane that only runs revisions.
+    struct Running(AtomicU64);
+
+    impl Dataplane for Running {
+        fn running_revision(&self) -> u64 {
+            self.0.load(Ordering::Acquire)
+        }
+        fn trace(&self, _: TraceRequest) -> Result<TraceReport, TraceError> {
+            Err(TraceError::Unavailable("no trace here".into()))
+        }
+        fn flows(&self, _: FlowPage) -> Result<FlowsPage, String> {
+            Err("no flows here".into())
+        }
+        fn counters(&self) -> Result<CounterReport, String> {
+            Err("no counters here".into())
+        }
+        fn health(&self) -> Result<DataplaneHealth, String> {
+            Err("no health here".into())
+        }
+    }
+
+    #[test]
+    fn waiting_ends_when_the_revision_runs_or_the_time_is_up() {
+        let dp = Arc::new(Running(AtomicU64::new(3)));
+        // Already running, or an older one: no wait.
+        assert!(dp.wait_running(3, Duration::ZERO));
+        assert!(dp.wait_running(1, Duration::ZERO));
+        // Never reached: false once the time is up.
+        assert!(!dp.wait_running(4, Duration::from_millis(20)));
+        // Reached while waiting.
+        let runner = dp.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            runner.0.store(5, Ordering::Release);
+        });
+        assert!(dp.wait_running(5, Duration::from_secs(60)));
+        t.join().unwrap();
+    }
 }

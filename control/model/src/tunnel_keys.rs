@@ -69,16 +69,22 @@ impl Topology {
             next
         };
         let mut errors = Vec::new();
-        let mut keep = |path: String, placed: bool, key: &mut Option<u32>, old: Option<u32>| {
+        // The port's path (section, device, port) is written only into an
+        // error: every port of a large topology passes here on every change.
+        let mut keep = |path: (&str, &str, &str),
+                        placed: bool,
+                        key: &mut Option<u32>,
+                        old: Option<u32>| {
+            let path = || format!("{}.{}.ports.{}.tunnel_key", path.0, path.1, path.2);
             match (*key, old) {
                 (Some(k), Some(o)) if k != o => errors.push(ValidationError::new(
-                    format!("{path}.tunnel_key"),
+                    path(),
                     format!(
                         "a port's tunnel key cannot change (it is {o}): other hosts may still send its traffic by it; leave it out"
                     ),
                 )),
                 (Some(k), None) if k <= highest_before => errors.push(ValidationError::new(
-                    format!("{path}.tunnel_key"),
+                    path(),
                     format!(
                         "tunnel key {k} is not above the keys already given (up to {highest_before}): it may have been another port's; leave it out and the store gives one"
                     ),
@@ -89,9 +95,14 @@ impl Topology {
         };
         for (dname, b) in &mut self.bridges {
             for (pname, p) in &mut b.ports {
+                // A port with no key that is placed on no host keeps none:
+                // nothing to look up.
+                if p.tunnel_key.is_none() && p.host.is_none() {
+                    continue;
+                }
                 let old = port_key(previous, "bridges", dname, pname);
                 keep(
-                    format!("bridges.{dname}.ports.{pname}"),
+                    ("bridges", dname, pname),
                     p.host.is_some(),
                     &mut p.tunnel_key,
                     old,
@@ -100,9 +111,14 @@ impl Topology {
         }
         for (dname, r) in &mut self.routers {
             for (pname, p) in &mut r.ports {
+                // A port with no key that is placed on no host keeps none:
+                // nothing to look up.
+                if p.tunnel_key.is_none() && p.host.is_none() {
+                    continue;
+                }
                 let old = port_key(previous, "routers", dname, pname);
                 keep(
-                    format!("routers.{dname}.ports.{pname}"),
+                    ("routers", dname, pname),
                     p.host.is_some(),
                     &mut p.tunnel_key,
                     old,

@@ -24,6 +24,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -91,7 +92,9 @@ impl Ids {
 #[derive(Debug)]
 struct State {
     revision: u64,
-    topology: Topology,
+    /// Shared with readers ([`Store::current_shared`]): vnetd's control
+    /// thread takes each revision without copying it.
+    topology: Arc<Topology>,
     history: History,
     ids: Ids,
 }
@@ -100,7 +103,7 @@ impl State {
     fn empty() -> State {
         State {
             revision: 0,
-            topology: Topology::default(),
+            topology: Arc::default(),
             history: History::default(),
             ids: Ids::new(),
         }
@@ -108,7 +111,7 @@ impl State {
 
     /// Makes `record` (of `bytes` in the log) the current revision, whose
     /// topology is `topology`.
-    fn commit(&mut self, record: Record, bytes: usize, topology: Topology) {
+    fn commit(&mut self, record: Record, bytes: usize, topology: Arc<Topology>) {
         self.revision = record.revision;
         self.topology = topology;
         self.ids.commit(&record);
@@ -181,7 +184,7 @@ impl Disk {
         let bytes = serde_json::to_vec(&SnapshotOut {
             format: FORMAT,
             revision: state.revision,
-            topology: &state.topology,
+            topology: state.topology.as_ref(),
             ids: &state.ids,
             history: state.history.records().collect(),
         })
@@ -304,6 +307,89 @@ impl EmbeddedStore {
         self.dir.join(FILE)
     }
 
+    /// Stores `make(current)` as the next revision if it is valid and
+    /// differs (see [`Store::transact`]). Each step is timed at debug
+    /// level: this is most of what a change costs before the dataplane
+    /// hears of it.
+    fn change(
+        &self,
+        expected: Option<u64>,
+        make: impl FnOnce(&Topology) -> Result<Topology, StoreError>,
+    ) -> Result<Applied, StoreError> {
+        let start = Instant::now();
+        let mut guard = self.lock();
+        let (state, disk) = &mut *guard;
+        if let Some(expected) = expected {
+            if expected != state.revision {
+                return Err(StoreError::Conflict {
+                    expected,
+                    actual: state.revision,
+                });
+            }
+        }
+        let mut topology = make(&state.topology)?;
+        let made = start.elapsed();
+        topology
+            .keep_tunnel_keys(&state.topology)
+            .map_err(StoreError::Invalid)?;
+        topology.validate().map_err(StoreError::Invalid)?;
+        let validated = start.elapsed();
+        let changes = diff(&state.topology, &topology);
+        if changes.is_empty() {
+            return Ok(Applied {
+                revision: state.revision,
+                changes,
+            });
+        }
+        // A revision number that wrapped would hand watchers and the
+        // dataplane an older number for a newer topology.
+        let revision = state
+            .revision
+            .checked_add(1)
+            .ok_or(StoreError::RevisionsExhausted {
+                current: state.revision,
+            })?;
+        let topology = Arc::new(topology);
+        let delta = Delta::between(&state.topology, &topology);
+        let record = Record {
+            revision,
+            changes: changes.clone(),
+            new_ids: state.ids.given_by(&delta),
+            delta: Arc::new(delta),
+        };
+        let payload = serde_json::to_vec(&record).map_err(|e| StoreError::Corrupt {
+            path: disk.log.path().display().to_string(),
+            message: format!("cannot serialize: {e}"),
+        })?;
+        let compared = start.elapsed();
+        // Memory changes only once the disk has the new revision.
+        if disk.needs_snapshot(payload.len()) {
+            disk.write_snapshot(state)?;
+        }
+        let log_path = disk.log.path().to_path_buf();
+        disk.log.append(&payload).map_err(io(&log_path))?;
+        let written = start.elapsed();
+        // The old topology is freed by its last holder (vnetd's control
+        // thread holds it too), not necessarily here.
+        state.commit(record, payload.len(), topology);
+        // Published under the lock: two transactions cannot announce their
+        // revisions out of order.
+        self.notify.send_replace(revision);
+        drop(guard);
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        tracing::debug!(
+            revision,
+            changes = changes.len(),
+            made_ms = ms(made),
+            validated_ms = ms(validated - made),
+            compared_ms = ms(compared - validated),
+            written_ms = ms(written - compared),
+            total_ms = ms(start.elapsed()),
+            "stored a change"
+        );
+        Ok(Applied { revision, changes })
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, (State, Disk)> {
         // The state changes only once a change is on disk, in steps that
         // cannot fail: a panic elsewhere leaves it whole, so a poisoned
@@ -349,7 +435,7 @@ fn read_snapshot(path: &Path, bytes: &[u8]) -> Result<(State, Option<u64>), Stor
             }
             let state = State {
                 revision: s.revision,
-                topology: s.topology,
+                topology: Arc::new(s.topology),
                 history,
                 ids: s.ids,
             };
@@ -407,7 +493,7 @@ fn read_format1(path: &Path, bytes: &[u8]) -> Result<State, StoreError> {
     }
     if let Some(last) = old.history.into_iter().next_back() {
         state.revision = last.revision;
-        state.topology = last.topology;
+        state.topology = Arc::new(last.topology);
     }
     Ok(state)
 }
@@ -441,10 +527,11 @@ fn replay(path: &Path, bytes: &[u8], state: &mut State) -> Result<u64, StoreErro
                 ),
             ));
         }
+        // Opening holds the only reference: taken, not copied.
         let mut topology = std::mem::take(&mut state.topology);
         record
             .delta
-            .apply_to(&mut topology)
+            .apply_to(Arc::make_mut(&mut topology))
             .map_err(|e| corrupt(path, format!("revision {}: {e}", record.revision)))?;
         state.commit(record, payload.len(), topology);
     }
@@ -456,8 +543,13 @@ impl Store for EmbeddedStore {
         let guard = self.lock();
         Ok(Revisioned {
             revision: guard.0.revision,
-            topology: guard.0.topology.clone(),
+            topology: Topology::clone(&guard.0.topology),
         })
+    }
+
+    fn current_shared(&self) -> Result<(u64, Arc<Topology>), StoreError> {
+        let guard = self.lock();
+        Ok((guard.0.revision, guard.0.topology.clone()))
     }
 
     fn transact(
@@ -465,60 +557,17 @@ impl Store for EmbeddedStore {
         expected: Option<u64>,
         edit: &mut dyn FnMut(&mut Topology) -> Result<(), StoreError>,
     ) -> Result<Applied, StoreError> {
-        let mut guard = self.lock();
-        let (state, disk) = &mut *guard;
-        if let Some(expected) = expected {
-            if expected != state.revision {
-                return Err(StoreError::Conflict {
-                    expected,
-                    actual: state.revision,
-                });
-            }
-        }
-        let mut topology = state.topology.clone();
-        edit(&mut topology)?;
-        topology
-            .keep_tunnel_keys(&state.topology)
-            .map_err(StoreError::Invalid)?;
-        topology.validate().map_err(StoreError::Invalid)?;
-        let changes = diff(&state.topology, &topology);
-        if changes.is_empty() {
-            return Ok(Applied {
-                revision: state.revision,
-                changes,
-            });
-        }
-        // A revision number that wrapped would hand watchers and the
-        // dataplane an older number for a newer topology.
-        let revision = state
-            .revision
-            .checked_add(1)
-            .ok_or(StoreError::RevisionsExhausted {
-                current: state.revision,
-            })?;
-        let delta = Delta::between(&state.topology, &topology);
-        let record = Record {
-            revision,
-            changes: changes.clone(),
-            new_ids: state.ids.given_by(&delta),
-            delta: Arc::new(delta),
-        };
-        let payload = serde_json::to_vec(&record).map_err(|e| StoreError::Corrupt {
-            path: disk.log.path().display().to_string(),
-            message: format!("cannot serialize: {e}"),
-        })?;
-        // Memory changes only once the disk has the new revision.
-        if disk.needs_snapshot(payload.len()) {
-            disk.write_snapshot(state)?;
-        }
-        let log_path = disk.log.path().to_path_buf();
-        disk.log.append(&payload).map_err(io(&log_path))?;
-        state.commit(record, payload.len(), topology);
-        // Published under the lock: two transactions cannot announce their
-        // revisions out of order.
-        self.notify.send_replace(revision);
-        drop(guard);
-        Ok(Applied { revision, changes })
+        self.change(expected, |current| {
+            let mut topology = current.clone();
+            edit(&mut topology)?;
+            Ok(topology)
+        })
+    }
+
+    /// A whole topology replaces the current one: it is stored as given,
+    /// not copied into a copy of the current one.
+    fn apply(&self, topology: Topology, expected: Option<u64>) -> Result<Applied, StoreError> {
+        self.change(expected, |_| Ok(topology))
     }
 
     fn events_since(&self, revision: u64) -> Result<Vec<Event>, StoreError> {
@@ -587,6 +636,24 @@ mod tests {
         assert_eq!(events[1].changes[0].to_string(), "~ bridges.b.ports.p");
         assert!(s.events_since(2).unwrap().is_empty());
         assert!(s.events_since(3).is_err());
+    }
+
+    /// The shared current topology is the current one; a reader that holds
+    /// it keeps its revision while later changes are stored.
+    #[test]
+    fn the_shared_topology_is_the_current_one() {
+        let d = dir("shared");
+        let s = EmbeddedStore::open(&d).unwrap();
+        assert_eq!(*s.current_shared().unwrap().1, Topology::default());
+        s.apply(topo(A), None).unwrap();
+        let (revision, held) = s.current_shared().unwrap();
+        assert_eq!((revision, &*held), (1, &topo(A)));
+        s.update("b", topo(B).object(ObjectKind::Bridge, "b").unwrap())
+            .unwrap();
+        let (revision, now) = s.current_shared().unwrap();
+        assert_eq!((revision, &*now), (2, &topo(B)));
+        assert_eq!(*now, s.current().unwrap().topology);
+        assert_eq!(*held, topo(A));
     }
 
     /// Tunnel keys are given by the store and kept: re-applying the file

@@ -132,6 +132,14 @@ pub trait Store: Send + Sync {
     /// The current topology and its revision.
     fn current(&self) -> Result<Revisioned, StoreError>;
 
+    /// The current topology shared, not copied, and its revision: what
+    /// vnetd's control thread compiles for every revision. Stores that keep
+    /// no shared copy give a copy of [`Store::current`].
+    fn current_shared(&self) -> Result<(u64, Arc<Topology>), StoreError> {
+        let current = self.current()?;
+        Ok((current.revision, Arc::new(current.topology)))
+    }
+
     /// Runs `edit` on a copy of the current topology and stores the result
     /// as the next revision if it is valid and differs. With `expected`,
     /// fails with [`StoreError::Conflict`] unless the current revision is

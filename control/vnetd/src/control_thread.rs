@@ -8,7 +8,7 @@ use crossbeam_channel::Sender;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use vnet_api::Listeners;
 use vnet_dataplane::reconfig;
 use vnet_dataplane::runtime::{Command, Commands};
@@ -203,6 +203,58 @@ impl ControlThread {
 /// host's ports become unreachable within its lease's TTL and this.
 const LIVENESS_POLL: Duration = Duration::from_secs(1);
 
+/// A revision compiled, and the tags of what changed since `base`, as the
+/// control thread hands them to the worker.
+struct Compiled {
+    snapshot: Arc<Snapshot>,
+    invalidate: Vec<vnet_dataplane::sim::Tag>,
+}
+
+/// Compiles `topology` (as revision `revision`, without the ports of the
+/// `dead` hosts) on one blocking thread and works out the tags of what
+/// changed since `base` on another: the two are most of a change's cost
+/// here.
+fn compile(
+    placement: &Placement,
+    topology: &Arc<Topology>,
+    revision: u64,
+    base: &Arc<Topology>,
+    dead: &BTreeSet<String>,
+) -> tokio::task::JoinHandle<Option<Compiled>> {
+    let start = Instant::now();
+    let compiling = {
+        let (placement, topology, dead) = (placement.clone(), topology.clone(), dead.clone());
+        tokio::task::spawn_blocking(move || {
+            let snapshot = placement.compile(&topology, revision);
+            Arc::new(snapshot.without_hosts(&dead))
+        })
+    };
+    let (topology, base) = (topology.clone(), base.clone());
+    tokio::task::spawn_blocking(move || {
+        let invalidate = reconfig::changed_tags(&base, &topology);
+        let tagged = start.elapsed();
+        // Waits on this blocking thread, not on the control thread's.
+        let snapshot = match tokio::runtime::Handle::current().block_on(compiling) {
+            Ok(snapshot) => snapshot,
+            // As if compiled here: a panic is the control thread's.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down.
+            Err(_) => return None,
+        };
+        tracing::debug!(
+            revision,
+            changed = invalidate.len(),
+            tags_ms = tagged.as_secs_f64() * 1e3,
+            compiled_ms = start.elapsed().as_secs_f64() * 1e3,
+            "compiled a topology snapshot"
+        );
+        Some(Compiled {
+            snapshot,
+            invalidate,
+        })
+    })
+}
+
 /// Compiles every revision after `sent` (whose model is `running`), as this
 /// vnetd runs it (`placement`: its own ports bound, see `Snapshot::placed_on`), and
 /// sends it to the worker with the tags of what changed since the one sent
@@ -225,13 +277,20 @@ async fn watch_store(
     let mut liveness = tokio::time::interval(LIVENESS_POLL);
     // After an etcd outage, one read, not a burst of them.
     liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The snapshot last sent, and the snapshot and model sent before it:
+    // held until the next revision, so that the worker, swapping them out,
+    // does not free them itself (a 10 000-port snapshot takes a while to
+    // free) between the swap and the invalidation.
+    let mut last_snapshot: Option<Arc<Snapshot>> = None;
+    let mut retired: Option<(Arc<Snapshot>, Arc<Topology>)> = None;
     loop {
         // The topology is read only when the store has a newer revision;
         // a liveness tick reads the hosts alone.
         let stored = *changed.borrow_and_update();
+        // Shared with the store, not copied.
         let fresh = if stored != sent {
-            match store.current() {
-                Ok(cur) if cur.revision != sent => Some(cur),
+            match store.current_shared() {
+                Ok(cur) if cur.0 != sent => Some(cur),
                 Ok(_) => None,
                 Err(e) => {
                     tracing::error!("reading the store: {e}");
@@ -242,7 +301,7 @@ async fn watch_store(
             None
         };
         let (revision, topology) = match fresh {
-            Some(cur) => (cur.revision, Arc::new(cur.topology)),
+            Some(cur) => cur,
             None => (sent, running.clone()),
         };
         if revision != sent {
@@ -264,12 +323,17 @@ async fn watch_store(
             None => BTreeSet::new(),
         };
         if revision != sent || now_dead != dead {
-            let snapshot = Arc::new(
-                placement
-                    .compile(&topology, revision)
-                    .without_hosts(&now_dead),
-            );
-            let mut invalidate = reconfig::changed_tags(&running, &topology);
+            let start = Instant::now();
+            let work = compile(&placement, &topology, revision, &running, &now_dead);
+            let Compiled {
+                snapshot,
+                mut invalidate,
+            } = match work.await {
+                Ok(Some(c)) => c,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                // The runtime is shutting down.
+                Ok(None) | Err(_) => return,
+            };
             let flipped: BTreeSet<&String> = now_dead.symmetric_difference(&dead).collect();
             for name in &flipped {
                 if now_dead.contains(*name) {
@@ -279,19 +343,23 @@ async fn watch_store(
                 }
                 invalidate.extend(reconfig::ports_placed_on(&topology, name));
             }
-            tracing::debug!(
-                revision,
-                changed = invalidate.len(),
-                "compiled a topology snapshot"
-            );
             let apply = Command::Apply {
-                snapshot,
+                snapshot: snapshot.clone(),
                 topology: topology.clone(),
                 invalidate,
             };
             if commands.send(apply).is_err() {
                 return;
             }
+            tracing::debug!(
+                revision,
+                waited_ms = start.elapsed().as_secs_f64() * 1e3,
+                "sent a topology snapshot to the worker"
+            );
+            // What the worker ran before this one is freed here, after the
+            // send (see `retired`).
+            let before = last_snapshot.replace(snapshot).map(|s| (s, running));
+            drop(std::mem::replace(&mut retired, before));
             (sent, running, dead) = (revision, topology, now_dead);
         }
         tokio::select! {
@@ -331,7 +399,31 @@ fn dead_hosts(store: &dyn Store, topology: &Topology, me: &str) -> Option<BTreeS
 
 #[cfg(test)]
 mod tests {
-    use super::Placement;
+    use super::{Placement, WorkerView};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+    use vnet_model::reports::Dataplane;
+
+    /// Apply's wait sees the revision the worker publishes, and gives up
+    /// when it never comes.
+    #[test]
+    fn the_wait_ends_when_the_worker_runs_the_revision() {
+        let (commands, _worker_end, _wake) = vnet_dataplane::runtime::channel().unwrap();
+        let running = Arc::new(AtomicU64::new(1));
+        let view = WorkerView {
+            commands,
+            running: running.clone(),
+        };
+        assert!(view.wait_running(1, Duration::ZERO));
+        assert!(!view.wait_running(2, Duration::from_millis(5)));
+        let worker = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            running.store(2, Ordering::Release);
+        });
+        assert!(view.wait_running(2, Duration::from_secs(60)));
+        worker.join().unwrap();
+    }
 
     #[test]
     fn a_host_listed_with_another_tunnel_address_is_refused() {

@@ -3,13 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use super::{is_host_in, overlaps, FirstSeen, Validator};
+use super::{is_host_in, overlaps, FirstSeen, PortPath, Validator};
 use crate::model::*;
 
 /// What every port has, whichever device it belongs to.
 struct PortInfo<'a> {
-    this: PortRef,
-    path: String,
+    device: &'a str,
+    port: &'a str,
+    path: PortPath<'a>,
     is_bridge: bool,
     interface: Option<&'a String>,
     host: Option<&'a String>,
@@ -65,9 +66,18 @@ impl Validator<'_> {
     }
 
     /// The inbound and outbound filters of the object at `path` name chains.
-    fn filters(&mut self, path: &str, inbound: Option<&String>, outbound: Option<&String>) {
-        self.chain_ref(format!("{path}.inbound_filter"), inbound);
-        self.chain_ref(format!("{path}.outbound_filter"), outbound);
+    fn filters(
+        &mut self,
+        path: &dyn std::fmt::Display,
+        inbound: Option<&String>,
+        outbound: Option<&String>,
+    ) {
+        for (field, chain) in [("inbound_filter", inbound), ("outbound_filter", outbound)] {
+            // The path is written only for a filter that names no chain.
+            if chain.is_some_and(|c| !self.topo.chains.contains_key(c)) {
+                self.chain_ref(format!("{path}.{field}"), chain);
+            }
+        }
     }
 
     fn bridge(&mut self, name: &str, bridge: &Bridge) {
@@ -80,8 +90,8 @@ impl Validator<'_> {
         );
 
         for (pname, port) in &bridge.ports {
-            let ppath = format!("{path}.ports.{pname}");
-            self.name(&ppath, pname);
+            let ppath = PortPath::new("bridges", name, pname);
+            self.name(ppath, pname);
             self.filters(
                 &ppath,
                 port.inbound_filter.as_ref(),
@@ -153,8 +163,8 @@ impl Validator<'_> {
         );
 
         for (pname, port) in &router.ports {
-            let ppath = format!("{path}.ports.{pname}");
-            self.name(&ppath, pname);
+            let ppath = PortPath::new("routers", name, pname);
+            self.name(ppath, pname);
             self.filters(
                 &ppath,
                 port.inbound_filter.as_ref(),
@@ -299,8 +309,9 @@ impl Validator<'_> {
 fn all_ports(topo: &Topology) -> Vec<PortInfo<'_>> {
     let bridge_ports = topo.bridges.iter().flat_map(|(b, bridge)| {
         bridge.ports.iter().map(move |(p, port)| PortInfo {
-            this: PortRef::new(b, p),
-            path: format!("bridges.{b}.ports.{p}"),
+            device: b,
+            port: p,
+            path: PortPath::new("bridges", b, p),
             is_bridge: true,
             interface: port.interface.as_ref(),
             host: port.host.as_ref(),
@@ -310,8 +321,9 @@ fn all_ports(topo: &Topology) -> Vec<PortInfo<'_>> {
     });
     let router_ports = topo.routers.iter().flat_map(|(r, router)| {
         router.ports.iter().map(move |(p, port)| PortInfo {
-            this: PortRef::new(r, p),
-            path: format!("routers.{r}.ports.{p}"),
+            device: r,
+            port: p,
+            path: PortPath::new("routers", r, p),
             is_bridge: false,
             interface: port.interface.as_ref(),
             host: port.host.as_ref(),
@@ -326,7 +338,8 @@ impl Validator<'_> {
     /// A port is bound to an interface, linked to a peer, or neither
     /// (unbound); a host interface backs one port only.
     fn port_bindings(&mut self, ports: &[PortInfo]) {
-        let mut bound = FirstSeen::new();
+        // By interface, the first port bound to it.
+        let mut bound: BTreeMap<(Option<&String>, &str), PortPath> = BTreeMap::new();
         for p in ports {
             if let Some(host) = p.host {
                 if !self.topo.hosts.contains_key(host) {
@@ -344,7 +357,7 @@ impl Validator<'_> {
             }
             if p.interface.is_some() && p.peer.is_some() {
                 self.err(
-                    &p.path,
+                    p.path,
                     "set either interface (exterior port) or peer (interior port), not both",
                 );
             }
@@ -358,19 +371,21 @@ impl Validator<'_> {
                 }
                 continue;
             };
-            let ipath = format!("{}.interface", p.path);
+            let ipath = |p: &PortInfo| format!("{}.interface", p.path);
             if let Some(why) = bad_interface_name(ifname) {
                 self.err(
-                    &ipath,
+                    ipath(p),
                     format!("`{ifname}` is not a valid Linux interface name: {why}"),
                 );
             }
             // Interfaces are per host: each host has its own `vm1`.
-            if let Some(first) = bound.check((p.host, ifname.as_str()), p.path.clone()) {
+            if let Some(first) = bound.get(&(p.host, ifname.as_str())) {
                 let msg = format!(
                     "interface {ifname} is already bound to {first}; a host interface can back one port only"
                 );
-                self.err(&ipath, msg);
+                self.err(ipath(p), msg);
+            } else {
+                bound.insert((p.host, ifname.as_str()), p.path);
             }
         }
     }
@@ -379,25 +394,27 @@ impl Validator<'_> {
     /// `b.peer = a`. MidoNet links bridge↔router and router↔router only.
     fn links(&mut self, ports: &[PortInfo]) {
         let topo = self.topo;
-        let mut linked_from: BTreeMap<&PortRef, Vec<&PortRef>> = BTreeMap::new();
+        let mut linked_from: BTreeMap<&PortRef, Vec<PortRef>> = BTreeMap::new();
         for p in ports {
             let Some(peer) = p.peer else { continue };
             let path = format!("{}.peer", p.path);
-            if *peer == p.this {
+            // Made only for linked ports, a few of a large topology.
+            let this = PortRef::new(p.device, p.port);
+            if *peer == this {
                 self.err(&path, "a port cannot be linked to itself");
                 continue;
             }
             if !self.port_ref(&path, peer) {
                 continue;
             }
-            if peer.device == p.this.device {
+            if peer.device == this.device {
                 self.err(
                     &path,
                     format!("{peer} is a port of the same device; link ports of different devices"),
                 );
                 continue;
             }
-            linked_from.entry(peer).or_default().push(&p.this);
+            linked_from.entry(peer).or_default().push(this.clone());
             if p.is_bridge && topo.bridges.contains_key(&peer.device) {
                 self.err(
                     &path,
@@ -409,13 +426,10 @@ impl Validator<'_> {
             }
             let back = topo.port(peer).and_then(|q| q.peer().cloned());
             match back {
-                Some(back) if back == p.this => {}
+                Some(back) if back == this => {}
                 Some(back) => self.err(
                     &path,
-                    format!(
-                        "{peer} is linked to {back}, not to {}; a port has only one peer",
-                        p.this
-                    ),
+                    format!("{peer} is linked to {back}, not to {this}; a port has only one peer"),
                 ),
                 None => {
                     let kind = if topo.bridges.contains_key(&peer.device) {
@@ -426,8 +440,8 @@ impl Validator<'_> {
                     self.err(
                         &path,
                         format!(
-                            "{peer} does not link back; set peer: {} on {kind}.{}.ports.{}",
-                            p.this, peer.device, peer.port
+                            "{peer} does not link back; set peer: {this} on {kind}.{}.ports.{}",
+                            peer.device, peer.port
                         ),
                     )
                 }

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use super::{FirstSeen, Validator};
+use super::{FirstSeen, PortPath, Validator};
 use crate::model::*;
 
 impl Validator<'_> {
@@ -16,7 +16,7 @@ impl Validator<'_> {
         let network = network_addresses(self.topo, name, bridge);
         let mut owners = FirstSeen::new();
         for (pname, port) in &bridge.ports {
-            let ppath = format!("bridges.{name}.ports.{pname}");
+            let ppath = PortPath::new("bridges", name, pname);
             let claims = port.port_security.is_some()
                 || !port.addresses.is_empty()
                 || !port.allowed_address_pairs.is_empty();
