@@ -97,6 +97,32 @@ pub fn ifindex(ifname: &str) -> Option<u32> {
     nix::net::if_::if_nametoindex(ifname).ok()
 }
 
+/// The host's interfaces by name, from one listing (`if_nameindex`: one
+/// netlink dump), for a look at every port: asking for each name costs a
+/// socket and an ioctl per port, which for 10 000 ports waiting for their
+/// interfaces was most of a revision's time in the worker.
+pub struct Interfaces(Option<std::collections::HashMap<String, u32>>);
+
+impl Interfaces {
+    /// The interfaces now; if the listing fails, each name is asked for on
+    /// its own.
+    pub fn list() -> Interfaces {
+        Interfaces(nix::net::if_::if_nameindex().ok().map(|all| {
+            all.iter()
+                .map(|i| (i.name().to_string_lossy().into_owned(), i.index()))
+                .collect()
+        }))
+    }
+
+    /// The ifindex of `ifname`, if it exists.
+    pub fn ifindex(&self, ifname: &str) -> Option<u32> {
+        match &self.0 {
+            Some(all) => all.get(ifname).copied(),
+            None => ifindex(ifname),
+        }
+    }
+}
+
 /// Why the worker looks at the interfaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Look {
@@ -427,6 +453,15 @@ mod tests {
         assert_eq!(b.free_slots(1), Some(2));
         assert_eq!(b.free_slots(2), None, "only single slots are left");
         assert_eq!(b.free_slots(MAX_IFACES + 1), None);
+    }
+
+    #[test]
+    fn one_listing_finds_what_asking_for_each_name_finds() {
+        let all = Interfaces::list();
+        assert!(all.0.is_some(), "if_nameindex lists the interfaces");
+        assert_eq!(all.ifindex("lo"), ifindex("lo"));
+        assert!(all.ifindex("lo").is_some());
+        assert_eq!(all.ifindex("vnet-no-such-if"), None);
     }
 
     #[test]

@@ -205,10 +205,11 @@ impl Runtime {
             return;
         };
         let snap = self.snap.clone();
+        let interfaces = binding::Interfaces::list();
         let mut changed = false;
         let mut steps = Vec::new();
         let lost = self.ports.retain(|b| {
-            let present = binding::ifindex(&b.xsk.ifname);
+            let present = interfaces.ifindex(&b.xsk.ifname);
             let step = match binding::step(Some(b.ifindex), present) {
                 // An XDP port has a socket per receive queue: a change of
                 // their number binds it again.
@@ -274,7 +275,7 @@ impl Runtime {
                 continue;
             }
             let name = &snap.ports[port].name;
-            let Some(ifindex) = binding::ifindex(ifname) else {
+            let Some(ifindex) = interfaces.ifindex(ifname) else {
                 if link.unbound.get(name) != Some(&Unbound::Waiting) {
                     tracing::warn!(port = %name, interface = %ifname, "interface does not exist: port waiting for it");
                     link.unbound.insert(name.clone(), Unbound::Waiting);
