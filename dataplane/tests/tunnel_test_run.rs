@@ -1430,7 +1430,12 @@ fn pinned_underlay_survives_a_restart() {
         assert!(s[Reason::TunnelDecap as usize] >= 18, "{}", named(&s));
 
         h.k.detach_all_and_unpin().unwrap();
-        assert!(!h.pings(1), "no tunnel once everything is detached");
+        // Two tries: a reply of the pings before, with the same ICMP id,
+        // may still answer the first (seen once under CI's load).
+        assert!(
+            !(h.pings(1) && h.pings(1)),
+            "no tunnel once everything is detached"
+        );
         run(&["umount", dir.to_str().unwrap()]);
         let _ = std::fs::remove_dir(&dir);
     });
