@@ -37,10 +37,17 @@ trap 'rm -f "$tmp"' EXIT
   echo
   echo "Command: \`sudo benches/results.sh $*\`."
 } >"$tmp"
-echo "[results.sh] 1/2: the throughput harness (benches/throughput.sh ${throughput_args[*]})"
-bash benches/throughput.sh "${throughput_args[@]}" >>"$tmp"
-echo "[results.sh] 2/2: the scale harness (benches/scale.sh ${scale_args[*]})"
-bash benches/scale.sh "${scale_args[@]}" >>"$tmp"
+export PATH="$HOME/.cargo/bin:$PATH"
+bash scripts/bootstrap.sh # nftables (the masquerade baseline), the eBPF toolchain
+echo "[results.sh] building vnetd and the harnesses (release)"
+cargo build --release -p vnetd -p vnet-benches --bin vnetd --bin throughput --bin scale
+bin="${CARGO_TARGET_DIR:-target}/release"
+# Only the harnesses' tables go into the file (their progress goes to the
+# terminal), as benches/throughput.sh and benches/scale.sh would print them.
+echo "[results.sh] 1/2: the throughput harness (throughput ${throughput_args[*]})"
+"$bin/throughput" "${throughput_args[@]}" >>"$tmp"
+echo "[results.sh] 2/2: the scale harness (scale ${scale_args[*]})"
+"$bin/scale" "${scale_args[@]}" >>"$tmp"
 mv "$tmp" "$out"
 trap - EXIT
 echo "[results.sh] done: $out (paste its tables into benches/RESULTS.md)"

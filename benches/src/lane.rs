@@ -634,6 +634,14 @@ impl Lane {
         self.dir.join("vnetd.sock")
     }
 
+    /// A fresh vnetd (empty tables: the new-flows runs leave up to a
+    /// device's share of flows and NAT bindings, after which the next new
+    /// flow of that device is dropped), with the lane's flow installed.
+    pub fn restart_vnetd(&mut self) -> Result<()> {
+        self.start_vnetd()?;
+        self.first_packets()
+    }
+
     /// Sends first packets until vnet has installed the lane's flow again
     /// (after a change invalidated it).
     pub fn ensure_flow(&mut self) -> Result<()> {

@@ -337,6 +337,11 @@ fn measure_path(
         }
         if opts.pings > 0 {
             interrupted()?;
+            if opts.new_flow_reps > 0 {
+                // The new-flows runs filled the device's NAT share (routed+
+                // SNAT): the pings would find no free binding.
+                lane.restart_vnetd()?;
+            }
             progress(&format!(
                 "{pname}: first-packet latency, {} ping runs from the traffic cpu",
                 opts.pings
