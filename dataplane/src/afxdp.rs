@@ -404,8 +404,11 @@ impl Xsk {
     /// the next `send`.
     pub fn kick(&mut self) -> Option<Kick> {
         self.reap_completions();
+        // In copy mode the kernel transmits only when kicked, and its
+        // need-wakeup flag stays set: kicking a ring with nothing the
+        // kernel has not taken would cost a syscall per idle port per turn.
         let pending = self.tx.pending();
-        if pending == 0 && !self.tx.needs_wakeup() {
+        if pending == 0 {
             return None;
         }
         Some(Kick {

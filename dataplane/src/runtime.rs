@@ -383,9 +383,9 @@ impl Runtime {
         })
     }
 
-    /// The fds a worker of `share` waits on: its receive sockets and, for
-    /// worker 0, the upcall path's, the tunnel's flow state, the control
-    /// thread's wake-up and the link events.
+    /// The fds a worker of `share` waits on: its receive sockets (ports'
+    /// and the upcall path's) and, for worker 0, the tunnel's flow state,
+    /// the control thread's wake-up and the link events.
     fn wait_fds(&self, share: Share) -> Vec<RawFd> {
         let mut fds = Vec::new();
         for p in &self.ports {
@@ -422,9 +422,9 @@ impl Runtime {
     }
 
     /// One turn of a worker: each of `share`'s sockets of every port once,
-    /// round-robin from `first_port`, then (worker 0) the upcall path (the
-    /// skb ports' first packets). Returns how many frames it took off the
-    /// rings.
+    /// round-robin from `first_port`, then its queues of the upcall path
+    /// (the skb ports' first packets). Returns how many frames it took off
+    /// the rings.
     fn serve_ports(&mut self, share: Share) -> u32 {
         let n = self.ports.len();
         let mut took = 0;
