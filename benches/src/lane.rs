@@ -208,6 +208,33 @@ impl Vnetd {
     }
 }
 
+/// Runs `f` once on each of `cpus`, on a thread pinned there, all at once
+/// (none: once, on the calling thread); their results.
+fn on_each_cpu<T: Send>(cpus: &[usize], f: impl Fn() -> Result<T> + Sync) -> Result<Vec<T>> {
+    if cpus.is_empty() {
+        return Ok(vec![f()?]);
+    }
+    std::thread::scope(|s| {
+        let f = &f;
+        let threads: Vec<_> = cpus
+            .iter()
+            .map(|&cpu| {
+                s.spawn(move || {
+                    sys::pin_current_thread(cpu)?;
+                    f()
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| bail!("a generator thread panicked"))
+            })
+            .collect()
+    })
+}
+
 /// CPU time (user + system, seconds) thread `tid` of `pid` has used.
 fn thread_cpu_secs(pid: u32, tid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
@@ -363,28 +390,10 @@ impl Lane {
         let host = Netns::create(&name("h"))?;
         let ga = Netns::create(&name("a"))?;
         let gb = Netns::create(&name("b"))?;
-        let q = queues.max(1).to_string();
         for (g, host_if, m) in [(&ga, "vm1-h", VM1_MAC), (&gb, "vm2-h", VM2_MAC)] {
-            host.ip(&[
-                "link",
-                "add",
-                host_if,
-                "numtxqueues",
-                &q,
-                "numrxqueues",
-                &q,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "numtxqueues",
-                &q,
-                "numrxqueues",
-                &q,
-                "netns",
-                &g.name,
-            ])?;
+            let mut args = vnet_dataplane::veth::add_pair_args(host_if, "eth0", queues);
+            args.extend(["netns".to_string(), g.name.clone()]);
+            host.ip(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
             g.ip(&["link", "set", "eth0", "address", &mac(m)])?;
         }
         let (a, b) = path.addrs();
@@ -774,26 +783,7 @@ impl Lane {
     pub fn measure_from(&self, cpus: &[usize], frames: u32, batch: u32) -> Result<Sample> {
         let before = self.counter.count()?;
         let start = Instant::now();
-        if cpus.is_empty() {
-            self.generate(frames, batch)?;
-        } else {
-            std::thread::scope(|s| {
-                let threads: Vec<_> = cpus
-                    .iter()
-                    .map(|&cpu| {
-                        s.spawn(move || {
-                            sys::pin_current_thread(cpu)?;
-                            self.generate(frames, batch)
-                        })
-                    })
-                    .collect();
-                for t in threads {
-                    t.join()
-                        .unwrap_or_else(|_| bail!("a generator thread panicked"))?;
-                }
-                anyhow::Ok(())
-            })?;
-        }
+        on_each_cpu(cpus, || self.generate(frames, batch))?;
         let frames = frames * cpus.len().max(1) as u32;
         let secs = start.elapsed().as_secs_f64();
         // Frames still in a softirq queue land within microseconds.
@@ -847,10 +837,7 @@ impl Lane {
         let ticks_before = self.worker_cpu.and_then(sys::cpu_ticks);
         self.gen.set_sequence(true)?;
         let start = Instant::now();
-        let generate_for = |cpu: Option<usize>| -> Result<u64> {
-            if let Some(cpu) = cpu {
-                sys::pin_current_thread(cpu)?;
-            }
+        let generate = || -> Result<u64> {
             let chunk = if pace.is_some() { 2_000 } else { 50_000 };
             let mut sent = 0u64;
             while start.elapsed().as_secs_f64() < secs {
@@ -865,23 +852,7 @@ impl Lane {
             }
             Ok(sent)
         };
-        let result: Result<u64> = if cpus.is_empty() {
-            generate_for(None)
-        } else {
-            std::thread::scope(|s| {
-                let threads: Vec<_> = cpus
-                    .iter()
-                    .map(|&cpu| s.spawn(move || generate_for(Some(cpu))))
-                    .collect();
-                threads
-                    .into_iter()
-                    .map(|t| {
-                        t.join()
-                            .unwrap_or_else(|_| bail!("a generator thread panicked"))
-                    })
-                    .sum()
-            })
-        };
+        let result = on_each_cpu(cpus, generate).map(|sent| sent.iter().sum::<u64>());
         let elapsed = start.elapsed().as_secs_f64();
         self.gen.set_sequence(false)?;
         let sent = result.as_ref().copied().unwrap_or(0);

@@ -29,6 +29,30 @@ impl QueueSocket {
     }
 }
 
+/// The receive sockets of a multi-queue interface, by queue: `first` is
+/// queue 0's, `more` queue 1's on. (A bound port and the upcall path both
+/// hold theirs so.)
+pub(crate) fn queue_sockets<'a>(
+    first: &'a Xsk,
+    more: &'a [QueueSocket],
+) -> impl Iterator<Item = (usize, &'a Xsk)> {
+    std::iter::once(first)
+        .chain(more.iter().map(|q| &q.xsk))
+        .enumerate()
+}
+
+/// The socket of queue `queue` of [`queue_sockets`], if there is one.
+pub(crate) fn queue_socket_mut<'a>(
+    first: &'a mut Xsk,
+    more: &'a mut [QueueSocket],
+    queue: usize,
+) -> Option<&'a mut Xsk> {
+    match queue.checked_sub(1) {
+        None => Some(first),
+        Some(k) => more.get_mut(k).map(|q| &mut q.xsk),
+    }
+}
+
 /// An exterior port bound to an interface with its socket.
 pub struct BoundPort {
     /// Changed only through [`PortRegistry::retain`] (the indexes follow).
@@ -66,9 +90,14 @@ pub struct BoundPort {
 }
 
 impl BoundPort {
-    /// Its receive sockets: queue 0's and the other queues'.
-    pub fn sockets(&self) -> u32 {
+    /// How many receive sockets it has: queue 0's and the other queues'.
+    pub fn socket_count(&self) -> u32 {
         1 + self.queues.len() as u32
+    }
+
+    /// Its receive sockets, by queue.
+    pub fn receive_sockets(&self) -> impl Iterator<Item = (usize, &Xsk)> {
+        queue_sockets(&self.xsk, &self.queues)
     }
 
     pub fn new(

@@ -365,49 +365,28 @@ impl Runtime {
         }
     }
 
+    /// The receive sockets a worker of `share` serves: its queues of every
+    /// port and of the upcall path.
+    fn share_sockets(&self, share: Share) -> impl Iterator<Item = &crate::afxdp::Xsk> {
+        let ports = self.ports.iter().flat_map(|p| p.receive_sockets());
+        let upcall = self.upcall.iter().flat_map(|u| u.receive_sockets());
+        ports
+            .chain(upcall)
+            .filter(move |(queue, _)| share.serves(*queue))
+            .map(|(_, xsk)| xsk)
+    }
+
     /// Whether a receive ring of `share`'s sockets has frames, without
     /// taking any (the spin of [`workers`]).
     fn has_frames(&self, share: Share) -> bool {
-        self.ports.iter().any(|p| {
-            (share.serves(0) && p.xsk.has_frames())
-                || p.queues
-                    .iter()
-                    .enumerate()
-                    .any(|(k, q)| share.serves(k + 1) && q.xsk.has_frames())
-        }) || self.upcall.as_ref().is_some_and(|u| {
-            (share.serves(0) && u.xsk.has_frames())
-                || u.queues
-                    .iter()
-                    .enumerate()
-                    .any(|(k, q)| share.serves(k + 1) && q.xsk.has_frames())
-        })
+        self.share_sockets(share).any(|x| x.has_frames())
     }
 
     /// The fds a worker of `share` waits on: its receive sockets (ports'
     /// and the upcall path's) and, for worker 0, the tunnel's flow state,
     /// the control thread's wake-up and the link events.
     fn wait_fds(&self, share: Share) -> Vec<RawFd> {
-        let mut fds = Vec::new();
-        for p in &self.ports {
-            if share.serves(0) {
-                fds.push(p.xsk.fd());
-            }
-            for (k, q) in p.queues.iter().enumerate() {
-                if share.serves(k + 1) {
-                    fds.push(q.xsk.fd());
-                }
-            }
-        }
-        if let Some(up) = &self.upcall {
-            if share.serves(0) {
-                fds.push(up.xsk.fd());
-            }
-            for (k, q) in up.queues.iter().enumerate() {
-                if share.serves(k + 1) {
-                    fds.push(q.xsk.fd());
-                }
-            }
-        }
+        let mut fds: Vec<RawFd> = self.share_sockets(share).map(|x| x.fd()).collect();
         if !share.is_primary() {
             return fds;
         }
@@ -515,15 +494,10 @@ impl Runtime {
         let now = now_ns();
         let limit = self.upcall_limit(i);
         let port = self.ports.at_mut(i);
-        let xsk = match queue.checked_sub(1) {
-            None => &mut port.xsk,
-            Some(k) => match port.queues.get_mut(k) {
-                Some(q) => &mut q.xsk,
-                None => {
-                    self.frames = frames;
-                    return 0;
-                }
-            },
+        let Some(xsk) = crate::ports::queue_socket_mut(&mut port.xsk, &mut port.queues, queue)
+        else {
+            self.frames = frames;
+            return 0;
         };
         let budget = &mut port.upcalls;
         let mut over = 0;

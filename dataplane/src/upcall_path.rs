@@ -43,10 +43,12 @@ impl UpcallPath {
 
     /// The socket of queue `queue`, if the pair has that many.
     pub fn socket_mut(&mut self, queue: usize) -> Option<&mut Xsk> {
-        match queue.checked_sub(1) {
-            None => Some(&mut self.xsk),
-            Some(k) => self.queues.get_mut(k).map(|q| &mut q.xsk),
-        }
+        crate::ports::queue_socket_mut(&mut self.xsk, &mut self.queues, queue)
+    }
+
+    /// Its receive sockets, by queue.
+    pub fn receive_sockets(&self) -> impl Iterator<Item = (usize, &Xsk)> {
+        crate::ports::queue_sockets(&self.xsk, &self.queues)
     }
 }
 
@@ -123,26 +125,9 @@ pub fn ensure_pair(queues: u32) -> anyhow::Result<(u32, u32)> {
         // A half-left pair (one end renamed or moved), or one made for
         // another number of workers, is replaced.
         let _ = ip(&["link", "del", NEAR]);
-        let q = queues.to_string();
-        ip(&[
-            "link",
-            "add",
-            NEAR,
-            "numtxqueues",
-            &q,
-            "numrxqueues",
-            &q,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            FAR,
-            "numtxqueues",
-            &q,
-            "numrxqueues",
-            &q,
-        ])
-        .context("creating the upcall pair")?;
+        let args = crate::veth::add_pair_args(NEAR, FAR, queues);
+        ip(&args.iter().map(String::as_str).collect::<Vec<_>>())
+            .context("creating the upcall pair")?;
         tracing::info!(near = NEAR, far = FAR, queues, "created the upcall pair");
     }
     let mtu = upcall::MTU.to_string();

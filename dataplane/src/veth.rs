@@ -43,3 +43,32 @@ fn ip_json(args: &[&str]) -> Option<serde_json::Value> {
     }
     serde_json::from_slice(&out.stdout).ok()
 }
+
+/// The `ip` arguments that create the veth pair `name`/`peer` with `queues`
+/// transmit and receive queues at each end (`ip link add ... type veth peer
+/// ...`); the caller may add `netns NS` for the peer.
+pub fn add_pair_args(name: &str, peer: &str, queues: u32) -> Vec<String> {
+    let q = queues.max(1).to_string();
+    let queues = ["numtxqueues", &q, "numrxqueues", &q];
+    ["link", "add", name]
+        .into_iter()
+        .chain(queues)
+        .chain(["type", "veth", "peer", "name", peer])
+        .chain(queues)
+        .map(String::from)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_pair_gets_its_queues_at_both_ends() {
+        assert_eq!(
+            super::add_pair_args("a", "b", 2).join(" "),
+            "link add a numtxqueues 2 numrxqueues 2 type veth peer name b numtxqueues 2 numrxqueues 2"
+        );
+        assert!(super::add_pair_args("a", "b", 0)
+            .join(" ")
+            .contains("numtxqueues 1"));
+    }
+}

@@ -214,7 +214,7 @@ impl Runtime {
                 // An XDP port has a socket per receive queue: a change of
                 // their number binds it again.
                 Step::Keep if b.slot.is_some() => {
-                    let (had, has) = (b.sockets(), binding::socket_queues(&b.xsk.ifname));
+                    let (had, has) = (b.socket_count(), binding::socket_queues(&b.xsk.ifname));
                     if had == has {
                         Step::Keep
                     } else {
