@@ -118,6 +118,22 @@ impl Flushed {
     }
 }
 
+/// The flows of a turn taken out of the table to be written by the caller
+/// ([`FlowTable::take_batch`]): keys and actions in arrays of their own,
+/// as the batch write wants them. Kept with its capacity from turn to
+/// turn.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub keys: Vec<FlowKey>,
+    pub actions: Vec<FlowActions>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
 /// A flow decided and not yet written.
 #[derive(Debug)]
 struct Queued {
@@ -278,6 +294,63 @@ impl FlowTable {
         q.per_device.clear();
         self.queue = q;
         self.unreported.merge(out);
+    }
+
+    /// Takes the queued flows out as `batch`, for the caller to write
+    /// after it let go of this table (several workers: the write runs
+    /// while another worker holds the runtime, see
+    /// `kernel::flow_writer`). They are recorded now, as if installed, so
+    /// that whatever removes flows from here on finds them; the caller
+    /// reports those it could not write ([`FlowTable::not_written`]).
+    pub fn take_batch(&mut self, batch: &mut Batch) {
+        batch.keys.clear();
+        batch.actions.clear();
+        std::mem::swap(&mut self.queue.keys, &mut batch.keys);
+        std::mem::swap(&mut self.queue.actions, &mut batch.actions);
+        let mut queued = std::mem::take(&mut self.queue.queued);
+        for (key, f) in batch.keys.iter().zip(queued.drain(..)) {
+            self.record_installed(
+                *key,
+                f.device,
+                f.flow.tags,
+                f.flow.idle_timeout_ns,
+                f.now_ns,
+            );
+        }
+        self.queue.queued = queued;
+        self.queue.per_device.clear();
+    }
+
+    /// The flows of a taken batch that were not written (`failed`: index
+    /// in the batch, error): each is removed, from here and from the
+    /// kernel (a failed replacement would leave the old flow there under
+    /// the new one's tags), and counted; the next packet of such a flow
+    /// is decided again. Returns the count, as [`FlowTable::flush`] does.
+    pub fn not_written(
+        &mut self,
+        backend: &mut impl FlowBackend,
+        batch: &Batch,
+        failed: &[(usize, InstallError)],
+    ) -> Flushed {
+        let mut out = Flushed::default();
+        for (at, e) in failed {
+            let Some(key) = batch.keys.get(*at) else {
+                continue;
+            };
+            backend.remove(key);
+            self.forget(key);
+            self.counters.installed = self.counters.installed.saturating_sub(1);
+            self.counters.install_failed += 1;
+            if *e == InstallError::Full {
+                self.counters.table_full += 1;
+                out.full += 1;
+            } else {
+                out.other += 1;
+                out.first_other.get_or_insert_with(|| e.clone());
+            }
+        }
+        out.installed = batch.keys.len().saturating_sub(failed.len());
+        out
     }
 
     /// How many flows one device may hold.
@@ -879,6 +952,51 @@ mod tests {
         }
         assert_eq!(big.len(), MAX_QUEUED);
         assert_eq!(big.flush(&mut k).installed, MAX_QUEUED + 10);
+    }
+
+    #[test]
+    fn a_taken_batch_is_recorded_before_it_is_written_and_its_failures_go() {
+        let (mut t, mut k) = (FlowTable::with_device_limit(100), MemoryBackend::default());
+        let (a, d) = (FlowActions::default(), Tag(100));
+        let mut batch = Batch::default();
+        for n in 0..4 {
+            t.queue_for(&mut k, Some(d), key(n), &a, flow(&[n as u64], 10), 3)
+                .unwrap();
+        }
+        t.take_batch(&mut batch);
+        assert_eq!(
+            (t.queued(), batch.keys.len(), batch.actions.len()),
+            (0, 4, 4)
+        );
+        assert!(k.flows.is_empty(), "taking writes nothing");
+        assert_eq!((t.len(), t.device_len(d)), (4, 4), "recorded at once");
+        // A removal decided before the write finds the flows (the write
+        // order then keeps its kernel removal after the write).
+        assert_eq!(t.invalidate(&mut k, Tag(0)), 1);
+        for (key, actions) in batch.keys.iter().zip(&batch.actions) {
+            k.insert(key, actions).unwrap();
+        }
+        k.remove(&key(0));
+        // Key 2 was refused; key 3 failed as the replacement of an older
+        // flow, which must not stay under the new flow's tags.
+        k.flows.remove(&key(2));
+        let failed = [
+            (2, InstallError::Full),
+            (3, InstallError::Other("EFAULT".into())),
+        ];
+        let done = t.not_written(&mut k, &batch, &failed);
+        assert_eq!((done.installed, done.full, done.other), (2, 1, 1));
+        assert_eq!(done.first_other, Some(InstallError::Other("EFAULT".into())));
+        assert!(!k.flows.contains_key(&key(3)), "the old flow goes too");
+        assert!(t.contains(&key(1)) && !t.contains(&key(2)) && !t.contains(&key(3)));
+        assert_eq!((t.counters.table_full, t.counters.install_failed), (1, 2));
+        assert_eq!(t.device_len(d), 1);
+        same_flows(&t, &k);
+        // The batch's capacity comes back to the queue at the next take.
+        t.queue_for(&mut k, None, key(9), &a, flow(&[9], 10), 4)
+            .unwrap();
+        t.take_batch(&mut batch);
+        assert_eq!(batch.keys, vec![key(9)]);
     }
 
     #[test]

@@ -17,8 +17,9 @@
 //! The miss path (issue 14): a port's turn copies its frames into one
 //! buffer kept from turn to turn ([`rx_buffer`]: no allocation per frame),
 //! the simulation parses each frame once, and the flows the turn decided
-//! are written to the kernel together ([`FlowTable::flush`]: one
-//! `BPF_MAP_UPDATE_BATCH`). A turn that took frames is followed at once by
+//! are written to the kernel together at the end of the turn, after the
+//! worker let go of the runtime ([`FlowTable::take_batch`], one
+//! `BPF_MAP_UPDATE_BATCH` by the worker's [`crate::kernel::FlowWriter`]). A turn that took frames is followed at once by
 //! the next, without `poll`; an idle loop spins on the rings for
 //! [`BusyPoll`] before it sleeps, so a first packet that follows closely
 //! does not pay for waking the worker.
@@ -123,12 +124,17 @@ impl Default for Limits {
     }
 }
 
+/// A kernel error as the flow table counts it.
+fn install_error(e: KernelError) -> InstallError {
+    match e {
+        KernelError::FlowTableFull { .. } => InstallError::Full,
+        other => InstallError::Other(other.to_string()),
+    }
+}
+
 impl FlowBackend for Kernel {
     fn insert(&mut self, key: &FlowKey, actions: &FlowActions) -> Result<(), InstallError> {
-        self.insert_flow(key, actions).map_err(|e| match e {
-            KernelError::FlowTableFull { .. } => InstallError::Full,
-            other => InstallError::Other(other.to_string()),
-        })
+        self.insert_flow(key, actions).map_err(install_error)
     }
     fn insert_batch(
         &mut self,
@@ -136,11 +142,7 @@ impl FlowBackend for Kernel {
         actions: &[FlowActions],
     ) -> (usize, Option<InstallError>) {
         let (n, error) = self.insert_flows(keys, actions);
-        let error = error.map(|e| match e {
-            KernelError::FlowTableFull { .. } => InstallError::Full,
-            other => InstallError::Other(other.to_string()),
-        });
-        (n, error)
+        (n, error.map(install_error))
     }
     fn remove(&mut self, key: &FlowKey) {
         if let Err(e) = self.remove_flow(key) {
@@ -475,7 +477,6 @@ impl Runtime {
             self.handle_received(i, frame);
         }
         self.upcalls_in = taken;
-        self.install_flows();
         took
     }
 
@@ -515,8 +516,33 @@ impl Runtime {
             self.handle_received(i, frame);
         }
         self.frames = frames;
-        self.install_flows();
         took
+    }
+
+    /// Takes the flows the turn decided out as `batch`, recorded, for the
+    /// worker to write once it let go of the runtime (see
+    /// `kernel::flow_writer`).
+    fn take_flow_batch(&mut self, batch: &mut flows::Batch) {
+        self.flows.take_batch(batch);
+    }
+
+    /// Removes and counts the flows of `batch` the worker could not write
+    /// (`failed`, emptied).
+    fn flows_not_written(&mut self, batch: &flows::Batch, failed: &mut Vec<(usize, KernelError)>) {
+        let failed: Vec<(usize, InstallError)> = failed
+            .drain(..)
+            .map(|(at, e)| (at, install_error(e)))
+            .collect();
+        let done = self.flows.not_written(&mut self.kernel, batch, &failed);
+        self.count_flushed(done);
+    }
+
+    /// Counts the flows a write refused.
+    fn count_flushed(&mut self, done: flows::Flushed) {
+        self.counters.add(Reason::FlowTableFull, done.full as u64);
+        if let Some(e) = done.first_other {
+            tracing::warn!(error = %e, failed = done.other, "installing flows");
+        }
     }
 
     /// Writes the flows queued since the last call in one batch, and counts
@@ -526,10 +552,7 @@ impl Runtime {
             return;
         }
         let done = self.flows.flush(&mut self.kernel);
-        self.counters.add(Reason::FlowTableFull, done.full as u64);
-        if let Some(e) = done.first_other {
-            tracing::warn!(error = %e, failed = done.other, "installing flows");
-        }
+        self.count_flushed(done);
     }
 
     /// Adds what the kernel dropped at each socket since the last reading

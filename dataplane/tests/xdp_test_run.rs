@@ -2757,3 +2757,80 @@ fn batch_install_stops_at_a_full_table_and_keeps_the_old_flows() {
     assert_eq!(t.invalidate(&mut k, Tag(1)), 1);
     assert_eq!(k.flow(&key(40010)).unwrap(), None);
 }
+
+/// A worker's batch written after it let go of the runtime (the
+/// `FlowWriter`, issue 14): the flows reach the kernel and hit, a full
+/// table refuses the ones over it and the writer goes on after each, and
+/// while a batch holds the write order a removal (an invalidation under
+/// the runtime, on another thread) waits for the write: it can never run
+/// before the write and leave the flow in the kernel untracked.
+#[test]
+fn a_batch_written_outside_the_runtime_is_ordered_before_later_removals() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "needs root (BPF maps, BPF_PROG_TEST_RUN): run with sudo"
+    );
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let mut k = load(4);
+    let key = |port: u16| ip_key(VM1_MAC, RTR_MAC, VM1_IP, REMOTE_IP, TCP, port, 80);
+    let keys: Vec<FlowKey> = (41000..41006).map(key).collect();
+    let acts = vec![output(0); keys.len()];
+    let mut writer = k.flow_writer();
+    let mut failed = Vec::new();
+
+    let pending = writer.begin();
+    let (removed_tx, removed) = mpsc::channel();
+    let remover = std::thread::spawn(move || {
+        let was = k.remove_flow(&key(41000));
+        removed_tx.send(()).unwrap();
+        (k, was)
+    });
+    assert!(
+        removed.recv_timeout(Duration::from_millis(200)).is_err(),
+        "a removal ran while a batch held the write order"
+    );
+    pending.write(&keys, &acts, &mut failed);
+    removed
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the removal goes on once the batch is written");
+    let (mut k, was) = remover.join().unwrap();
+    assert_eq!(
+        was.unwrap(),
+        true,
+        "the removal found the flow the batch wrote"
+    );
+
+    // 6 flows into a table of 4: the last two refused, each reported.
+    let refused: Vec<usize> = failed
+        .iter()
+        .map(|(at, e)| {
+            assert!(
+                matches!(e, KernelError::FlowTableFull { max_flows: 4 }),
+                "{e}"
+            );
+            *at
+        })
+        .collect();
+    assert_eq!(refused, vec![4, 5]);
+    let mut installed = k.flow_keys().unwrap();
+    installed.sort();
+    assert_eq!(installed, keys[1..4].to_vec());
+    let frame = tcp_frame(VM1_MAC, RTR_MAC, None, &vm1_web(), 41001, 80);
+    assert_eq!(k.test_run(&frame, LO, 1).unwrap().action, XDP_REDIRECT);
+    // The writer needs no `Kernel`: it goes on writing after the runtime's
+    // own writes, in order.
+    assert!(k.insert_flow(&key(41000), &output(0)).is_ok());
+    failed.clear();
+    writer
+        .begin()
+        .write(&keys[..1], &[output(act::SET_ETH_DST)], &mut failed);
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(
+        k.flow(&key(41000)).unwrap().unwrap().actions,
+        output(act::SET_ETH_DST),
+        "the later write wins"
+    );
+}

@@ -164,3 +164,43 @@ pub fn unsupported(e: &io::Error) -> bool {
         Some(libc::ENOSYS | libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP)
     )
 }
+
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+
+/// `union bpf_attr`'s member for the element commands.
+#[repr(C)]
+#[derive(Default)]
+struct ElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+/// Writes `key` → `value` into the map `fd` (`BPF_MAP_UPDATE_ELEM`, flags
+/// `BPF_ANY`): what a kernel without [`update`] is written with.
+pub fn update_one<K: Copy, V: Copy>(fd: BorrowedFd<'_>, key: &K, value: &V) -> io::Result<()> {
+    let mut attr = ElemAttr {
+        map_fd: fd.as_raw_fd() as u32,
+        key: key as *const K as u64,
+        value: value as *const V as u64,
+        ..ElemAttr::default()
+    };
+    // SAFETY: `attr` points at one key and one value of the map's key and
+    // value sizes (K's and V's), alive for the call; the kernel only reads
+    // them.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_UPDATE_ELEM,
+            &mut attr as *mut ElemAttr,
+            size_of::<ElemAttr>() as u32,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}

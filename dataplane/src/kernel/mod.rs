@@ -14,6 +14,7 @@ mod attach;
 pub mod batch;
 pub mod bench;
 mod error;
+pub mod flow_writer;
 pub mod pin;
 
 use std::{collections::BTreeMap, ffi::CString, fmt, net::Ipv4Addr, os::fd::AsRawFd, path::Path};
@@ -33,6 +34,7 @@ use vnet_common::{
 pub use attach::Hook;
 use attach::{Attachment, Slot};
 pub use error::KernelError;
+pub use flow_writer::{FlowWriter, WriteOrder};
 use pin::PinDir;
 
 /// The XDP object built by `build.rs` (empty when built with
@@ -121,11 +123,14 @@ pub mod xdp_action {
 pub struct Kernel {
     ebpf: Ebpf,
     flows: HashMap<MapData, FlowKey, FlowValue>,
-    /// The flow map's descriptor again, for batch reads ([`batch`]).
-    flows_fd: std::os::fd::OwnedFd,
+    /// The flow map's descriptor again, for batch reads and writes
+    /// ([`batch`]), shared with the workers' [`FlowWriter`]s.
+    flows_fd: std::sync::Arc<std::os::fd::OwnedFd>,
     /// The values of a batch of flows being installed (kept for its
     /// capacity).
     flow_values: Vec<FlowValue>,
+    /// Taken by every write to the flow map ([`flow_writer`]).
+    write_order: WriteOrder,
     ifaces: HashMap<MapData, u32, IfaceConfig>,
     xsks: XskMap<MapData>,
     stats: PerCpuArray<MapData, u64>,
@@ -272,8 +277,9 @@ impl Kernel {
         Ok(Kernel {
             ebpf,
             flows,
-            flows_fd,
+            flows_fd: flows_fd.into(),
             flow_values: Vec::new(),
+            write_order: WriteOrder::default(),
             ifaces,
             xsks,
             stats,
@@ -594,6 +600,7 @@ impl Kernel {
             actions: *actions,
             ..FlowValue::default()
         };
+        let _order = self.write_order.lock();
         self.flows
             .insert(key, value, 0)
             .map_err(|error| match os_error(&error) {
@@ -621,54 +628,29 @@ impl Kernel {
         keys: &[FlowKey],
         actions: &[FlowActions],
     ) -> (usize, Option<KernelError>) {
-        use std::os::fd::AsFd;
-        let n = keys.len().min(actions.len());
-        let mut values = std::mem::take(&mut self.flow_values);
-        values.clear();
-        values.extend(actions[..n].iter().map(|a| FlowValue {
-            actions: *a,
-            ..FlowValue::default()
-        }));
-        let (written, error) = batch::update(self.flows_fd.as_fd(), &keys[..n], &values);
-        self.flow_values = values;
-        let Some(error) = error else {
-            return (written, None);
-        };
-        if written == 0 && batch::unsupported(&error) {
-            return self.insert_flows_one_by_one(&keys[..n], &actions[..n]);
-        }
-        let error = match error.raw_os_error() {
-            Some(libc::E2BIG) => KernelError::FlowTableFull {
-                max_flows: self.max_flows,
-            },
-            _ => KernelError::Map {
-                op: format!("inserting flow {:?} (in a batch)", keys[written.min(n - 1)]),
-                map: maps::FLOWS,
-                error: MapError::SyscallError(aya::sys::SyscallError {
-                    call: "bpf_map_update_batch",
-                    io_error: error,
-                }),
-            },
-        };
-        (written, Some(error))
+        let _order = self.write_order.lock();
+        flow_writer::write_flows(
+            &self.flows_fd,
+            &mut self.flow_values,
+            keys,
+            actions,
+            self.max_flows,
+        )
     }
 
-    /// [`Kernel::insert_flows`] on a kernel without batch updates.
-    fn insert_flows_one_by_one(
-        &mut self,
-        keys: &[FlowKey],
-        actions: &[FlowActions],
-    ) -> (usize, Option<KernelError>) {
-        for (i, (key, a)) in keys.iter().zip(actions).enumerate() {
-            if let Err(e) = self.insert_flow(key, a) {
-                return (i, Some(e));
-            }
-        }
-        (keys.len(), None)
+    /// A handle for writing batches of flows from a worker that does not
+    /// hold this `Kernel` ([`flow_writer`]).
+    pub fn flow_writer(&self) -> FlowWriter {
+        FlowWriter::new(
+            self.flows_fd.clone(),
+            self.write_order.clone(),
+            self.max_flows,
+        )
     }
 
     /// Removes the flow `key`; `false` if there was none.
     pub fn remove_flow(&mut self, key: &FlowKey) -> Result<bool, KernelError> {
+        let _order = self.write_order.lock();
         match self.flows.remove(key) {
             Ok(()) => Ok(true),
             Err(e) if is_enoent(&e) => Ok(false),

@@ -14,9 +14,11 @@
 //! table's bookkeeping are serialized, exactly as with one worker: a
 //! decision is never made on half-updated state, and no table needs a lock
 //! of its own. What runs outside the lock is the kernel's work that a turn
-//! starts: the transmit kicks (`sendto`, which in copy mode runs the
-//! egress device's transmit and the receiver's softirq in the caller) and
-//! the waits. The measured split of a worker's time (benches/RESULTS.md)
+//! starts: the write of the turn's flows (`BPF_MAP_UPDATE_BATCH`, ordered
+//! against every other write to the flow map by `kernel::flow_writer`),
+//! the transmit kicks (`sendto`, which in copy mode runs the egress
+//! device's transmit and the receiver's softirq in the caller) and the
+//! waits. The measured split of a worker's time (benches/RESULTS.md)
 //! bounds what a second worker can add; partitioning the state tables by
 //! connection would lift that bound but needs the NAT's reply direction to
 //! land on the worker that holds its binding, which a NIC's RSS does not
@@ -26,6 +28,8 @@
 //! the lock is never contended.
 use super::{now_ns, Runtime, SIM_TIMER_NS, STATS_LOG_NS, TIMER_NS};
 use crate::afxdp::Kick;
+use crate::flows::Batch;
+use crate::kernel::KernelError;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
@@ -216,6 +220,11 @@ impl Timers {
 fn worker_loop(rt: &Shared, share: Share, stop: &AtomicBool) {
     let mut timers = Timers::new(now_ns());
     let mut kicks: Vec<Kick> = Vec::new();
+    let mut writer = rt.lock().kernel.flow_writer();
+    // The turn's flows, and those of the last batch the kernel refused
+    // (reported at the next turn).
+    let mut batch = Batch::default();
+    let mut failed: Vec<(usize, KernelError)> = Vec::new();
     // Work done since the runtime was last held (the kicks), counted at
     // the next turn.
     let mut unaccounted_ns = 0;
@@ -232,6 +241,9 @@ fn worker_loop(rt: &Shared, share: Share, stop: &AtomicBool) {
         let woke = now_ns();
         guard.counters.lock_wait_ns += woke.saturating_sub(asked);
         guard.counters.busy_ns += std::mem::take(&mut unaccounted_ns);
+        if !failed.is_empty() {
+            guard.flows_not_written(&batch, &mut failed);
+        }
         if share.is_primary() {
             guard.control();
             guard.follow_links();
@@ -240,12 +252,20 @@ fn worker_loop(rt: &Shared, share: Share, stop: &AtomicBool) {
         // worker: the reply may come on any queue).
         guard.receive_flow_state();
         took = guard.serve_ports(share);
+        guard.take_flow_batch(&mut batch);
+        // The write order is taken before the runtime is let go: a removal
+        // decided after this turn waits for the write.
+        let write = (!batch.is_empty()).then(|| writer.begin());
         guard.transmit_kicks(&mut kicks);
         guard.counters.busy_ns += now_ns().saturating_sub(woke);
         drop(guard);
-        // Outside the lock: each kick transmits in the caller (copy mode),
-        // which is most of a forwarded first packet's kernel time.
+        // Outside the lock: the flows, then each kick, which transmits in
+        // the caller (copy mode): most of a forwarded first packet's
+        // kernel time.
         let kicked = now_ns();
+        if let Some(write) = write {
+            write.write(&batch.keys, &batch.actions, &mut failed);
+        }
         for kick in kicks.drain(..) {
             kick.run();
         }
