@@ -5,6 +5,10 @@
 //! packets does; the table is emptied between samples (untimed) so that
 //! every sample starts from the same size.
 //!
+//! `flow_install/memory_backend/*/into_100000`: the same into a table that
+//! already holds 100 000 flows with the same tags, as in a new-flows run
+//! (a tag's index then covers every flow).
+//!
 //! `first_packet/*`: what the worker does for a first packet, minus the
 //! AF_XDP rings: parse, simulate (a new connection), flow key, install —
 //! the userspace ceiling of "new flows per second" (PERFORMANCE.md: ≥ 300
@@ -22,7 +26,7 @@ use vnet_benches::{
 use vnet_common::FlowKey;
 use vnet_dataplane::flows::{FlowBackend, FlowTable, Flushed, MemoryBackend};
 use vnet_dataplane::kernel::Kernel;
-use vnet_dataplane::sim::{simulate, Flow};
+use vnet_dataplane::sim::{simulate, Flow, Tag};
 
 /// Distinct keys: the base key with the 32-bit counter in the L4 ports.
 fn key(base: &FlowKey, n: u64) -> FlowKey {
@@ -53,6 +57,47 @@ fn install_batch(
     elapsed
 }
 
+/// Flows already in the table in the `into_*` variant: a new-flows run
+/// reaches this many within a second, all with the same tags.
+const PREFILLED: u64 = 100_000;
+
+/// The tag of the flows a sample installs among the prefilled ones, by
+/// which they are removed after it.
+const SAMPLE_TAG: Tag = Tag(0x5a3b1e);
+
+fn prefill(table: &mut FlowTable, backend: &mut impl FlowBackend, base: &FlowKey, flow: &Flow) {
+    let actions = bridged_actions(2);
+    for n in 0..PREFILLED {
+        if let Err(e) = table.install(backend, key(base, n), &actions, flow, n) {
+            panic!("prefilling flow {n}: {e}");
+        }
+    }
+}
+
+/// Installs `iters` new flows into a table holding [`PREFILLED`] with the
+/// same tags, timed; then removes them, untimed (the prefilled stay).
+fn install_among(
+    table: &mut FlowTable,
+    backend: &mut impl FlowBackend,
+    base: &FlowKey,
+    flow: &Flow,
+    iters: u64,
+) -> Duration {
+    let actions = bridged_actions(2);
+    let mut flow = flow.clone();
+    flow.tags.push(SAMPLE_TAG);
+    let start = Instant::now();
+    for n in 0..iters {
+        let k = key(base, PREFILLED + n);
+        if let Err(e) = table.install(backend, k, &actions, &flow, n) {
+            panic!("installing flow {n} of {iters}: {e}");
+        }
+    }
+    let elapsed = start.elapsed();
+    table.invalidate(backend, SAMPLE_TAG);
+    elapsed
+}
+
 fn install(c: &mut Criterion) {
     let frame = udp64(VM1_MAC, VM2_MAC, BR_VM1, BR_VM2, 5000, 6000);
     let base = key_of(&frame, 1).expect("the fixture frame has a key");
@@ -67,6 +112,14 @@ fn install(c: &mut Criterion) {
         let (mut table, mut backend) = (FlowTable::default(), MemoryBackend::default());
         b.iter_custom(|iters| install_batch(&mut table, &mut backend, &base, &flow, iters))
     });
+    g.bench_function(
+        format!("memory_backend/{}_tags/into_{PREFILLED}", flow.tags.len()),
+        |b| {
+            let (mut table, mut backend) = (FlowTable::default(), MemoryBackend::default());
+            prefill(&mut table, &mut backend, &base, &flow);
+            b.iter_custom(|iters| install_among(&mut table, &mut backend, &base, &flow, iters))
+        },
+    );
     if have_root("flow_install/kernel (FlowTable::install into the kernel's FLOWS map)") {
         match Kernel::load(1 << 20) {
             Ok(mut kernel) => {

@@ -21,8 +21,11 @@
 //! kernel nor in this table until the flush; whatever removes flows
 //! (invalidation, expiry, clearing) writes the queue first, so a flow
 //! decided before an invalidation cannot be installed after it.
-use crate::hash::{HashMap, HashSet};
+use crate::hash::HashMap;
 use crate::sim::{Flow, Tag};
+use records::{Record, Records};
+
+mod records;
 use vnet_common::{FlowActions, FlowKey, DEFAULT_MAX_FLOWS};
 
 /// Smallest per-device share [`default_per_device`] gives (or the whole
@@ -66,18 +69,6 @@ pub enum InstallError {
     DeviceLimit,
     #[error("installing the flow failed: {0}")]
     Other(String),
-}
-
-#[derive(Debug, Clone)]
-struct Record {
-    tags: Vec<Tag>,
-    /// The device the flow is charged to.
-    device: Option<Tag>,
-    idle_timeout_ns: u64,
-    installed_ns: u64,
-    /// When the flow was last known to be used: its installation, or the
-    /// kernel's last-hit time as read by the last sweep that asked.
-    seen_ns: u64,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -156,8 +147,8 @@ struct Queue {
 
 #[derive(Debug)]
 pub struct FlowTable {
-    records: HashMap<FlowKey, Record>,
-    by_tag: HashMap<Tag, HashSet<FlowKey>>,
+    /// The flows and the tag → flows index ([`records`]).
+    records: Records,
     /// Flows charged to each device (no zero counts kept).
     per_device_len: HashMap<Tag, usize>,
     per_device: usize,
@@ -179,8 +170,7 @@ impl FlowTable {
     /// A table in which one device may hold `per_device` flows.
     pub fn with_device_limit(per_device: usize) -> FlowTable {
         FlowTable {
-            records: HashMap::default(),
-            by_tag: HashMap::default(),
+            records: Records::default(),
             per_device_len: HashMap::default(),
             per_device,
             counters: FlowCounters::default(),
@@ -368,11 +358,11 @@ impl FlowTable {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.records.len() == 0
     }
 
     pub fn contains(&self, key: &FlowKey) -> bool {
-        self.records.contains_key(key)
+        self.records.get(key).is_some()
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &FlowKey> {
@@ -388,7 +378,7 @@ impl FlowTable {
 
     /// Whether any installed flow depends on `tag`.
     pub fn uses(&self, tag: Tag) -> bool {
-        self.by_tag.get(&tag).is_some_and(|s| !s.is_empty())
+        self.records.uses(tag)
     }
 
     /// Installs (or replaces) the flow for `key`, charged to no device (for
@@ -475,30 +465,23 @@ impl FlowTable {
         now_ns: u64,
     ) {
         self.forget(&key);
-        for tag in &tags {
-            self.by_tag.entry(*tag).or_default().insert(key);
-        }
         if let Some(d) = device {
             *self.per_device_len.entry(d).or_default() += 1;
         }
-        self.records.insert(
+        self.records.insert(Record {
             key,
-            Record {
-                tags,
-                device,
-                idle_timeout_ns,
-                installed_ns: now_ns,
-                seen_ns: now_ns,
-            },
-        );
+            tags,
+            device,
+            idle_timeout_ns,
+            installed_ns: now_ns,
+            seen_ns: now_ns,
+        });
     }
 
     /// Removes every flow tagged with `tag`; returns how many.
     pub fn invalidate(&mut self, backend: &mut impl FlowBackend, tag: Tag) -> usize {
         self.write_queue(backend);
-        let Some(keys) = self.by_tag.remove(&tag) else {
-            return 0;
-        };
+        let keys = self.records.take_tag(tag);
         for key in &keys {
             backend.remove(key);
             self.forget(key);
@@ -514,7 +497,6 @@ impl FlowTable {
             backend.remove(key);
         }
         self.records.clear();
-        self.by_tag.clear();
         self.per_device_len.clear();
     }
 
@@ -528,13 +510,13 @@ impl FlowTable {
     pub fn expire(&mut self, backend: &mut impl FlowBackend, now_ns: u64) -> usize {
         self.write_queue(backend);
         let mut idle = Vec::new();
-        for (key, r) in self.records.iter_mut() {
+        for r in self.records.iter_mut() {
             if now_ns.saturating_sub(r.seen_ns) <= r.idle_timeout_ns {
                 continue;
             }
-            r.seen_ns = r.seen_ns.max(backend.last_used_ns(key).unwrap_or(0));
+            r.seen_ns = r.seen_ns.max(backend.last_used_ns(&r.key).unwrap_or(0));
             if now_ns.saturating_sub(r.seen_ns) > r.idle_timeout_ns {
-                idle.push(*key);
+                idle.push(r.key);
             }
         }
         for key in &idle {
@@ -548,22 +530,16 @@ impl FlowTable {
     /// Drops `key` from the records, the tag index and its device's count
     /// (not from the kernel).
     fn forget(&mut self, key: &FlowKey) {
-        if let Some(r) = self.records.remove(key) {
-            if let Some(d) = r.device {
-                if let Some(held) = self.per_device_len.get_mut(&d) {
-                    *held -= 1;
-                    if *held == 0 {
-                        self.per_device_len.remove(&d);
-                    }
-                }
-            }
-            for tag in r.tags {
-                if let Some(set) = self.by_tag.get_mut(&tag) {
-                    set.remove(key);
-                    if set.is_empty() {
-                        self.by_tag.remove(&tag);
-                    }
-                }
+        let Some(Record {
+            device: Some(d), ..
+        }) = self.records.remove(key)
+        else {
+            return;
+        };
+        if let Some(held) = self.per_device_len.get_mut(&d) {
+            *held -= 1;
+            if *held == 0 {
+                self.per_device_len.remove(&d);
             }
         }
     }

@@ -2797,11 +2797,7 @@ fn a_batch_written_outside_the_runtime_is_ordered_before_later_removals() {
         .recv_timeout(Duration::from_secs(10))
         .expect("the removal goes on once the batch is written");
     let (mut k, was) = remover.join().unwrap();
-    assert_eq!(
-        was.unwrap(),
-        true,
-        "the removal found the flow the batch wrote"
-    );
+    assert!(was.unwrap(), "the removal found the flow the batch wrote");
 
     // 6 flows into a table of 4: the last two refused, each reported.
     let refused: Vec<usize> = failed
