@@ -4,7 +4,8 @@
 # path, the XDP program's per-packet cost, new flows per second, first-packet
 # latency, more than one core) and the scale harness (10 000 ports: a load and
 # one change to its effect, in process and through vnetd's API; --flows
-# bounds its kernel-table part). Each harness measures its baselines in the
+# bounds its kernel-table part), and how long this machine takes to wake a
+# sleeping thread (the floor under first-packet latency). Each harness measures its baselines in the
 # same run. Writes benches/results-<UTC date>.md (the two tables and the
 # command) and prints where; progress goes to the terminal.
 #
@@ -40,14 +41,17 @@ trap 'rm -f "$tmp"' EXIT
 export PATH="$HOME/.cargo/bin:$PATH"
 bash scripts/bootstrap.sh # nftables (the masquerade baseline), the eBPF toolchain
 echo "[results.sh] building vnetd and the harnesses (release)"
-cargo build --release -p vnetd -p vnet-benches --bin vnetd --bin throughput --bin scale
+cargo build --release -p vnetd -p vnet-benches --bin vnetd --bin throughput --bin scale --bin wakeup
 bin="${CARGO_TARGET_DIR:-target}/release"
 # Only the harnesses' tables go into the file (their progress goes to the
 # terminal), as benches/throughput.sh and benches/scale.sh would print them.
-echo "[results.sh] 1/2: the throughput harness (throughput ${throughput_args[*]})"
+echo "[results.sh] 1/3: the throughput harness (throughput ${throughput_args[*]})"
 "$bin/throughput" "${throughput_args[@]}" >>"$tmp"
-echo "[results.sh] 2/2: the scale harness (scale ${scale_args[*]})"
+echo "[results.sh] 2/3: the scale harness (scale ${scale_args[*]})"
 "$bin/scale" "${scale_args[@]}" >>"$tmp"
+# The floor under the first-packet latency: a wake-up of a sleeping thread.
+echo "[results.sh] 3/3: the wake-up floor (wakeup)"
+{ echo; "$bin/wakeup"; } >>"$tmp"
 mv "$tmp" "$out"
 trap - EXIT
 echo "[results.sh] done: $out (paste its tables into benches/RESULTS.md)"
