@@ -82,6 +82,20 @@ pub struct FlowCounters {
     pub device_limit: u64,
 }
 
+impl FlowCounters {
+    /// Counts a flow the backend refused, here and in `out`.
+    fn refused(&mut self, out: &mut Flushed, e: &InstallError) {
+        self.install_failed += 1;
+        if *e == InstallError::Full {
+            self.table_full += 1;
+            out.full += 1;
+        } else {
+            out.other += 1;
+            out.first_other.get_or_insert_with(|| e.clone());
+        }
+    }
+}
+
 /// Flows queued before [`FlowTable::queue_for`] writes them itself: a
 /// turn of the worker queues at most one per frame it took (a few hundred),
 /// so this only bounds a caller that never flushes.
@@ -268,14 +282,7 @@ impl FlowTable {
                 InstallError::Other("the backend stopped without an error".into())
             });
             queued.next();
-            self.counters.install_failed += 1;
-            if e == InstallError::Full {
-                self.counters.table_full += 1;
-                out.full += 1;
-            } else {
-                out.other += 1;
-                out.first_other.get_or_insert(e);
-            }
+            self.counters.refused(&mut out, &e);
             at += 1;
         }
         drop(queued);
@@ -330,14 +337,7 @@ impl FlowTable {
             backend.remove(key);
             self.forget(key);
             self.counters.installed = self.counters.installed.saturating_sub(1);
-            self.counters.install_failed += 1;
-            if *e == InstallError::Full {
-                self.counters.table_full += 1;
-                out.full += 1;
-            } else {
-                out.other += 1;
-                out.first_other.get_or_insert_with(|| e.clone());
-            }
+            self.counters.refused(&mut out, e);
         }
         out.installed = batch.keys.len().saturating_sub(failed.len());
         out

@@ -19,7 +19,8 @@
 //! the simulation parses each frame once, and the flows the turn decided
 //! are written to the kernel together at the end of the turn, after the
 //! worker let go of the runtime ([`FlowTable::take_batch`], one
-//! `BPF_MAP_UPDATE_BATCH` by the worker's [`crate::kernel::FlowWriter`]). A turn that took frames is followed at once by
+//! `BPF_MAP_UPDATE_BATCH` by the worker's [`crate::kernel::FlowWriter`]).
+//! A turn that took frames is followed at once by
 //! the next, without `poll`; an idle loop spins on the rings for
 //! [`BusyPoll`] before it sleeps, so a first packet that follows closely
 //! does not pay for waking the worker.
@@ -517,13 +518,6 @@ impl Runtime {
         }
         self.frames = frames;
         took
-    }
-
-    /// Takes the flows the turn decided out as `batch`, recorded, for the
-    /// worker to write once it let go of the runtime (see
-    /// `kernel::flow_writer`).
-    fn take_flow_batch(&mut self, batch: &mut flows::Batch) {
-        self.flows.take_batch(batch);
     }
 
     /// Removes and counts the flows of `batch` the worker could not write

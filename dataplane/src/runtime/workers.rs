@@ -252,7 +252,7 @@ fn worker_loop(rt: &Shared, share: Share, stop: &AtomicBool) {
         // worker: the reply may come on any queue).
         guard.receive_flow_state();
         took = guard.serve_ports(share);
-        guard.take_flow_batch(&mut batch);
+        guard.flows.take_batch(&mut batch);
         // The write order is taken before the runtime is let go: a removal
         // decided after this turn waits for the write.
         let write = (!batch.is_empty()).then(|| writer.begin());
