@@ -13,7 +13,7 @@
 //! seconds of the endpoint and no memory. It serves read-only counters
 //! without authentication; vnetd binds it to loopback unless told otherwise.
 use crate::runtime::{Command, Commands, Limits};
-use crate::sim::{conntrack, mac_table};
+use crate::sim::{conntrack, mac_table, nat};
 use anyhow::Context;
 use prometheus::core::{AtomicU64, GenericCounterVec, GenericGaugeVec};
 use prometheus::{Encoder, Opts, Registry, TextEncoder};
@@ -205,6 +205,8 @@ impl Families {
             ("macs_per_bridge", l.macs_per_bridge as u64),
             ("conntrack", conntrack::DEFAULT_CAPACITY as u64),
             ("conntrack_per_zone", l.conntrack_per_zone as u64),
+            ("nat", nat::DEFAULT_CAPACITY as u64),
+            ("nat_per_zone", l.nat_per_zone as u64),
             ("dhcp_leases_per_port", l.dhcp_leases_per_port as u64),
             ("upcall_rate_per_port", u64::from(l.upcalls.per_sec)),
             ("upcall_burst_per_port", u64::from(l.upcalls.burst)),

@@ -35,6 +35,7 @@ use crate::lease_file::{self, LeaseFile};
 use crate::packet;
 use crate::ports::{BoundPort, PortRegistry};
 use crate::sim::dhcp::leases::{self, Leases};
+use crate::sim::nat::{self, NatTable};
 use crate::sim::{self, conntrack, mac_table, Conntrack, DeviceRef, MacTable, PortId};
 use crate::sim::{Snapshot, State, Tag, Verdict};
 use crate::tunnel::Tunnel;
@@ -73,6 +74,8 @@ pub struct Limits {
     pub macs_per_bridge: usize,
     /// Tracked connections of one zone.
     pub conntrack_per_zone: usize,
+    /// Dynamic NAT bindings of one zone.
+    pub nat_per_zone: usize,
     /// Dynamic DHCP leases (offers included) of one bridge port.
     pub dhcp_leases_per_port: usize,
 }
@@ -101,6 +104,7 @@ impl Limits {
             flows_per_device: flows::default_per_device(max_flows as usize),
             macs_per_bridge: mac_table::default_per_bridge(mac_table::DEFAULT_CAPACITY),
             conntrack_per_zone: conntrack::default_per_zone(conntrack::DEFAULT_CAPACITY),
+            nat_per_zone: nat::default_per_zone(nat::DEFAULT_CAPACITY),
             dhcp_leases_per_port: leases::DEFAULT_PER_PORT,
         }
     }
@@ -111,6 +115,7 @@ impl Limits {
             macs: MacTable::with_limits(mac_table::DEFAULT_CAPACITY, self.macs_per_bridge).into(),
             conntrack: Conntrack::with_limits(conntrack::DEFAULT_CAPACITY, self.conntrack_per_zone)
                 .into(),
+            nat: NatTable::with_limits(nat::DEFAULT_CAPACITY, self.nat_per_zone).into(),
             ..State::default()
         };
         state.dhcp.leases =
@@ -842,5 +847,23 @@ impl Runtime {
             upcall_budget_by_port = ?over_budget,
             "stats"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_tables_take_the_limits_shares() {
+        let limits = Limits {
+            conntrack_per_zone: 5,
+            nat_per_zone: 7,
+            ..Limits::default()
+        };
+        let state = limits.state();
+        assert_eq!(state.conntrack.per_zone(), 5);
+        assert_eq!(state.nat.zone_share(), 7);
+        assert_eq!(Limits::default().state().nat.zone_share(), 65_536);
     }
 }

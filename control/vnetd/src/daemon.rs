@@ -103,6 +103,10 @@ pub struct Options {
     /// Tracked connections one zone (device or stateful port group) may hold.
     #[arg(long, value_name = "N", default_value_t = Limits::default().conntrack_per_zone)]
     pub max_conntrack_per_zone: usize,
+    /// Dynamic NAT bindings (SNAT ports, DNAT port ranges) one zone may
+    /// hold.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().nat_per_zone)]
+    pub max_nat_per_zone: usize,
     /// Dynamic DHCP leases (offers included) one bridge port may hold.
     #[arg(long, value_name = "N", default_value_t = Limits::default().dhcp_leases_per_port)]
     pub dhcp_leases_per_port: usize,
@@ -181,6 +185,7 @@ impl Options {
                 .unwrap_or(defaults.flows_per_device),
             macs_per_bridge: self.max_macs_per_bridge,
             conntrack_per_zone: self.max_conntrack_per_zone,
+            nat_per_zone: self.max_nat_per_zone,
             dhcp_leases_per_port: self.dhcp_leases_per_port,
         }
     }
@@ -563,5 +568,30 @@ fn load_kernel(opts: &Options) -> anyhow::Result<Kernel> {
             Ok(Kernel::load(opts.max_flows)?)
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Options;
+    use clap::Parser;
+
+    #[test]
+    fn table_share_flags_reach_the_limits() {
+        let opts = Options::try_parse_from([
+            "vnetd",
+            "--max-conntrack-per-zone",
+            "5",
+            "--max-nat-per-zone",
+            "7",
+        ])
+        .expect("valid flags");
+        let limits = opts.limits();
+        assert_eq!((limits.conntrack_per_zone, limits.nat_per_zone), (5, 7));
+        let defaults = Options::try_parse_from(["vnetd"])
+            .expect("no flags")
+            .limits();
+        assert_eq!(defaults.nat_per_zone, 65_536);
+        assert!(Options::try_parse_from(["vnetd", "--max-nat-per-zone", "many"]).is_err());
     }
 }

@@ -59,6 +59,12 @@ pub const DEFAULT_CAPACITY: usize = 256 * 1024;
 /// The least share of the table a zone may use, whatever the capacity.
 pub const MIN_ZONE_SHARE: usize = 1024;
 
+/// The default share of one zone in a table of `capacity` bindings: a
+/// quarter of it, at least [`MIN_ZONE_SHARE`].
+pub fn default_per_zone(capacity: usize) -> usize {
+    super::share::tenant_share(capacity, MIN_ZONE_SHARE)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Binding {
     translated: Tuple,
@@ -97,10 +103,7 @@ impl NatTable {
     /// A table of `capacity` bindings, a quarter of it (at least
     /// `MIN_ZONE_SHARE`) per zone.
     pub fn with_capacity(capacity: usize) -> NatTable {
-        NatTable::with_limits(
-            capacity,
-            super::share::tenant_share(capacity, MIN_ZONE_SHARE),
-        )
+        NatTable::with_limits(capacity, default_per_zone(capacity))
     }
 
     /// A table of `capacity` bindings, at most `zone_share` per zone.
@@ -113,6 +116,11 @@ impl NatTable {
             zone_share: zone_share.min(capacity),
             counters: NatCounters::default(),
         }
+    }
+
+    /// The most bindings one zone may hold.
+    pub fn zone_share(&self) -> usize {
+        self.zone_share
     }
 
     /// The number of bindings `zone` holds.
