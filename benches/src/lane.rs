@@ -143,8 +143,18 @@ impl Vnetd {
             // A measurement leaves nothing attached behind it.
             .arg("--detach-on-exit")
             // New flows/s measures the worker, not the per-port upcall
-            // budget (2 000/s by default; 0 is none).
+            // budget (2 000/s by default; 0 is none) nor a tenant's share
+            // of the tables: the lane's one bridge and router may hold
+            // every flow, connection and NAT binding (by default a quarter
+            // each, 65 536 connections, which a 1 s run at more than 65 k
+            // flows/s would fill and then measure).
             .args(["--upcall-rate", "0"])
+            .args([
+                "--max-flows-per-device",
+                &vnet_common::DEFAULT_MAX_FLOWS.to_string(),
+            ])
+            .args(["--max-conntrack-per-zone", &TABLE_CAPACITY.to_string()])
+            .args(["--max-nat-per-zone", &TABLE_CAPACITY.to_string()])
             .args(args)
             .env("VNET_LOG", "info")
             .stdout(out.try_clone()?)
@@ -289,6 +299,72 @@ pub struct NewFlows {
     pub cpu_busy: Option<f64>,
     /// First packets offered per second.
     pub offered: f64,
+    /// What vnetd logged as it stopped, after the run (none if it logged
+    /// nothing readable).
+    pub stats: Option<StopStats>,
+}
+
+/// Capacity of vnetd's connection and NAT tables (`conntrack::` and
+/// `nat::DEFAULT_CAPACITY`): the share the lanes give their one zone.
+const TABLE_CAPACITY: usize = 256 * 1024;
+
+/// What vnetd's last "stats" line (logged as it stops) says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StopStats {
+    /// Time its workers worked and waited for each other, in ms.
+    pub busy_ms: u64,
+    pub lock_wait_ms: u64,
+    /// First packets a table limit refused (a full table or a device's
+    /// share of it): a new-flows run that counts any measured the limit,
+    /// not the worker.
+    pub refused_by_limits: u64,
+}
+
+impl StopStats {
+    /// The drop reasons (their Debug names in `drops={..}`) that are a
+    /// table limit.
+    const LIMITS: [&'static str; 6] = [
+        "FlowTableFull",
+        "DeviceFlowLimit",
+        "ConntrackFull",
+        "DeviceConntrackLimit",
+        "NatExhausted",
+        "DeviceNatLimit",
+    ];
+
+    fn parse(line: &str) -> Option<StopStats> {
+        let field = |name: &str| -> Option<u64> {
+            line.split_whitespace()
+                .find_map(|f| f.strip_prefix(name))?
+                .parse()
+                .ok()
+        };
+        // `drops={DeviceNatLimit: 5, NatExhausted: 2}`.
+        let count = |reason: &str| -> u64 {
+            ["{", " "]
+                .iter()
+                .find_map(|before| {
+                    let rest = line.split(&format!("{before}{reason}: ")).nth(1)?;
+                    rest.split(|c: char| !c.is_ascii_digit())
+                        .next()?
+                        .parse()
+                        .ok()
+                })
+                .unwrap_or(0)
+        };
+        Some(StopStats {
+            busy_ms: field("busy_ms=")?,
+            lock_wait_ms: field("lock_wait_ms=")?,
+            refused_by_limits: Self::LIMITS.iter().map(|r| count(r)).sum(),
+        })
+    }
+}
+
+impl NewFlows {
+    /// First packets a table limit refused during the run, if any.
+    pub fn refused_by_limits(&self) -> Option<u64> {
+        self.stats.map(|s| s.refused_by_limits).filter(|&n| n > 0)
+    }
 }
 
 /// The last `n` lines of a log file, for error messages (the lane's
@@ -687,20 +763,12 @@ impl Lane {
     }
 
     /// Stops vnetd (the next measurement that needs it starts a fresh
-    /// one) and reads, from the stats it logs as it stops, the time its
-    /// workers worked and the time they waited for each other, in ms.
-    pub fn stop_vnetd_for_stats(&mut self) -> Option<(u64, u64)> {
+    /// one) and reads the stats it logs as it stops.
+    pub fn stop_vnetd_for_stats(&mut self) -> Option<StopStats> {
         let mut v = self.vnetd.take()?;
         v.stop();
         let text = std::fs::read_to_string(&v.log).ok()?;
-        let line = text.lines().rev().find(|l| l.contains("lock_wait_ms="))?;
-        let field = |name: &str| -> Option<u64> {
-            line.split_whitespace()
-                .find_map(|f| f.strip_prefix(name))?
-                .parse()
-                .ok()
-        };
-        Some((field("busy_ms=")?, field("lock_wait_ms=")?))
+        StopStats::parse(text.lines().rev().find(|l| l.contains("lock_wait_ms="))?)
     }
 
     /// Sends the first packets: vnet learns guest b's MAC (bridged) or
@@ -809,7 +877,8 @@ impl Lane {
 
     /// New flows per second: a fresh vnetd, then frames whose UDP ports
     /// change with every frame (each one a first packet) for `secs`; the
-    /// rate is the flows installed over that time. The worker runs on its
+    /// rate is the flows installed over that time. vnetd is stopped after
+    /// it, for its stats. The worker runs on its
     /// own core; the generator offers far more than it can take, so the
     /// worker is saturated and the excess is dropped at its AF_XDP ring.
     pub fn new_flows(&mut self, secs: f64, batch: u32) -> Result<NewFlows> {
@@ -863,7 +932,9 @@ impl Lane {
         let ticks_after = self.worker_cpu.and_then(sys::cpu_ticks);
         let after = flows.count();
         let installed = after.saturating_sub(before) as f64;
+        let stats = self.stop_vnetd_for_stats();
         Ok(NewFlows {
+            stats,
             per_sec: installed / elapsed,
             per_cpu_sec: match (cpu_before, cpu_after) {
                 (Some(a), Some(b)) if b > a => Some(installed / (b - a)),
@@ -929,5 +1000,38 @@ impl Lane {
             crate::median(&mut laters),
             crate::median(&mut diffs),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StopStats;
+
+    /// A stats line as vnetd logs it (tracing's text format).
+    const LINE: &str = "2026-12-02T20:19:54.778602Z  INFO vnet_dataplane::runtime: stats kernel_rx=1484244 \
+        kernel_hits=167 kernel_misses=1484077 userspace_rx=12577 forwarded=12554 flows=12543 macs=4 \
+        busy_ms=794 lock_wait_ms=6 drops={DeviceNatLimit: 65, FillRingEmpty: 191145, NatExhausted: 2} \
+        upcall_budget_by_port=[(\"fl-h\", 9)]";
+
+    #[test]
+    fn stop_stats_sum_the_table_limits_only() {
+        let s = StopStats::parse(LINE).expect("a stats line");
+        assert_eq!(s.busy_ms, 794);
+        assert_eq!(s.lock_wait_ms, 6);
+        // FillRingEmpty is a ring's drop, not a table's.
+        assert_eq!(s.refused_by_limits, 67);
+    }
+
+    #[test]
+    fn stop_stats_without_drops_refuse_nothing() {
+        let line = LINE.replace(
+            "drops={DeviceNatLimit: 65, FillRingEmpty: 191145, NatExhausted: 2}",
+            "drops={}",
+        );
+        assert_eq!(
+            StopStats::parse(&line).map(|s| s.refused_by_limits),
+            Some(0)
+        );
+        assert_eq!(StopStats::parse("stats flows=3"), None);
     }
 }

@@ -97,16 +97,26 @@ pub fn measure(opts: &Options, prefix: &str, index: &mut usize, vnetd: &Path) ->
                     r.per_sec,
                     r.per_cpu_sec.map_or("?".into(), |v| format!("{v:.0}")),
                 ));
-                if let Some((busy, waited)) = lane.stop_vnetd_for_stats() {
+                if let Some(s) = r.stats {
                     progress(&format!(
-                        "2 queues new flows {}/{}: --workers {}: the workers worked {busy} ms and waited {waited} ms for each other",
+                        "2 queues new flows {}/{}: --workers {}: the workers worked {} ms and waited {} ms for each other",
+                        rep + 1,
+                        opts.new_flow_reps,
+                        k + 1,
+                        s.busy_ms,
+                        s.lock_wait_ms,
+                    ));
+                    if k == 1 && s.busy_ms > 0 {
+                        waits.push(s.lock_wait_ms as f64 / s.busy_ms as f64);
+                    }
+                }
+                if let Some(n) = r.refused_by_limits() {
+                    progress(&format!(
+                        "2 queues new flows {}/{}: --workers {}: vnetd refused {n} first packets at a table limit (the run measured the limit)",
                         rep + 1,
                         opts.new_flow_reps,
                         k + 1,
                     ));
-                    if k == 1 && busy > 0 {
-                        waits.push(waited as f64 / busy as f64);
-                    }
                 }
                 rates[k].push(r.per_sec);
                 per_cpu[k].push(r.per_cpu_sec.unwrap_or(0.0));

@@ -322,6 +322,15 @@ fn measure_path(
                     r.cpu_busy.map_or("?".into(), |v| format!("{:.0}%", v * 100.0)),
                     r.offered / 1e6
                 ));
+                if let Some(n) = r.refused_by_limits() {
+                    let note = format!(
+                        "{pname} new flows {}/{}: vnetd refused {n} first packets at a table limit, so that run measured the limit, not the worker",
+                        rep + 1,
+                        opts.new_flow_reps
+                    );
+                    progress(&note);
+                    results.notes.push(note);
+                }
                 rates.push(r.per_sec);
                 per_cpu.push(r.per_cpu_sec.unwrap_or(0.0));
                 offered.push(r.offered);
