@@ -318,6 +318,13 @@ pub struct StopStats {
     /// share of it): a new-flows run that counts any measured the limit,
     /// not the worker.
     pub refused_by_limits: u64,
+    /// Frames the kernel missed (sent towards the AF_XDP sockets), and
+    /// those the workers received, and those dropped because the
+    /// receive ring had no free frame (the worker behind): where a first
+    /// packet that made no flow was lost.
+    pub kernel_misses: u64,
+    pub received: u64,
+    pub fill_ring_empty: u64,
 }
 
 impl StopStats {
@@ -356,6 +363,9 @@ impl StopStats {
             busy_ms: field("busy_ms=")?,
             lock_wait_ms: field("lock_wait_ms=")?,
             refused_by_limits: Self::LIMITS.iter().map(|r| count(r)).sum(),
+            kernel_misses: field("kernel_misses=")?,
+            received: field("userspace_rx=")?,
+            fill_ring_empty: count("FillRingEmpty"),
         })
     }
 }
@@ -1020,6 +1030,10 @@ mod tests {
         assert_eq!(s.lock_wait_ms, 6);
         // FillRingEmpty is a ring's drop, not a table's.
         assert_eq!(s.refused_by_limits, 67);
+        assert_eq!(
+            (s.kernel_misses, s.received, s.fill_ring_empty),
+            (1484077, 12577, 191145)
+        );
     }
 
     #[test]

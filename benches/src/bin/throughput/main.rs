@@ -322,6 +322,16 @@ fn measure_path(
                     r.cpu_busy.map_or("?".into(), |v| format!("{:.0}%", v * 100.0)),
                     r.offered / 1e6
                 ));
+                if let Some(s) = r.stats {
+                    progress(&format!(
+                        "{pname} new flows {}/{}: the kernel missed {} frames, the worker received {}, {} found its ring full",
+                        rep + 1,
+                        opts.new_flow_reps,
+                        s.kernel_misses,
+                        s.received,
+                        s.fill_ring_empty
+                    ));
+                }
                 if let Some(n) = r.refused_by_limits() {
                     let note = format!(
                         "{pname} new flows {}/{}: vnetd refused {n} first packets at a table limit, so that run measured the limit, not the worker",
