@@ -313,12 +313,13 @@ fn measure_path(
                 interrupted()?;
                 let r = lane.new_flows(opts.seconds, opts.batch)?;
                 progress(&format!(
-                    "{pname} new flows {}/{}: {:.0} flows/s installed, {} per worker CPU-second (worker thread on a CPU {} of the time, its CPU busy {}; {:.2} Mpps of first packets offered)",
+                    "{pname} new flows {}/{}: {:.0} flows/s installed, {} per worker CPU-second (worker thread on a CPU {} of the time, waiting for one {}, its CPU busy {}; {:.2} Mpps of first packets offered)",
                     rep + 1,
                     opts.new_flow_reps,
                     r.per_sec,
                     r.per_cpu_sec.map_or("?".into(), |v| format!("{v:.0}")),
                     r.worker_busy.map_or("?".into(), |v| format!("{:.0}%", v * 100.0)),
+                    r.worker_waited.map_or("?".into(), |v| format!("{:.0}%", v * 100.0)),
                     r.cpu_busy.map_or("?".into(), |v| format!("{:.0}%", v * 100.0)),
                     r.offered / 1e6
                 ));
