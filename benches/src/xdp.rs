@@ -1,7 +1,7 @@
 //! The per-packet cost of the XDP flow executor under `BPF_PROG_TEST_RUN`
 //! (the kernel times the runs itself), next to its baseline: an empty XDP
 //! program plus one hash lookup in a map declared like FLOWS
-//! (PERFORMANCE.md: a flow hit must cost ≤ 2× that). Used by the criterion
+//! (PERFORMANCE.md: a flow hit must cost ≤ 1.8× that). Used by the criterion
 //! suite `benches/xdp.rs` and by the throughput harness's table.
 use crate::{bridged_actions, key_of, median, udp64, BR_VM1, BR_VM2, VM1_MAC, VM2_MAC};
 use vnet_common::{act, FlowActions, IfaceConfig};
