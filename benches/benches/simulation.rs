@@ -11,6 +11,10 @@
 //!   to track and, with SNAT, a binding to allocate), from a copy of the
 //!   fixture's state every 8 976 connections (untimed), so the tables stay
 //!   the size a busy host has, not the size of criterion's sample.
+//! - `topology_change/*`: the whole-topology work each change of a
+//!   10 100-port topology costs before the dataplane runs it (the store's
+//!   tunnel keys and validation, the control thread's compile and changed
+//!   tags; PERFORMANCE.md "topology change to effect").
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::time::{Duration, Instant};
 use vnet_benches::topo::ChainKind;
@@ -102,5 +106,37 @@ fn chains(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decisions, chains);
+/// One port down on a 10 100-port topology (`scale`'s topology): each step
+/// a change passes through between the API and the worker, alone.
+fn topology_change(c: &mut Criterion) {
+    let mut g = c.benchmark_group("topology_change");
+    g.sample_size(20);
+    let ports = vnet_benches::topo::Ports::new(100, 99);
+    let load = |p: &vnet_benches::topo::Ports| {
+        vnet_model::load_str(&p.yaml()).unwrap_or_else(|e| panic!("the scale topology: {e}"))
+    };
+    let before = load(&ports);
+    let after = load(&vnet_benches::topo::Ports {
+        vm0_down: true,
+        ..ports
+    });
+    g.bench_function("keep_tunnel_keys", |b| {
+        b.iter(|| {
+            let mut t = after.clone();
+            black_box(t.keep_tunnel_keys(&before)).ok();
+            t
+        })
+    });
+    g.bench_function("clone", |b| b.iter(|| black_box(after.clone())));
+    g.bench_function("validate", |b| b.iter(|| black_box(after.validate()).ok()));
+    g.bench_function("compile", |b| {
+        b.iter(|| black_box(vnet_dataplane::sim::Snapshot::compile(&after, 2)))
+    });
+    g.bench_function("changed_tags", |b| {
+        b.iter(|| black_box(vnet_dataplane::reconfig::changed_tags(&before, &after)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, decisions, chains, topology_change);
 criterion_main!(benches);

@@ -156,7 +156,12 @@ impl Vnetd {
             .args(["--max-conntrack-per-zone", &TABLE_CAPACITY.to_string()])
             .args(["--max-nat-per-zone", &TABLE_CAPACITY.to_string()])
             .args(args)
-            .env("VNET_LOG", "info")
+            // VNET_LOG=debug times each step of a change (store, compile,
+            // worker) in the log, which VNET_BENCH_LOGS keeps (`Lane`'s drop).
+            .env(
+                "VNET_LOG",
+                std::env::var("VNET_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(out.try_clone()?)
             .stderr(out);
         if let Some(cpu) = cpu {
@@ -492,6 +497,14 @@ pub struct LaneOptions<'a> {
 impl Drop for Lane {
     fn drop(&mut self) {
         // vnetd and the programs go with the fields, right after this.
+        // VNET_BENCH_LOGS=<dir>: vnetd's log outlives the lane there, as
+        // <lane directory's name>.log (what it logged up to now).
+        if let (Ok(keep), Some(name)) = (std::env::var("VNET_BENCH_LOGS"), self.dir.file_name()) {
+            let to = Path::new(&keep).join(name).with_extension("log");
+            if let Err(e) = std::fs::copy(self.dir.join("vnetd.log"), &to) {
+                eprintln!("[lane] keeping vnetd's log as {}: {e}", to.display());
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

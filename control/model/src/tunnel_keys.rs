@@ -41,14 +41,15 @@ impl Topology {
         previous: &Topology,
         given: u32,
     ) -> Result<(), Vec<ValidationError>> {
-        let mut taken: BTreeSet<u32> = BTreeSet::new();
-        for t in [&*self, previous] {
-            for_each_key(t, |_, key| {
-                taken.insert(key);
-            });
-        }
+        // One pass over each topology: every port of a large one passes
+        // here on every change.
         let mut highest_before = given.min(LAST_TUNNEL_KEY);
-        for_each_key(previous, |_, key| highest_before = highest_before.max(key));
+        let mut taken: BTreeSet<u32> = BTreeSet::new();
+        for key in keys(previous) {
+            taken.insert(key);
+            highest_before = highest_before.max(key);
+        }
+        taken.extend(keys(self));
         // Above every key in use or ever given; only when the range is used
         // up are gaps filled, lowest first.
         let mut next = taken
@@ -136,9 +137,7 @@ impl Topology {
 impl Topology {
     /// The highest tunnel key of any port (0: none).
     pub fn highest_tunnel_key(&self) -> u32 {
-        let mut highest = 0;
-        for_each_key(self, |_, key| highest = highest.max(key));
-        highest
+        keys(self).max().unwrap_or(0)
     }
 }
 
@@ -150,36 +149,39 @@ fn port_key(t: &Topology, section: &str, device: &str, port: &str) -> Option<u32
     }
 }
 
-/// Calls `f(path, key)` for every port with a tunnel key.
-fn for_each_key(t: &Topology, mut f: impl FnMut(String, u32)) {
-    for (section, d, p, port) in t.ports() {
-        if let Some(k) = port.tunnel_key() {
-            f(format!("{section}.{d}.ports.{p}"), k);
-        }
-    }
+/// The tunnel keys of the ports that have one.
+fn keys(t: &Topology) -> impl Iterator<Item = u32> + '_ {
+    t.ports().filter_map(|(_, _, _, port)| port.tunnel_key())
 }
 
-/// Keys in range and held by one port each.
+/// Keys in range and held by one port each. A port's path is written only
+/// into an error.
 pub(crate) fn validate(t: &Topology, errors: &mut Vec<ValidationError>) {
-    let mut owner: std::collections::BTreeMap<u32, String> = Default::default();
-    for_each_key(t, |port, key| {
-        let path = format!("{port}.tunnel_key");
+    let mut owner: std::collections::BTreeMap<u32, (&str, &str, &str)> = Default::default();
+    let path = |(section, d, p): (&str, &str, &str)| format!("{section}.{d}.ports.{p}");
+    for (section, d, p, port) in t.ports() {
+        let Some(key) = port.tunnel_key() else {
+            continue;
+        };
         if !(FIRST_TUNNEL_KEY..=LAST_TUNNEL_KEY).contains(&key) {
             errors.push(ValidationError::new(
-                path,
+                format!("{}.tunnel_key", path((section, d, p))),
                 format!(
                     "tunnel key {key} is out of range; give {FIRST_TUNNEL_KEY}-{LAST_TUNNEL_KEY}, or none and the store gives one"
                 ),
             ));
-        } else if let Some(first) = owner.get(&key) {
+        } else if let Some(&first) = owner.get(&key) {
             errors.push(ValidationError::new(
-                path,
-                format!("tunnel key {key} is already {first}'s; each port needs its own (or give none and the store gives one)"),
+                format!("{}.tunnel_key", path((section, d, p))),
+                format!(
+                    "tunnel key {key} is already {}'s; each port needs its own (or give none and the store gives one)",
+                    path(first)
+                ),
             ));
         } else {
-            owner.insert(key, port);
+            owner.insert(key, (section, d, p));
         }
-    });
+    }
 }
 
 #[cfg(test)]

@@ -245,6 +245,21 @@ impl Snapshot {
             ..Snapshot::default()
         };
         let mut peers: Vec<(PortId, String)> = Vec::new();
+        // Sized once: a 10 000-port topology otherwise rehashes both
+        // indexes a dozen times on every change.
+        let port_count = topology
+            .bridges
+            .values()
+            .map(|b| b.ports.len())
+            .sum::<usize>()
+            + topology
+                .routers
+                .values()
+                .map(|r| r.ports.len())
+                .sum::<usize>();
+        snap.ports.reserve_exact(port_count);
+        snap.by_name.reserve(port_count);
+        snap.by_tag.reserve(port_count);
         for (name, h) in &topology.hosts {
             snap.hosts.insert(name.clone(), h.tunnel_address.octets());
         }
@@ -413,11 +428,11 @@ impl Snapshot {
         for (i, (_, b)) in topology.bridges.iter().enumerate() {
             self.bridges[i].filters =
                 Filters::of(&self.chains, &b.inbound_filter, &b.outbound_filter);
-            for (pname, p) in &b.ports {
-                if let Some(id) = self.port_by_name(&format!("{}/{pname}", self.bridges[i].name)) {
-                    self.ports[id].filters =
-                        Filters::of(&self.chains, &p.inbound_filter, &p.outbound_filter);
-                }
+            // `compile` gave the device its ports' ids in the model's
+            // order: no name to format and look up per port.
+            for (p, &id) in b.ports.values().zip(&self.bridges[i].ports) {
+                self.ports[id].filters =
+                    Filters::of(&self.chains, &p.inbound_filter, &p.outbound_filter);
             }
         }
         for (i, (rname, r)) in topology.routers.iter().enumerate() {
@@ -446,11 +461,9 @@ impl Snapshot {
                     }
                 }
             }
-            for (pname, p) in &r.ports {
-                if let Some(id) = self.port_by_name(&format!("{}/{pname}", self.routers[i].name)) {
-                    self.ports[id].filters =
-                        Filters::of(&self.chains, &p.inbound_filter, &p.outbound_filter);
-                }
+            for (p, &id) in r.ports.values().zip(&self.routers[i].ports) {
+                self.ports[id].filters =
+                    Filters::of(&self.chains, &p.inbound_filter, &p.outbound_filter);
             }
         }
         for id in 0..self.ports.len() {
