@@ -8,7 +8,7 @@
 use crate::afxdp::Xsk;
 use crate::kernel::{AttachMode, Kernel};
 use crate::ports::{BoundPort, QueueSocket};
-use crate::sim::PortId;
+use crate::sim::{PortId, Snapshot};
 use crate::upcall_path::{self, UpcallPath};
 use crate::upcalls::UpcallLimit;
 use crate::veth::{self, LinkInfo};
@@ -101,7 +101,7 @@ pub fn ifindex(ifname: &str) -> Option<u32> {
 /// netlink dump), for a look at every port: asking for each name costs a
 /// socket and an ioctl per port, which for 10 000 ports waiting for their
 /// interfaces was most of a revision's time in the worker.
-pub struct Interfaces(Option<std::collections::HashMap<String, u32>>);
+pub struct Interfaces(Option<crate::hash::HashMap<String, u32>>);
 
 impl Interfaces {
     /// The interfaces now; if the listing fails, each name is asked for on
@@ -120,6 +120,29 @@ impl Interfaces {
             Some(all) => all.get(ifname).copied(),
             None => ifindex(ifname),
         }
+    }
+
+    /// The ports of `snap` whose interface exists, with its ifindex, in
+    /// port order. From the listing, by the host's interfaces (tens) rather
+    /// than the snapshot's ports (thousands, most waiting or elsewhere);
+    /// without one, each port's interface asked for on its own.
+    pub fn present_ports(&self, snap: &Snapshot) -> Vec<(PortId, u32)> {
+        let mut present: Vec<(PortId, u32)> = match &self.0 {
+            Some(all) => all
+                .iter()
+                .flat_map(|(ifname, &ifindex)| {
+                    snap.ports_of_interface(ifname)
+                        .iter()
+                        .map(move |&port| (port, ifindex))
+                })
+                .collect(),
+            None => snap
+                .interfaces()
+                .filter_map(|(port, ifname)| Some((port, ifindex(ifname)?)))
+                .collect(),
+        };
+        present.sort_unstable();
+        present
     }
 }
 
@@ -477,6 +500,28 @@ mod tests {
         assert_eq!(step(Some(4), Some(4)), Step::Keep);
         assert_eq!(step(Some(4), Some(9)), Step::Rebind { old: 4, new: 9 });
         assert_eq!(step(Some(4), None), Step::Unbind);
+    }
+
+    #[test]
+    fn present_ports_are_the_snapshots_ports_of_existing_interfaces_in_port_order() {
+        let topology = vnet_model::parse_str(
+            "version: 1\nbridges:\n  b:\n    ports:\n      p1: {interface: one-h}\n      \
+             p2: {interface: gone-h}\n      p3: {interface: three-h}\n      p4: {}\n",
+        )
+        .expect("valid topology");
+        let snap = Snapshot::compile(&topology, 1);
+        let id = |name: &str| snap.port_by_name(name).unwrap();
+        let listed = Interfaces(Some(
+            [("lo", 1), ("three-h", 7), ("one-h", 9), ("other", 4)]
+                .into_iter()
+                .map(|(n, i)| (n.to_string(), i))
+                .collect(),
+        ));
+        let mut expected = vec![(id("b/p1"), 9), (id("b/p3"), 7)];
+        expected.sort_unstable();
+        assert_eq!(listed.present_ports(&snap), expected);
+        // Without a listing, each name is asked for: none of these exist.
+        assert_eq!(Interfaces(None).present_ports(&snap), []);
     }
 
     #[test]

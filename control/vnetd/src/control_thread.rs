@@ -226,7 +226,8 @@ fn compile(
         let (placement, topology, dead) = (placement.clone(), topology.clone(), dead.clone());
         tokio::task::spawn_blocking(move || {
             let snapshot = placement.compile(&topology, revision);
-            Arc::new(snapshot.without_hosts(&dead))
+            // The worker looks up interfaces in this index on every look.
+            Arc::new(snapshot.without_hosts(&dead).with_interface_index())
         })
     };
     let (topology, base) = (topology.clone(), base.clone());

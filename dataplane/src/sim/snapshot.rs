@@ -233,6 +233,10 @@ pub struct Snapshot {
     pub tunnel_mtu: Option<u16>,
     by_name: HashMap<String, PortId>,
     by_tag: HashMap<Tag, PortId>,
+    /// The ports bound to each host interface (`Binding::Interface`), built
+    /// on first use ([`Snapshot::ports_of_interface`]); reset by what
+    /// changes bindings.
+    by_interface: std::sync::OnceLock<HashMap<String, Vec<PortId>>>,
 }
 
 impl Snapshot {
@@ -560,6 +564,7 @@ impl Snapshot {
     /// address or that have no tunnel key (stores give one to every placed
     /// port; a snapshot compiled from a file may lack them).
     pub fn placed_on(mut self, host: Option<&str>) -> Snapshot {
+        self.by_interface = Default::default();
         for p in &mut self.ports {
             let Some(there) = p.host.as_deref() else {
                 continue;
@@ -604,6 +609,7 @@ impl Snapshot {
     /// such a host returns, the next snapshot reaches its ports again, by
     /// the same tunnel keys.
     pub fn without_hosts(mut self, dead: &std::collections::BTreeSet<String>) -> Snapshot {
+        self.by_interface = Default::default();
         for p in &mut self.ports {
             let unreachable = matches!(p.binding, Binding::Remote { .. })
                 && p.host.as_ref().is_some_and(|h| dead.contains(h));
@@ -685,6 +691,40 @@ impl Snapshot {
                 _ => None,
             })
     }
+
+    /// The ports bound to host interface `ifname`, lowest id first: one,
+    /// unless a port placed on this host and one placed on none name the
+    /// same interface (validation allows it; binding the second fails and
+    /// says so). The worker looks up the host's interfaces here instead of
+    /// visiting every port of the snapshot: most ports of a large topology
+    /// are bound on other hosts or wait for interfaces that do not exist.
+    pub fn ports_of_interface(&self, ifname: &str) -> &[PortId] {
+        self.interface_index()
+            .get(ifname)
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// How many ports are bound to a host interface.
+    pub fn interface_port_count(&self) -> usize {
+        self.interface_index().values().map(Vec::len).sum()
+    }
+
+    /// The snapshot with its interface index built, so that the control
+    /// thread pays for it rather than the worker.
+    pub fn with_interface_index(self) -> Snapshot {
+        self.interface_index();
+        self
+    }
+
+    fn interface_index(&self) -> &HashMap<String, Vec<PortId>> {
+        self.by_interface.get_or_init(|| {
+            let mut index: HashMap<String, Vec<PortId>> = HashMap::default();
+            for (port, ifname) in self.interfaces() {
+                index.entry(ifname.to_string()).or_default().push(port);
+            }
+            index
+        })
+    }
 }
 
 impl PortNames for Snapshot {
@@ -721,6 +761,29 @@ bridges:
         assert_eq!(bound_here(Some("h2")), ["b-h", "c-h"]);
         // A vnetd without --host binds only ports placed on no host.
         assert_eq!(bound_here(None), ["c-h"]);
+    }
+
+    #[test]
+    fn the_interface_index_follows_the_placement() {
+        let topology = vnet_model::parse_str(PLACED).expect("valid topology");
+        let compiled = Snapshot::compile(&topology, 1);
+        let b = compiled.port_by_name("tenant/b").unwrap();
+        // Built before placement (every port still names its interface)...
+        assert_eq!(compiled.ports_of_interface("b-h"), [b]);
+        assert_eq!(compiled.interface_port_count(), 3);
+        // ...and built again after it: b is on h2, reached by its tunnel.
+        let on_h1 = compiled.placed_on(Some("h1")).with_interface_index();
+        assert_eq!(on_h1.ports_of_interface("b-h"), [] as [PortId; 0]);
+        let a = on_h1.port_by_name("tenant/a").unwrap();
+        assert_eq!(on_h1.ports_of_interface("a-h"), [a]);
+        assert_eq!(on_h1.interface_port_count(), 2);
+        let none = on_h1.without_hosts(&["h1".to_string()].into());
+        assert_eq!(none.ports_of_interface("nosuch"), [] as [PortId; 0]);
+        assert_eq!(
+            none.interface_port_count(),
+            2,
+            "only tunnels go with a dead host"
+        );
     }
 
     #[test]
