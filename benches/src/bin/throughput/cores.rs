@@ -7,7 +7,11 @@
 //!   over two queues; a flow per CPU, as a NIC's RSS keeps a flow on one
 //!   queue);
 //! - new flows per second with two workers against one, the generator on
-//!   both CPUs, paced ([`PACE`]), vnetd not pinned.
+//!   both CPUs, paced ([`PACE`]), vnetd not pinned;
+//! - then, on a third lane alike but routed+SNAT (+100 rules) with one
+//!   worker, established Mpps from one CPU: the path with native XDP, as
+//!   the two-queue lanes run it (the single-queue lanes run vnetd's SKB
+//!   default on a veth).
 use super::{interrupted, progress, Options};
 use anyhow::Result;
 use std::path::Path;
@@ -29,6 +33,8 @@ pub struct Cores {
     pub new_flows: Option<((f64, f64), (f64, f64))>,
     /// Two workers: time waiting for the other per time working.
     pub lock_wait: Option<f64>,
+    /// Established Mpps, routed+SNAT, native XDP, frames from one CPU.
+    pub routed_snat_native: Option<f64>,
 }
 
 pub fn measure(opts: &Options, prefix: &str, index: &mut usize, vnetd: &Path) -> Result<Cores> {
@@ -130,11 +136,52 @@ pub fn measure(opts: &Options, prefix: &str, index: &mut usize, vnetd: &Path) ->
         }
     }
     progress("2 queues: tearing down");
+    drop(lanes);
+
+    interrupted()?;
+    progress("2 queues: setting up a routed+SNAT vnet lane (native XDP, --workers 1)");
+    let o = LaneOptions {
+        prefix,
+        index: *index,
+        vnetd,
+        worker_cpu: None,
+        vnet_topology: None,
+    };
+    *index += 1;
+    let lane = Lane::with_queues(System::Vnet, PathKind::RoutedSnat, &o, 2, 1)?;
+    let s = lane.measure_from(&[1], 1_000_000, opts.batch)?;
+    let frames = (s.offered_mpps() * 1e6 * opts.seconds).clamp(100_000.0, 200_000_000.0) as u32;
+    let mut mpps = Vec::new();
+    for rep in 0..opts.reps {
+        interrupted()?;
+        let m = lane.measure_from(&[1], frames, opts.batch)?.mpps();
+        progress(&format!(
+            "routed+SNAT native rep {}/{}: established {m:.2} Mpps from one CPU",
+            rep + 1,
+            opts.reps
+        ));
+        mpps.push(m);
+    }
+    out.routed_snat_native = Some(median(&mut mpps));
+    progress("routed+SNAT native: tearing down");
     Ok(out)
 }
 
-/// The table rows.
-pub fn print_rows(c: &Cores) {
+/// The table rows; `routed_snat` is the single-queue lanes' (Linux,
+/// ceiling) Mpps of routed+SNAT, when measured, for the native row's ratios.
+pub fn print_rows(c: &Cores, routed_snat: (Option<f64>, Option<f64>)) {
+    if let Some(native) = c.routed_snat_native {
+        let vs = |other: Option<f64>| {
+            other
+                .filter(|v| *v > 0.0)
+                .map_or("—".to_string(), |v| format!("{:.2}×", native / v))
+        };
+        println!(
+            "| established Mpps, routed+SNAT (+100 rules), native XDP (a 2-queue lane's vnetd, frames from one CPU) | {native:.2} Mpps; {} ip_forward + nft masquerade, {} the ceiling (single-queue lanes) | ≥ 5× Linux; ≥ 0.7× ceiling |",
+            vs(routed_snat.0),
+            vs(routed_snat.1)
+        );
+    }
     if let Some((one, two)) = c.mpps {
         println!(
             "| established Mpps, bridged, 2 queues: frames from 2 CPUs vs 1 (a flow per CPU) | {two:.2} vs {one:.2} Mpps = {:.2}× | ≥ 1.7× |",

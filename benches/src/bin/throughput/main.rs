@@ -503,7 +503,12 @@ fn print_table(opts: &Options, paths: &[PathKind], r: &Results, cpus: usize) {
         );
     }
     if let Some(c) = &r.cores {
-        cores::print_rows(c);
+        let get = |system: &'static str| {
+            r.mpps
+                .get(&(PathKind::RoutedSnat.name().to_string(), system))
+                .copied()
+        };
+        cores::print_rows(c, (get("linux"), get("ceiling")));
     }
     for n in &r.notes {
         println!();
