@@ -236,7 +236,14 @@ pub struct Snapshot {
     /// The ports bound to each host interface (`Binding::Interface`), built
     /// on first use ([`Snapshot::ports_of_interface`]); reset by what
     /// changes bindings.
-    by_interface: std::sync::OnceLock<HashMap<String, Vec<PortId>>>,
+    by_interface: std::sync::OnceLock<InterfaceIndex>,
+}
+
+/// The ports bound to each host interface, and how many there are.
+#[derive(Debug, Clone, Default)]
+struct InterfaceIndex {
+    ports: HashMap<String, Vec<PortId>>,
+    count: usize,
 }
 
 impl Snapshot {
@@ -700,13 +707,14 @@ impl Snapshot {
     /// are bound on other hosts or wait for interfaces that do not exist.
     pub fn ports_of_interface(&self, ifname: &str) -> &[PortId] {
         self.interface_index()
+            .ports
             .get(ifname)
             .map_or(&[], Vec::as_slice)
     }
 
     /// How many ports are bound to a host interface.
     pub fn interface_port_count(&self) -> usize {
-        self.interface_index().values().map(Vec::len).sum()
+        self.interface_index().count
     }
 
     /// The snapshot with its interface index built, so that the control
@@ -716,11 +724,16 @@ impl Snapshot {
         self
     }
 
-    fn interface_index(&self) -> &HashMap<String, Vec<PortId>> {
+    fn interface_index(&self) -> &InterfaceIndex {
         self.by_interface.get_or_init(|| {
-            let mut index: HashMap<String, Vec<PortId>> = HashMap::default();
+            let mut index = InterfaceIndex::default();
             for (port, ifname) in self.interfaces() {
-                index.entry(ifname.to_string()).or_default().push(port);
+                index
+                    .ports
+                    .entry(ifname.to_string())
+                    .or_default()
+                    .push(port);
+                index.count += 1;
             }
             index
         })

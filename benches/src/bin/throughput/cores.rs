@@ -45,20 +45,12 @@ pub fn measure(opts: &Options, prefix: &str, index: &mut usize, vnetd: &Path) ->
         progress(&format!(
             "2 queues: setting up a vnet lane with --workers {workers}"
         ));
-        let o = LaneOptions {
-            prefix,
-            index: *index,
-            vnetd,
-            worker_cpu: None,
-            vnet_topology: None,
-        };
-        *index += 1;
-        lanes.push(Lane::with_queues(
-            System::Vnet,
+        lanes.push(two_queue_lane(
             PathKind::Bridged,
-            &o,
-            2,
             workers,
+            prefix,
+            index,
+            vnetd,
         )?);
     }
 
@@ -67,8 +59,7 @@ pub fn measure(opts: &Options, prefix: &str, index: &mut usize, vnetd: &Path) ->
     let lane = &mut lanes[0];
     lane.flow_per_cpu(true)?;
     let lane = &lanes[0];
-    let s = lane.measure_from(&[1], 1_000_000, opts.batch)?;
-    let frames = (s.offered_mpps() * 1e6 * opts.seconds).clamp(100_000.0, 200_000_000.0) as u32;
+    let frames = frames_per_run(lane, opts)?;
     let (mut one, mut two) = (Vec::new(), Vec::new());
     for rep in 0..opts.reps {
         interrupted()?;
@@ -140,17 +131,8 @@ pub fn measure(opts: &Options, prefix: &str, index: &mut usize, vnetd: &Path) ->
 
     interrupted()?;
     progress("2 queues: setting up a routed+SNAT vnet lane (native XDP, --workers 1)");
-    let o = LaneOptions {
-        prefix,
-        index: *index,
-        vnetd,
-        worker_cpu: None,
-        vnet_topology: None,
-    };
-    *index += 1;
-    let lane = Lane::with_queues(System::Vnet, PathKind::RoutedSnat, &o, 2, 1)?;
-    let s = lane.measure_from(&[1], 1_000_000, opts.batch)?;
-    let frames = (s.offered_mpps() * 1e6 * opts.seconds).clamp(100_000.0, 200_000_000.0) as u32;
+    let lane = two_queue_lane(PathKind::RoutedSnat, 1, prefix, index, vnetd)?;
+    let frames = frames_per_run(&lane, opts)?;
     let mut mpps = Vec::new();
     for rep in 0..opts.reps {
         interrupted()?;
@@ -165,6 +147,33 @@ pub fn measure(opts: &Options, prefix: &str, index: &mut usize, vnetd: &Path) ->
     out.routed_snat_native = Some(median(&mut mpps));
     progress("routed+SNAT native: tearing down");
     Ok(out)
+}
+
+/// A vnet lane whose guests' veths have two queues, its vnetd running
+/// `--workers workers` in native XDP mode, not pinned.
+fn two_queue_lane(
+    path: PathKind,
+    workers: usize,
+    prefix: &str,
+    index: &mut usize,
+    vnetd: &Path,
+) -> Result<Lane> {
+    let o = LaneOptions {
+        prefix,
+        index: *index,
+        vnetd,
+        worker_cpu: None,
+        vnet_topology: None,
+    };
+    *index += 1;
+    Lane::with_queues(System::Vnet, path, &o, 2, workers)
+}
+
+/// Frames for a run of `--seconds` from one CPU, from what a warm-up run
+/// of a million offered.
+fn frames_per_run(lane: &Lane, opts: &Options) -> Result<u32> {
+    let s = lane.measure_from(&[1], 1_000_000, opts.batch)?;
+    Ok((s.offered_mpps() * 1e6 * opts.seconds).clamp(100_000.0, 200_000_000.0) as u32)
 }
 
 /// The table rows; `routed_snat` is the single-queue lanes' (Linux,
